@@ -244,7 +244,13 @@ def simulate_spectra(structures, params: PhysicsParams | None = None, plan: Simu
 
 
 def brute_force_power(structure: np.ndarray, params: PhysicsParams, lam_um: np.ndarray, upsample: int) -> np.ndarray:
-    """Reference: pixels upsampled u x u, one FFT per wavelength, same order rule. (3, len(lam)) float64.
+    """Reference R, G, B: (3, len(lam)) float64. See brute_force_quadrants."""
+    e = brute_force_quadrants(structure, params, lam_um, upsample)
+    return np.stack([e[0, 0], 0.5 * (e[0, 1] + e[1, 0]), e[1, 1]])
+
+
+def brute_force_quadrants(structure: np.ndarray, params: PhysicsParams, lam_um: np.ndarray, upsample: int) -> np.ndarray:
+    """Reference E_ab: (2, 2, len(lam)) float64; pixels upsampled u x u, one FFT per wavelength, same order rule.
 
     Slow and independent of the fast path (no box factor, no quadrant algebra): used to validate it.
     """
@@ -252,7 +258,7 @@ def brute_force_power(structure: np.ndarray, params: PhysicsParams, lam_um: np.n
     n = s.shape[0]
     freq = np.fft.fftfreq(n, d=1.0 / n) / params.period_um  # m / L
     half = n // 2
-    out = np.empty((3, len(lam_um)))
+    out = np.empty((2, 2, len(lam_um)))
     for j, lam in enumerate(lam_um):
         n_hi = params.cauchy_a + params.cauchy_b / lam**2
         t = np.exp(2j * np.pi * params.height_um * np.where(s > 0, n_hi, params.n_low) / lam)
@@ -264,9 +270,5 @@ def brute_force_power(structure: np.ndarray, params: PhysicsParams, lam_um: np.n
         u = np.fft.ifft2(spec)
         v = np.fft.ifft2(spec * np.sqrt(np.where(prop, kz2, 0.0) / k0sq))
         flux = np.real(np.conj(u) * v)
-        e00 = flux[:half, :half].sum() / n**2
-        e01 = flux[:half, half:].sum() / n**2
-        e10 = flux[half:, :half].sum() / n**2
-        e11 = flux[half:, half:].sum() / n**2
-        out[:, j] = (e00, 0.5 * (e01 + e10), e11)
+        out[:, :, j] = flux.reshape(2, half, 2, half).sum(axis=(1, 3)) / n**2
     return out

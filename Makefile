@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is set up on the way.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU build of torch from the local wheel cache; real users may pick any torch>=2.3 (pyproject keeps it open).
+TORCH_SPEC ?= torch==2.13.0
+
+export DAGSTER_HOME ?= $(abspath .dagster_home)
+export CRRECON_HOME ?= $(abspath data)
+
+.PHONY: install demo dev test bench clean validate
+install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install
+	$(BIN)/python -m crrecon_pipeline.demo
+
+dev: install
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+validate: install
+	$(BIN)/dagster definitions validate
+
+bench: install
+	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_training.py
+
+clean:
+	rm -rf $(VENV) data .dagster_home/* *.egg-info

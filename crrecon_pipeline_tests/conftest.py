@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory) -> Path:
+    """A small simulated dataset in the seed's raw format: 2 shards, 600 rows, ~47% unfinished."""
+    out = tmp_path_factory.mktemp("raw")
+    write_dataset(out, rows=600, shards=2, settings=SimulationSettings(seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(raw_dir, tmp_path_factory) -> Path:
+    from crrecon_pipeline.data import preprocess
+
+    out = tmp_path_factory.mktemp("prepared")
+    preprocess(raw_dir, out)
+    return out
+
+
+def write_raw_pair(folder: Path, shard: int, structures: np.ndarray, spectra: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"binary_dataset_128_{shard}.npy", structures)
+    np.save(folder / f"spectra_latest_{shard}.npy", spectra)

@@ -1,0 +1,176 @@
+"""Preprocessing: transforms against hand-computed values, counts, bad input, the prepared-folder API."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crrecon_pipeline.data import (PrepareSettings, bin_spectra, load_prepared, pack_structures, preprocess,
+                                   rotate_bayer, rotate_packed, to_bayer, unpack_structures)
+from crrecon_pipeline.npyio import DataError
+
+from .conftest import write_raw_pair
+
+
+def test_mean_binning_by_hand():
+    x = np.arange(301, dtype=np.float32)[None, None].repeat(3, axis=1)  # (1, 3, 301): sample i has value i
+    out = bin_spectra(x, PrepareSettings())
+    assert out.shape == (1, 3, 30)
+    np.testing.assert_allclose(out[0, 0, :29], 10 * np.arange(29) + 4.5)  # mean of 10k .. 10k+9
+    assert out[0, 0, 29] == pytest.approx(295.0)  # mean of 290 .. 300 (11 samples)
+
+
+def test_subsample_binning_reproduces_research_code():
+    x = np.random.default_rng(0).random((2, 3, 301)).astype(np.float32)
+    out = bin_spectra(x, PrepareSettings(binning="subsample"))
+    np.testing.assert_array_equal(out, x[..., np.linspace(0, 300, 30, dtype=int)])
+
+
+def test_frequency_ordered_export_is_reversed_first():
+    x = np.random.default_rng(1).random((2, 3, 301)).astype(np.float32)
+    desc = PrepareSettings(wavelength_first_nm=700, wavelength_last_nm=400)
+    np.testing.assert_allclose(bin_spectra(x[..., ::-1], desc), bin_spectra(x, PrepareSettings()), rtol=1e-6)
+    assert desc.bin_centers_nm()[0] < desc.bin_centers_nm()[-1]
+
+
+def test_bayer_layout_and_rotation():
+    rgb = np.stack([np.full(30, 1.0), np.full(30, 2.0), np.full(30, 3.0)])[None]
+    bayer = to_bayer(rgb)
+    assert bayer.shape == (1, 2, 2, 30)
+    assert (bayer[0, 0, 0] == 1).all() and (bayer[0, 0, 1] == 2).all() and (bayer[0, 1, 0] == 2).all() and (bayer[0, 1, 1] == 3).all()
+    rot = rotate_bayer(bayer)
+    assert (rot[0, 0, 0] == 3).all() and (rot[0, 1, 1] == 1).all()
+    np.testing.assert_array_equal(rotate_bayer(rot), bayer)
+
+
+def test_packing_and_packed_rotation():
+    s = (np.random.default_rng(2).random((5, 128, 128)) > 0.5).astype(np.uint8)
+    packed = pack_structures(s)
+    assert packed.shape == (5, 2048)
+    np.testing.assert_array_equal(unpack_structures(packed), s)
+    np.testing.assert_array_equal(unpack_structures(rotate_packed(packed)), s[:, ::-1, ::-1])
+    np.testing.assert_array_equal(rotate_packed(rotate_packed(packed)), packed)
+
+
+def _handmade(folder, encoding=1):
+    rng = np.random.default_rng(5)
+    st = (rng.random((8, 1, 128, 128)) > 0.6).astype(np.uint8) * encoding
+    sp = -rng.random((8, 3, 301)).astype(np.float32) * 0.5
+    sp[1] = 0  # unfinished
+    sp[4] = 0
+    sp[2, 1, 17] = np.nan  # non-finite
+    sp[6, 0, 3] = np.inf
+    write_raw_pair(folder, 0, st, sp)
+    return st, sp
+
+
+@pytest.mark.parametrize("encoding", [1, 255])
+def test_preprocess_counts_and_values(tmp_path, encoding):
+    st, sp = _handmade(tmp_path / "raw", encoding)
+    summary = preprocess(tmp_path / "raw", tmp_path / "out")
+    assert summary == {"raw_rows": 8, "kept_rows": 4, "dropped_unfinished": 2, "dropped_nonfinite": 2, "shards": 1}
+    p = load_prepared(tmp_path / "out")
+    np.testing.assert_array_equal(p.source_rows, [0, 3, 5, 7])
+    np.testing.assert_array_equal(np.asarray(p.structures), st[[0, 3, 5, 7], 0] // encoding)
+    expected = to_bayer(bin_spectra(-sp[[0, 3, 5, 7]], PrepareSettings()))
+    np.testing.assert_allclose(p.bayer, expected, rtol=1e-6)
+    assert (p.bayer >= 0).all()
+    np.testing.assert_array_equal(p.rotated_bayer, rotate_bayer(p.bayer))
+    np.testing.assert_array_equal(p.rotated_structures[2], p.structures[2][::-1, ::-1])
+
+
+def test_load_prepared_on_simulated_data(raw_dir, prepared_dir):
+    p = load_prepared(prepared_dir)
+    raw_rows = sum(r["raw_rows"] for r in p.shards)
+    assert raw_rows == 600 and 0.35 < len(p) / raw_rows < 0.7
+    assert p.structures.shape == (len(p), 128, 128) and p.bayer.shape == (len(p), 2, 2, 30)
+    assert p.bayer.dtype == np.float32
+    np.testing.assert_array_equal(p.bayer[:, 0, 1], p.bayer[:, 1, 0])
+    # source_rows index the raw shards concatenated in shard order
+    raw_sp = np.concatenate([np.load(raw_dir / f"spectra_latest_{k}.npy") for k in range(2)])
+    raw_st = np.concatenate([np.load(raw_dir / f"binary_dataset_128_{k}.npy") for k in range(2)])
+    i = len(p) - 3
+    r = p.source_rows[i]
+    assert r >= 300, "a row of the second shard"
+    np.testing.assert_allclose(p.bayer[i, 1, 1, 0], -raw_sp[r, 2, :10].mean(), rtol=1e-6)
+    np.testing.assert_array_equal(p.structures[i], raw_st[r, 0])
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def _bad_cases():
+    good_st = np.zeros((4, 1, 128, 128), np.uint8)
+    good_sp = -np.ones((4, 3, 301), np.float32) * 0.1
+
+    def mismatch(d):
+        write_raw_pair(d, 0, good_st, good_sp[:3])
+        return "spectra_latest_0.npy"
+
+    def wrong_shape(d):
+        write_raw_pair(d, 0, np.zeros((4, 64, 64), np.uint8), good_sp)
+        return "binary_dataset_128_0.npy"
+
+    def non_binary(d):
+        st = good_st.copy()
+        st[2, 0, 5, 5] = 7
+        write_raw_pair(d, 0, st, good_sp)
+        return "binary_dataset_128_0.npy"
+
+    def truncated(d):
+        write_raw_pair(d, 0, good_st, good_sp)
+        p = d / "spectra_latest_0.npy"
+        p.write_bytes(p.read_bytes()[:2000])
+        return "spectra_latest_0.npy"
+
+    def not_npy(d):
+        write_raw_pair(d, 0, good_st, good_sp)
+        (d / "binary_dataset_128_0.npy").write_text("this is not an array\n")
+        return "binary_dataset_128_0.npy"
+
+    def lone_structures(d):
+        write_raw_pair(d, 0, good_st, good_sp)
+        np.save(d / "binary_dataset_128_1.npy", good_st)
+        return "binary_dataset_128_1.npy"
+
+    def empty(d):
+        d.mkdir(parents=True)
+        return str(d.name)
+
+    return [mismatch, wrong_shape, non_binary, truncated, not_npy, lone_structures, empty]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda f: f.__name__)
+def test_bad_input_one_line_and_earlier_output_intact(tmp_path, raw_dir, case):
+    out = tmp_path / "out"
+    first = run_cli("preprocess", "--raw", raw_dir, "--out", out)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout.strip().splitlines()[-1])["raw_rows"] == 600
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    bad = tmp_path / "bad"
+    name = case(bad)
+    res = run_cli("preprocess", "--raw", bad, "--out", out)
+    assert res.returncode != 0
+    lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, res.stderr
+    assert name in lines[0] and "Traceback" not in res.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_nonbinary_found_mid_stream_leaves_output_intact(tmp_path, raw_dir):
+    """A bad value deep in the second shard is only seen while streaming: nothing may be replaced."""
+    out = tmp_path / "out"
+    preprocess(raw_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad"
+    st = np.load(raw_dir / "binary_dataset_128_1.npy")
+    st[-1, 0, 0, 0] = 3
+    write_raw_pair(bad, 0, np.load(raw_dir / "binary_dataset_128_0.npy"), np.load(raw_dir / "spectra_latest_0.npy"))
+    write_raw_pair(bad, 1, st, np.load(raw_dir / "spectra_latest_1.npy"))
+    with pytest.raises(DataError, match="binary_dataset_128_1.npy: non-binary structures"):
+        preprocess(bad, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
