@@ -1,0 +1,22 @@
+"""mse_pearson (the seed's default): w_mse * MSE + w_corr * (1 - Pearson), Pearson per spectrum (shape agreement,
+invariant to scale and offset)."""
+
+import torch
+from torch import nn
+
+
+def pearson_per_spectrum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, 2, 2, L) -> (B, 2, 2) correlation along the wavelength axis."""
+    p = pred - pred.mean(-1, keepdim=True)
+    t = target - target.mean(-1, keepdim=True)
+    return (p * t).sum(-1) / (p.norm(dim=-1) * t.norm(dim=-1) + eps)
+
+
+class MSEPearson(nn.Module):
+    def __init__(self, w_mse: float = 1.0, w_corr: float = 0.2):
+        super().__init__()
+        self.w_mse, self.w_corr = w_mse, w_corr
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mse = torch.mean((pred - target) ** 2)
+        return self.w_mse * mse + self.w_corr * (1 - pearson_per_spectrum(pred, target).mean())
