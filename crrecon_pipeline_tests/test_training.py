@@ -1,0 +1,153 @@
+"""Models, losses, the split, determinism, atomic checkpoints and exact resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from crrecon_pipeline.config import load_config
+from crrecon_pipeline.data import load_prepared
+from crrecon_pipeline.losses import get_loss, pearson_per_spectrum
+from crrecon_pipeline.models import MODELS, get_model
+from crrecon_pipeline.training import load_checkpoint, split_rows, structure_keys, train
+
+TINY = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "model.params.nhead=2",
+        "model.params.dec_layers=1", "model.params.in_pool=2", "model.params.blocks_per_stage=1",
+        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2"]
+
+
+def tiny_config(*extra):
+    return load_config("configs/quick.yaml", TINY + list(extra))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_output_shape_and_position_sensitivity(name):
+    torch.manual_seed(0)
+    model = get_model(name, d_model=32, channels=(8, 8, 16, 16, 16), **({"nhead": 4} if name == "cnn_xattn" else {})).eval()
+    x = torch.zeros(2, 1, 128, 128) - 1
+    x[0, :, 10:40, 10:40] = 1  # a block over the R pixel
+    x[1, :, 74:104, 74:104] = 1  # the same block over the B pixel
+    y = model(x)
+    assert y.shape == (2, 2, 2, 30)
+    # a circular shift moves the feature to another pixel: a position-aware model must tell the two apart
+    assert (y[0] - y[1]).abs().max() > 1e-4
+
+
+def test_model_registry_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model("resnet9000")
+    with pytest.raises(ValueError, match="bad parameters"):
+        get_model("cnn_gru", nhead=8)
+
+
+def test_mse_pearson_by_hand():
+    t = torch.arange(30, dtype=torch.float32).repeat(1, 2, 2, 1)  # (1, 2, 2, 30)
+    loss = get_loss("mse_pearson", w_mse=1.0, w_corr=0.2)
+    assert float(loss(t, t)) == pytest.approx(0.0, abs=1e-6)
+    # p = 2t + 1: correlation 1; MSE = mean((t + 1)^2) over 0..29 = mean of 1..30 squared
+    p = 2 * t + 1
+    assert float(loss(p, t)) == pytest.approx(np.mean(np.arange(1, 31) ** 2), rel=1e-5)
+    # anti-correlated with equal values on average: 1 - (-1) = 2
+    r = 29 - t
+    expected = np.mean((np.arange(30) - (29 - np.arange(30))) ** 2) + 0.2 * 2
+    assert float(loss(r, t)) == pytest.approx(expected, rel=1e-5)
+    assert pearson_per_spectrum(r, t).shape == (1, 2, 2)
+
+
+def test_weighted_smooth_by_hand():
+    t = torch.zeros(1, 2, 2, 30)
+    p = torch.zeros(1, 2, 2, 30)
+    p[..., ::2] = 1.0  # 0/1 alternating: every adjacent difference is 1, MSE 0.5
+    loss = get_loss("weighted_smooth", w_mse=1.0, w_smooth=0.1)
+    assert float(loss(p, t)) == pytest.approx(0.5 + 0.1 * 1.0)
+
+
+def test_split_keeps_rotated_twins_together(prepared_dir):
+    p = load_prepared(prepared_dir)
+    train_rows, val_rows = split_rows(p.structures.packed, 0.8)
+    assert 0.1 < len(val_rows) / len(p) < 0.3
+    assert not set(train_rows) & set(val_rows)
+    # the key is the same for a structure and its twin, so a twin that is also a row lands on the same side
+    np.testing.assert_array_equal(structure_keys(p.structures.packed), structure_keys(p.rotated_structures.packed))
+    # and the split does not depend on which other rows are present
+    sub_train, sub_val = split_rows(p.structures.packed[::2], 0.8)
+    np.testing.assert_array_equal(np.sort(sub_val * 2), np.sort(val_rows[val_rows % 2 == 0]))
+
+
+def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
+    p = load_prepared(prepared_dir)
+    cfg = tiny_config("training.epochs=3")
+    a = train(cfg, p, tmp_path / "a", device="cpu", log=lambda m: None)
+    b = train(cfg, p, tmp_path / "b", device="cpu", log=lambda m: None)
+    assert a["val_mse"] == b["val_mse"]
+    wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    lines = (tmp_path / "a" / "train_log.txt").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("[EPOCH] 1/3 train_loss=")
+    assert {"val_mse", "baseline_val_mse", "val_pearson", "epochs_completed", "best_checkpoint"} <= set(a)
+    assert (tmp_path / "a" / "epoch_0002.pt").exists() and (tmp_path / "a" / "best.pt").exists()
+    assert (tmp_path / "a" / "loss_curves.png").stat().st_size > 1000
+
+
+def test_kill_and_resume_is_exact(prepared_dir, tmp_path):
+    """SIGKILL a CLI training run after its second epoch, resume with --resume auto, compare with a clean run."""
+    sets = sum((["--set", s] for s in TINY + ["training.epochs=4"]), [])
+    cmd = [sys.executable, "-m", "crrecon_pipeline.cli", "train", "--config", "configs/quick.yaml",
+           "--prepared", str(prepared_dir), "--device", "cpu", *sets]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = killed / "train_log.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = load_checkpoint(killed / "last.pt")  # whatever moment the kill hit, last.pt is complete
+    assert 1 <= ckpt["epoch"] < 4  # the log line of epoch 2 is written just before its checkpoint
+
+    resumed = subprocess.run(cmd + ["--out", str(killed), "--resume", "auto"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert result["epochs_completed"] == 4
+
+    clean = subprocess.run(cmd + ["--out", str(tmp_path / "clean")], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    a = load_checkpoint(killed / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "clean" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
+    assert json.loads(clean.stdout.strip().splitlines()[-1])["val_mse"] == result["val_mse"]
+
+
+def test_predict_cli(prepared_dir, tmp_path, raw_dir):
+    p = load_prepared(prepared_dir)
+    train(tiny_config("training.epochs=1"), p, tmp_path / "run", device="cpu", log=lambda m: None)
+    structures = np.load(raw_dir / "binary_dataset_128_0.npy")[:5]
+    np.save(tmp_path / "s.npy", structures)
+    res = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"),
+                          "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "pred.npy")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    pred = np.load(tmp_path / "pred.npy")
+    assert pred.shape == (5, 2, 2, 30) and np.isfinite(pred).all()
+    bad = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "predict", "--checkpoint", str(tmp_path / "s.npy"),
+                          "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "s.npy" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = load_config("configs/default.yaml", ["training.epochs=4", "model.params.d_model=128"])
+    assert cfg["training"]["epochs"] == 4 and cfg["model"]["params"]["d_model"] == 128
+    assert cfg["model"]["params"]["nhead"] == 8 and cfg["data"]["batch_size"] == 400
+    with pytest.raises(ValueError, match="unknown section"):
+        load_config("configs/default.yaml", ["trainng.epochs=4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: nope}\n")
+    with pytest.raises(ValueError, match="unknown model"):
+        load_config(bad)
