@@ -155,6 +155,7 @@ def filter_shard(raw_dir: str | Path, shard: int, out_dir: str | Path, settings:
     settings = settings or PrepareSettings()
     out_dir = Path(out_dir)
     raw = open_shard(raw_dir, shard, settings.n_wavelengths)
+    (out_dir / f"rotated_{shard}.json").unlink(missing_ok=True)  # the old rotated set no longer matches
     stats = ShardStats(shard=shard, raw_rows=raw.rows)
     chunk = settings.chunk_rows
     with AtomicNpyWriter(out_dir / f"structures_{shard}.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
@@ -185,8 +186,9 @@ def filter_shard(raw_dir: str | Path, shard: int, out_dir: str | Path, settings:
             if progress:
                 progress(len(st))
     record = stats.summary() | {"settings": asdict(settings), "raw_files": [str(raw.structures.path), str(raw.spectra.path)]}
-    write_text_atomic(out_dir / f"shard_{shard}.json", json.dumps(record, indent=2) + "\n")
-    return record
+    text = json.dumps(record, indent=2) + "\n"
+    write_text_atomic(out_dir / f"shard_{shard}.json", text)
+    return json.loads(text)  # plain Python types, exactly what the record file says
 
 
 def rotate_shard(out_dir: str | Path, shard: int, chunk_rows: int = 16384) -> dict:

@@ -1,0 +1,270 @@
+"""Training-log analysis: the seed's optimize_hyperparams.py and model-optimizer playbook, made explicit.
+
+parse -> metrics (best, improvement rate, plateau, overfitting gap, divergence, generalization gap)
+      -> diagnosis  subset of {overfitting, plateau, divergence, still_improving}
+      -> suggestions [{parameter, action, reason}], each reasoned from the metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .npyio import DataError
+
+LINE_RE = re.compile(r"\[EPOCH\]\s+(\d+)\s*/\s*(\d+)\s+(.*)")
+FIELD_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|NaN|inf|-inf|Infinity|-Infinity)")
+REQUIRED = ("train_loss", "val_loss")
+DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving")
+WINDOW = 5  # epochs looked at for trends
+
+
+def parse_train_log(path: str | Path) -> list[dict]:
+    """Epoch records in epoch order. Survives resumed runs (a repeated epoch: the later line wins), junk lines,
+    NaN values and a truncated last line (skipped when a required field is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: log file not found")
+    records: dict[int, dict] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = LINE_RE.search(line)
+        if not m:
+            continue
+        fields = {k: float(v) for k, v in FIELD_RE.findall(m.group(3))}
+        if not all(k in fields for k in REQUIRED):
+            continue
+        records[int(m.group(1))] = {"epoch": int(m.group(1)), "total": int(m.group(2)), **fields}
+    return [records[e] for e in sorted(records)]
+
+
+def _rel_change(a: float, b: float) -> float:
+    """Relative improvement from a to b (positive = b is lower)."""
+    return (a - b) / abs(a) if a and math.isfinite(a) and math.isfinite(b) else 0.0
+
+
+def compute_metrics(records: list[dict]) -> dict:
+    if not records:
+        return {"epochs_completed": 0, "best_val": None, "best_epoch": None}
+    epochs = np.array([r["epoch"] for r in records])
+    train = np.array([r["train_loss"] for r in records])
+    val = np.array([r["val_loss"] for r in records])
+    finite = np.isfinite(val)
+    best_i = int(np.nanargmin(np.where(finite, val, np.nan))) if finite.any() else None
+    w = min(WINDOW, len(records) - 1) if len(records) > 1 else 0
+    recent_val, recent_train = val[-w - 1:], train[-w - 1:]
+    improvement = _rel_change(recent_val[0], recent_val[-1]) / max(w, 1) if w else 0.0
+    best_before = float(np.nanmin(val[:-w])) if w and np.isfinite(val[:-w]).any() else float("nan")
+    gap = (val[-1] - train[-1]) / abs(train[-1]) if math.isfinite(train[-1]) and train[-1] else float("nan")
+    first_val = val[finite][0] if finite.any() else float("nan")
+    return {
+        "epochs_completed": len(records),
+        "total_epochs": int(records[-1]["total"]),
+        "best_val": float(val[best_i]) if best_i is not None else None,
+        "best_epoch": int(epochs[best_i]) if best_i is not None else None,
+        "final_train": float(train[-1]),
+        "final_val": float(val[-1]),
+        "improvement_rate": float(improvement),  # relative val improvement per epoch over the last window
+        "window_improvement": float(_rel_change(best_before, float(np.nanmin(recent_val))) if w else 0.0),
+        "total_improvement": float(_rel_change(first_val, float(np.nanmin(val[finite])))) if finite.any() else 0.0,
+        "generalization_gap": float(gap),  # (val - train) / train at the end
+        "val_trend": float(_rel_change(recent_val[0], recent_val[-1])) if w else 0.0,
+        "train_trend": float(_rel_change(recent_train[0], recent_train[-1])) if w else 0.0,
+        "nonfinite_epochs": int((~np.isfinite(train) | ~finite).sum()),
+        "max_val_over_best": float(np.nanmax(val[best_i:]) / val[best_i]) if best_i is not None and val[best_i] > 0 else float("nan"),
+        "epochs_since_best": int(epochs[-1] - epochs[best_i]) if best_i is not None else None,
+    }
+
+
+def diagnose(m: dict) -> list[str]:
+    if not m.get("epochs_completed"):
+        return []
+    found = []
+    n = m["epochs_completed"]
+    diverged = m["nonfinite_epochs"] > 0 or m["max_val_over_best"] > 3.0 or (
+        m["train_trend"] < -0.5 and n > 2)  # training loss up by more than half over the window
+    if diverged:
+        found.append("divergence")
+    if n >= 4 and not diverged and m["val_trend"] < -0.05 and m["train_trend"] > 0.0 and m["epochs_since_best"] >= 2:
+        found.append("overfitting")
+    if n >= WINDOW + 1 and not diverged and abs(m["window_improvement"]) < 0.01 and "overfitting" not in found:
+        found.append("plateau")
+    if not diverged and "overfitting" not in found and "plateau" not in found and m["window_improvement"] > 0.01 \
+            and m["epochs_since_best"] <= 1:
+        found.append("still_improving")
+    return found
+
+
+def suggest(m: dict, diagnosis: list[str], config: dict | None = None) -> list[dict]:
+    cfg = config or {}
+    model = cfg.get("model", {}).get("name", "cnn_xattn")
+    loss = cfg.get("loss", {}).get("name", "mse_pearson")
+    t = cfg.get("training", {})
+    lr, wd = float(t.get("lr", 1e-3)), float(t.get("weight_decay", 0.005))
+    epochs = int(m.get("total_epochs") or t.get("epochs", 300))
+    batch = int(cfg.get("data", {}).get("batch_size", 400))
+    out: list[dict] = []
+
+    def add(parameter, action, reason):
+        out.append({"parameter": parameter, "action": action, "reason": reason})
+
+    if "divergence" in diagnosis:
+        add("training.lr", f"decrease to {lr * 0.3:.2g}",
+            f"{m['nonfinite_epochs']} non-finite epochs; val rose to {m['max_val_over_best']:.1f}x its best after epoch {m['best_epoch']}")
+        add("training.grad_clip", "set to 0.5", "clipping harder bounds the update that blew up")
+        add("data.batch_size", f"increase to {batch * 2}", "larger batches give less noisy gradients")
+    if "overfitting" in diagnosis:
+        add("training.weight_decay", f"increase to {wd * 4:.2g}",
+            f"val loss rose {-m['val_trend']:.0%} over the last {WINDOW} epochs while train fell {m['train_trend']:.0%}")
+        add("training.epochs", f"stop near epoch {m['best_epoch']}", f"the best validation loss came {m['epochs_since_best']} epochs before the end")
+        if model == "cnn_xattn":
+            add("model.name", "switch to cnn_gru", "a lighter model has less capacity to memorise the training set")
+        add("data.augment_180", "keep true", "the 180-degree twins double the data for free")
+    if "plateau" in diagnosis:
+        add("training.lr", f"decrease to {lr * 0.5:.2g} (or restart warmup)",
+            f"val loss changed {m['window_improvement']:.2%} over the last {WINDOW} epochs")
+        if model == "cnn_gru":
+            add("model.name", "switch to cnn_xattn", "cross-attention over spatial tokens has more capacity than the GRU")
+        add("loss.name", f"switch to {'weighted_smooth' if loss == 'mse_pearson' else 'mse_pearson'}",
+            "a different objective can move a run stuck on one")
+        add("data.batch_size", f"decrease to {max(batch // 2, 8)}", "smaller batches add gradient noise that can escape a plateau")
+    if "still_improving" in diagnosis:
+        add("training.epochs", f"increase to {int(epochs * 1.5)}",
+            f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is the latest")
+    if not out and m.get("epochs_completed"):
+        add("training.epochs", "keep", "no problem detected; compare against other runs before changing settings")
+    return out
+
+
+def analyze_log(path: str | Path, config: dict | None = None) -> dict:
+    path = Path(path)
+    if config is None and (path.parent / "config.json").exists():
+        config = json.loads((path.parent / "config.json").read_text())
+    records = parse_train_log(path)
+    metrics = compute_metrics(records)
+    diagnosis = diagnose(metrics)
+    return {
+        "log": str(path),
+        "epochs_completed": metrics["epochs_completed"],
+        "best_val": metrics["best_val"],
+        "best_epoch": metrics["best_epoch"],
+        "diagnosis": diagnosis,
+        "suggestions": suggest(metrics, diagnosis, config),
+        "metrics": metrics,
+        "history": records,
+    }
+
+
+def format_report(result: dict) -> str:
+    m = result["metrics"]
+    lines = [f"Log: {result['log']}", f"Epochs completed: {result['epochs_completed']}"]
+    if result["best_val"] is not None:
+        lines += [f"Best val loss: {result['best_val']:.6g} at epoch {result['best_epoch']}",
+                  f"Final train / val: {m['final_train']:.6g} / {m['final_val']:.6g} (generalization gap {m['generalization_gap']:+.1%})",
+                  f"Improvement over the last {WINDOW} epochs: {m['window_improvement']:.2%}"]
+    lines.append("Diagnosis: " + (", ".join(result["diagnosis"]) or "none"))
+    lines.append("Suggestions:")
+    lines += [f"  - {s['parameter']}: {s['action']} ({s['reason']})" for s in result["suggestions"]]
+    return "\n".join(lines)
+
+
+def _params_for(section: str, name: str, params: dict) -> dict:
+    """Keep the parameters the new model/loss also takes (widths, dropouts...), drop the others."""
+    import inspect
+
+    from .losses import LOSSES
+    from .models import MODELS
+
+    accepted = inspect.signature((MODELS if section == "model" else LOSSES)[name]).parameters
+    return {k: v for k, v in params.items() if k in accepted}
+
+
+def apply_suggestions(config: dict, suggestions: list[dict]) -> dict:
+    """The next run's config: numeric and switch suggestions applied to a copy of `config`."""
+    nxt = copy.deepcopy(config)
+    for s in suggestions:
+        section, _, key = s["parameter"].partition(".")
+        action = s["action"]
+        num = re.search(r"(?:to|near epoch)\s+([0-9.eE+-]+)", action)
+        if key == "name" and action.startswith("switch to "):
+            nxt[section]["name"] = action.split()[-1]
+            nxt[section]["params"] = _params_for(section, action.split()[-1], nxt[section].get("params", {}))
+        elif num and section in nxt and key in nxt[section]:
+            old = nxt[section][key]
+            value = float(num.group(1))
+            nxt[section][key] = int(value) if isinstance(old, int) and not isinstance(old, bool) else value
+    return nxt
+
+
+# ------------------------------------------------------------------------------------------------ across runs
+
+SETTING_COLUMNS = {"model": ("model", "name"), "loss": ("loss", "name"), "lr": ("training", "lr"),
+                   "batch_size": ("data", "batch_size"), "epochs": ("training", "epochs"),
+                   "weight_decay": ("training", "weight_decay"), "augment_180": ("data", "augment_180")}
+
+
+def collect_runs(runs_dir: str | Path) -> list[dict]:
+    """Every finished run under runs_dir (a folder with metrics.json and config.json), oldest first."""
+    rows = []
+    for metrics_path in sorted(Path(runs_dir).glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
+        run = metrics_path.parent
+        if not (run / "config.json").exists():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        config = json.loads((run / "config.json").read_text())
+        row = {"run": run.name, "config": config}
+        for col, (section, key) in SETTING_COLUMNS.items():
+            row[col] = config.get(section, {}).get(key)
+        row["params"] = metrics.get("n_params")
+        for key in ("val_mse", "baseline_val_mse", "val_pearson", "best_epoch", "epochs_completed", "samples_per_s"):
+            row[key] = metrics.get(key)
+        row["mse_vs_baseline"] = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else None
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def compare_runs(runs_dir: str | Path) -> dict:
+    """Leaderboard, which settings went with better runs, and a recommended next config."""
+    import pandas as pd
+    import yaml
+
+    rows = collect_runs(runs_dir)
+    if not rows:
+        return {"runs": 0, "table": [], "effects": {}, "best_run": None, "next_config": None, "next_config_yaml": ""}
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "config"} for r in rows]).sort_values("mse_vs_baseline")
+    effects = {}
+    for col in SETTING_COLUMNS:
+        values = table[col].astype(str)
+        if values.nunique() > 1:
+            effects[col] = table.groupby(values)["mse_vs_baseline"].mean().sort_values().round(4).to_dict()
+    best = next(r for r in rows if r["run"] == table.iloc[0]["run"])
+    analysis_path = Path(runs_dir) / best["run"] / best["config"].get("output", {}).get("log_file", "train_log.txt")
+    suggestions = analyze_log(analysis_path, best["config"])["suggestions"] if analysis_path.exists() else []
+    nxt = apply_suggestions(best["config"], suggestions)
+    return {
+        "runs": len(rows),
+        "table": table.to_dict(orient="records"),
+        "markdown": markdown_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
+        "effects": effects,
+        "best_run": best["run"],
+        "suggestions_applied": suggestions,
+        "next_config": nxt,
+        "next_config_yaml": yaml.safe_dump(nxt, sort_keys=False),
+    }

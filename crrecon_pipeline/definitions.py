@@ -1,0 +1,36 @@
+"""The crrecon_pipeline code location: assets, checks, jobs, schedule, sensor and resources."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from .defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
+from .defs.assets.prepared import filtered_bayer, rotated_bayer
+from .defs.assets.raw import raw_shard
+from .defs.assets.training import check_beats_baseline, trained_model
+from .defs.checks import data_checks
+from .defs.jobs import prepare_data_job, train_job
+from .defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
+from .defs.schedules import weekly_retraining
+from .defs.sensors import new_shard_sensor
+
+
+def _env(name: str, default: str):
+    """dg.EnvVar when the variable is set (the UI shows where the value comes from), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+defs = dg.Definitions(
+    assets=[raw_shard, filtered_bayer, rotated_bayer, trained_model, training_log_analysis, run_comparison, dataset_profile],
+    asset_checks=[*data_checks, check_beats_baseline],
+    jobs=[prepare_data_job, train_job],
+    schedules=[weekly_retraining],
+    sensors=[new_shard_sensor],
+    resources={
+        "paths": CrreconPaths(home=_env("CRRECON_HOME", str(Path.cwd() / "data")), raw_dir=_env("CRRECON_RAW_DIR", "")),
+        "simulator": SimulatorResource(),
+        "filtering": FilterSettings(),
+        "device": TrainingDevice(device=_env("CRRECON_DEVICE", "auto")),
+    },
+)

@@ -1,0 +1,84 @@
+"""training_log_analysis, run_comparison and dataset_profile: the seed's log analysis and data report as assets."""
+
+
+import json
+
+import dagster as dg
+
+from ...analysis import analyze_log, compare_runs, format_report
+from ...npyio import write_text_atomic
+from ...plots import markdown_image
+from ...profile import profile_dataset
+from ..resources import CrreconPaths
+from .prepared import prepared_or_failure
+from .training import trained_model
+
+
+def _latest_run_dir(context) -> str:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    if event is None:
+        raise dg.Failure(description="trained_model has no materialization yet")
+    return event.asset_materialization.metadata["run_dir"].value
+
+
+@dg.asset(deps=[trained_model], group_name="analysis", kinds={"python"},
+          description="The latest run's log: metrics, diagnosis (overfitting, plateau, divergence, still_improving), suggestions.")
+def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    from pathlib import Path
+
+    run_dir = Path(_latest_run_dir(context))
+    result = analyze_log(run_dir / "train_log.txt")
+    write_text_atomic(run_dir / "analysis.json", json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2) + "\n")
+    m = result["metrics"]
+    table = "\n".join(f"| {s['parameter']} | {s['action']} | {s['reason']} |" for s in result["suggestions"])
+    report = (f"**Diagnosis:** {', '.join(result['diagnosis']) or 'none'}\n\n"
+              f"| parameter | action | reason |\n|---|---|---|\n{table}\n\n"
+              f"{markdown_image(run_dir / 'loss_curves.png', 'loss curves')}")
+    return dg.MaterializeResult(metadata={
+        "diagnosis": ", ".join(result["diagnosis"]) or "none",
+        "epochs_completed": result["epochs_completed"],
+        "best_val": result["best_val"],
+        "best_epoch": result["best_epoch"],
+        "improvement_last_5": m.get("window_improvement"),
+        "generalization_gap": m.get("generalization_gap"),
+        "report": dg.MetadataValue.md(report),
+        "text": dg.MetadataValue.text(format_report(result)),
+    })
+
+
+@dg.asset(deps=[training_log_analysis], group_name="analysis", kinds={"pandas"},
+          description="Every run's config and results side by side, which settings helped, and a recommended next "
+                      "run config (YAML for the launchpad, also in CRRECON_HOME/reports/next_run.yaml).")
+def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
+    result = compare_runs(paths.runs_path())
+    if not result["runs"]:
+        raise dg.Failure(description=f"{paths.runs_path()}: no finished runs to compare")
+    yaml_text = result["next_config_yaml"]
+    write_text_atomic(paths.reports_path() / "next_run.yaml", yaml_text)
+    effects = "\n".join(f"- **{k}**: " + ", ".join(f"{v} -> {r:.3g}" for v, r in d.items()) for k, d in result["effects"].items())
+    launchpad = "ops:\n  trained_model:\n    config:\n" + "".join(f"      {line}\n" for line in yaml_text.splitlines())
+    return dg.MaterializeResult(metadata={
+        "runs": result["runs"],
+        "best_run": result["best_run"],
+        "best_mse_vs_baseline": result["table"][0]["mse_vs_baseline"],
+        "leaderboard": dg.MetadataValue.md(result["markdown"]),
+        "setting_effects": dg.MetadataValue.md(effects or "only one setting value seen so far"),
+        "next_run_config": dg.MetadataValue.md(f"```yaml\n{launchpad}```"),
+    })
+
+
+@dg.asset(deps=["rotated_bayer"], group_name="analysis", kinds={"numpy"},
+          description="Sizes, value ranges, mean and spread of spectra per pixel, fill fractions, sample pictures.")
+def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
+    prepared = prepared_or_failure(paths)
+    picture = paths.reports_path() / "dataset_profile.png"
+    prof = profile_dataset(prepared, picture)
+    write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")
+    pixels = "\n".join(f"| {k} | {v['mean']:.4f} | {v['std']:.4f} | {v['min']:.4f} | {v['max']:.4f} |" for k, v in prof["per_pixel"].items())
+    return dg.MaterializeResult(metadata={
+        "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
+        "rotated_rows": prof["rotated_rows"], "fill_mean": prof["fill_mean"], "fill_std": prof["fill_std"],
+        "diagonal_symmetric_fraction": prof["diagonal_symmetric_fraction"],
+        "per_pixel": dg.MetadataValue.md(f"| pixel | mean | std | min | max |\n|---|---|---|---|---|\n{pixels}"),
+        "profile": dg.MetadataValue.md(markdown_image(picture, "dataset profile")),
+    })

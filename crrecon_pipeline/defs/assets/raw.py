@@ -1,0 +1,77 @@
+"""raw_structures + raw_spectra: one shard's two files in the seed's raw format, from CRRECON_RAW_DIR or the
+built-in simulator. The step scans both files once: checksums, value ranges, and the raw-data checks."""
+
+
+import json
+
+import dagster as dg
+
+from ...npyio import DataError
+from ...quality import check_binary_structures, check_finite_spectra, check_sign_convention, scan_raw_shard
+from ...synthetic import write_shard
+from ..partitions import shards
+from ..progress import LogProgress
+from ..resources import CrreconPaths, FilterSettings, SimulatorResource
+from .common import check_result
+
+RAW_CHECKS = [
+    dg.AssetCheckSpec("check_binary_structures", asset="raw_structures", blocking=True,
+                      description="structures are {0,1} or {0,255}"),
+    dg.AssetCheckSpec("check_finite_spectra", asset="raw_spectra",
+                      description="rows with NaN/Inf stay under FilterSettings.max_nonfinite_fraction (they are dropped)"),
+    dg.AssetCheckSpec("check_sign_convention", asset="raw_spectra", description="raw spectra are stored negative"),
+]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("raw_structures", group_name="raw", kinds={"numpy"},
+                     description="binary_dataset_128_<k>.npy: (N, 1, 128, 128) uint8 structures of one shard"),
+        dg.AssetSpec("raw_spectra", group_name="raw", kinds={"numpy"},
+                     description="spectra_latest_<k>.npy: (N, 3, 301) float32 R, G, B spectra, stored negative"),
+    ],
+    partitions_def=shards,
+    check_specs=RAW_CHECKS,
+)
+def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator: SimulatorResource,
+              filtering: FilterSettings):
+    shard = int(context.partition_key)
+    raw_dir = paths.raw_path()
+    sim_meta = {}
+    if paths.uses_simulator:
+        start, stop = shard * simulator.rows_per_shard, (shard + 1) * simulator.rows_per_shard
+        settings = simulator.settings()
+        context.log.info(f"simulating shard {shard}: rows {start}..{stop - 1} of seed {settings.seed} into {raw_dir}")
+        write_shard(raw_dir, shard, start, stop, settings, device=simulator.device,
+                    progress=LogProgress(context.log, stop - start, f"simulate shard {shard}"))
+        sim_meta = {"source": "built-in simulator", "simulation_settings": dg.MetadataValue.json(
+            settings.to_dict() | {"rows": [start, stop]})}
+    else:
+        sim_meta = {"source": "CRRECON_RAW_DIR"}
+    try:
+        scan = scan_raw_shard(raw_dir, shard, filtering.n_wavelengths)
+    except DataError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    context.log.info(f"shard {shard}: {scan['rows']} rows, {scan['unfinished_rows']} unfinished, {scan['nonfinite_rows']} non-finite")
+    common = {"rows": scan["rows"], **sim_meta}
+    yield dg.MaterializeResult(asset_key="raw_structures", metadata=common | {
+        "path": dg.MetadataValue.path(scan["structures_path"]),
+        "sha256": scan["structures_sha256"],
+        "shape": str(tuple(scan["structures_shape"])),
+        "dtype": scan["structures_dtype"],
+        "values": str(scan["structure_values"][:16]),
+    })
+    yield dg.MaterializeResult(asset_key="raw_spectra", metadata=common | {
+        "path": dg.MetadataValue.path(scan["spectra_path"]),
+        "sha256": scan["spectra_sha256"],
+        "shape": str(tuple(scan["spectra_shape"])),
+        "dtype": scan["spectra_dtype"],
+        "spectra_min": scan["spectra_min"],
+        "spectra_max": scan["spectra_max"],
+        "unfinished_rows": scan["unfinished_rows"],
+        "nonfinite_rows": scan["nonfinite_rows"],
+    })
+    yield check_result("raw_structures", "check_binary_structures", check_binary_structures(scan))
+    yield check_result("raw_spectra", "check_finite_spectra", check_finite_spectra(scan, filtering.max_nonfinite_fraction))
+    yield check_result("raw_spectra", "check_sign_convention", check_sign_convention(scan))
+    context.log.debug(json.dumps(scan))

@@ -1,0 +1,18 @@
+import dagster as dg
+
+from .partitions import shards
+
+# raw -> filtered -> rotated for one shard (with the checks); the sensor launches one run per new shard.
+prepare_data_job = dg.define_asset_job(
+    "prepare_data_job",
+    selection=dg.AssetSelection.assets("raw_structures", "raw_spectra", "filtered_bayer", "rotated_bayer"),
+    partitions_def=shards,
+    description="Simulate or read one raw shard, filter it to Bayer arrays and build its rotated set.",
+)
+
+# training on every prepared shard, then the analyses of the run and of the dataset.
+train_job = dg.define_asset_job(
+    "train_job",
+    selection=dg.AssetSelection.assets("trained_model", "training_log_analysis", "run_comparison", "dataset_profile"),
+    description="Train the surrogate (GPU pool) and analyse the run against earlier runs.",
+)
