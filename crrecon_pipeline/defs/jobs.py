@@ -1,12 +1,10 @@
 import dagster as dg
 
-from .partitions import shards
-
-# raw -> filtered -> rotated for one shard (with the checks); the sensor launches one run per new shard.
+# raw -> filtered -> rotated for one shard (partitioned by shard, with the checks); the sensor launches one run
+# per new shard.
 prepare_data_job = dg.define_asset_job(
     "prepare_data_job",
     selection=dg.AssetSelection.assets("raw_structures", "raw_spectra", "filtered_bayer", "rotated_bayer"),
-    partitions_def=shards,
     description="Simulate or read one raw shard, filter it to Bayer arrays and build its rotated set.",
 )
 

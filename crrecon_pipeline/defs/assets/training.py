@@ -94,7 +94,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
         raise dg.Failure(description=str(exc)) from None
     prepared = prepared_or_failure(paths)
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
-    run_dir = paths.runs_path() / (context.run.root_run_id or context.run_id)
+    run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)
     resume = "auto" if (run_dir / "last.pt").exists() else None
     if resume:
         context.log.info(f"resuming from {run_dir / 'last.pt'}")

@@ -1,0 +1,123 @@
+"""Log analysis on hand-made logs with a known answer for each diagnosis, a healthy run, and a real short run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from crrecon_pipeline.analysis import analyze_log, apply_suggestions, compare_runs, parse_train_log
+from crrecon_pipeline.config import load_config
+from crrecon_pipeline.data import load_prepared
+from crrecon_pipeline.training import log_line, train
+
+from .test_training import tiny_config
+
+
+def write_log(path, train, val, total=None, lr=1e-3, extra=""):
+    total = total or len(train)
+    best = float("inf")
+    lines = []
+    for i, (t, v) in enumerate(zip(train, val), 1):
+        best = min(best, v) if v == v else best
+        lines.append(log_line(i, total, t, v, best, lr))
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def diagnosis(tmp_path, train, val, **kw):
+    return analyze_log(write_log(tmp_path / "train_log.txt", train, val, **kw))["diagnosis"]
+
+
+def test_still_improving(tmp_path):
+    v = [1.0 * 0.85**i for i in range(12)]
+    assert diagnosis(tmp_path, [x * 0.9 for x in v], v) == ["still_improving"]
+
+
+def test_plateau(tmp_path):
+    v = [1.0, 0.5, 0.3, 0.2] + [0.2 * (1 - 0.0005 * i) for i in range(10)]
+    assert diagnosis(tmp_path, [x * 0.95 for x in v], v) == ["plateau"]
+
+
+def test_overfitting(tmp_path):
+    train = [1.0 * 0.8**i for i in range(14)]
+    val = [1.0, 0.7, 0.5, 0.4, 0.35, 0.34, 0.36, 0.39, 0.42, 0.46, 0.5, 0.55, 0.6, 0.66]
+    assert diagnosis(tmp_path, train, val) == ["overfitting"]
+
+
+def test_divergence_nan(tmp_path):
+    train = [1.0, 0.6, 0.5, float("nan"), float("nan")]
+    val = [1.0, 0.7, 0.6, float("nan"), float("nan")]
+    result = analyze_log(write_log(tmp_path / "train_log.txt", train, val))
+    assert result["diagnosis"] == ["divergence"]
+    assert result["best_val"] == pytest.approx(0.6) and result["best_epoch"] == 3
+    assert any(s["parameter"] == "training.lr" and s["action"].startswith("decrease") for s in result["suggestions"])
+
+
+def test_divergence_blowup(tmp_path):
+    assert diagnosis(tmp_path, [1.0, 0.5, 0.4, 3.0, 9.0], [1.0, 0.5, 0.4, 4.0, 12.0]) == ["divergence"]
+
+
+def test_healthy_converged_run_gets_no_wrong_diagnosis(tmp_path):
+    v = [1.0 * 0.7**i for i in range(10)] + [0.7**9 * (1 - 0.02 * i) for i in range(1, 6)]
+    d = diagnosis(tmp_path, [x * 0.97 for x in v], v)
+    assert "overfitting" not in d and "divergence" not in d and "plateau" not in d
+
+
+def test_parser_survives_real_logs(tmp_path):
+    log = tmp_path / "train_log.txt"
+    log.write_text(
+        "starting training...\n"
+        + log_line(1, 10, 0.9, 1.0, 1.0, 1e-3) + "\n"
+        + log_line(2, 10, 0.8, 0.9, 0.9, 1e-3) + "\n"
+        + "Traceback (most recent call last): junk\n"
+        + log_line(3, 10, 0.7, 0.8, 0.8, 1e-3) + "\n"
+        + "resumed from last.pt\n"
+        + log_line(3, 10, 0.65, 0.75, 0.75, 1e-3) + "\n"  # a resumed run repeats epoch 3: the later wins
+        + "[EPOCH] 4/10 train_loss=nan val_loss=nan best_val=0.75 lr=1e-3\n"
+        + "[EPOCH] 5/10 train_loss=0.6 val_lo")  # truncated last line
+    records = parse_train_log(log)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[2]["val_loss"] == 0.75
+    assert records[3]["val_loss"] != records[3]["val_loss"]  # NaN kept as NaN
+
+
+def test_suggestions_reason_from_config_and_apply(tmp_path):
+    cfg = load_config("configs/test_cnn_gru.yaml")
+    v = [1.0, 0.5, 0.3, 0.2] + [0.2] * 8
+    result = analyze_log(write_log(tmp_path / "train_log.txt", [x * 0.9 for x in v], v), cfg)
+    params = {s["parameter"]: s["action"] for s in result["suggestions"]}
+    assert params["model.name"] == "switch to cnn_xattn"
+    assert params["training.lr"].startswith("decrease to 0.0005")
+    nxt = apply_suggestions(cfg, result["suggestions"])
+    assert nxt["model"]["name"] == "cnn_xattn" and "gru_layers" not in nxt["model"]["params"]
+    assert nxt["training"]["lr"] == pytest.approx(5e-4) and nxt["data"]["batch_size"] == 200
+
+
+def test_cli_json_and_text(tmp_path):
+    v = [1.0 * 0.85**i for i in range(12)]
+    log = write_log(tmp_path / "train_log.txt", v, v)
+    res = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(log), "--json"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["epochs_completed"] == 12 and out["best_epoch"] == 12 and out["diagnosis"] == ["still_improving"]
+    assert all(set(s) == {"parameter", "action", "reason"} for s in out["suggestions"])
+    text = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(log)], capture_output=True, text=True)
+    assert "Diagnosis: still_improving" in text.stdout
+    missing = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(tmp_path / "nope.txt")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope.txt" in missing.stderr
+
+
+def test_real_short_training_and_comparison(prepared_dir, tmp_path):
+    p = load_prepared(prepared_dir)
+    train(tiny_config("training.epochs=4"), p, tmp_path / "runs" / "a", device="cpu", log=lambda m: None)
+    train(tiny_config("training.epochs=2", "training.lr=0.0005"), p, tmp_path / "runs" / "b", device="cpu", log=lambda m: None)
+    result = analyze_log(tmp_path / "runs" / "a" / "train_log.txt")
+    assert result["epochs_completed"] == 4 and result["best_val"] > 0
+    assert set(result["diagnosis"]) <= {"overfitting", "plateau", "divergence", "still_improving"}
+    comparison = compare_runs(tmp_path / "runs")
+    assert comparison["runs"] == 2 and "lr" in comparison["effects"] and "epochs" in comparison["effects"]
+    assert comparison["next_config"]["model"]["name"] in ("cnn_xattn", "cnn_gru")
+    assert "training:" in comparison["next_config_yaml"]

@@ -1,0 +1,185 @@
+"""The Dagster layer through dg.materialize with temporary instances and resources: metadata, checks (and that
+blocking checks block), training with progress events, analyses, the sensor and the schedule."""
+
+import os
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from crrecon_pipeline.definitions import defs
+from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
+from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
+from crrecon_pipeline.defs.assets.raw import raw_shard
+from crrecon_pipeline.defs.assets.training import TrainedModelConfig, check_beats_baseline, trained_model
+from crrecon_pipeline.defs.checks import data_checks
+from crrecon_pipeline.defs.partitions import shards
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
+from crrecon_pipeline.defs.schedules import weekly_retraining
+from crrecon_pipeline.defs.sensors import new_shard_sensor
+
+from .conftest import write_raw_pair
+from .test_training import TINY, tiny_config
+
+DATA_ASSETS = [raw_shard, filtered_bayer, rotated_bayer, *data_checks]
+
+
+def resources(home, raw_dir="", **filtering):
+    return {"paths": CrreconPaths(home=str(home), raw_dir=str(raw_dir)),
+            "simulator": SimulatorResource(rows_per_shard=300, initial_shards=2, seed=3),
+            "filtering": FilterSettings(**filtering), "device": TrainingDevice(device="cpu")}
+
+
+def new_instance(keys=("0", "1")):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(shards.name, list(keys))
+    return instance
+
+
+def check_results(result):
+    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_definitions_load():
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"raw_structures", "raw_spectra", "filtered_bayer", "rotated_bayer", "trained_model",
+            "training_log_analysis", "run_comparison", "dataset_profile"} <= keys
+    spec = repo.assets_defs_by_key[dg.AssetKey("trained_model")]
+    assert spec.op.pool == "gpu" and "nvidia.com/gpu" in str(spec.op.tags)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Both simulated shards prepared, then a tiny training and the analyses, in one temporary instance."""
+    home = tmp_path_factory.mktemp("home")
+    instance = new_instance()
+    data = [dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(home)) for k in ("0", "1")]
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=3"))
+    train = dg.materialize([trained_model, check_beats_baseline, training_log_analysis, run_comparison, dataset_profile],
+                           instance=instance, resources=resources(home), run_config=dg.RunConfig({"trained_model": cfg}),
+                           selection=None)
+    return {"home": home, "instance": instance, "data": data, "train": train}
+
+
+def test_data_assets_metadata_and_checks(pipeline):
+    result = pipeline["data"][1]
+    assert result.success
+    meta = result.asset_materializations_for_node("filtered_bayer")[0].metadata
+    raw_rows, kept = meta["raw_rows"].value, meta["kept_rows"].value
+    assert raw_rows == 300
+    assert kept + meta["dropped_unfinished"].value + meta["dropped_nonfinite"].value == raw_rows
+    assert 0.3 < kept / raw_rows < 0.75 and meta["dropped_nonfinite"].value == 0
+    assert "data:image/png;base64" in meta["preview"].value
+    raw_meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("raw_shard")}
+    assert len(raw_meta["raw_structures"]["sha256"].value) == 64 and raw_meta["raw_spectra"]["rows"].value == 300
+    assert raw_meta["raw_spectra"]["simulation_settings"].value["seed"] == 3
+    checks = check_results(result)
+    assert checks == {"check_binary_structures": True, "check_finite_spectra": True, "check_sign_convention": True,
+                      "check_row_counts": True, "check_no_bad_rows": True, "check_greens_equal": True,
+                      "check_kept_fraction": True, "check_rotation_exact": True}
+    assert (pipeline["home"] / "raw" / "binary_dataset_128_1.npy").exists()
+
+
+def test_trained_model_metadata_progress_and_analysis(pipeline):
+    result, instance = pipeline["train"], pipeline["instance"]
+    assert result.success
+    meta = result.asset_materializations_for_node("trained_model")[0].metadata
+    for key in ("val_mse", "baseline_val_mse", "val_pearson", "n_params", "samples_per_s"):
+        assert key in meta
+    assert meta["epochs_completed"].value == 3
+    assert "data:image/png;base64" in meta["loss_curves"].value and "data:image/png;base64" in meta["predictions"].value
+    assert os.path.exists(meta["checkpoint"].value)
+    observations = instance.fetch_observations(dg.AssetKey("trained_model"), limit=50).records
+    assert sorted(r.asset_observation.metadata["epoch"].value for r in observations) == [1, 2, 3]
+    assert "check_beats_baseline" in check_results(result)
+    analysis = result.asset_materializations_for_node("training_log_analysis")[0].metadata
+    assert analysis["epochs_completed"].value == 3
+    comparison = result.asset_materializations_for_node("run_comparison")[0].metadata
+    assert comparison["runs"].value == 1 and "trained_model:" in comparison["next_run_config"].value
+    profile = result.asset_materializations_for_node("dataset_profile")[0].metadata
+    assert profile["shards"].value == 2 and profile["diagonal_symmetric_fraction"].value == 1.0
+    assert (pipeline["home"] / "reports" / "next_run.yaml").exists()
+
+
+def test_blocking_check_stops_the_rotated_set(tmp_path):
+    """An impossible kept-fraction window fails a blocking check: rotated_bayer must not run in that run."""
+    instance = new_instance(["0"])
+    result = dg.materialize(DATA_ASSETS, partition_key="0", instance=instance, raise_on_error=False,
+                            resources=resources(tmp_path, kept_fraction_min=0.95))
+    assert check_results(result)["check_kept_fraction"] is False
+    assert not result.asset_materializations_for_node("rotated_bayer")
+    assert not (tmp_path / "prepared" / "rotated_0.json").exists()
+
+
+def test_bad_raw_shard_fails_with_one_clear_line(tmp_path):
+    raw = tmp_path / "raw"
+    st = np.zeros((5, 1, 128, 128), np.uint8)
+    write_raw_pair(raw, 0, st, -np.ones((4, 3, 301), np.float32))
+    instance = new_instance(["0"])
+    result = dg.materialize(DATA_ASSETS, partition_key="0", instance=instance, raise_on_error=False,
+                            resources=resources(tmp_path / "home", raw_dir=raw))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert "spectra_latest_0.npy" in message and "4 rows" in message and "\n" not in message
+
+
+def test_sensor_fires_once_per_complete_shard(tmp_path):
+    raw = tmp_path / "raw"
+    instance = new_instance([])
+    res = resources(tmp_path / "home", raw_dir=raw)
+    st = np.zeros((4, 1, 128, 128), np.uint8)
+    sp = -np.full((4, 3, 301), 0.1, np.float32)
+    write_raw_pair(raw, 0, st, sp)
+    old = time.time() - 60
+    for p in raw.iterdir():
+        os.utime(p, (old, old))
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as ctx:
+            out = new_shard_sensor(ctx)
+        return out
+
+    first = tick(None)
+    assert [r.partition_key for r in first.run_requests] == ["0"]
+    assert first.dynamic_partitions_requests[0].partition_keys == ["0"]
+    instance.add_dynamic_partitions(shards.name, ["0"])
+    second = tick(first.cursor)
+    assert isinstance(second, dg.SkipReason)
+
+    # a half-written shard (spectra still copying: shorter than its header says) is not picked up
+    np.save(raw / "binary_dataset_128_1.npy", st)
+    np.save(raw / "spectra_latest_1.npy", sp)
+    data = (raw / "spectra_latest_1.npy").read_bytes()
+    (raw / "spectra_latest_1.npy").write_bytes(data[: len(data) // 2])
+    for p in raw.glob("*_1.npy"):
+        os.utime(p, (old, old))
+    third = tick(first.cursor)
+    assert isinstance(third, dg.SkipReason)
+    # nor a complete one that is still being touched
+    (raw / "spectra_latest_1.npy").write_bytes(data)
+    assert isinstance(tick(first.cursor), dg.SkipReason)
+    os.utime(raw / "spectra_latest_1.npy", (old, old))
+    fourth = tick(first.cursor)
+    assert [r.partition_key for r in fourth.run_requests] == ["1"]
+    assert isinstance(tick(fourth.cursor), dg.SkipReason)
+
+
+def test_schedule_targets_training_with_the_default_preset():
+    assert weekly_retraining.job_name == "train_job"
+    job = defs.resolve_job_def("train_job")
+    targeted = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert {"trained_model", "training_log_analysis"} <= targeted
+    with dg.build_schedule_context() as ctx:
+        request = next(iter(weekly_retraining.evaluate_tick(ctx).run_requests))
+    config = request.run_config["ops"]["trained_model"]["config"]
+    assert config["model"]["name"] == "cnn_xattn" and config["training"]["epochs"] == 300
+    assert weekly_retraining.cron_schedule == "0 3 * * 1"
+
+
+def test_tiny_overrides_are_valid_run_config():
+    cfg = TrainedModelConfig(**tiny_config())
+    assert cfg.model.params["channels"] == [8, 8, 8, 8, 8] and len(TINY) > 5
