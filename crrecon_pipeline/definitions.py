@@ -29,7 +29,8 @@ defs = dg.Definitions(
     sensors=[new_shard_sensor],
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", str(Path.cwd() / "data")), raw_dir=_env("CRRECON_RAW_DIR", "")),
-        "simulator": SimulatorResource(),
+        "simulator": SimulatorResource(rows_per_shard=int(os.environ.get("CRRECON_SIM_ROWS_PER_SHARD", "2500")),
+                                       initial_shards=int(os.environ.get("CRRECON_SIM_SHARDS", "2"))),
         "filtering": FilterSettings(),
         "device": TrainingDevice(device=_env("CRRECON_DEVICE", "auto")),
     },
