@@ -130,20 +130,25 @@ class ShardStats:
         return d
 
 
+def structure_encoding(chunk: np.ndarray) -> str | None:
+    """"0/1", "0/255", None (all zero), "mixed" (both 1 and 255) or "non-binary": two vectorised uint8 passes."""
+    if chunk.dtype != np.uint8:
+        if chunk.size and (chunk.min() < 0 or chunk.max() > 255):
+            return "non-binary"
+        chunk = chunk.astype(np.uint8)
+    if not (chunk & 0xFE).any():
+        return "0/1" if chunk.any() else None
+    if not ((chunk + np.uint8(1)) & 0xFE).any():  # 0 -> 1 and 255 -> 0 (wraps): nothing else survives the mask
+        return "0/255"
+    return "non-binary" if ((chunk != 0) & (chunk != 1) & (chunk != 255)).any() else "mixed"
+
+
 def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> None:
     """Structures must be {0,1} or {0,255}, one encoding per shard."""
-    def fail(bad_mask: np.ndarray, problem: str):
-        pos = np.argwhere(bad_mask)[0]
-        raise DataError(f"{path}: {problem} (value {chunk[tuple(pos)]} at row {first_row + pos[0]})")
-
-    if chunk.dtype != np.uint8:
-        if chunk.min() < 0 or chunk.max() > 255:
-            fail((chunk < 0) | (chunk > 255), "non-binary structures")
-        chunk = chunk.astype(np.uint8)
-    present = set(np.nonzero(np.bincount(chunk.reshape(-1), minlength=256))[0].tolist()) - {0}
-    if present - {1, 255}:
-        fail((chunk != 0) & (chunk != 1) & (chunk != 255), "non-binary structures")
-    encoding = {frozenset(): None, frozenset({1}): "0/1", frozenset({255}): "0/255"}.get(frozenset(present), "mixed")
+    encoding = structure_encoding(chunk)
+    if encoding == "non-binary":
+        bad = np.argwhere((chunk != 0) & (chunk != 1) & (chunk != 255))[0]
+        raise DataError(f"{path}: non-binary structures (value {chunk[tuple(bad)]} at row {first_row + bad[0]})")
     if encoding == "mixed" or (encoding and stats.structure_values and stats.structure_values != encoding):
         raise DataError(f"{path}: structures mix 0/1 and 0/255 encodings (rows {first_row}..{first_row + len(chunk) - 1})")
     stats.structure_values = encoding or stats.structure_values

@@ -16,6 +16,16 @@ from .defs.schedules import weekly_retraining
 from .defs.sensors import new_shard_sensor
 
 
+def _executor():
+    """CRRECON_EXECUTOR=k8s runs every step in its own pod (pip install crrecon_pipeline[k8s]); trained_model's
+    op tags then request a GPU for its pod. Anything else: Dagster's default multiprocess executor."""
+    if os.environ.get("CRRECON_EXECUTOR") == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return None
+
+
 def _env(name: str, default: str):
     """dg.EnvVar when the variable is set (the UI shows where the value comes from), else the default."""
     return dg.EnvVar(name) if os.environ.get(name) else default
@@ -27,6 +37,7 @@ defs = dg.Definitions(
     jobs=[prepare_data_job, train_job],
     schedules=[weekly_retraining],
     sensors=[new_shard_sensor],
+    executor=_executor(),
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", str(Path.cwd() / "data")), raw_dir=_env("CRRECON_RAW_DIR", "")),
         "simulator": SimulatorResource(rows_per_shard=int(os.environ.get("CRRECON_SIM_ROWS_PER_SHARD", "2500")),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import rotate_bayer, rotate_packed
+from .data import rotate_bayer, rotate_packed, structure_encoding
 from .npyio import iter_chunks, read_header
 from .rawfiles import open_shard
 
@@ -38,16 +38,11 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
         with open(header.path, "rb") as f:
             while block := f.read(1 << 24):
                 digests[name].update(block)
-    values = np.zeros(256, dtype=np.int64)
-    out_of_range = unfinished = nonfinite = 0
+    encodings: set = set()
+    unfinished = nonfinite = 0
     sp_min, sp_max = np.inf, -np.inf
     for (first, st), (_, sp) in zip(iter_chunks(raw.structures, CHUNK_ROWS), iter_chunks(raw.spectra, CHUNK_ROWS)):
-        if st.dtype == np.uint8:
-            values += np.bincount(st.reshape(-1), minlength=256)
-        else:
-            inside = (st >= 0) & (st <= 255)
-            out_of_range += int((~inside).sum())
-            values += np.bincount(st[inside].astype(np.uint8), minlength=256)
+        encodings.add(structure_encoding(st))
         finite = np.isfinite(sp).all(axis=(1, 2))
         nonfinite += int((~finite).sum())
         unfinished += int((finite & (sp == 0).all(axis=(1, 2))).sum())
@@ -56,7 +51,13 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
             sp_max = max(sp_max, float(sp[finite].max()))
         if progress:
             progress(len(st))
-    present = sorted(int(v) for v in np.nonzero(values)[0])
+    encodings.discard(None)
+    if not encodings:
+        encoding = "all zero"
+    elif "non-binary" in encodings:
+        encoding = "non-binary"
+    else:
+        encoding = encodings.pop() if len(encodings) == 1 else "mixed"
     return {
         "shard": shard,
         "rows": raw.rows,
@@ -69,8 +70,7 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
         "spectra_shape": list(raw.spectra.shape),
         "structures_dtype": str(raw.structures.dtype),
         "spectra_dtype": str(raw.spectra.dtype),
-        "structure_values": present,
-        "structure_values_out_of_range": out_of_range,
+        "structure_encoding": encoding,
         "spectra_min": sp_min if np.isfinite(sp_min) else None,
         "spectra_max": sp_max if np.isfinite(sp_max) else None,
         "unfinished_rows": unfinished,
@@ -79,11 +79,10 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
 
 
 def check_binary_structures(scan: dict) -> CheckOutcome:
-    ones = set(scan["structure_values"]) - {0}
-    ok = scan["structure_values_out_of_range"] == 0 and ones in (set(), {1}, {255})
-    desc = (f"structure values {scan['structure_values'][:6]} are binary ({'0/255' if ones == {255} else '0/1'})" if ok
-            else f"{scan['structures_path']}: non-binary structures (values {scan['structure_values'][:8]})")
-    return CheckOutcome(ok, desc, {"values": str(scan["structure_values"][:16])})
+    enc = scan["structure_encoding"]
+    ok = enc in ("0/1", "0/255", "all zero")
+    desc = f"structures are binary ({enc})" if ok else f"{scan['structures_path']}: structures are not binary ({enc})"
+    return CheckOutcome(ok, desc, {"encoding": enc})
 
 
 def check_finite_spectra(scan: dict, max_fraction: float) -> CheckOutcome:

@@ -59,7 +59,7 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         "sha256": scan["structures_sha256"],
         "shape": str(tuple(scan["structures_shape"])),
         "dtype": scan["structures_dtype"],
-        "values": str(scan["structure_values"][:16]),
+        "encoding": scan["structure_encoding"],
     })
     yield dg.MaterializeResult(asset_key="raw_spectra", metadata=common | {
         "path": dg.MetadataValue.path(scan["spectra_path"]),
