@@ -330,11 +330,10 @@ def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | N
 
     out_dir = Path(out_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if raw_dir is not None:
+    if raw_dir is not None:  # seconds even at full scale, and deterministic: a resumed run gets the same data
         prepared_dir = out_dir / "prepared"
-        if not (prepared_dir / "shard_0.json").exists() and not list(prepared_dir.glob("shard_*.json")):
-            log(f"preprocessing {raw_dir} -> {prepared_dir}")
-            preprocess(raw_dir, prepared_dir)
+        log(f"preprocessing {raw_dir} -> {prepared_dir}")
+        preprocess(raw_dir, prepared_dir)
     if prepared_dir is None:
         prepared_dir = default_prepared_dir()
     prepared = load_prepared(prepared_dir)

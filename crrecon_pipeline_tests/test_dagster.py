@@ -183,3 +183,16 @@ def test_schedule_targets_training_with_the_default_preset():
 def test_tiny_overrides_are_valid_run_config():
     cfg = TrainedModelConfig(**tiny_config())
     assert cfg.model.params["channels"] == [8, 8, 8, 8, 8] and len(TINY) > 5
+
+
+def test_dagster_definitions_validate(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).parent / "dagster"
+    res = subprocess.run([str(dagster), "definitions", "validate", "-m", "crrecon_pipeline.definitions"],
+                         capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "All code locations passed validation" in res.stderr + res.stdout

@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from ..registry import build
 from .mse_pearson import MSEPearson, pearson_per_spectrum
 from .weighted_smooth import WeightedSmooth
 
@@ -11,9 +12,4 @@ __all__ = ["LOSSES", "get_loss", "pearson_per_spectrum"]
 
 
 def get_loss(name: str, **params) -> nn.Module:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r} (one of {sorted(LOSSES)})")
-    try:
-        return LOSSES[name](**params)
-    except TypeError as exc:
-        raise ValueError(f"loss {name}: bad parameters ({exc})") from None
+    return build(LOSSES, "loss", name, params)

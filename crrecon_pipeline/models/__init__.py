@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from ..registry import build
 from .cnn_gru import CNNGRU
 from .cnn_xattn import CNNXAttn
 
@@ -9,12 +10,7 @@ MODELS = {"cnn_xattn": CNNXAttn, "cnn_gru": CNNGRU}
 
 
 def get_model(name: str, **params) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r} (one of {sorted(MODELS)})")
-    try:
-        return MODELS[name](**params)
-    except TypeError as exc:
-        raise ValueError(f"model {name}: bad parameters ({exc})") from None
+    return build(MODELS, "model", name, params)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,12 @@
+"""Building a registered module by name: the models and the losses are plain dicts of classes."""
+
+from torch import nn
+
+
+def build(registry: dict, kind: str, name: str, params: dict) -> nn.Module:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r} (one of {sorted(registry)})")
+    try:
+        return registry[name](**params)
+    except TypeError as exc:
+        raise ValueError(f"{kind} {name}: bad parameters ({exc})") from None
