@@ -23,7 +23,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 demo: install
-	$(BIN)/python -m crrecon_pipeline.demo
+	$(BIN)/python -m crrecon_pipeline.defs.demo
 
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000

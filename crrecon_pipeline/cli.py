@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -119,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _json_safe(value):
+    """Strict JSON: NaN and Inf (a diverged run's losses) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crrecon {args.command}: interrupted", file=sys.stderr)
         return 130
     if result is not None:
-        print(json.dumps(result))
+        print(json.dumps(_json_safe(result), allow_nan=False))
     return 0
 
 

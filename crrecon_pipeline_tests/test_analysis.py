@@ -105,6 +105,11 @@ def test_cli_json_and_text(tmp_path):
     assert all(set(s) == {"parameter", "action", "reason"} for s in out["suggestions"])
     text = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(log)], capture_output=True, text=True)
     assert "Diagnosis: still_improving" in text.stdout
+    nan_log = write_log(tmp_path / "nan_log.txt", [1.0, float("nan")], [1.0, float("nan")])
+    res = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(nan_log), "--json"],
+                         capture_output=True, text=True)
+    strict = json.loads(res.stdout.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert strict["diagnosis"] == ["divergence"] and strict["history"][1]["val_loss"] is None
     missing = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(tmp_path / "nope.txt")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.txt" in missing.stderr

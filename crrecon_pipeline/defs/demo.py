@@ -6,10 +6,10 @@ import time
 
 import dagster as dg
 
-from .definitions import defs
-from .defs.assets.training import run_config_for_preset
-from .defs.partitions import shards
-from .rawfiles import discover_shards
+from ..definitions import defs
+from .assets.training import run_config_for_preset
+from .partitions import shards
+from ..rawfiles import discover_shards
 
 
 def main(preset: str = "quick") -> int:
