@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,8 +56,9 @@ def cmd_train(args) -> dict:
     from .training import train_from_config
 
     config = load_config(args.config, args.set)
-    return train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
-                             resume=args.resume, device=args.device, progress=True)
+    metrics = train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
+                                resume=args.resume, device=args.device, progress=True)
+    return metrics if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
 
 
 def cmd_analyze(args) -> dict | None:

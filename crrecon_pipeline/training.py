@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import distributed
 from .data import Prepared, load_prepared, preprocess, rotate_packed
 from .losses import get_loss, pearson_per_spectrum
 from .models import count_parameters, get_model
@@ -184,7 +185,18 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
     """Train per `config` on `prepared`; returns the final metrics (also in run_dir/metrics.json)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    requested = resolve_device(device)
+    ranks = distributed.from_env(requested)  # torchrun: one process per GPU; otherwise a single process
+    try:
+        return _train(config, prepared, run_dir, ranks.device(requested), ranks, resume, on_epoch, on_batch,
+                      log if ranks.is_main else (lambda msg: None))
+    finally:
+        ranks.close()
+
+
+def _train(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, ranks: distributed.DistContext,
+           resume: str | None, on_epoch: EpochCallback | None, on_batch: BatchCallback | None,
+           log: Callable[[str], None]) -> dict:
     d, t = config["data"], config["training"]
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
@@ -205,10 +217,16 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
     model.scale.set_stats(mean_spectrum, train_targets.std())
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    net = model
+    if ranks.world > 1:  # gradients averaged across ranks; `model` stays the plain module (checkpoints, evaluation)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     loss_fn = get_loss(config["loss"]["name"], **config["loss"].get("params", {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]),
                                   **({"fused": True} if dev.type == "cuda" else {}))
     epochs = int(t["epochs"])
+    tail = len(train_idx) % batch_size
+    if 0 < tail < ranks.world:  # every rank must take part in every step: drop a tail too short to share
+        train_idx = train_idx[: len(train_idx) - tail]
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, float(t.get("warmup_ratio", 0.05)))
     use_bf16 = bool(t.get("use_amp", True)) and dev.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -233,7 +251,8 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
         log(f"resumed from {resume_path} at epoch {start_epoch - 1}/{epochs}")
 
     n_params = count_parameters(model)
-    log(f"model {config['model']['name']}: {n_params:,} parameters on {dev}; "
+    log(f"model {config['model']['name']}: {n_params:,} parameters on {dev}"
+        f"{f' x {ranks.world} ranks' if ranks.world > 1 else ''}; "
         f"{len(train_idx)} training samples ({'with' if augment else 'without'} 180-degree twins), {len(val_idx)} validation")
 
     def checkpoint_state(epoch: int) -> dict:
@@ -246,17 +265,17 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
         return state
 
     log_path = run_dir / config.get("output", {}).get("log_file", "train_log.txt")
-    with open(log_path, "a") as log_file:
+    with open(log_path, "a") if ranks.is_main else open(os.devnull, "w") as log_file:
         for epoch in range(start_epoch, epochs + 1):
-            model.train()
+            net.train()
             t0 = time.perf_counter()
             order = train_idx[torch.randperm(len(train_idx), generator=shuffler).to(dev)]
             total, count = torch.zeros((), device=dev), 0
             for b, start in enumerate(range(0, len(order), batch_size)):
-                idx = order[start:start + batch_size]
+                idx = ranks.share(order[start:start + batch_size])
                 x, y = data.inputs(idx, pm1), data.targets[idx]
                 with autocast():
-                    loss = loss_fn(model(x).float(), y)
+                    loss = loss_fn(net(x).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if t.get("grad_clip"):
@@ -265,9 +284,10 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
                 scheduler.step()
                 total += loss.detach() * len(idx)
                 count += len(idx)
-                if on_batch:
+                if on_batch and ranks.is_main:
                     on_batch(epoch, b + 1, steps_per_epoch)
-            train_loss = float(total) / count
+            train_loss = float(ranks.sum(total)) / float(ranks.sum(torch.tensor(float(count), device=dev)))
+            count = len(order)
             val_pred = predict_batches(model, data, val_idx, batch_size, pm1, autocast)
             val_loss = float(loss_fn(val_pred, data.targets[val_idx]))
             seconds = time.perf_counter() - t0
@@ -276,17 +296,19 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
             lr = scheduler.get_last_lr()[0]
             report = EpochReport(epoch, epochs, train_loss, val_loss, best_val, lr, count / seconds, seconds)
             history.append({k: float(v) if isinstance(v, float) else v for k, v in vars(report).items()})
-            log_file.write(log_line(epoch, epochs, train_loss, val_loss, best_val, lr) + "\n")
-            log_file.flush()
-            os.fsync(log_file.fileno())
-            state = checkpoint_state(epoch)
-            if improved:
-                save_checkpoint_atomic(state, run_dir / "best.pt")
-            if int(t.get("save_every", 0)) and epoch % int(t["save_every"]) == 0:
-                save_checkpoint_atomic(state, run_dir / f"epoch_{epoch:04d}.pt")
-            save_checkpoint_atomic(state, run_dir / "last.pt")  # last: a kill after this line loses nothing
-            if on_epoch:
-                on_epoch(report)
+            if ranks.is_main:
+                log_file.write(log_line(epoch, epochs, train_loss, val_loss, best_val, lr) + "\n")
+                log_file.flush()
+                os.fsync(log_file.fileno())
+                state = checkpoint_state(epoch)
+                if improved:
+                    save_checkpoint_atomic(state, run_dir / "best.pt")
+                if int(t.get("save_every", 0)) and epoch % int(t["save_every"]) == 0:
+                    save_checkpoint_atomic(state, run_dir / f"epoch_{epoch:04d}.pt")
+                save_checkpoint_atomic(state, run_dir / "last.pt")  # last: a kill after this line loses nothing
+                if on_epoch:
+                    on_epoch(report)
+            ranks.barrier()
 
     # final evaluation with the best weights
     best = load_checkpoint(run_dir / "best.pt", dev) if (run_dir / "best.pt").exists() else checkpoint_state(epochs)
@@ -300,7 +322,7 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
         "best_val": float(best_val),
         "best_checkpoint": str((run_dir / "best.pt").resolve()),
         "n_params": n_params,
-        "device": str(dev),
+        "device": str(dev) + (f" x {ranks.world} ranks" if ranks.world > 1 else ""),
         "train_samples": len(train_idx),
         "val_samples": len(val_idx),
         "samples_per_s": float(np.median([h["samples_per_s"] for h in history])) if history else 0.0,
@@ -310,6 +332,8 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
         "run_dir": str(run_dir.resolve()),
         "log": str(log_path.resolve()),
     }
+    if not ranks.is_main:
+        return metrics
     np.save(run_dir / "val_predictions.npy", val_pred[:64].cpu().numpy())
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
@@ -331,6 +355,8 @@ def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | N
     out_dir = Path(out_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if raw_dir is not None:  # seconds even at full scale, and deterministic: a resumed run gets the same data
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("under torchrun, run `crrecon preprocess` first and pass --prepared (ranks would race)")
         prepared_dir = out_dir / "prepared"
         log(f"preprocessing {raw_dir} -> {prepared_dir}")
         preprocess(raw_dir, prepared_dir)

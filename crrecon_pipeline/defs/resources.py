@@ -75,6 +75,8 @@ class FilterSettings(dg.ConfigurableResource):
 
 
 class TrainingDevice(dg.ConfigurableResource):
-    """auto (CUDA when present), cpu or cuda[:i]."""
+    """device: auto (CUDA when present), cpu or cuda[:i]. processes > 1 trains data-parallel under torchrun, one
+    process per GPU (ask the cluster for as many GPUs: the dagster-k8s tag on trained_model)."""
 
     device: str = "auto"
+    processes: int = 1

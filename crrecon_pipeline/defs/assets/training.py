@@ -2,13 +2,20 @@
 structure, so a preset pastes into the launchpad); progress streams to the UI as one observation per epoch."""
 
 
+import json
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from pydantic import Field
 
+from ...analysis import parse_train_log
 from ...config import load_config, validate
-from ...npyio import DataError
+from ...distributed import torchrun_command
+from ...npyio import DataError, write_text_atomic
 from ...plots import markdown_image
 from ...training import EpochReport, log_line, train
 from ..resources import CrreconPaths, TrainingDevice
@@ -106,7 +113,10 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
             "lr": r.lr, "samples_per_s": r.samples_per_s}))
 
     try:
-        metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume, on_epoch=on_epoch, log=context.log.info)
+        if device.processes > 1:
+            metrics = train_with_torchrun(context, cfg, paths, run_dir, device)
+        else:
+            metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume, on_epoch=on_epoch, log=context.log.info)
     except DataError as exc:
         raise dg.Failure(description=str(exc)) from None
     return dg.MaterializeResult(metadata={
@@ -129,6 +139,35 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
         "loss_curves": dg.MetadataValue.md(markdown_image(run_dir / "loss_curves.png", "loss curves")),
         "predictions": dg.MetadataValue.md(markdown_image(run_dir / "predictions.png", "true vs predicted spectra")),
     })
+
+
+def train_with_torchrun(context: dg.AssetExecutionContext, cfg: dict, paths: CrreconPaths, run_dir: Path,
+                        device: TrainingDevice) -> dict:
+    """Data-parallel training in `device.processes` ranks; the epochs stream to the UI from rank 0's log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "run_config.yaml"
+    write_text_atomic(config_path, yaml.safe_dump(cfg, sort_keys=False))
+    log_path = run_dir / cfg["output"]["log_file"]
+    seen = {r["epoch"] for r in parse_train_log(log_path)} if log_path.exists() else set()
+    command = torchrun_command(config_path, paths.prepared_path(), run_dir, device.processes, device.device)
+    context.log.info(" ".join(command))
+    with open(run_dir / "torchrun.log", "a") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            done = proc.poll() is not None
+            for r in parse_train_log(log_path) if log_path.exists() else []:
+                if r["epoch"] not in seen:
+                    seen.add(r["epoch"])
+                    context.log.info(log_line(r["epoch"], r["total"], r["train_loss"], r["val_loss"], r["best_val"], r["lr"]))
+                    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={
+                        k: r[k] for k in ("epoch", "train_loss", "val_loss", "best_val", "lr")}))
+            if done:
+                break
+            time.sleep(2)
+    if proc.returncode != 0:
+        tail = (run_dir / "torchrun.log").read_text().strip().splitlines()[-1:] or ["no output"]
+        raise dg.Failure(description=f"torchrun exited with {proc.returncode}: {tail[0]} (see {run_dir / 'torchrun.log'})")
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @dg.asset_check(asset=trained_model, description="validation MSE is below the mean-spectrum baseline's")
