@@ -82,12 +82,6 @@ def iter_chunks(header: NpyHeader, chunk_rows: int, start: int = 0, stop: int | 
             yield first, view
 
 
-def read_rows(path: str | os.PathLike, index: np.ndarray | None = None) -> np.ndarray:
-    """Small helper for tests and tiny files: the whole array (or selected rows) without a memory map."""
-    arr = np.load(path, mmap_mode="r")
-    return np.array(arr if index is None else arr[index])
-
-
 def _header_bytes(shape: tuple[int, ...], dtype: np.dtype, total: int | None = None) -> bytes:
     """A version 1.0 .npy header; by default with room for the row count to grow to 20 digits."""
     body = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}).encode("latin1")

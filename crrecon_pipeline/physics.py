@@ -21,10 +21,6 @@ N_PIX = 128
 N_WAVELENGTHS = 301
 
 
-def default_wavelengths_nm() -> np.ndarray:
-    return np.linspace(400.0, 700.0, N_WAVELENGTHS)
-
-
 @dataclass(frozen=True)
 class PhysicsParams:
     """Geometry and materials; the defaults mirror the research group's FDTD setup (PHYSICS.md)."""
