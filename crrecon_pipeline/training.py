@@ -287,14 +287,13 @@ def _train(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, r
                 if on_batch and ranks.is_main:
                     on_batch(epoch, b + 1, steps_per_epoch)
             train_loss = float(ranks.sum(total)) / float(ranks.sum(torch.tensor(float(count), device=dev)))
-            count = len(order)
             val_pred = predict_batches(model, data, val_idx, batch_size, pm1, autocast)
             val_loss = float(loss_fn(val_pred, data.targets[val_idx]))
             seconds = time.perf_counter() - t0
             improved = val_loss < best_val
             best_val = min(best_val, val_loss)
             lr = scheduler.get_last_lr()[0]
-            report = EpochReport(epoch, epochs, train_loss, val_loss, best_val, lr, count / seconds, seconds)
+            report = EpochReport(epoch, epochs, train_loss, val_loss, best_val, lr, len(order) / seconds, seconds)  # all ranks
             history.append({k: float(v) if isinstance(v, float) else v for k, v in vars(report).items()})
             if ranks.is_main:
                 log_file.write(log_line(epoch, epochs, train_loss, val_loss, best_val, lr) + "\n")
