@@ -67,6 +67,12 @@ class PrepareSettings:
         return np.array([lam[a:b].mean() for a, b in zip(e[:-1], e[1:])])
 
 
+def row_status(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(finite, unfinished) per row of (n, 3, W) raw spectra: unfinished = finite and all exactly zero."""
+    finite = np.isfinite(spectra).all(axis=(1, 2))
+    return finite, finite & (spectra == 0).all(axis=(1, 2))
+
+
 def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
     """(n, 3, W) -> (n, 3, n_bins) in ascending wavelength, exactly as DESIGN.md defines the two modes."""
     if settings.descending:
@@ -168,8 +174,7 @@ def filter_shard(raw_dir: str | Path, shard: int, out_dir: str | Path, settings:
             AtomicNpyWriter(out_dir / f"rows_{shard}.npy", (None,), np.int64) as w_rows:
         for (first, st), (_, sp) in zip(iter_chunks(raw.structures, chunk), iter_chunks(raw.spectra, chunk)):
             _check_binary(st, raw.structures.path, first, stats)
-            finite = np.isfinite(sp).all(axis=(1, 2))
-            unfinished = finite & (sp == 0).all(axis=(1, 2))
+            finite, unfinished = row_status(sp)
             keep = finite & ~unfinished
             stats.dropped_nonfinite += int((~finite).sum())
             stats.dropped_unfinished += int(unfinished.sum())

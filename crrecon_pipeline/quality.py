@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import rotate_bayer, rotate_packed, structure_encoding
+from .data import rotate_bayer, rotate_packed, row_status, structure_encoding
 from .npyio import iter_chunks, read_header
 from .rawfiles import open_shard
 
@@ -43,9 +43,9 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
     sp_min, sp_max = np.inf, -np.inf
     for (first, st), (_, sp) in zip(iter_chunks(raw.structures, CHUNK_ROWS), iter_chunks(raw.spectra, CHUNK_ROWS)):
         encodings.add(structure_encoding(st))
-        finite = np.isfinite(sp).all(axis=(1, 2))
+        finite, is_unfinished = row_status(sp)
         nonfinite += int((~finite).sum())
-        unfinished += int((finite & (sp == 0).all(axis=(1, 2))).sum())
+        unfinished += int(is_unfinished.sum())
         if finite.any():
             sp_min = min(sp_min, float(sp[finite].min()))
             sp_max = max(sp_max, float(sp[finite].max()))

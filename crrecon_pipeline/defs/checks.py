@@ -11,15 +11,14 @@ from .partitions import shards
 from .resources import CrreconPaths, FilterSettings
 
 
-def _record(context, paths: CrreconPaths) -> tuple[int, dict]:
-    shard = int(context.partition_key)
-    return shard, quality.shard_record(paths.prepared_path(), shard)
+def _record(context, paths: CrreconPaths) -> dict:
+    return quality.shard_record(paths.prepared_path(), int(context.partition_key))
 
 
 @dg.asset_check(asset=filtered_bayer, partitions_def=shards, blocking=True,
                 description="kept + dropped_unfinished + dropped_nonfinite = raw_rows")
 def check_row_counts(context: dg.AssetCheckExecutionContext, paths: CrreconPaths) -> dg.AssetCheckResult:
-    _, record = _record(context, paths)
+    record = _record(context, paths)
     return check_result("filtered_bayer", "check_row_counts", quality.check_counts_consistent(record))
 
 
@@ -33,7 +32,7 @@ def check_no_bad_rows(context: dg.AssetCheckExecutionContext, paths: CrreconPath
 @dg.asset_check(asset=filtered_bayer, partitions_def=shards, blocking=True,
                 description="the two green pixels agree (diagonal-symmetric structures)")
 def check_greens_equal(context: dg.AssetCheckExecutionContext, paths: CrreconPaths) -> dg.AssetCheckResult:
-    _, record = _record(context, paths)
+    record = _record(context, paths)
     return check_result("filtered_bayer", "check_greens_equal", quality.check_greens_equal(record))
 
 
@@ -41,7 +40,7 @@ def check_greens_equal(context: dg.AssetCheckExecutionContext, paths: CrreconPat
                 description="the kept fraction lies in FilterSettings [kept_fraction_min, kept_fraction_max]")
 def check_kept_fraction(context: dg.AssetCheckExecutionContext, paths: CrreconPaths,
                         filtering: FilterSettings) -> dg.AssetCheckResult:
-    _, record = _record(context, paths)
+    record = _record(context, paths)
     outcome = quality.check_kept_fraction(record, filtering.kept_fraction_min, filtering.kept_fraction_max)
     return check_result("filtered_bayer", "check_kept_fraction", outcome)
 

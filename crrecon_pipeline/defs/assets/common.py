@@ -1,9 +1,21 @@
 """Small glue shared by the asset modules."""
 
 
+from contextlib import contextmanager
+
 import dagster as dg
 
+from ...npyio import DataError
 from ...quality import CheckOutcome
+
+
+@contextmanager
+def bad_input_fails_step():
+    """Bad input (DataError) fails the step with its one-line message, not a traceback."""
+    try:
+        yield
+    except DataError as exc:
+        raise dg.Failure(description=str(exc)) from None
 
 
 def check_result(asset: str, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:

@@ -4,12 +4,13 @@
 import dagster as dg
 import numpy as np
 
-from ...data import filter_shard, load_prepared, rotate_shard
-from ...npyio import DataError
+from ...data import filter_shard, load_prepared, rotate_shard, unpack_structures
 from ...plots import markdown_image, plot_predictions
+from ...rawfiles import open_shard
 from ..partitions import shards
 from ..progress import LogProgress
 from ..resources import CrreconPaths, FilterSettings
+from .common import bad_input_fails_step
 
 
 @dg.asset(
@@ -24,13 +25,9 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
     shard = int(context.partition_key)
     out = paths.prepared_path()
     settings = filtering.prepare_settings()
-    try:
-        from ...rawfiles import open_shard
-
+    with bad_input_fails_step():
         rows = open_shard(paths.raw_path(), shard, settings.n_wavelengths).rows
         record = filter_shard(paths.raw_path(), shard, out, settings, progress=LogProgress(context.log, rows, f"filter shard {shard}"))
-    except DataError as exc:
-        raise dg.Failure(description=str(exc)) from None
     context.log.info(f"shard {shard}: kept {record['kept_rows']} of {record['raw_rows']} "
                      f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']})")
     metadata = {
@@ -51,8 +48,6 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
         bayer = np.load(out / f"bayer_{shard}.npy", mmap_mode="r")
         packed = np.load(out / f"structures_{shard}.npy", mmap_mode="r")
         pick = np.linspace(0, record["kept_rows"] - 1, min(3, record["kept_rows"])).astype(int)
-        from ...data import unpack_structures
-
         plot_predictions(unpack_structures(np.asarray(packed[pick])), np.asarray(bayer[pick]), None,
                          settings.bin_centers_nm(), preview, title=f"Shard {shard}: kept structures and their Bayer spectra")
         metadata["preview"] = dg.MetadataValue.md(markdown_image(preview, "kept structures and spectra"))
@@ -68,17 +63,13 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
 )
 def rotated_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
     shard = int(context.partition_key)
-    try:
+    with bad_input_fails_step():
         record = rotate_shard(paths.prepared_path(), shard)
-    except DataError as exc:
-        raise dg.Failure(description=str(exc)) from None
     context.log.info(f"shard {shard}: {record['rows']} rotated rows")
     return dg.MaterializeResult(metadata={"rows": record["rows"],
                                           "path": dg.MetadataValue.path(str(paths.prepared_path() / f"bayer_rotated_{shard}.npy"))})
 
 
 def prepared_or_failure(paths: CrreconPaths):
-    try:
+    with bad_input_fails_step():
         return load_prepared(paths.prepared_path())
-    except DataError as exc:
-        raise dg.Failure(description=str(exc)) from None

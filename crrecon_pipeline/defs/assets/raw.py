@@ -6,13 +6,12 @@ import json
 
 import dagster as dg
 
-from ...npyio import DataError
 from ...quality import check_binary_structures, check_finite_spectra, check_sign_convention, scan_raw_shard
 from ...synthetic import write_shard
 from ..partitions import shards
 from ..progress import LogProgress
 from ..resources import CrreconPaths, FilterSettings, SimulatorResource
-from .common import check_result
+from .common import bad_input_fails_step, check_result
 
 RAW_CHECKS = [
     dg.AssetCheckSpec("check_binary_structures", asset="raw_structures", blocking=True,
@@ -48,10 +47,8 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
             settings.to_dict() | {"rows": [start, stop]})}
     else:
         sim_meta = {"source": "CRRECON_RAW_DIR"}
-    try:
+    with bad_input_fails_step():
         scan = scan_raw_shard(raw_dir, shard, filtering.n_wavelengths)
-    except DataError as exc:
-        raise dg.Failure(description=str(exc)) from None
     context.log.info(f"shard {shard}: {scan['rows']} rows, {scan['unfinished_rows']} unfinished, {scan['nonfinite_rows']} non-finite")
     common = {"rows": scan["rows"], **sim_meta}
     yield dg.MaterializeResult(asset_key="raw_structures", metadata=common | {

@@ -15,10 +15,11 @@ from pydantic import Field
 from ...analysis import parse_train_log
 from ...config import load_config, validate
 from ...distributed import torchrun_command
-from ...npyio import DataError, write_text_atomic
+from ...npyio import write_text_atomic
 from ...plots import markdown_image
 from ...training import EpochReport, log_line, train
 from ..resources import CrreconPaths, TrainingDevice
+from .common import bad_input_fails_step
 from .prepared import prepared_or_failure
 
 QUICK = load_config("quick")
@@ -112,13 +113,11 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
             "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "best_val": r.best_val,
             "lr": r.lr, "samples_per_s": r.samples_per_s}))
 
-    try:
+    with bad_input_fails_step():
         if device.processes > 1:
             metrics = train_with_torchrun(context, cfg, paths, run_dir, device)
         else:
             metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume, on_epoch=on_epoch, log=context.log.info)
-    except DataError as exc:
-        raise dg.Failure(description=str(exc)) from None
     return dg.MaterializeResult(metadata={
         "val_mse": metrics["val_mse"],
         "baseline_val_mse": metrics["baseline_val_mse"],
