@@ -240,30 +240,35 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def compare_runs(runs_dir: str | Path) -> dict:
-    """Leaderboard, which settings went with better runs, and a recommended next config."""
+def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
+    """Leaderboard, which settings went with better runs, and a recommended next config from the best run that
+    passes check_beats_baseline (ratio <= max_ratio); with none passing there is no best run to build on."""
     import pandas as pd
     import yaml
 
     rows = collect_runs(runs_dir)
     if not rows:
-        return {"runs": 0, "table": [], "effects": {}, "best_run": None, "next_config": None, "next_config_yaml": ""}
+        return {"runs": 0, "table": [], "effects": {}, "best_run": None, "best_mse_vs_baseline": None,
+                "next_config": None, "next_config_yaml": ""}
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "config"} for r in rows]).sort_values("mse_vs_baseline")
     effects = {}
     for col in SETTING_COLUMNS:
         values = table[col].astype(str)
         if values.nunique() > 1:
             effects[col] = table.groupby(values)["mse_vs_baseline"].mean().sort_values().round(4).to_dict()
-    best = next(r for r in rows if r["run"] == table.iloc[0]["run"])
-    analysis_path = Path(runs_dir) / best["run"] / best["config"].get("output", {}).get("log_file", "train_log.txt")
-    suggestions = analyze_log(analysis_path, best["config"])["suggestions"] if analysis_path.exists() else []
-    nxt = apply_suggestions(best["config"], suggestions)
+    passing = table[table["mse_vs_baseline"] <= max_ratio]
+    best = next(r for r in rows if r["run"] == passing.iloc[0]["run"]) if len(passing) else None
+    base = best or next(r for r in rows if r["run"] == table.iloc[0]["run"])  # none passed: build on the least bad
+    analysis_path = Path(runs_dir) / base["run"] / base["config"].get("output", {}).get("log_file", "train_log.txt")
+    suggestions = analyze_log(analysis_path, base["config"])["suggestions"] if analysis_path.exists() else []
+    nxt = apply_suggestions(base["config"], suggestions)
     return {
         "runs": len(rows),
         "table": table.to_dict(orient="records"),
         "markdown": markdown_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
         "effects": effects,
-        "best_run": best["run"],
+        "best_run": best["run"] if best else None,
+        "best_mse_vs_baseline": float(passing.iloc[0]["mse_vs_baseline"]) if best else None,
         "suggestions_applied": suggestions,
         "next_config": nxt,
         "next_config_yaml": yaml.safe_dump(nxt, sort_keys=False),

@@ -56,8 +56,11 @@ def cmd_train(args) -> dict:
     from .training import train_from_config
 
     config = load_config(args.config, args.set)
+    versions = None
+    if args.training_set is not None:
+        versions = {k: (v["version"] if isinstance(v, dict) else v) for k, v in json.loads(args.training_set.read_text()).items()}
     metrics = train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
-                                resume=args.resume, device=args.device, progress=True)
+                                resume=args.resume, device=args.device, progress=True, versions=versions)
     return metrics if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
 
 
@@ -104,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prepared", type=Path, help="folder written by `crrecon preprocess`")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--resume", default=None, help="auto (latest checkpoint in OUT) or a checkpoint path")
+    s.add_argument("--training-set", type=Path, default=None,
+                   help="JSON {shard: version} pinning exact prepared versions (default: each shard's LATEST)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. training.epochs=4")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)

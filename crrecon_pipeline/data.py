@@ -1,113 +1,39 @@
-"""Raw shards -> filtered Bayer arrays -> the 180-degree rotated set, and loading the prepared result.
+"""Raw shards -> filtered Bayer arrays -> the 180-degree rotated set, kept in the versioned prepared store
+(store.py), and loading exactly the versions asked for.
 
-One streaming pass per shard over both raw files in lockstep, in bounded chunks: unfinished (all-zero) and
-non-finite rows are dropped and counted apart, the sign is flipped, 301 samples become 30 bins, spectra are
-arranged [[R, G], [G, B]] and structures are bit-packed (2 KiB a row instead of 16 KiB).
+One streaming pass per shard reads both raw files once, in bounded chunks, and does everything in it: the raw
+checks' scan, the sha256 of every byte (on a second thread), the filter (unfinished and non-finite rows dropped and
+counted apart), the sign flip, 301 -> 30 bins, the [[R, G], [G, B]] layout and bit packing (2 KiB a row instead
+of 16 KiB). The data checks run on the staged result and are recorded in the version's manifest; LATEST moves
+only to a version whose blocking checks passed.
 
-Prepared folder, per shard k (the shard record is written last and marks the shard complete):
-    structures_<k>.npy (M, 2048) uint8 packed   bayer_<k>.npy (M, 2, 2, 30) float32   rows_<k>.npy (M,) int64
-    shard_<k>.json          counts, settings, spectra statistics
-    structures_rotated_<k>.npy, bayer_rotated_<k>.npy, rotated_<k>.json      (the rotated set)
+A version folder holds
+    structures.npy (M, 2048) uint8 packed   bayer.npy (M, 2, 2, 30) float32   rows.npy (M,) int64 raw row index
+    structures_rotated.npy  bayer_rotated.npy          (rotated versions: the filtered files hard-linked + the turn)
+    manifest.json       sources (names, sizes, sha256), settings, counts, statistics, checks, files and sizes
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .npyio import AtomicNpyWriter, DataError, iter_chunks, read_header, write_text_atomic
-from .rawfiles import RawShard, discover_shards, open_shard
+from .npyio import AtomicNpyWriter, DataError, iter_chunks, read_header
+from .quality import CheckLimits, RawScan, failed_blocking, filter_checks, raw_checks, rotation_checks
+from .rawfiles import ShardReader, discover_shards, open_shard
+from .store import PreparedStore, ShardVersion, version_id
+from .transforms import (BINNING_MODES, N_PIX, PACKED_BYTES, PrepareSettings, bin_spectra, pack_structures,  # noqa: F401
+                         rotate_bayer, rotate_packed, row_status, structure_encoding, to_bayer, unpack_structures)
 
-N_PIX = 128
-PACKED_BYTES = N_PIX * N_PIX // 8
-BINNING_MODES = ("mean", "subsample")
 ProgressFn = Callable[[int], None]
-PREPARED_PATTERNS = ("structures_*.npy", "bayer_*.npy", "rows_*.npy", "shard_*.json", "rotated_*.json")
-
-# Reverses the bit order inside a byte: turning a packed structure by 180 degrees reverses its flat bit string.
-_BIT_REVERSE = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    binning: str = "mean"  # "mean": each bin integrates its band; "subsample": the research code's samples
-    n_bins: int = 30
-    wavelength_first_nm: float = 400.0  # raw grid: sample 0 .. sample W-1 (a frequency-ordered export runs 700 -> 400)
-    wavelength_last_nm: float = 700.0
-    n_wavelengths: int = 301
-    chunk_rows: int = 4096
-
-    def __post_init__(self):
-        if self.binning not in BINNING_MODES:
-            raise ValueError(f"binning must be one of {BINNING_MODES}, got {self.binning!r}")
-
-    def raw_wavelengths_nm(self) -> np.ndarray:
-        return np.linspace(self.wavelength_first_nm, self.wavelength_last_nm, self.n_wavelengths)
-
-    @property
-    def descending(self) -> bool:
-        return self.wavelength_first_nm > self.wavelength_last_nm
-
-    def bin_edges(self) -> np.ndarray:
-        """Sample-index edges (ascending wavelength): bin k = samples edges[k] .. edges[k+1]-1."""
-        w, n = self.n_wavelengths, self.n_bins
-        return np.append((np.arange(n) * (w - 1)) // n, w)
-
-    def bin_centers_nm(self) -> np.ndarray:
-        lam = np.sort(self.raw_wavelengths_nm())
-        if self.binning == "subsample":
-            return lam[np.linspace(0, self.n_wavelengths - 1, self.n_bins, dtype=int)]
-        e = self.bin_edges()
-        return np.array([lam[a:b].mean() for a, b in zip(e[:-1], e[1:])])
-
-
-def row_status(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(finite, unfinished) per row of (n, 3, W) raw spectra: unfinished = finite and all exactly zero."""
-    finite = np.isfinite(spectra).all(axis=(1, 2))
-    return finite, finite & (spectra == 0).all(axis=(1, 2))
-
-
-def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
-    """(n, 3, W) -> (n, 3, n_bins) in ascending wavelength, exactly as DESIGN.md defines the two modes."""
-    if settings.descending:
-        spectra = spectra[..., ::-1]
-    if settings.binning == "subsample":
-        return spectra[..., np.linspace(0, settings.n_wavelengths - 1, settings.n_bins, dtype=int)]
-    edges = settings.bin_edges()
-    sums = np.add.reduceat(spectra, edges[:-1], axis=-1, dtype=np.float64)
-    return (sums / np.diff(edges)).astype(np.float32)
-
-
-def to_bayer(rgb: np.ndarray) -> np.ndarray:
-    """(n, 3, L) channels R, G, B -> (n, 2, 2, L) pixels [[R, G], [G, B]]."""
-    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    return np.stack([np.stack([r, g], 1), np.stack([g, b], 1)], 1)
-
-
-def rotate_bayer(bayer: np.ndarray) -> np.ndarray:
-    """A 180-degree turn of the cell moves pixel (i, j) to (1-i, 1-j): R <-> B, G1 <-> G2."""
-    return np.ascontiguousarray(bayer[:, ::-1, ::-1, :])
-
-
-def pack_structures(structures: np.ndarray) -> np.ndarray:
-    """(n, [1,] 128, 128) {0,1} -> (n, 2048) uint8."""
-    return np.packbits(structures.reshape(len(structures), -1) != 0, axis=1)
-
-
-def unpack_structures(packed: np.ndarray) -> np.ndarray:
-    """(n, 2048) uint8 -> (n, 128, 128) uint8 {0,1}."""
-    return np.unpackbits(packed, axis=1).reshape(-1, N_PIX, N_PIX)
-
-
-def rotate_packed(packed: np.ndarray) -> np.ndarray:
-    """180-degree turn of packed structures without unpacking: s[::-1, ::-1] is the flat bit string reversed."""
-    return _BIT_REVERSE[packed[:, ::-1]]
+FILTERED_FILES = ["structures.npy", "bayer.npy", "rows.npy"]
+ROTATED_FILES = ["structures_rotated.npy", "bayer_rotated.npy"]
 
 
 @dataclass
@@ -136,19 +62,6 @@ class ShardStats:
         return d
 
 
-def structure_encoding(chunk: np.ndarray) -> str | None:
-    """"0/1", "0/255", None (all zero), "mixed" (both 1 and 255) or "non-binary": two vectorised uint8 passes."""
-    if chunk.dtype != np.uint8:
-        if chunk.size and (chunk.min() < 0 or chunk.max() > 255):
-            return "non-binary"
-        chunk = chunk.astype(np.uint8)
-    if not (chunk & 0xFE).any():
-        return "0/1" if chunk.any() else None
-    if not ((chunk + np.uint8(1)) & 0xFE).any():  # 0 -> 1 and 255 -> 0 (wraps): nothing else survives the mask
-        return "0/255"
-    return "non-binary" if ((chunk != 0) & (chunk != 1) & (chunk != 255)).any() else "mixed"
-
-
 def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> None:
     """Structures must be {0,1} or {0,255}, one encoding per shard."""
     encoding = structure_encoding(chunk)
@@ -160,33 +73,30 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
     stats.structure_values = encoding or stats.structure_values
 
 
-def filter_shard(raw_dir: str | Path, shard: int, out_dir: str | Path, settings: PrepareSettings | None = None,
-                 progress: ProgressFn | None = None) -> dict:
-    """Stream one raw shard into the prepared folder; returns the shard record (also written as shard_<k>.json)."""
-    settings = settings or PrepareSettings()
-    out_dir = Path(out_dir)
-    raw = open_shard(raw_dir, shard, settings.n_wavelengths)
-    (out_dir / f"rotated_{shard}.json").unlink(missing_ok=True)  # the old rotated set no longer matches
-    stats = ShardStats(shard=shard, raw_rows=raw.rows)
-    chunk = settings.chunk_rows
-    with AtomicNpyWriter(out_dir / f"structures_{shard}.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
-            AtomicNpyWriter(out_dir / f"bayer_{shard}.npy", (None, 2, 2, settings.n_bins), np.float32) as w_bayer, \
-            AtomicNpyWriter(out_dir / f"rows_{shard}.npy", (None,), np.int64) as w_rows:
-        for (first, st), (_, sp) in zip(iter_chunks(raw.structures, chunk), iter_chunks(raw.spectra, chunk)):
+def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
+    """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`."""
+    stats = ShardStats(shard=raw.index, raw_rows=raw.rows)
+    scan = RawScan(raw)
+    reader = ShardReader(raw, settings.chunk_rows)
+    with AtomicNpyWriter(staging / "structures.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
+            AtomicNpyWriter(staging / "bayer.npy", (None, 2, 2, settings.n_bins), np.float32) as w_bayer, \
+            AtomicNpyWriter(staging / "rows.npy", (None,), np.int64) as w_rows:
+        for first, st, sp in reader:
             _check_binary(st, raw.structures.path, first, stats)
             finite, unfinished = row_status(sp)
+            scan.update(st, sp, finite, unfinished)
             keep = finite & ~unfinished
-            stats.dropped_nonfinite += int((~finite).sum())
-            stats.dropped_unfinished += int(unfinished.sum())
+            stats.dropped_nonfinite += int(len(keep) - np.count_nonzero(finite))
+            stats.dropped_unfinished += int(np.count_nonzero(unfinished))
             idx = np.nonzero(keep)[0]
             if len(idx):
-                packed = pack_structures(st[idx])
-                bayer = to_bayer(bin_spectra(-sp[idx].astype(np.float32), settings))
-                w_struct.write(packed)
+                kept_st = st[idx] if len(idx) < len(st) else st
+                bayer = to_bayer(bin_spectra(-(sp[idx] if len(idx) < len(sp) else sp).astype(np.float32), settings))
+                w_struct.write(pack_structures(kept_st))
                 w_bayer.write(bayer)
                 w_rows.write(first + idx)
                 stats.kept_rows += len(idx)
-                stats.fill_sum += np.count_nonzero(st[idx]) / (N_PIX * N_PIX)
+                stats.fill_sum += np.count_nonzero(kept_st) / (N_PIX * N_PIX)
                 ch = np.stack([bayer[:, 0, 0], bayer[:, 0, 1], bayer[:, 1, 1]], 1)  # (n, 3, bins)
                 stats.bayer_min = np.minimum(stats.bayer_min, ch.min(axis=(0, 2))).tolist()
                 stats.bayer_max = np.maximum(stats.bayer_max, ch.max(axis=(0, 2))).tolist()
@@ -195,52 +105,89 @@ def filter_shard(raw_dir: str | Path, shard: int, out_dir: str | Path, settings:
                 stats.negative_after_flip += int((bayer < 0).sum())
             if progress:
                 progress(len(st))
-    record = stats.summary() | {"settings": asdict(settings), "raw_files": [str(raw.structures.path), str(raw.spectra.path)]}
-    text = json.dumps(record, indent=2) + "\n"
-    write_text_atomic(out_dir / f"shard_{shard}.json", text)
-    return json.loads(text)  # plain Python types, exactly what the record file says
+    return stats.summary(), scan.result(reader.sha256), reader.sources()
 
 
-def rotate_shard(out_dir: str | Path, shard: int, chunk_rows: int = 16384) -> dict:
-    """The 180-degree set of one prepared shard: structures turned, Bayer pixels turned (R <-> B, G1 <-> G2)."""
-    out_dir = Path(out_dir)
-    h_struct = read_header(out_dir / f"structures_{shard}.npy")
-    h_bayer = read_header(out_dir / f"bayer_{shard}.npy")
-    with AtomicNpyWriter(out_dir / f"structures_rotated_{shard}.npy", h_struct.shape, np.uint8) as w_struct, \
-            AtomicNpyWriter(out_dir / f"bayer_rotated_{shard}.npy", h_bayer.shape, np.float32) as w_bayer:
-        for (_, packed), (_, bayer) in zip(iter_chunks(h_struct, chunk_rows), iter_chunks(h_bayer, chunk_rows)):
-            w_struct.write(rotate_packed(packed))
-            w_bayer.write(rotate_bayer(bayer))
-    record = {"shard": shard, "rows": h_struct.shape[0]}
-    write_text_atomic(out_dir / f"rotated_{shard}.json", json.dumps(record) + "\n")
-    return record
+def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, settings: PrepareSettings | None = None,
+                  limits: CheckLimits | None = None, progress: ProgressFn | None = None,
+                  make_latest: bool = True) -> ShardVersion:
+    """Filter one raw shard into a new committed version (or the identical one already there). The version's
+    manifest records the raw and filter checks; LATEST moves to it only when every blocking check passed."""
+    settings, limits = settings or PrepareSettings(), limits or CheckLimits()
+    store = PreparedStore(store_root)
+    raw = open_shard(raw_dir, shard, settings.n_wavelengths)
+    with store.stage("filtered") as staging:
+        record, scan, sources = _filter_into(raw, staging, settings, progress)
+        checks = raw_checks(scan, limits) | filter_checks(record, staging, limits)
+        identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
+                    "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
+        manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": asdict(settings),
+                    "rows": record["kept_rows"], "record": record, "raw_scan": scan, "checks": checks}
+        version = version_id("filtered", identity)
+        return store.commit(staging, shard, version, manifest, FILTERED_FILES,
+                            make_latest=make_latest and not failed_blocking(checks))
+
+
+def rotate_version(store_root: str | Path, filtered: ShardVersion, chunk_rows: int = 16384,
+                   make_latest: bool = True) -> ShardVersion:
+    """The 180-degree set of a filtered version, as a new version: the filtered arrays hard-linked (they never
+    change), the turned structures and Bayer pixels (R <-> B, G1 <-> G2) written beside them."""
+    store = PreparedStore(store_root)
+    with store.stage("rotated") as staging:
+        for name in FILTERED_FILES:
+            _link_or_copy(filtered.file(name), staging / name)
+        h_struct, h_bayer = read_header(staging / "structures.npy"), read_header(staging / "bayer.npy")
+        with AtomicNpyWriter(staging / "structures_rotated.npy", h_struct.shape, np.uint8) as w_struct, \
+                AtomicNpyWriter(staging / "bayer_rotated.npy", h_bayer.shape, np.float32) as w_bayer:
+            for (_, packed), (_, bayer) in zip(iter_chunks(h_struct, chunk_rows), iter_chunks(h_bayer, chunk_rows)):
+                w_struct.write(rotate_packed(packed))
+                w_bayer.write(rotate_bayer(bayer))
+        checks = filtered.manifest["checks"] | rotation_checks(staging)
+        manifest = {k: filtered.manifest[k] for k in ("sources", "settings", "rows", "record", "raw_scan")}
+        manifest |= {"kind": "rotated", "parent": filtered.version, "checks": checks}
+        version = version_id("rotated", {"kind": "rotated", "parent": filtered.version})
+        return store.commit(staging, filtered.shard, version, manifest, FILTERED_FILES + ROTATED_FILES,
+                            make_latest=make_latest and not failed_blocking(checks))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None,
-               progress: ProgressFn | None = None) -> dict:
-    """All shards of a raw folder into out_dir, all or nothing: work happens in a staging folder that replaces
-    the previous prepared files only once every shard is done, so bad input leaves earlier output intact."""
+               progress: ProgressFn | None = None, limits: CheckLimits | None = None) -> dict:
+    """Every shard of a raw folder into the store at out_dir, all or nothing: each shard's filtered and rotated
+    versions are committed, and LATEST moves for all shards only once every shard passed its blocking checks,
+    so bad input leaves what `load_prepared(out_dir)` returns exactly as it was."""
     settings = settings or PrepareSettings()
-    out_dir = Path(out_dir)
     shards = discover_shards(raw_dir)
     for k in shards:  # every header first: fail before any work on a bad shard
         open_shard(raw_dir, k, settings.n_wavelengths)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        records = []
-        for k in shards:
-            records.append(filter_shard(raw_dir, k, staging, settings, progress))
-            rotate_shard(staging, k)
-        for pattern in PREPARED_PATTERNS:
-            for old in out_dir.glob(pattern):
-                old.unlink()
-        for new in sorted(staging.iterdir(), key=lambda p: p.suffix == ".json"):  # records last
-            new.replace(out_dir / new.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    versions = []
+    for k in shards:
+        filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
+        refuse_failed_checks(filtered)
+        rotated = rotate_version(out_dir, filtered, make_latest=False)
+        refuse_failed_checks(rotated)
+        versions.append(rotated)
+    store = PreparedStore(out_dir)
+    for v in versions:
+        store.set_latest(v)
+    records = [v.manifest["record"] for v in versions]
     total = {key: sum(r[key] for r in records) for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
-    return total | {"shards": len(records)}
+    return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}
+
+
+def refuse_failed_checks(v: ShardVersion) -> None:
+    """The CLI's form of a blocking check: one line naming the file and the problem."""
+    failed = failed_blocking(v.manifest["checks"])
+    if failed:
+        first = v.manifest["checks"][failed[0]]
+        extra = f" (and {', '.join(failed[1:])})" if failed[1:] else ""
+        raise DataError(f"shard {v.shard}: {failed[0]} failed: {first['description']}{extra}")
 
 
 class PackedStructures:
@@ -277,35 +224,52 @@ class Prepared:
     source_rows: np.ndarray  # (M,) int64 into the raw shards concatenated in shard order
     shards: list[dict]
     wavelengths_nm: np.ndarray  # (30,) bin centres
+    versions: dict[int, ShardVersion] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.bayer)
 
+    def training_set(self) -> dict[str, dict]:
+        """shard -> {version, rows}: what a run trained on, as metadata and JSON show it."""
+        return {str(k): {"version": v.version, "rows": v.rows} for k, v in self.versions.items()}
+
 
 def prepared_shards(prepared_dir: str | Path) -> list[int]:
-    return sorted(int(p.stem.split("_")[1]) for p in Path(prepared_dir).glob("shard_*.json"))
+    return sorted(PreparedStore(prepared_dir).latest_all())
 
 
-def load_prepared(prepared_dir: str | Path) -> Prepared:
-    """Every complete shard of a prepared folder, concatenated in shard order."""
-    prepared_dir = Path(prepared_dir)
-    shards = prepared_shards(prepared_dir) if prepared_dir.is_dir() else []
-    if not shards:
-        raise DataError(f"{prepared_dir}: no prepared shards (run `crrecon preprocess` or materialize filtered_bayer)")
-    records = [json.loads((prepared_dir / f"shard_{k}.json").read_text()) for k in shards]
+def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Prepared:
+    """The prepared data, concatenated in shard order: by default the LATEST version of every shard in the store;
+    `versions` ({shard: version name}) picks exact versions instead (what the lineage says passed its checks).
+    Each version's manifest is verified against its files; an inconsistent shard is refused by name."""
+    store = PreparedStore(prepared_dir)
+    if versions is None:
+        chosen = store.latest_all()
+    else:
+        chosen = {int(k): store.open(int(k), v) for k, v in sorted(versions.items(), key=lambda kv: int(kv[0]))}
+    if not chosen:
+        legacy = " (an old flat layout is there: run `crrecon preprocess` again)" if any(Path(prepared_dir).glob("shard_*.json")) else ""
+        raise DataError(f"{prepared_dir}: no prepared shards (run `crrecon preprocess` or materialize filtered_bayer){legacy}")
+    shards = sorted(chosen)
+    picked = [chosen[k] for k in shards]
+    settings = {json.dumps(PrepareSettings(**v.manifest["settings"]).identity(), sort_keys=True) for v in picked}
+    if len(settings) > 1:
+        raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); prepare them alike")
+    records = [v.manifest["record"] for v in picked]
     offsets = np.concatenate([[0], np.cumsum([r["raw_rows"] for r in records])[:-1]])
 
     def cat(name: str) -> np.ndarray:
-        return np.concatenate([np.load(prepared_dir / f"{name}_{k}.npy", mmap_mode="r") for k in shards])
+        return np.concatenate([np.load(v.file(name), mmap_mode="r") for v in picked])
 
-    rotated = all((prepared_dir / f"rotated_{k}.json").exists() for k in shards)
-    settings = PrepareSettings(**records[0]["settings"])
+    rotated = all(v.kind == "rotated" for v in picked)
     return Prepared(
-        structures=PackedStructures(cat("structures")),
-        bayer=cat("bayer"),
-        rotated_structures=PackedStructures(cat("structures_rotated")) if rotated else None,
-        rotated_bayer=cat("bayer_rotated") if rotated else None,
-        source_rows=np.concatenate([np.load(prepared_dir / f"rows_{k}.npy") + off for k, off in zip(shards, offsets)]),
+        structures=PackedStructures(cat("structures.npy")),
+        bayer=cat("bayer.npy"),
+        rotated_structures=PackedStructures(cat("structures_rotated.npy")) if rotated else None,
+        rotated_bayer=cat("bayer_rotated.npy") if rotated else None,
+        source_rows=np.concatenate([np.load(v.file("rows.npy")) + off for v, off in zip(picked, offsets)]),
         shards=records,
-        wavelengths_nm=settings.bin_centers_nm(),
+        wavelengths_nm=PrepareSettings(**picked[0].manifest["settings"]).bin_centers_nm(),
+        versions=dict(zip(shards, picked)),
     )
+

@@ -8,10 +8,9 @@ import dagster as dg
 from .defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from .defs.assets.prepared import filtered_bayer, rotated_bayer
 from .defs.assets.raw import raw_shard
-from .defs.assets.training import check_beats_baseline, trained_model
-from .defs.checks import data_checks
+from .defs.assets.training import trained_model
 from .defs.jobs import prepare_data_job, train_job
-from .defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
+from .defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
 from .defs.schedules import weekly_retraining
 from .defs.sensors import new_shard_sensor
 
@@ -33,7 +32,6 @@ def _env(name: str, default: str):
 
 defs = dg.Definitions(
     assets=[raw_shard, filtered_bayer, rotated_bayer, trained_model, training_log_analysis, run_comparison, dataset_profile],
-    asset_checks=[*data_checks, check_beats_baseline],
     jobs=[prepare_data_job, train_job],
     schedules=[weekly_retraining],
     sensors=[new_shard_sensor],
@@ -44,5 +42,6 @@ defs = dg.Definitions(
                                        initial_shards=int(os.environ.get("CRRECON_SIM_SHARDS", "2"))),
         "filtering": FilterSettings(),
         "device": TrainingDevice(device=_env("CRRECON_DEVICE", "auto")),
+        "model_checks": ModelChecks(),
     },
 )

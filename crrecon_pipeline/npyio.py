@@ -8,6 +8,7 @@ fsynced and renamed into place only when complete: a crash or bad input never le
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -42,11 +43,22 @@ class NpyHeader:
         return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
 
+def check_regular_file(path: Path) -> None:
+    """A readable regular file, or one line that says what is there instead."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found" + (" (dangling symlink)" if path.is_symlink() else "")) from None
+    except OSError as exc:  # ELOOP (symlink loop), EACCES, ...
+        raise DataError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file ({'a folder' if stat.S_ISDIR(st.st_mode) else 'special file'})")
+
+
 def read_header(path: str | os.PathLike) -> NpyHeader:
     """The header of a .npy file, checked against the file size (a truncated file is bad input)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -59,6 +71,8 @@ def read_header(path: str | os.PathLike) -> NpyHeader:
         raise DataError(f"{path}: Fortran-ordered arrays are not supported")
     if dtype.hasobject:
         raise DataError(f"{path}: object arrays are not supported")
+    if any(int(x) < 0 for x in shape):
+        raise DataError(f"{path}: invalid shape {tuple(shape)} in the header (negative size)")
     header = NpyHeader(path, tuple(int(x) for x in shape), dtype, offset)
     expected = offset + (shape[0] if shape else 1) * header.row_bytes
     actual = path.stat().st_size

@@ -26,23 +26,60 @@ def spectra_path(raw_dir: str | Path, shard: int | str) -> Path:
     return Path(raw_dir) / f"spectra_latest_{shard}.npy"
 
 
-def _indices(raw_dir: Path, pattern: re.Pattern) -> set[int]:
-    return {int(m.group(1)) for p in raw_dir.iterdir() if (m := pattern.match(p.name))}
+def parse_shard_key(key: str) -> int:
+    """A partition key or CLI value -> shard index; anything but a plain non-negative integer is refused."""
+    text = str(key).strip()
+    if not text.isdigit():
+        raise DataError(f"shard {key!r}: not a shard index (expected a non-negative integer, e.g. 0 or 12)")
+    return int(text)
 
 
-def discover_shards(raw_dir: str | Path) -> list[int]:
-    """Shard indices with both files present, in shard order; a lone file or an empty folder is bad input."""
+def _files_by_index(raw_dir: Path, pattern: re.Pattern) -> dict[int, list[Path]]:
+    found: dict[int, list[Path]] = {}
+    for p in raw_dir.iterdir():
+        if m := pattern.match(p.name):
+            found.setdefault(int(m.group(1)), []).append(p)
+    return found
+
+
+def shard_files(raw_dir: str | Path) -> dict[int, tuple[Path, Path]]:
+    """{k: (structures, spectra)} for every complete pair, by numeric index (`007` is shard 7). Two spellings of
+    one index (`7` and `007`), a lone file, or an empty folder is bad input, refused by name."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir}: raw data folder not found")
-    structures, spectra = _indices(raw_dir, STRUCTURE_RE), _indices(raw_dir, SPECTRA_RE)
-    for k in sorted(structures - spectra):
-        raise DataError(f"{structure_path(raw_dir, k)}: structure shard without its spectra shard ({spectra_path(raw_dir, k).name} missing)")
-    for k in sorted(spectra - structures):
-        raise DataError(f"{spectra_path(raw_dir, k)}: spectra shard without its structure shard ({structure_path(raw_dir, k).name} missing)")
+    structures, spectra = _files_by_index(raw_dir, STRUCTURE_RE), _files_by_index(raw_dir, SPECTRA_RE)
+    for found in (structures, spectra):
+        for k, paths in sorted(found.items()):
+            if len(paths) > 1:
+                names = ", ".join(sorted(p.name for p in paths))
+                raise DataError(f"{raw_dir}: shard index {k} is ambiguous ({names}); keep one spelling")
+    for k in sorted(structures.keys() - spectra.keys()):
+        raise DataError(f"{structures[k][0]}: structure shard without its spectra shard ({spectra_path(raw_dir, k).name} missing)")
+    for k in sorted(spectra.keys() - structures.keys()):
+        raise DataError(f"{spectra[k][0]}: spectra shard without its structure shard ({structure_path(raw_dir, k).name} missing)")
     if not structures:
         raise DataError(f"{raw_dir}: no raw shards (binary_dataset_128_<k>.npy + spectra_latest_<k>.npy) in this folder")
-    return sorted(structures)
+    return {k: (structures[k][0], spectra[k][0]) for k in sorted(structures)}
+
+
+def discover_shards(raw_dir: str | Path) -> list[int]:
+    """Shard indices with both files present, in shard order."""
+    return sorted(shard_files(raw_dir))
+
+
+def shard_pair(raw_dir: str | Path, shard: int) -> tuple[Path, Path]:
+    """The two files of shard k as they are spelled on disk (`binary_dataset_128_007.npy` is shard 7)."""
+    raw_dir = Path(raw_dir)
+    canonical = (structure_path(raw_dir, shard), spectra_path(raw_dir, shard))
+    if not raw_dir.is_dir():
+        return canonical  # read_header names the missing file
+    structures = _files_by_index(raw_dir, STRUCTURE_RE).get(shard, [])
+    spectra = _files_by_index(raw_dir, SPECTRA_RE).get(shard, [])
+    for paths in (structures, spectra):
+        if len(paths) > 1:
+            raise DataError(f"{raw_dir}: shard index {shard} is ambiguous ({', '.join(sorted(p.name for p in paths))}); keep one spelling")
+    return (structures[0] if structures else canonical[0], spectra[0] if spectra else canonical[1])
 
 
 @dataclass(frozen=True)
@@ -62,8 +99,8 @@ class RawShard:
 
 def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None) -> RawShard:
     """Both headers of shard k, with shapes, dtypes and row counts checked (values are checked while streaming)."""
-    st = read_header(structure_path(raw_dir, shard))
-    sp = read_header(spectra_path(raw_dir, shard))
+    st_path, sp_path = shard_pair(raw_dir, shard)
+    st, sp = read_header(st_path), read_header(sp_path)
     if not (len(st.shape) == 4 and st.shape[1:] == (1, 128, 128)) and not (len(st.shape) == 3 and st.shape[1:] == (128, 128)):
         raise DataError(f"{st.path}: structures must have shape (N, 1, 128, 128), got {st.shape}")
     if not (np.issubdtype(st.dtype, np.integer) or st.dtype == np.bool_):
@@ -79,3 +116,64 @@ def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None
     if st.shape[0] == 0:
         raise DataError(f"{st.path}: shard has no rows")
     return RawShard(shard, st, sp)
+
+
+class ShardReader:
+    """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) on a
+    second thread while the caller works on the chunk: the raw data is read exactly once per pass.
+
+    Two buffer sets alternate, so the hash of chunk i can still run while chunk i+1 is read and processed; a
+    yielded chunk stays valid until the next one after it is requested.
+    """
+
+    def __init__(self, raw: RawShard, chunk_rows: int = 4096):
+        self.raw = raw
+        self.chunk_rows = chunk_rows
+        self.sha256: dict[str, str] = {}
+
+    def __iter__(self):
+        import hashlib
+        from concurrent.futures import ThreadPoolExecutor
+
+        headers = (self.raw.structures, self.raw.spectra)
+        rows = self.raw.rows
+        n = max(1, min(self.chunk_rows, rows))
+        buffers = [[np.empty((n,) + h.shape[1:], dtype=h.dtype) for h in headers] for _ in range(2)]
+        hashes = [hashlib.sha256(), hashlib.sha256()]
+        pending: list = [None, None]
+
+        def update(views):
+            for h, v in zip(hashes, views):
+                h.update(v)
+
+        with ThreadPoolExecutor(1) as pool, open(headers[0].path, "rb", buffering=0) as f0, \
+                open(headers[1].path, "rb", buffering=0) as f1:
+            files = (f0, f1)
+            for h, f, header in zip(hashes, files, headers):
+                h.update(f.read(header.offset))
+            for i, first in enumerate(range(0, rows, self.chunk_rows)):
+                slot = i % 2
+                if pending[slot] is not None:
+                    pending[slot].result()  # its hash is done before the buffer is refilled
+                count = min(self.chunk_rows, rows - first)
+                views = []
+                for f, header, buf in zip(files, headers, buffers[slot]):
+                    raw = memoryview(buf[:count].reshape(-1).view(np.uint8))
+                    got = f.readinto(raw)
+                    if got != count * header.row_bytes:
+                        raise DataError(f"{header.path}: truncated file (short read at row {first})")
+                    views.append(raw)
+                pending[slot] = pool.submit(update, views)
+                yield first, buffers[slot][0][:count], buffers[slot][1][:count]
+            for fut in pending:
+                if fut is not None:
+                    fut.result()
+            for h, f in zip(hashes, files):  # anything after the array (rare) is part of the file too
+                while block := f.read(1 << 20):
+                    h.update(block)
+        self.sha256 = {"structures": hashes[0].hexdigest(), "spectra": hashes[1].hexdigest()}
+
+    def sources(self) -> list[dict]:
+        """The manifest's record of what was read: names, paths, sizes and digests."""
+        return [{"name": h.path.name, "path": str(h.path.resolve()), "size": h.path.stat().st_size, "sha256": self.sha256[key]}
+                for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]

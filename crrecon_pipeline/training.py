@@ -330,6 +330,7 @@ def _train(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, r
         "loss": config["loss"]["name"],
         "run_dir": str(run_dir.resolve()),
         "log": str(log_path.resolve()),
+        "training_set": prepared.training_set(),
     }
     if not ranks.is_main:
         return metrics
@@ -347,7 +348,8 @@ def _train(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, r
 
 def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | None = None,
                       prepared_dir: str | Path | None = None, resume: str | None = None, device: str = "auto",
-                      progress: bool = False, log: Callable[[str], None] | None = None) -> dict:
+                      progress: bool = False, log: Callable[[str], None] | None = None,
+                      versions: dict | None = None) -> dict:
     """The CLI's entry: prepare the data if given raw shards, then train with a tqdm bar per epoch."""
     import sys
 
@@ -361,7 +363,8 @@ def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | N
         preprocess(raw_dir, prepared_dir)
     if prepared_dir is None:
         prepared_dir = default_prepared_dir()
-    prepared = load_prepared(prepared_dir)
+    prepared = load_prepared(prepared_dir, versions)
+    log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in prepared.training_set().items()))
 
     bar = None
     on_batch = on_epoch = None

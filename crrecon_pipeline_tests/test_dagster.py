@@ -12,23 +12,24 @@ from crrecon_pipeline.definitions import defs
 from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
 from crrecon_pipeline.defs.assets.raw import raw_shard
-from crrecon_pipeline.defs.assets.training import TrainedModelConfig, check_beats_baseline, trained_model
-from crrecon_pipeline.defs.checks import data_checks
+from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
 from crrecon_pipeline.defs.partitions import shards
-from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
 from crrecon_pipeline.defs.schedules import weekly_retraining
 from crrecon_pipeline.defs.sensors import new_shard_sensor
+
+from crrecon_pipeline.store import PreparedStore
 
 from .conftest import write_raw_pair
 from .test_training import tiny_config
 
-DATA_ASSETS = [raw_shard, filtered_bayer, rotated_bayer, *data_checks]
+DATA_ASSETS = [raw_shard, filtered_bayer, rotated_bayer]
 
 
 def resources(home, raw_dir="", **filtering):
     return {"paths": CrreconPaths(home=str(home), raw_dir=str(raw_dir)),
             "simulator": SimulatorResource(rows_per_shard=300, initial_shards=2, seed=3),
-            "filtering": FilterSettings(**filtering), "device": TrainingDevice(device="cpu")}
+            "filtering": FilterSettings(**filtering), "device": TrainingDevice(device="cpu"), "model_checks": ModelChecks()}
 
 
 def new_instance(keys=("0", "1")):
@@ -58,7 +59,7 @@ def pipeline(tmp_path_factory):
     instance = new_instance()
     data = [dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(home)) for k in ("0", "1")]
     cfg = TrainedModelConfig(**tiny_config("training.epochs=3"))
-    train = dg.materialize([trained_model, check_beats_baseline, training_log_analysis, run_comparison, dataset_profile],
+    train = dg.materialize([trained_model, training_log_analysis, run_comparison, dataset_profile],
                            instance=instance, resources=resources(home), run_config=dg.RunConfig({"trained_model": cfg}),
                            selection=None)
     return {"home": home, "instance": instance, "data": data, "train": train}
@@ -111,7 +112,8 @@ def test_blocking_check_stops_the_rotated_set(tmp_path):
                             resources=resources(tmp_path, kept_fraction_min=0.95))
     assert check_results(result)["check_kept_fraction"] is False
     assert not result.asset_materializations_for_node("rotated_bayer")
-    assert not (tmp_path / "prepared" / "rotated_0.json").exists()
+    store = PreparedStore(tmp_path / "prepared")
+    assert [v.kind for v in store.versions(0)] == ["filtered"] and store.latest(0) is None  # committed, not LATEST
 
 
 def test_bad_raw_shard_fails_with_one_clear_line(tmp_path):

@@ -70,7 +70,9 @@ def _handmade(folder, encoding=1):
 def test_preprocess_counts_and_values(tmp_path, encoding):
     st, sp = _handmade(tmp_path / "raw", encoding)
     summary = preprocess(tmp_path / "raw", tmp_path / "out")
+    versions = summary.pop("versions")
     assert summary == {"raw_rows": 8, "kept_rows": 4, "dropped_unfinished": 2, "dropped_nonfinite": 2, "shards": 1}
+    assert list(versions) == ["0"] and versions["0"].startswith("rotated-")
     p = load_prepared(tmp_path / "out")
     np.testing.assert_array_equal(p.source_rows, [0, 3, 5, 7])
     np.testing.assert_array_equal(np.asarray(p.structures), st[[0, 3, 5, 7], 0] // encoding)
@@ -96,6 +98,20 @@ def test_load_prepared_on_simulated_data(raw_dir, prepared_dir):
     assert r >= 300, "a row of the second shard"
     np.testing.assert_allclose(p.bayer[i, 1, 1, 0], -raw_sp[r, 2, :10].mean(), rtol=1e-6)
     np.testing.assert_array_equal(p.structures[i], raw_st[r, 0])
+
+
+def snapshot(out) -> dict:
+    """Every committed file's bytes, and what load_prepared returns (which versions)."""
+    files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".staging" not in p.parts}
+    return {"files": files, "training_set": load_prepared(out).training_set()}
+
+
+def assert_intact(out, before: dict) -> None:
+    """Nothing committed changed or vanished (new unreferenced versions may appear) and the loaded set is the same."""
+    after = snapshot(out)
+    assert {k: after["files"].get(k) for k in before["files"]} == before["files"]
+    assert after["training_set"] == before["training_set"]
+    assert not any((out / ".staging").iterdir()) if (out / ".staging").exists() else True
 
 
 def run_cli(*args):
@@ -149,7 +165,7 @@ def test_bad_input_one_line_and_earlier_output_intact(tmp_path, raw_dir, case):
     first = run_cli("preprocess", "--raw", raw_dir, "--out", out)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout.strip().splitlines()[-1])["raw_rows"] == 600
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
 
     bad = tmp_path / "bad"
     name = case(bad)
@@ -158,14 +174,14 @@ def test_bad_input_one_line_and_earlier_output_intact(tmp_path, raw_dir, case):
     lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1, res.stderr
     assert name in lines[0] and "Traceback" not in res.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert_intact(out, before)
 
 
 def test_nonbinary_found_mid_stream_leaves_output_intact(tmp_path, raw_dir):
     """A bad value deep in the second shard is only seen while streaming: nothing may be replaced."""
     out = tmp_path / "out"
     preprocess(raw_dir, out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
     bad = tmp_path / "bad"
     st = np.load(raw_dir / "binary_dataset_128_1.npy")
     st[-1, 0, 0, 0] = 3
@@ -173,4 +189,4 @@ def test_nonbinary_found_mid_stream_leaves_output_intact(tmp_path, raw_dir):
     write_raw_pair(bad, 1, st, np.load(raw_dir / "spectra_latest_1.npy"))
     with pytest.raises(DataError, match="binary_dataset_128_1.npy: non-binary structures"):
         preprocess(bad, out)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert_intact(out, before)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..data import PrepareSettings
+from ..quality import CheckLimits
+from ..transforms import PrepareSettings
 from ..physics import PhysicsParams
 from ..structures import StructureParams
 from ..synthetic import SimulationSettings
@@ -69,6 +70,10 @@ class FilterSettings(dg.ConfigurableResource):
     kept_fraction_max: float = 1.0
     max_nonfinite_fraction: float = 0.01
 
+    def check_limits(self) -> CheckLimits:
+        return CheckLimits(kept_fraction_min=self.kept_fraction_min, kept_fraction_max=self.kept_fraction_max,
+                           max_nonfinite_fraction=self.max_nonfinite_fraction)
+
     def prepare_settings(self) -> PrepareSettings:
         return PrepareSettings(binning=self.binning, wavelength_first_nm=self.wavelength_first_nm,
                                wavelength_last_nm=self.wavelength_last_nm, n_wavelengths=self.n_wavelengths)
@@ -80,3 +85,10 @@ class TrainingDevice(dg.ConfigurableResource):
 
     device: str = "auto"
     processes: int = 1
+
+
+class ModelChecks(dg.ConfigurableResource):
+    """Limits of the checks on a trained model: check_beats_baseline passes at val MSE <= max_mse_ratio times the
+    mean-spectrum baseline's, warns below 1, fails at 1 or above (and such a run is never run_comparison's best)."""
+
+    max_mse_ratio: float = 0.5

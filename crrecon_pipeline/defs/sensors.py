@@ -8,7 +8,7 @@ import time
 import dagster as dg
 
 from ..npyio import DataError
-from ..rawfiles import SPECTRA_RE, STRUCTURE_RE, open_shard, spectra_path, structure_path
+from ..rawfiles import SPECTRA_RE, STRUCTURE_RE, open_shard
 from .jobs import prepare_data_job
 from .partitions import shards
 from .resources import CrreconPaths, FilterSettings, SimulatorResource
@@ -16,9 +16,11 @@ from .resources import CrreconPaths, FilterSettings, SimulatorResource
 STABLE_SECONDS = 10.0
 
 
-def complete_shards(raw_dir, n_wavelengths: int, now: float, stable_seconds: float = STABLE_SECONDS) -> dict[str, list]:
+def complete_shards(raw_dir, n_wavelengths: int, now: float, stable_seconds: float = STABLE_SECONDS,
+                    problems: list | None = None) -> dict[str, list]:
     """{shard: [sizes, mtimes]} of shard pairs whose headers are valid, whose sizes match their headers (not
-    half-written) and which nobody touched for `stable_seconds`."""
+    half-written) and which nobody touched for `stable_seconds`. Shards that are bad for good (two spellings of
+    one index, a folder named like a shard) are appended to `problems` with the reason, not silently skipped."""
     if not raw_dir.is_dir():
         return {}
     names = {p.name for p in raw_dir.iterdir()}
@@ -26,10 +28,12 @@ def complete_shards(raw_dir, n_wavelengths: int, now: float, stable_seconds: flo
     found = {}
     for k in sorted(keys):
         try:
-            open_shard(raw_dir, k, n_wavelengths)  # a truncated (still copying) file fails its size check here
-        except DataError:
+            raw = open_shard(raw_dir, k, n_wavelengths)  # a truncated (still copying) file fails its size check here
+        except DataError as exc:
+            if problems is not None and "truncated" not in str(exc):
+                problems.append(str(exc))
             continue
-        stats = [structure_path(raw_dir, k).stat(), spectra_path(raw_dir, k).stat()]
+        stats = [raw.structures.path.stat(), raw.spectra.path.stat()]
         if now - max(s.st_mtime for s in stats) < stable_seconds:
             continue
         found[str(k)] = [[s.st_size for s in stats], [s.st_mtime for s in stats]]
@@ -41,13 +45,18 @@ def complete_shards(raw_dir, n_wavelengths: int, now: float, stable_seconds: flo
 def new_shard_sensor(context: dg.SensorEvaluationContext, paths: CrreconPaths, simulator: SimulatorResource,
                      filtering: FilterSettings) -> dg.SensorResult | dg.SkipReason:
     seen = json.loads(context.cursor) if context.cursor else {}
+    problems: list[str] = []
     if paths.uses_simulator:
         current = {str(k): "simulated" for k in range(simulator.initial_shards)}
     else:
-        current = complete_shards(paths.raw_path(), filtering.n_wavelengths, time.time())
+        current = complete_shards(paths.raw_path(), filtering.n_wavelengths, time.time(), problems=problems)
+    for problem in problems:
+        context.log.warning(problem)
     changed = [k for k, fingerprint in current.items() if seen.get(k) != fingerprint]
     if not changed:
-        return dg.SkipReason(f"no new complete shard in {paths.raw_path()} ({len(current)} known)")
+        trouble = f"; not usable: {' | '.join(problems)}" if problems else ""
+        return dg.SkipReason(f"looked at {paths.raw_path()}: {len(current)} complete shard(s) "
+                             f"({', '.join(sorted(current, key=int)) or 'none'}), all already requested{trouble}")
     registered = set(context.instance.get_dynamic_partitions(shards.name))
     # first sight of a shard that is already prepared (e.g. by `make demo`): remember it, do not redo it
     prepared = registered & set(context.instance.get_materialized_partitions(dg.AssetKey("rotated_bayer")))

@@ -9,8 +9,10 @@ from ...analysis import analyze_log, compare_runs, format_report
 from ...npyio import write_text_atomic
 from ...plots import markdown_image
 from ...profile import profile_dataset
-from ..resources import CrreconPaths
-from .prepared import prepared_or_failure
+from ..resources import CrreconPaths, ModelChecks
+from ...data import load_prepared
+from ..lineage import training_versions
+from .common import bad_input_fails_step
 from .training import trained_model
 
 
@@ -48,9 +50,9 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
 
 @dg.asset(deps=[training_log_analysis], group_name="analysis", kinds={"pandas"},
           description="Every run's config and results side by side, which settings helped, and a recommended next "
-                      "run config (YAML for the launchpad, also in CRRECON_HOME/reports/next_run.yaml).")
-def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
-    result = compare_runs(paths.runs_path())
+                      "run config from the best run that passed check_beats_baseline (YAML for the launchpad, also in CRRECON_HOME/reports/next_run.yaml).")
+def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths, model_checks: ModelChecks) -> dg.MaterializeResult:
+    result = compare_runs(paths.runs_path(), max_ratio=model_checks.max_mse_ratio)
     if not result["runs"]:
         raise dg.Failure(description=f"{paths.runs_path()}: no finished runs to compare")
     yaml_text = result["next_config_yaml"]
@@ -60,7 +62,7 @@ def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg
     return dg.MaterializeResult(metadata={
         "runs": result["runs"],
         "best_run": result["best_run"],
-        "best_mse_vs_baseline": result["table"][0]["mse_vs_baseline"],
+        "best_mse_vs_baseline": result["best_mse_vs_baseline"],
         "leaderboard": dg.MetadataValue.md(result["markdown"]),
         "setting_effects": dg.MetadataValue.md(effects or "only one setting value seen so far"),
         "next_run_config": dg.MetadataValue.md(f"```yaml\n{launchpad}```"),
@@ -70,7 +72,11 @@ def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg
 @dg.asset(deps=["rotated_bayer"], group_name="analysis", kinds={"numpy"},
           description="Sizes, value ranges, mean and spread of spectra per pixel, fill fractions, sample pictures.")
 def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
-    prepared = prepared_or_failure(paths)
+    chosen, excluded = training_versions(context.instance, augment_180=True)
+    if not chosen:
+        raise dg.Failure(description=f"no prepared shard passed its checks ({len(excluded)} left out)")
+    with bad_input_fails_step():
+        prepared = load_prepared(paths.prepared_path(), chosen)
     picture = paths.reports_path() / "dataset_profile.png"
     prof = profile_dataset(prepared, picture)
     write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")

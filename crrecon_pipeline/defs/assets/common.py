@@ -7,6 +7,7 @@ import dagster as dg
 
 from ...npyio import DataError
 from ...quality import CheckOutcome
+from ...store import ShardVersion
 
 
 @contextmanager
@@ -19,11 +20,27 @@ def bad_input_fails_step():
 
 
 def check_result(asset: str, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
+    return check_result_from_record(name, outcome.record(asset))
+
+
+def check_result_from_record(name: str, record: dict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=asset,
+        asset_key=record["asset"],
         check_name=name,
-        passed=bool(outcome.passed),
-        description=outcome.description,
-        metadata=outcome.metadata,
-        severity=dg.AssetCheckSeverity.WARN if outcome.warn_only else dg.AssetCheckSeverity.ERROR,
+        passed=bool(record["passed"]),
+        description=record["description"],
+        metadata=record["metadata"],
+        severity=dg.AssetCheckSeverity.ERROR if record["blocking"] else dg.AssetCheckSeverity.WARN,
     )
+
+
+def check_results_from(version: ShardVersion, specs: list[dg.AssetCheckSpec]):
+    """The outcomes recorded in a version's manifest, as the results of this step's checks."""
+    for spec in specs:
+        yield check_result_from_record(spec.name, version.manifest["checks"][spec.name])
+
+
+def version_metadata(version: ShardVersion) -> dict:
+    """Which immutable data a materialization holds: the version, its folder and its manifest."""
+    return {"version": version.version, "version_path": dg.MetadataValue.path(str(version.path)),
+            "manifest": dg.MetadataValue.path(str(version.path / "manifest.json"))}

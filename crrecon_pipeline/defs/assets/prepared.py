@@ -1,35 +1,59 @@
-"""filtered_bayer and rotated_bayer, one partition per shard: the core's streaming filter and rotation."""
+"""filtered_bayer and rotated_bayer, one partition per shard: the core's single streaming pass and the 180-degree
+turn, each committing an immutable version to the prepared store. The data checks are computed in the same step,
+on the staged data, and reported with the materialization they judge (blocking: a failed one stops rotated_bayer
+and keeps the shard out of training)."""
 
 
 import dagster as dg
 import numpy as np
 
-from ...data import filter_shard, load_prepared, rotate_shard, unpack_structures
+from ...data import prepare_shard, rotate_version, unpack_structures
 from ...plots import markdown_image, plot_predictions
 from ...rawfiles import open_shard
+from ...store import PreparedStore, ShardVersion
+from ...transforms import PrepareSettings
+from ..lineage import latest_version, shard_of
 from ..partitions import shards
 from ..progress import LogProgress
 from ..resources import CrreconPaths, FilterSettings
-from .common import bad_input_fails_step
+from .common import bad_input_fails_step, check_results_from, version_metadata
+
+FILTER_CHECKS = [
+    dg.AssetCheckSpec("check_row_counts", asset="filtered_bayer", partitions_def=shards, blocking=True,
+                      description="kept + dropped_unfinished + dropped_nonfinite = raw_rows"),
+    dg.AssetCheckSpec("check_no_bad_rows", asset="filtered_bayer", partitions_def=shards, blocking=True,
+                      description="no all-zero, non-finite or negative row is left in the written Bayer file"),
+    dg.AssetCheckSpec("check_greens_equal", asset="filtered_bayer", partitions_def=shards, blocking=True,
+                      description="the two green pixels agree (diagonal-symmetric structures)"),
+    dg.AssetCheckSpec("check_kept_fraction", asset="filtered_bayer", partitions_def=shards, blocking=True,
+                      description="the kept fraction lies in FilterSettings [kept_fraction_min, kept_fraction_max]"),
+]
+ROTATION_CHECKS = [
+    dg.AssetCheckSpec("check_rotation_exact", asset="rotated_bayer", partitions_def=shards, blocking=True,
+                      description="turning the rotated set once more gives back the originals exactly"),
+]
 
 
 @dg.asset(
     partitions_def=shards,
     deps=["raw_structures", "raw_spectra"],
+    check_specs=FILTER_CHECKS,
     group_name="prepared",
     kinds={"numpy"},
     description="Unfinished (all-zero) and non-finite rows dropped and counted, sign flipped, 301 -> 30 bins, "
-                "arranged [[R, G], [G, B]]; structures bit-packed (2 KiB a row).",
+                "arranged [[R, G], [G, B]]; structures bit-packed (2 KiB a row). Each materialization is one "
+                "immutable version of the shard in CRRECON_HOME/prepared (see `version`).",
 )
-def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filtering: FilterSettings) -> dg.MaterializeResult:
-    shard = int(context.partition_key)
-    out = paths.prepared_path()
+def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filtering: FilterSettings):
     settings = filtering.prepare_settings()
     with bad_input_fails_step():
+        shard = shard_of(context.partition_key)
         rows = open_shard(paths.raw_path(), shard, settings.n_wavelengths).rows
-        record = filter_shard(paths.raw_path(), shard, out, settings, progress=LogProgress(context.log, rows, f"filter shard {shard}"))
+        version = prepare_shard(paths.raw_path(), shard, paths.prepared_path(), settings, filtering.check_limits(),
+                                progress=LogProgress(context.log, rows, f"filter shard {shard}"))
+    record = version.manifest["record"]
     context.log.info(f"shard {shard}: kept {record['kept_rows']} of {record['raw_rows']} "
-                     f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']})")
+                     f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']}) -> {version.version}")
     metadata = {
         "raw_rows": record["raw_rows"],
         "kept_rows": record["kept_rows"],
@@ -41,35 +65,44 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
         "binning": settings.binning,
         "bayer_mean_rgb": str([round(x, 4) for x in record["bayer_mean"]]),
         "bayer_range_rgb": str([[round(a, 4), round(b, 4)] for a, b in zip(record["bayer_min"], record["bayer_max"])]),
-        "path": dg.MetadataValue.path(str(out / f"bayer_{shard}.npy")),
+        **version_metadata(version),
     }
     if record["kept_rows"]:
-        preview = out / f"preview_{shard}.png"
-        bayer = np.load(out / f"bayer_{shard}.npy", mmap_mode="r")
-        packed = np.load(out / f"structures_{shard}.npy", mmap_mode="r")
-        pick = np.linspace(0, record["kept_rows"] - 1, min(3, record["kept_rows"])).astype(int)
+        metadata["preview"] = dg.MetadataValue.md(markdown_image(_preview(version, settings), "kept structures and spectra"))
+    yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version.version))
+    yield from check_results_from(version, FILTER_CHECKS)
+
+
+def _preview(version: ShardVersion, settings: PrepareSettings):
+    path = version.path.parent / f"preview_{version.version}.png"  # beside the version: the version stays as committed
+    if not path.exists():
+        bayer = np.load(version.file("bayer.npy"), mmap_mode="r")
+        packed = np.load(version.file("structures.npy"), mmap_mode="r")
+        pick = np.linspace(0, version.rows - 1, min(3, version.rows)).astype(int)
         plot_predictions(unpack_structures(np.asarray(packed[pick])), np.asarray(bayer[pick]), None,
-                         settings.bin_centers_nm(), preview, title=f"Shard {shard}: kept structures and their Bayer spectra")
-        metadata["preview"] = dg.MetadataValue.md(markdown_image(preview, "kept structures and spectra"))
-    return dg.MaterializeResult(metadata=metadata)
+                         settings.bin_centers_nm(), path,
+                         title=f"Shard {version.shard}: kept structures and their Bayer spectra")
+    return path
 
 
 @dg.asset(
     partitions_def=shards,
     deps=[filtered_bayer],
+    check_specs=ROTATION_CHECKS,
     group_name="prepared",
     kinds={"numpy"},
-    description="The 180-degree set: each structure turned, its Bayer pixels turned with it (R <-> B, G1 <-> G2).",
+    description="The 180-degree set: each structure turned, its Bayer pixels turned with it (R <-> B, G1 <-> G2); "
+                "a new version holding the filtered arrays (hard links) and the turned ones.",
 )
-def rotated_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
-    shard = int(context.partition_key)
+def rotated_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths):
     with bad_input_fails_step():
-        record = rotate_shard(paths.prepared_path(), shard)
-    context.log.info(f"shard {shard}: {record['rows']} rotated rows")
-    return dg.MaterializeResult(metadata={"rows": record["rows"],
-                                          "path": dg.MetadataValue.path(str(paths.prepared_path() / f"bayer_rotated_{shard}.npy"))})
-
-
-def prepared_or_failure(paths: CrreconPaths):
-    with bad_input_fails_step():
-        return load_prepared(paths.prepared_path())
+        shard = shard_of(context.partition_key)
+        parent = latest_version(context.instance, "filtered_bayer", context.partition_key)
+        if parent is None:
+            raise dg.Failure(description=f"shard {shard}: filtered_bayer has no materialization to turn")
+        filtered = PreparedStore(paths.prepared_path()).open(shard, parent)
+        version = rotate_version(paths.prepared_path(), filtered)
+    context.log.info(f"shard {shard}: {version.rows} rotated rows -> {version.version} (from {parent})")
+    yield dg.MaterializeResult(metadata={"rows": version.rows, "parent_version": parent, **version_metadata(version)},
+                               data_version=dg.DataVersion(version.version))
+    yield from check_results_from(version, ROTATION_CHECKS)

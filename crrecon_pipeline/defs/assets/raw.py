@@ -1,24 +1,27 @@
 """raw_structures + raw_spectra: one shard's two files in the seed's raw format, from CRRECON_RAW_DIR or the
-built-in simulator. The step scans both files once: checksums, value ranges, and the raw-data checks."""
+built-in simulator. The step reads both files once: checksums (hashed while scanning), value ranges, and the
+raw-data checks (the same function `crrecon preprocess` applies)."""
 
 
 import json
 
 import dagster as dg
 
-from ...quality import check_binary_structures, check_finite_spectra, check_sign_convention, scan_raw_shard
+from ...quality import raw_checks, scan_raw_shard
 from ...synthetic import write_shard
 from ..partitions import shards
 from ..progress import LogProgress
 from ..resources import CrreconPaths, FilterSettings, SimulatorResource
-from .common import bad_input_fails_step, check_result
+from ..lineage import shard_of
+from .common import bad_input_fails_step, check_result_from_record
 
 RAW_CHECKS = [
-    dg.AssetCheckSpec("check_binary_structures", asset="raw_structures", blocking=True,
+    dg.AssetCheckSpec("check_binary_structures", asset="raw_structures", partitions_def=shards, blocking=True,
                       description="structures are {0,1} or {0,255}"),
-    dg.AssetCheckSpec("check_finite_spectra", asset="raw_spectra",
+    dg.AssetCheckSpec("check_finite_spectra", asset="raw_spectra", partitions_def=shards,
                       description="rows with NaN/Inf stay under FilterSettings.max_nonfinite_fraction (they are dropped)"),
-    dg.AssetCheckSpec("check_sign_convention", asset="raw_spectra", description="raw spectra are stored negative"),
+    dg.AssetCheckSpec("check_sign_convention", asset="raw_spectra", partitions_def=shards, blocking=True,
+                      description="raw spectra are stored negative (a flipped export would train on wrong signs)"),
 ]
 
 
@@ -34,7 +37,8 @@ RAW_CHECKS = [
 )
 def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator: SimulatorResource,
               filtering: FilterSettings):
-    shard = int(context.partition_key)
+    with bad_input_fails_step():
+        shard = shard_of(context.partition_key)
     raw_dir = paths.raw_path()
     sim_meta = {}
     if paths.uses_simulator:
@@ -51,14 +55,14 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         scan = scan_raw_shard(raw_dir, shard, filtering.n_wavelengths)
     context.log.info(f"shard {shard}: {scan['rows']} rows, {scan['unfinished_rows']} unfinished, {scan['nonfinite_rows']} non-finite")
     common = {"rows": scan["rows"], **sim_meta}
-    yield dg.MaterializeResult(asset_key="raw_structures", metadata=common | {
+    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan["structures_sha256"]), metadata=common | {
         "path": dg.MetadataValue.path(scan["structures_path"]),
         "sha256": scan["structures_sha256"],
         "shape": str(tuple(scan["structures_shape"])),
         "dtype": scan["structures_dtype"],
         "encoding": scan["structure_encoding"],
     })
-    yield dg.MaterializeResult(asset_key="raw_spectra", metadata=common | {
+    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan["spectra_sha256"]), metadata=common | {
         "path": dg.MetadataValue.path(scan["spectra_path"]),
         "sha256": scan["spectra_sha256"],
         "shape": str(tuple(scan["spectra_shape"])),
@@ -68,7 +72,6 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         "unfinished_rows": scan["unfinished_rows"],
         "nonfinite_rows": scan["nonfinite_rows"],
     })
-    yield check_result("raw_structures", "check_binary_structures", check_binary_structures(scan))
-    yield check_result("raw_spectra", "check_finite_spectra", check_finite_spectra(scan, filtering.max_nonfinite_fraction))
-    yield check_result("raw_spectra", "check_sign_convention", check_sign_convention(scan))
+    for name, record in raw_checks(scan, filtering.check_limits()).items():
+        yield check_result_from_record(name, record)
     context.log.debug(json.dumps(scan))

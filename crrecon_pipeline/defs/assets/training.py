@@ -18,9 +18,11 @@ from ...distributed import torchrun_command
 from ...npyio import write_text_atomic
 from ...plots import markdown_image
 from ...training import EpochReport, log_line, train
-from ..resources import CrreconPaths, TrainingDevice
-from .common import bad_input_fails_step
-from .prepared import prepared_or_failure
+from ..resources import CrreconPaths, ModelChecks, TrainingDevice
+from ...data import load_prepared
+from ...quality import check_beats_baseline
+from ..lineage import training_versions
+from .common import bad_input_fails_step, check_result
 
 QUICK = load_config("quick")
 
@@ -85,22 +87,30 @@ def run_config_for_preset(name: str) -> dg.RunConfig:
     return dg.RunConfig({"trained_model": TrainedModelConfig(**load_config(name))})
 
 
+BASELINE_CHECK = dg.AssetCheckSpec(
+    "check_beats_baseline", asset="trained_model",
+    description="this run's val MSE against the mean-spectrum baseline: pass at ratio <= ModelChecks.max_mse_ratio "
+                "(0.5), warn below 1, fail at 1 or above")
+
+
 @dg.asset(
     deps=["rotated_bayer"],
+    check_specs=[BASELINE_CHECK],
     group_name="training",
     kinds={"pytorch", "gpu"},
     pool="gpu",
     op_tags=GPU_TAGS,
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
-    description="Train the surrogate on every prepared shard; checkpoints, log and plots in CRRECON_HOME/runs/<run>.",
+    description="Train the surrogate on the shard versions whose checks passed (rotated_bayer, or filtered_bayer "
+                "without augment_180); checkpoints, log and plots in CRRECON_HOME/runs/<run>.",
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
-                  device: TrainingDevice) -> dg.MaterializeResult:
+                  device: TrainingDevice, model_checks: ModelChecks):
     try:
         cfg = validate(config.as_dict(), "run config")
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from None
-    prepared = prepared_or_failure(paths)
+    prepared, excluded = training_data(context, paths, cfg["data"]["augment_180"])
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
     run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)
     resume = "auto" if (run_dir / "last.pt").exists() else None
@@ -115,10 +125,13 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
 
     with bad_input_fails_step():
         if device.processes > 1:
-            metrics = train_with_torchrun(context, cfg, paths, run_dir, device)
+            metrics = train_with_torchrun(context, cfg, paths, run_dir, device, prepared.training_set())
         else:
             metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume, on_epoch=on_epoch, log=context.log.info)
-    return dg.MaterializeResult(metadata={
+    check = check_beats_baseline(metrics, model_checks.max_mse_ratio)
+    yield dg.MaterializeResult(metadata={
+        "training_set": dg.MetadataValue.json(prepared.training_set()),
+        "excluded_shards": dg.MetadataValue.json(excluded),
         "val_mse": metrics["val_mse"],
         "baseline_val_mse": metrics["baseline_val_mse"],
         "mse_vs_baseline": metrics["val_mse"] / metrics["baseline_val_mse"],
@@ -138,17 +151,36 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
         "loss_curves": dg.MetadataValue.md(markdown_image(run_dir / "loss_curves.png", "loss curves")),
         "predictions": dg.MetadataValue.md(markdown_image(run_dir / "predictions.png", "true vs predicted spectra")),
     })
+    yield check_result("trained_model", "check_beats_baseline", check)
+
+
+def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augment_180: bool):
+    """The shard versions the lineage says passed their checks, loaded exactly; the others named with a reason."""
+    chosen, excluded = training_versions(context.instance, augment_180)
+    for partition, reason in excluded.items():
+        context.log.warning(f"shard {partition} left out of training: {reason}")
+    if not chosen:
+        detail = "; ".join(f"{k}: {r}" for k, r in excluded.items()) or "no shard partitions registered"
+        raise dg.Failure(description=f"nothing to train on: no shard passed its checks ({detail})")
+    with bad_input_fails_step():
+        prepared = load_prepared(paths.prepared_path(), chosen)
+    for shard, version in prepared.versions.items():  # the manifest's own record of the checks must agree
+        if not version.checks_passed:
+            raise dg.Failure(description=f"{version.path}: the manifest records failed checks; re-prepare shard {shard}")
+    context.log.info("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in prepared.training_set().items()))
+    return prepared, excluded
 
 
 def train_with_torchrun(context: dg.AssetExecutionContext, cfg: dict, paths: CrreconPaths, run_dir: Path,
-                        device: TrainingDevice) -> dict:
+                        device: TrainingDevice, training_set: dict) -> dict:
     """Data-parallel training in `device.processes` ranks; the epochs stream to the UI from rank 0's log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "run_config.yaml"
     write_text_atomic(config_path, yaml.safe_dump(cfg, sort_keys=False))
     log_path = run_dir / cfg["output"]["log_file"]
     seen = {r["epoch"] for r in parse_train_log(log_path)} if log_path.exists() else set()
-    command = torchrun_command(config_path, paths.prepared_path(), run_dir, device.processes, device.device)
+    set_path = write_text_atomic(run_dir / "training_set.json", json.dumps(training_set, indent=2) + "\n")
+    command = torchrun_command(config_path, paths.prepared_path(), run_dir, device.processes, device.device, set_path)
     context.log.info(" ".join(command))
     with open(run_dir / "torchrun.log", "a") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -167,12 +199,3 @@ def train_with_torchrun(context: dg.AssetExecutionContext, cfg: dict, paths: Crr
         tail = (run_dir / "torchrun.log").read_text().strip().splitlines()[-1:] or ["no output"]
         raise dg.Failure(description=f"torchrun exited with {proc.returncode}: {tail[0]} (see {run_dir / 'torchrun.log'})")
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-@dg.asset_check(asset=trained_model, description="validation MSE is below the mean-spectrum baseline's")
-def check_beats_baseline(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
-    meta = event.asset_materialization.metadata
-    mse, base = meta["val_mse"].value, meta["baseline_val_mse"].value
-    return dg.AssetCheckResult(passed=bool(mse < base), description=f"val MSE {mse:.3g} vs baseline {base:.3g} ({mse / base:.1%})",
-                               metadata={"ratio": mse / base})

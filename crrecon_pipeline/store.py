@@ -1,0 +1,237 @@
+"""The prepared store: immutable, versioned shard data, each version a folder with a manifest, committed by one
+atomic rename.
+
+    <root>/shard_<k>/<version>/manifest.json + the arrays it lists     a committed version: never changed again
+    <root>/shard_<k>/LATEST                                             the newest version whose blocking checks passed
+    <root>/.staging/<version>.<pid>.<token>/                            work in progress of one process
+
+A version's name is its kind and a digest of what defines its content (the source files' sha256, the settings, the
+parent version), so preparing the same input twice, even concurrently, yields one version: the second rename
+finds the folder taken and its staging copy is dropped. A kill at any instant leaves every committed version and
+LATEST as they were; its staging folder is removed by the next writer. The store only ever deletes what it wrote:
+staging folders, and files listed in the manifest of a version it prunes (a foreign file keeps its folder alive).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .npyio import DataError, read_header, write_text_atomic
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+KEEP_VERSIONS = 3
+KINDS = ("filtered", "rotated")
+SHARD_DIR_RE = re.compile(r"^shard_(\d+)$")
+VERSION_RE = re.compile(r"^(filtered|rotated)-[0-9a-f]{16}$")
+_ACTIVE: set[str] = set()  # staging folders this process is writing right now
+
+
+def version_id(kind: str, identity: dict) -> str:
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"{kind}-{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class ShardVersion:
+    """One committed version of one shard: its folder and manifest."""
+
+    shard: int
+    version: str
+    path: Path
+    manifest: dict
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def checks_passed(self) -> bool:
+        return all(c["passed"] or not c["blocking"] for c in self.manifest.get("checks", {}).values())
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class PreparedStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -------------------------------------------------------------------------------------------- reading
+
+    def shard_dir(self, shard: int) -> Path:
+        return self.root / f"shard_{shard}"
+
+    def shards(self) -> list[int]:
+        """Shards with at least one committed version (anything else in the folder is not the store's)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := SHARD_DIR_RE.match(p.name)) and p.is_dir())
+
+    def versions(self, shard: int) -> list[ShardVersion]:
+        """Committed versions of a shard, oldest first."""
+        d = self.shard_dir(shard)
+        if not d.is_dir():
+            return []
+        found = [self.open(shard, p.name) for p in d.iterdir() if VERSION_RE.match(p.name) and (p / MANIFEST).is_file()]
+        return sorted(found, key=lambda v: v.manifest["committed_ns"])
+
+    def open(self, shard: int, version: str) -> ShardVersion:
+        """A committed version, its manifest checked against the files (sizes, shapes, row counts)."""
+        if not VERSION_RE.match(str(version)):
+            raise DataError(f"{self.shard_dir(shard)}: {version!r} is not a version name")
+        path = self.shard_dir(shard) / version
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(f"{path}: no such prepared version of shard {shard}")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{manifest_path}: unreadable manifest ({exc})") from None
+        v = ShardVersion(shard, version, path, manifest)
+        verify(v)
+        return v
+
+    def latest(self, shard: int) -> ShardVersion | None:
+        pointer = self.shard_dir(shard) / "LATEST"
+        if not pointer.is_file():
+            return None
+        return self.open(shard, pointer.read_text().strip())
+
+    def latest_all(self) -> dict[int, ShardVersion]:
+        return {k: v for k in self.shards() if (v := self.latest(k)) is not None}
+
+    # -------------------------------------------------------------------------------------------- writing
+
+    @contextmanager
+    def stage(self, kind: str) -> Iterator[Path]:
+        """A fresh staging folder on the store's file system (so commit is one rename); removed on failure."""
+        self.clean_staging()
+        staging = self.root / ".staging" / f"{kind}.{os.getpid()}.{secrets.token_hex(4)}"
+        staging.mkdir(parents=True)
+        _ACTIVE.add(str(staging))
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            _ACTIVE.discard(str(staging))
+
+    def commit(self, staging: Path, shard: int, version: str, manifest: dict, files: list[str],
+               make_latest: bool) -> ShardVersion:
+        """Write the manifest, then rename the staging folder into place (the single commit point)."""
+        manifest = manifest | {"format": FORMAT, "shard": shard, "version": version, "committed_ns": time.time_ns(),
+                               "files": describe_files(staging, files)}
+        write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        _fsync_dir(staging)
+        final = self.shard_dir(shard) / version
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staging, final)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (final / MANIFEST).is_file():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # the same content was committed first by someone else
+        _fsync_dir(final.parent)
+        committed = self.open(shard, version)
+        if make_latest:
+            self.set_latest(committed)
+        self.prune(shard)
+        return committed
+
+    def set_latest(self, v: ShardVersion) -> None:
+        write_text_atomic(self.shard_dir(v.shard) / "LATEST", v.version + "\n")
+
+    def clean_staging(self) -> list[Path]:
+        """Remove staging folders left by processes that are gone (or by this one, outside a stage() block)."""
+        removed = []
+        staging_root = self.root / ".staging"
+        if not staging_root.is_dir():
+            return removed
+        for p in staging_root.iterdir():
+            parts = p.name.split(".")
+            if len(parts) != 3 or parts[0] not in KINDS or not parts[1].isdigit() or str(p) in _ACTIVE:
+                continue  # not ours, or in progress here
+            pid = int(parts[1])
+            if pid == os.getpid() or not _alive(pid):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        return removed
+
+    def prune(self, shard: int, keep: int = KEEP_VERSIONS, protect: set[str] = frozenset()) -> list[str]:
+        """Drop versions beyond the newest `keep`, except LATEST, `protect`, and parents of versions kept."""
+        versions = self.versions(shard)
+        latest = self.latest(shard)
+        kept = {v.version for v in versions[-keep:]} | set(protect) | ({latest.version} if latest else set())
+        kept |= {v.manifest.get("parent") for v in versions if v.version in kept} - {None}
+        dropped = []
+        for v in versions:
+            if v.version in kept:
+                continue
+            for name in [*v.manifest["files"], MANIFEST]:  # only what this store wrote
+                (v.path / name).unlink(missing_ok=True)
+            try:
+                v.path.rmdir()
+            except OSError:
+                pass  # someone else's file lives there: leave the folder
+            dropped.append(v.version)
+        return dropped
+
+
+def describe_files(folder: Path, names: list[str]) -> dict:
+    out = {}
+    for name in names:
+        h = read_header(folder / name)
+        out[name] = {"size": (folder / name).stat().st_size, "shape": list(h.shape), "dtype": str(h.dtype)}
+    return out
+
+
+def verify(v: ShardVersion) -> None:
+    """Each listed file exists with its recorded size and shape, and every array has the manifest's row count."""
+    files = v.manifest.get("files")
+    if not isinstance(files, dict) or "rows" not in v.manifest:
+        raise DataError(f"{v.path / MANIFEST}: not a prepared-store manifest")
+    for name, want in files.items():
+        path = v.path / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing from shard {v.shard} version {v.version}")
+        size = path.stat().st_size
+        if size != want["size"]:
+            raise DataError(f"{path}: {size} bytes, the manifest of shard {v.shard} records {want['size']}")
+        shape = read_header(path).shape
+        if list(shape) != want["shape"] or shape[0] != v.manifest["rows"]:
+            raise DataError(f"{path}: shape {shape} does not match the manifest ({want['shape']}, {v.manifest['rows']} rows)")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
