@@ -160,8 +160,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None,
                progress: ProgressFn | None = None, limits: CheckLimits | None = None) -> dict:
     """Every shard of a raw folder into the store at out_dir, all or nothing: each shard's filtered and rotated
-    versions are committed, and LATEST moves for all shards only once every shard passed its blocking checks,
-    so bad input leaves what `load_prepared(out_dir)` returns exactly as it was."""
+    versions are committed, and LATEST.json then names exactly these versions in one atomic replacement, once
+    every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was."""
     settings = settings or PrepareSettings()
     shards = discover_shards(raw_dir)
     for k in shards:  # every header first: fail before any work on a bad shard
@@ -173,9 +173,7 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
         rotated = rotate_version(out_dir, filtered, make_latest=False)
         refuse_failed_checks(rotated)
         versions.append(rotated)
-    store = PreparedStore(out_dir)
-    for v in versions:
-        store.set_latest(v)
+    PreparedStore(out_dir).update_pointers({v.shard: v.version for v in versions}, replace=True)
     records = [v.manifest["record"] for v in versions]
     total = {key: sum(r[key] for r in records) for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
     return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}

@@ -2,19 +2,21 @@
 atomic rename.
 
     <root>/shard_<k>/<version>/manifest.json + the arrays it lists     a committed version: never changed again
-    <root>/shard_<k>/LATEST                                             the newest version whose blocking checks passed
+    <root>/LATEST.json      {shard: version}: the newest version of each shard whose blocking checks passed
     <root>/.staging/<version>.<pid>.<token>/                            work in progress of one process
 
 A version's name is its kind and a digest of what defines its content (the source files' sha256, the settings, the
 parent version), so preparing the same input twice, even concurrently, yields one version: the second rename
 finds the folder taken and its staging copy is dropped. A kill at any instant leaves every committed version and
-LATEST as they were; its staging folder is removed by the next writer. The store only ever deletes what it wrote:
+LATEST.json as they were (it is replaced in one rename, under a lock); its staging folder is removed by the next
+writer. The store only ever deletes what it wrote:
 staging folders, and files listed in the manifest of a version it prunes (a foreign file keeps its folder alive).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +32,7 @@ from typing import Iterator
 from .npyio import DataError, read_header, write_text_atomic
 
 MANIFEST = "manifest.json"
+LATEST = "LATEST.json"
 FORMAT = 1
 KEEP_VERSIONS = 3
 KINDS = ("filtered", "rotated")
@@ -107,14 +110,21 @@ class PreparedStore:
         verify(v)
         return v
 
+    def pointers(self) -> dict[int, str]:
+        path = self.root / LATEST
+        if not path.is_file():
+            return {}
+        try:
+            return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise DataError(f"{path}: unreadable ({exc})") from None
+
     def latest(self, shard: int) -> ShardVersion | None:
-        pointer = self.shard_dir(shard) / "LATEST"
-        if not pointer.is_file():
-            return None
-        return self.open(shard, pointer.read_text().strip())
+        version = self.pointers().get(shard)
+        return self.open(shard, version) if version else None
 
     def latest_all(self) -> dict[int, ShardVersion]:
-        return {k: v for k in self.shards() if (v := self.latest(k)) is not None}
+        return {k: self.open(k, v) for k, v in sorted(self.pointers().items())}
 
     # -------------------------------------------------------------------------------------------- writing
 
@@ -156,7 +166,17 @@ class PreparedStore:
         return committed
 
     def set_latest(self, v: ShardVersion) -> None:
-        write_text_atomic(self.shard_dir(v.shard) / "LATEST", v.version + "\n")
+        self.update_pointers({v.shard: v.version})
+
+    def update_pointers(self, versions: dict[int, str], replace: bool = False) -> None:
+        """One atomic replacement of LATEST.json: merged with the current pointers (one shard's commit), or
+        replacing them all (`crrecon preprocess`: the store then holds exactly that raw folder's shards)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent shard runs: no lost update
+            current = {} if replace else self.pointers()
+            merged = {str(k): v for k, v in sorted((current | versions).items())}
+            write_text_atomic(self.root / LATEST, json.dumps(merged, indent=2) + "\n")
 
     def clean_staging(self) -> list[Path]:
         """Remove staging folders left by processes that are gone (or by this one, outside a stage() block)."""
