@@ -56,20 +56,22 @@ def test_trained_model_asset_under_torchrun(tmp_path, raw_dir):
     """TrainingDevice(processes=2): the asset launches torchrun and streams rank 0's epochs to the UI."""
     import dagster as dg
 
-    from crrecon_pipeline.data import preprocess
     from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
-    from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
+    from crrecon_pipeline.defs.resources import TrainingDevice
 
+    from .test_dagster import DATA_ASSETS, new_instance, resources
     from .test_training import tiny_config
 
-    preprocess(raw_dir, tmp_path / "prepared")
-    instance = dg.DagsterInstance.ephemeral()
+    instance = new_instance(["0", "1"])
+    for k in ("0", "1"):  # the lineage decides what trains: prepare both shards through the assets
+        assert dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(tmp_path, raw_dir)).success
     result = dg.materialize([trained_model], instance=instance,
-                            resources={"paths": CrreconPaths(home=str(tmp_path)), "device": TrainingDevice(device="cpu", processes=2)},
+                            resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=2)},
                             run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**tiny_config("training.epochs=2"))}))
     assert result.success
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
     assert meta["device"].value == "cpu x 2 ranks" and meta["epochs_completed"].value == 2
+    assert set(meta["training_set"].value) == {"0", "1"}  # every rank loaded exactly the lineage's versions
     epochs = sorted(r.asset_observation.metadata["epoch"].value
                     for r in instance.fetch_observations(dg.AssetKey("trained_model"), limit=10).records)
     assert epochs == [1, 2]
