@@ -28,8 +28,8 @@ from .npyio import AtomicNpyWriter, DataError, iter_chunks, read_header
 from .quality import CheckLimits, RawScan, failed_blocking, filter_checks, raw_checks, rotation_checks
 from .rawfiles import ShardReader, discover_shards, open_shard
 from .store import PreparedStore, ShardVersion, version_id
-from .transforms import (BINNING_MODES, N_PIX, PACKED_BYTES, PrepareSettings, bin_spectra, pack_structures,  # noqa: F401
-                         rotate_bayer, rotate_packed, row_status, structure_encoding, to_bayer, unpack_structures)
+from .transforms import (BINNING_MODES, N_PIX, PACKED_BYTES, PrepareSettings, bin_spectra, count_set_bits,  # noqa: F401
+                         pack_structures, rotate_bayer, rotate_packed, row_status, structure_encoding, to_bayer, unpack_structures)
 
 ProgressFn = Callable[[int], None]
 FILTERED_FILES = ["structures.npy", "bayer.npy", "rows.npy"]
@@ -62,8 +62,8 @@ class ShardStats:
         return d
 
 
-def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> None:
-    """Structures must be {0,1} or {0,255}, one encoding per shard."""
+def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> str | None:
+    """Structures must be {0,1} or {0,255}, one encoding per shard; returns the chunk's encoding."""
     encoding = structure_encoding(chunk)
     if encoding == "non-binary":
         bad = np.argwhere((chunk != 0) & (chunk != 1) & (chunk != 255))[0]
@@ -71,10 +71,12 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
     if encoding == "mixed" or (encoding and stats.structure_values and stats.structure_values != encoding):
         raise DataError(f"{path}: structures mix 0/1 and 0/255 encodings (rows {first_row}..{first_row + len(chunk) - 1})")
     stats.structure_values = encoding or stats.structure_values
+    return encoding
 
 
 def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
-    """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`."""
+    """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
+    Every structure row is packed (cheaper than gathering the kept rows first), then the kept rows are taken."""
     stats = ShardStats(shard=raw.index, raw_rows=raw.rows)
     scan = RawScan(raw)
     reader = ShardReader(raw, settings.chunk_rows)
@@ -82,27 +84,27 @@ def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: Progre
             AtomicNpyWriter(staging / "bayer.npy", (None, 2, 2, settings.n_bins), np.float32) as w_bayer, \
             AtomicNpyWriter(staging / "rows.npy", (None,), np.int64) as w_rows:
         for first, st, sp in reader:
-            _check_binary(st, raw.structures.path, first, stats)
+            encoding = _check_binary(st, raw.structures.path, first, stats)
             finite, unfinished = row_status(sp)
-            scan.update(st, sp, finite, unfinished)
+            scan.update(st, sp, finite, unfinished, encoding)
             keep = finite & ~unfinished
             stats.dropped_nonfinite += int(len(keep) - np.count_nonzero(finite))
             stats.dropped_unfinished += int(np.count_nonzero(unfinished))
             idx = np.nonzero(keep)[0]
             if len(idx):
-                kept_st = st[idx] if len(idx) < len(st) else st
-                bayer = to_bayer(bin_spectra(-(sp[idx] if len(idx) < len(sp) else sp).astype(np.float32), settings))
-                w_struct.write(pack_structures(kept_st))
+                packed = pack_structures(st)[idx]
+                bayer = to_bayer(-bin_spectra(sp[idx], settings))
+                w_struct.write(packed)
                 w_bayer.write(bayer)
                 w_rows.write(first + idx)
                 stats.kept_rows += len(idx)
-                stats.fill_sum += np.count_nonzero(kept_st) / (N_PIX * N_PIX)
+                stats.fill_sum += count_set_bits(packed) / (N_PIX * N_PIX)
                 ch = np.stack([bayer[:, 0, 0], bayer[:, 0, 1], bayer[:, 1, 1]], 1)  # (n, 3, bins)
                 stats.bayer_min = np.minimum(stats.bayer_min, ch.min(axis=(0, 2))).tolist()
                 stats.bayer_max = np.maximum(stats.bayer_max, ch.max(axis=(0, 2))).tolist()
                 stats.bayer_sum = (np.asarray(stats.bayer_sum) + ch.sum(axis=(0, 2), dtype=np.float64)).tolist()
                 stats.max_green_mismatch = max(stats.max_green_mismatch, float(np.abs(bayer[:, 0, 1] - bayer[:, 1, 0]).max()))
-                stats.negative_after_flip += int((bayer < 0).sum())
+                stats.negative_after_flip += int(np.count_nonzero(bayer < 0))
             if progress:
                 progress(len(st))
     return stats.summary(), scan.result(reader.sha256), reader.sources()

@@ -49,8 +49,10 @@ class RawScan:
         self.unfinished = self.nonfinite = 0
         self.sp_min, self.sp_max = np.inf, -np.inf
 
-    def update(self, st: np.ndarray, sp: np.ndarray, finite: np.ndarray, unfinished: np.ndarray) -> None:
-        self.encodings.add(structure_encoding(st))
+    def update(self, st: np.ndarray, sp: np.ndarray, finite: np.ndarray, unfinished: np.ndarray,
+               encoding: str | None = "unknown") -> None:
+        """One chunk; `encoding` when the caller already knows it (one structure pass, not two)."""
+        self.encodings.add(structure_encoding(st) if encoding == "unknown" else encoding)
         self.nonfinite += int(len(finite) - np.count_nonzero(finite))
         self.unfinished += int(np.count_nonzero(unfinished))
         if finite.all():

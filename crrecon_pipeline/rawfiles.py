@@ -119,58 +119,65 @@ def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None
 
 
 class ShardReader:
-    """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) on a
-    second thread while the caller works on the chunk: the raw data is read exactly once per pass.
+    """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) while the
+    caller works on the chunk: the raw data is read exactly once per pass.
 
-    Two buffer sets alternate, so the hash of chunk i can still run while chunk i+1 is read and processed; a
-    yielded chunk stays valid until the next one after it is requested.
+    Chunks are windows of a memory map (no copy out of the page cache), dropped as the pass moves on, so the
+    resident memory is a few chunks whatever the file size. Each file is hashed in order on its own thread
+    (hashlib releases the GIL), so hashing the two files and the caller's work share the cores; at most two
+    chunks per file are in flight. A yielded chunk stays valid until the one after the next is requested.
     """
 
     def __init__(self, raw: RawShard, chunk_rows: int = 4096):
         self.raw = raw
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = max(1, chunk_rows)
         self.sha256: dict[str, str] = {}
 
     def __iter__(self):
         import hashlib
+        import mmap
         from concurrent.futures import ThreadPoolExecutor
 
         headers = (self.raw.structures, self.raw.spectra)
-        rows = self.raw.rows
-        n = max(1, min(self.chunk_rows, rows))
-        buffers = [[np.empty((n,) + h.shape[1:], dtype=h.dtype) for h in headers] for _ in range(2)]
         hashes = [hashlib.sha256(), hashlib.sha256()]
-        pending: list = [None, None]
-
-        def update(views):
-            for h, v in zip(hashes, views):
-                h.update(v)
-
-        with ThreadPoolExecutor(1) as pool, open(headers[0].path, "rb", buffering=0) as f0, \
-                open(headers[1].path, "rb", buffering=0) as f1:
-            files = (f0, f1)
+        pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]  # one ordered hash stream per file
+        in_flight: list[list] = [[], []]
+        files = [open(h.path, "rb") for h in headers]
+        try:
             for h, f, header in zip(hashes, files, headers):
                 h.update(f.read(header.offset))
-            for i, first in enumerate(range(0, rows, self.chunk_rows)):
-                slot = i % 2
-                if pending[slot] is not None:
-                    pending[slot].result()  # its hash is done before the buffer is refilled
-                count = min(self.chunk_rows, rows - first)
-                views = []
-                for f, header, buf in zip(files, headers, buffers[slot]):
-                    raw = memoryview(buf[:count].reshape(-1).view(np.uint8))
-                    got = f.readinto(raw)
-                    if got != count * header.row_bytes:
-                        raise DataError(f"{header.path}: truncated file (short read at row {first})")
-                    views.append(raw)
-                pending[slot] = pool.submit(update, views)
-                yield first, buffers[slot][0][:count], buffers[slot][1][:count]
-            for fut in pending:
-                if fut is not None:
+            for first in range(0, self.raw.rows, self.chunk_rows):
+                count = min(self.chunk_rows, self.raw.rows - first)
+                arrays = []
+                for i, (f, header) in enumerate(zip(files, headers)):
+                    while len(in_flight[i]) >= 2:
+                        in_flight[i].pop(0).result()
+                    start = header.offset + first * header.row_bytes
+                    base = start - start % mmap.ALLOCATIONGRANULARITY
+                    length = start - base + count * header.row_bytes
+                    try:
+                        window = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=base)
+                    except (ValueError, OSError) as exc:  # the file shrank under us
+                        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} ({exc})") from None
+                    window.madvise(mmap.MADV_SEQUENTIAL)
+                    view = memoryview(window)[start - base:]
+                    in_flight[i].append(pools[i].submit(hashes[i].update, view))
+                    arrays.append(np.frombuffer(window, header.dtype, count * int(np.prod(header.shape[1:])),
+                                                start - base).reshape((count,) + header.shape[1:]))
+                    del view, window  # the arrays and the hash job keep the map alive exactly as long as needed
+                yield first, arrays[0], arrays[1]
+            for i in range(2):
+                for fut in in_flight[i]:
                     fut.result()
-            for h, f in zip(hashes, files):  # anything after the array (rare) is part of the file too
-                while block := f.read(1 << 20):
-                    h.update(block)
+                in_flight[i].clear()
+                files[i].seek(headers[i].offset + self.raw.rows * headers[i].row_bytes)
+                while block := files[i].read(1 << 20):  # anything after the array (rare) is part of the file too
+                    hashes[i].update(block)
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True)
+            for f in files:
+                f.close()
         self.sha256 = {"structures": hashes[0].hexdigest(), "spectra": hashes[1].hexdigest()}
 
     def sources(self) -> list[dict]:

@@ -13,6 +13,9 @@ BINNING_MODES = ("mean", "subsample")
 
 # Reverses the bit order inside a byte: turning a packed structure by 180 degrees reverses its flat bit string.
 _BIT_REVERSE = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
+# The same for a 16-bit word (bytes swapped, each reversed): half the table look-ups of the byte table.
+_WORD = np.arange(1 << 16)
+_BIT_REVERSE_16 = ((_BIT_REVERSE[_WORD & 0xFF].astype(np.uint16) << 8) | _BIT_REVERSE[_WORD >> 8]).astype(np.uint16)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,11 @@ def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
     return (sums / np.diff(edges)).astype(np.float32)
 
 
+def count_set_bits(packed: np.ndarray) -> int:
+    """Ones in bit-packed rows (the fill of the structures without unpacking them)."""
+    return int(np.bitwise_count(packed).sum(dtype=np.int64))
+
+
 def to_bayer(rgb: np.ndarray) -> np.ndarray:
     """(n, 3, L) channels R, G, B -> (n, 2, 2, L) pixels [[R, G], [G, B]]."""
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
@@ -81,8 +89,8 @@ def rotate_bayer(bayer: np.ndarray) -> np.ndarray:
 
 
 def pack_structures(structures: np.ndarray) -> np.ndarray:
-    """(n, [1,] 128, 128) {0,1} -> (n, 2048) uint8."""
-    return np.packbits(structures.reshape(len(structures), -1) != 0, axis=1)
+    """(n, [1,] 128, 128) {0,1} or {0,255} -> (n, 2048) uint8 (packbits packs any non-zero value as 1)."""
+    return np.packbits(structures.reshape(len(structures), -1), axis=1)
 
 
 def unpack_structures(packed: np.ndarray) -> np.ndarray:
@@ -91,18 +99,24 @@ def unpack_structures(packed: np.ndarray) -> np.ndarray:
 
 
 def rotate_packed(packed: np.ndarray) -> np.ndarray:
-    """180-degree turn of packed structures without unpacking: s[::-1, ::-1] is the flat bit string reversed."""
-    return _BIT_REVERSE[packed[:, ::-1]]
+    """180-degree turn of packed structures without unpacking: s[::-1, ::-1] is the flat bit string reversed,
+    i.e. the (little-endian) 16-bit words in reverse order, each bit-reversed."""
+    words = np.ascontiguousarray(packed).view("<u2")[:, ::-1]
+    return np.take(_BIT_REVERSE_16, words).astype("<u2", copy=False).view(np.uint8)
 
 
 def structure_encoding(chunk: np.ndarray) -> str | None:
-    """"0/1", "0/255", None (all zero), "mixed" (both 1 and 255) or "non-binary": two vectorised uint8 passes."""
+    """"0/1", "0/255", None (all zero), "mixed" (both 1 and 255) or "non-binary". The common case costs one
+    vectorised max; only data holding values above 1 takes the slower exact passes."""
+    if not chunk.size:
+        return None
     if chunk.dtype != np.uint8:
-        if chunk.size and (chunk.min() < 0 or chunk.max() > 255):
+        if chunk.min() < 0 or chunk.max() > 255:
             return "non-binary"
         chunk = chunk.astype(np.uint8)
-    if not (chunk & 0xFE).any():
-        return "0/1" if chunk.any() else None
+    top = int(chunk.max())
+    if top <= 1:
+        return "0/1" if top else None
     if not ((chunk + np.uint8(1)) & 0xFE).any():  # 0 -> 1 and 255 -> 0 (wraps): nothing else survives the mask
         return "0/255"
     return "non-binary" if ((chunk != 0) & (chunk != 1) & (chunk != 255)).any() else "mixed"
