@@ -28,9 +28,9 @@ RAW_CHECKS = [
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("raw_structures", group_name="raw", kinds={"numpy"},
-                     description="binary_dataset_128_<k>.npy: (N, 1, 128, 128) uint8 structures of one shard"),
+                     description="`binary_dataset_128_<k>.npy`: (N, 1, 128, 128) uint8 structures of one shard (partition = shard index k)"),
         dg.AssetSpec("raw_spectra", group_name="raw", kinds={"numpy"},
-                     description="spectra_latest_<k>.npy: (N, 3, 301) float32 R, G, B spectra, stored negative"),
+                     description="`spectra_latest_<k>.npy`: (N, 3, 301) float32 R, G, B spectra of one shard, stored negative"),
     ],
     partitions_def=shards,
     check_specs=RAW_CHECKS,
