@@ -14,6 +14,9 @@ from .data import Prepared  # noqa: E402
 from .plots import PIXELS, _save  # noqa: E402
 
 
+COUNTS = ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")
+
+
 def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048) -> dict:
     """Numbers over the whole Bayer array; fill fractions over an even sample of structures (bounded memory)."""
     bayer = prepared.bayer
@@ -54,6 +57,10 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
         "shards": len(prepared.shards),
         "raw_rows": raw_rows,
         "kept_rows": len(prepared),
+        "dropped_unfinished": sum(r["dropped_unfinished"] for r in prepared.shards),
+        "dropped_nonfinite": sum(r["dropped_nonfinite"] for r in prepared.shards),
+        "per_shard": [{"shard": k, "version": v.version, **{key: v.manifest["record"][key] for key in COUNTS}}
+                      for k, v in prepared.versions.items()],
         "rotated_rows": 0 if prepared.rotated_bayer is None else len(prepared.rotated_bayer),
         "bayer_min": float(bayer.min()),
         "bayer_max": float(bayer.max()),

@@ -70,7 +70,8 @@ def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths, model
 
 
 @dg.asset(deps=["rotated_bayer"], group_name="analysis", kinds={"numpy"},
-          description="Sizes, value ranges, mean and spread of spectra per pixel, fill fractions, sample pictures.")
+          description="The data training sees (the lineage's shard versions), all shards together: rows kept and "
+                      "dropped by reason per shard and in total, value ranges, per-pixel spectra, fill fractions, pictures.")
 def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
     chosen, excluded = training_versions(context.instance, augment_180=True)
     if not chosen:
@@ -81,10 +82,21 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
     prof = profile_dataset(prepared, picture)
     write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")
     pixels = "\n".join(f"| {k} | {v['mean']:.4f} | {v['std']:.4f} | {v['min']:.4f} | {v['max']:.4f} |" for k, v in prof["per_pixel"].items())
+    shard_rows = "\n".join(f"| {r['shard']} | `{r['version']}` | {r['raw_rows']:,} | {r['kept_rows']:,} | {r['dropped_unfinished']:,} | "
+                           f"{r['dropped_nonfinite']:,} |" for r in prof["per_shard"])
+    totals = (f"| **all {prof['shards']}** | | **{prof['raw_rows']:,}** | **{prof['kept_rows']:,}** | "
+              f"**{prof['dropped_unfinished']:,}** | **{prof['dropped_nonfinite']:,}** |")
+    left_out = "".join(f"\n- shard {k}: {reason}" for k, reason in excluded.items())
+    rows_md = ("| shard | version | raw rows | kept | dropped: unfinished (all-zero spectra) | dropped: NaN/Inf |\n"
+               f"|---|---|---|---|---|---|\n{shard_rows}\n{totals}\n" + (f"\nLeft out (lineage):{left_out}\n" if left_out else ""))
     return dg.MaterializeResult(metadata={
         "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
-        "rotated_rows": prof["rotated_rows"], "fill_mean": prof["fill_mean"], "fill_std": prof["fill_std"],
+        "dropped_unfinished": prof["dropped_unfinished"], "dropped_nonfinite": prof["dropped_nonfinite"],
+        "kept_fraction_pct": round(100 * prof["kept_rows"] / max(prof["raw_rows"], 1), 2),
+        "rotated_rows": prof["rotated_rows"], "fill_mean": round(prof["fill_mean"], 4), "fill_std": round(prof["fill_std"], 4),
         "diagonal_symmetric_fraction": prof["diagonal_symmetric_fraction"],
+        "rows_by_shard": dg.MetadataValue.md(rows_md),
+        "excluded_shards": dg.MetadataValue.json(excluded),
         "per_pixel": dg.MetadataValue.md(f"| pixel | mean | std | min | max |\n|---|---|---|---|---|\n{pixels}"),
         "profile": dg.MetadataValue.md(markdown_image(picture, "dataset profile")),
     })

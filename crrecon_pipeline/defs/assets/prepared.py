@@ -55,6 +55,7 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
     context.log.info(f"shard {shard}: kept {record['kept_rows']} of {record['raw_rows']} "
                      f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']}) -> {version.version}")
     metadata = {
+        "shard": shard,  # the overview shows one partition's materialization: say which
         "raw_rows": record["raw_rows"],
         "kept_rows": record["kept_rows"],
         "dropped_unfinished": record["dropped_unfinished"],
@@ -103,6 +104,6 @@ def rotated_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths):
         filtered = PreparedStore(paths.prepared_path()).open(shard, parent)
         version = rotate_version(paths.prepared_path(), filtered)
     context.log.info(f"shard {shard}: {version.rows} rotated rows -> {version.version} (from {parent})")
-    yield dg.MaterializeResult(metadata={"rows": version.rows, "parent_version": parent, **version_metadata(version)},
+    yield dg.MaterializeResult(metadata={"shard": shard, "rows": version.rows, "parent_version": parent, **version_metadata(version)},
                                data_version=dg.DataVersion(version.version))
     yield from check_results_from(version, ROTATION_CHECKS)
