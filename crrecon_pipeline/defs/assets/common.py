@@ -5,16 +5,16 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ...npyio import DataError
+from ...errors import ConfigError, DataError, TrainingDiverged
 from ...quality import CheckOutcome
 
 
 @contextmanager
 def bad_input_fails_step():
-    """Bad input (DataError) fails the step with its one-line message, not a traceback."""
+    """Bad input (bad data, a bad run config, a diverged run) fails the step with its one-line message."""
     try:
         yield
-    except DataError as exc:
+    except (DataError, ConfigError, TrainingDiverged) as exc:
         raise dg.Failure(description=str(exc)) from None
 
 
