@@ -126,30 +126,26 @@ def build_model(config: dict) -> torch.nn.Module:
 
 @dataclass
 class Schedule:
-    """Learning-rate factor per optimizer step: linear warmup from 1e-3, then a half cosine from `decay_factor` at
-    step `decay_from` to 0 at step `total` (and 0 after, never climbing back). A resume with more or fewer epochs
-    keeps the lr it has reached and decays it to 0 over the new remaining steps (`extended`)."""
+    """Learning-rate factor per optimizer step: linear warmup from 1e-3 over `warmup` steps, then a half cosine
+    to 0 at step `total` (and 0 after it: never climbing back). A resume with another training.epochs continues
+    on the schedule a run of the new length has (`extended`): same warmup, the cosine stretched (or shrunk) to end
+    at the new last step, so the lr reaches 0 there; at the resume step the lr moves to that curve."""
 
     total: int
     warmup: int
-    decay_from: int
-    decay_factor: float = 1.0
 
     @classmethod
     def fresh(cls, total: int, warmup_ratio: float) -> "Schedule":
-        warmup = max(1, int(round(total * warmup_ratio)))
-        return cls(total, warmup, warmup)
+        return cls(total, max(1, int(round(total * warmup_ratio))))
 
     def factor(self, step: int) -> float:
         if step < self.warmup:
             return 1e-3 + (1 - 1e-3) * step / self.warmup
-        span = max(1, self.total - self.decay_from)
-        return self.decay_factor * 0.5 * (1 + math.cos(math.pi * min(max(step - self.decay_from, 0), span) / span))
+        span = max(1, self.total - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(step - self.warmup, span) / span))
 
-    def extended(self, step: int, total: int) -> "Schedule":
-        if step < self.warmup:  # still warming up: the schedule a fresh run of the new length has
-            return Schedule(total, self.warmup, self.warmup)
-        return Schedule(total, self.warmup, step, self.factor(step))
+    def extended(self, total: int) -> "Schedule":
+        return Schedule(total, min(self.warmup, total))
 
     def scheduler(self, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
@@ -304,13 +300,16 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
         run.model.load_state_dict(state["model"])
         done = int(state["epoch"])
         saved = Schedule(**state["schedule"])
-        run.schedule = saved.extended(done * run.steps_per_epoch, run.schedule.total) if "training.epochs" in changed else saved
+        run.schedule = saved.extended(run.schedule.total) if "training.epochs" in changed else saved
         run.scheduler = run.schedule.scheduler(run.optimizer)  # before the optimizer state: it sets the lr at step 0
-        run.optimizer.load_state_dict(state["optimizer"])  # the lr reached, equal under the old and a rebuilt schedule
+        run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
-        if "training.epochs" in changed:
-            log(f"training.epochs {state['config']['training']['epochs']} -> {run.epochs}: the lr decays from "
-                f"{run.optimizer.param_groups[0]['lr']:.3g} to 0 over the remaining {run.epochs - done} epochs")
+        if "training.epochs" in changed:  # continue on the schedule of a run of the new length
+            base = run.scheduler.base_lrs
+            for group, lr in zip(run.optimizer.param_groups, base):
+                group["lr"] = lr * run.schedule.factor(run.scheduler.last_epoch)
+            log(f"training.epochs {state['config']['training']['epochs']} -> {run.epochs}: schedule rebuilt, lr "
+                f"{run.optimizer.param_groups[0]['lr']:.3g} now, 0 after the last step of epoch {run.epochs}")
         run.shuffler.set_state(state["shuffler"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         if run.dev.type == "cuda" and "cuda_rng" in state:
