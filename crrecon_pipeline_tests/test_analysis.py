@@ -143,3 +143,16 @@ def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     assert comparison["runs"] == 2 and "lr" in comparison["effects"] and "epochs" in comparison["effects"]
     assert comparison["next_config"]["model"]["name"] in ("cnn_xattn", "cnn_gru")
     assert "training:" in comparison["next_config_yaml"]
+
+
+def test_old_runs_are_read_from_their_configured_text_log(tmp_path):
+    """A run folder from before metrics.jsonl: the analysis reads output.log_file, not a hard-coded name."""
+    run = tmp_path / "old"
+    (run / "logs").mkdir(parents=True)
+    cfg = load_config("quick", ["output.log_file=logs/seed.txt"])
+    (run / "config.json").write_text(json.dumps(cfg))
+    v = [1.0 * 0.85**i for i in range(12)]
+    write_log(run / "logs" / "seed.txt", v, v)
+    result = analyze_run(run)
+    assert result["log"] == str(run / "logs" / "seed.txt") and result["epochs_completed"] == 12
+    assert result["final"] is None

@@ -85,3 +85,25 @@ def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp
         assert all(set(o) == set(one_obs[0]) and o["progress"].value.startswith(f"epoch {o['epoch'].value}/2")
                    and o["eta_s"].value >= 0 for o in obs)
     assert any("(batch " in m for m in ddp_logs), "progress lines within an epoch come through Pipes"
+
+
+def test_bad_input_in_the_ranks_fails_the_step_in_one_line(tmp_path, raw_dir):
+    """A DataError raised inside the torchrun ranks reaches the step failure as its one line (via rank 0's Pipes)."""
+    import dagster as dg
+
+    from crrecon_pipeline.data import preprocess
+    from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
+    from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
+
+    from .test_training import tiny_config
+
+    preprocess(raw_dir, tmp_path / "prepared")
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=1", "data.out_len=20", "model.params.out_len=20"))
+    result = dg.materialize([trained_model], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                            run_config=dg.RunConfig({"trained_model": cfg}),
+                            resources={"paths": CrreconPaths(home=str(tmp_path)),
+                                       "device": TrainingDevice(device="cpu", processes=2)})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.step_failure_data.user_failure_data.description
+    assert description == "prepared data has 30 spectral bins, data.out_len is 20"

@@ -4,6 +4,7 @@ validate the code location and train the packaged quick preset for one epoch on 
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -26,7 +27,11 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     env |= {"DAGSTER_HOME": str(tmp_path / "dagster_home"), "CRRECON_HOME": str(tmp_path / "home"),
             "PIP_NO_INDEX": "1", "OMP_NUM_THREADS": "1"}
     (tmp_path / "dagster_home").mkdir()
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", REPO],
+    src = tmp_path / "src"  # build from a clean copy: no build/ or egg-info left in the repo, none reused from it
+    shutil.copytree(REPO / "crrecon_pipeline", src / "crrecon_pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "setup.cfg"):
+        shutil.copy(REPO / name, src / name)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", src],
         cwd=tmp_path, env=env)
     wheel = next((tmp_path / "dist").glob("crrecon_pipeline-*.whl"))
 

@@ -151,9 +151,9 @@ def train_under_pipes(context: dg.AssetExecutionContext, cfg: dict, run_dir: Pat
     context.log.info(" ".join(command))
     try:
         invocation = dg.PipesSubprocessClient(message_reader=RecordRelay(on_record)).run(context=context, command=command)
-    except dg.DagsterError:
-        if errors:  # bad input reported by rank 0: its one line, not the launcher's traceback
-            raise dg.Failure(description=errors[-1]) from None
+    except Exception:  # DagsterPipesExecutionError (not exported): the ranks exited with an error
+        if errors:  # bad input reported by rank 0: its one line, not the launcher's traceback; retrying won't help
+            raise dg.Failure(description=errors[-1], allow_retries=False) from None
         raise
     return invocation.get_materialize_result()
 
