@@ -162,3 +162,31 @@ def test_cli_one_line_errors_leave_no_temp_files(two_epochs, prepared_dir, raw_d
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
     assert cli.main([*predict, str(tmp_path / "s.npy"), "--out", str(tmp_path / "p.npy")]) == 0
     assert np.load(tmp_path / "p.npy").shape == (40, 2, 2, 30)
+
+
+def test_full_disk_while_checkpointing_then_resume(prepared_dir, tmp_path, capsys, monkeypatch):
+    """ENOSPC in the 2nd epoch's checkpoint: one line, no .tmp left; the resumed run logs each epoch once."""
+    out = tmp_path / "full"
+    real_save, calls = torch.save, []
+
+    def save_until_full(obj, f, *a, **kw):
+        calls.append(f)
+        if len(calls) > 2:  # epoch 1: best.pt + last.pt; epoch 2 runs out of space halfway through writing
+            with open(f, "wb") as h:
+                h.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save_until_full)
+    sets = sum((["--set", s] for s in TINY + ["training.epochs=3", "training.save_every=0"]), [])
+    base = ["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(out), "--device", "cpu", *sets]
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No space left on device" in err[-1] and len([e for e in err if "error" in e]) == 1
+    assert not list(out.glob(".*.tmp")) and checkpoints.load(out / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
+    assert cli.main([*base, "--resume", "auto"]) == 0
+    lines = (out / "train_log.txt").read_text().splitlines()
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    epochs = [r["epoch"] for r in records.read_records(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert epochs == [1, 2, 3]
