@@ -33,7 +33,7 @@ from .data import Prepared, load_prepared, preprocess, rotate_packed
 from .errors import ConfigError, DataError, TrainingDiverged
 from .losses import get_loss, pearson_per_spectrum
 from .models import MODELS, count_parameters, get_model
-from .npyio import write_text_atomic
+from .npyio import save_atomic, write_text_atomic
 from .paths import default_prepared_dir
 from .trainlog import log_line  # noqa: F401 - the seed line format, re-exported for callers
 
@@ -431,8 +431,7 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
 
 def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: records.MetricsLog) -> None:
     """Figures, sample predictions, metrics.json / config.json and the final record (rank 0)."""
-    from .plots import plot_loss_curves, plot_predictions
-    from .npyio import save_atomic
+    from .plots import plot_loss_curves, plot_predictions  # matplotlib only when a run finishes
 
     out = run.path("dir")
     out.mkdir(parents=True, exist_ok=True)
