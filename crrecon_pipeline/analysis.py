@@ -1,8 +1,10 @@
 """Training-log analysis: the seed's optimize_hyperparams.py and model-optimizer playbook, made explicit.
 
-parse -> metrics (best, improvement rate, plateau, overfitting gap, divergence, generalization gap)
+epoch records (a run's metrics.jsonl, or an old run's seed-format text log)
+      -> metrics (best, improvement rate, plateau, overfitting gap, divergence, generalization gap)
       -> diagnosis  subset of {overfitting, plateau, divergence, still_improving}
-      -> suggestions [{parameter, action, reason}], each reasoned from the metrics.
+      -> suggestions [{parameter, action, value, reason}]: `value` is the new setting (None: keep as is), `action`
+         the same for people; the next run's config is built from the values.
 """
 
 from __future__ import annotations
@@ -10,36 +12,15 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
-from .npyio import DataError
+from . import records
+from .trainlog import parse_train_log
 
-LINE_RE = re.compile(r"\[EPOCH\]\s+(\d+)\s*/\s*(\d+)\s+(.*)")
-FIELD_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|NaN|inf|-inf|Infinity|-Infinity)")
-REQUIRED = ("train_loss", "val_loss")
 DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving")
 WINDOW = 5  # epochs looked at for trends
-
-
-def parse_train_log(path: str | Path) -> list[dict]:
-    """Epoch records in epoch order. Survives resumed runs (a repeated epoch: the later line wins), junk lines,
-    NaN values and a truncated last line (skipped when a required field is missing)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: log file not found")
-    records: dict[int, dict] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        m = LINE_RE.search(line)
-        if not m:
-            continue
-        fields = {k: float(v) for k, v in FIELD_RE.findall(m.group(3))}
-        if not all(k in fields for k in REQUIRED):
-            continue
-        records[int(m.group(1))] = {"epoch": int(m.group(1)), "total": int(m.group(2)), **fields}
-    return [records[e] for e in sorted(records)]
 
 
 def _rel_change(a: float, b: float) -> float:
@@ -109,43 +90,64 @@ def suggest(m: dict, diagnosis: list[str], config: dict | None = None) -> list[d
     batch = int(cfg.get("data", {}).get("batch_size", 400))
     out: list[dict] = []
 
-    def add(parameter, action, reason):
-        out.append({"parameter": parameter, "action": action, "reason": reason})
+    def add(parameter, action, value, reason):
+        out.append({"parameter": parameter, "action": action, "value": value, "reason": reason})
+
+    def change(parameter, verb, value, reason):
+        add(parameter, f"{verb} to {value:.2g}" if isinstance(value, float) else f"{verb} to {value}", value, reason)
 
     if "divergence" in diagnosis:
-        add("training.lr", f"decrease to {lr * 0.3:.2g}",
-            f"{m['nonfinite_epochs']} non-finite epochs; val rose to {m['max_val_over_best']:.1f}x its best after epoch {m['best_epoch']}")
-        add("training.grad_clip", "set to 0.5", "clipping harder bounds the update that blew up")
-        add("data.batch_size", f"increase to {batch * 2}", "larger batches give less noisy gradients")
+        change("training.lr", "decrease", float(f"{lr * 0.3:.2g}"),
+               f"{m['nonfinite_epochs']} non-finite epochs; val rose to {m['max_val_over_best']:.1f}x its best after epoch {m['best_epoch']}")
+        change("training.grad_clip", "set", 0.5, "clipping harder bounds the update that blew up")
+        change("data.batch_size", "increase", batch * 2, "larger batches give less noisy gradients")
     if "overfitting" in diagnosis:
-        add("training.weight_decay", f"increase to {wd * 4:.2g}",
-            f"val loss rose {-m['val_trend']:.0%} over the last {WINDOW} epochs while train fell {m['train_trend']:.0%}")
-        add("training.epochs", f"stop near epoch {m['best_epoch']}", f"the best validation loss came {m['epochs_since_best']} epochs before the end")
+        change("training.weight_decay", "increase", float(f"{wd * 4:.2g}"),
+               f"val loss rose {-m['val_trend']:.0%} over the last {WINDOW} epochs while train fell {m['train_trend']:.0%}")
+        add("training.epochs", f"stop near epoch {m['best_epoch']}", int(m["best_epoch"]),
+            f"the best validation loss came {m['epochs_since_best']} epochs before the end")
         if model == "cnn_xattn":
-            add("model.name", "switch to cnn_gru", "a lighter model has less capacity to memorise the training set")
-        add("data.augment_180", "keep true", "the 180-degree twins double the data for free")
+            change("model.name", "switch", "cnn_gru", "a lighter model has less capacity to memorise the training set")
+        add("data.augment_180", "keep true", None, "the 180-degree twins double the data for free")
     if "plateau" in diagnosis:
-        add("training.lr", f"decrease to {lr * 0.5:.2g} (or restart warmup)",
+        add("training.lr", f"decrease to {lr * 0.5:.2g} (or restart warmup)", float(f"{lr * 0.5:.2g}"),
             f"val loss changed {m['window_improvement']:.2%} over the last {WINDOW} epochs")
         if model == "cnn_gru":
-            add("model.name", "switch to cnn_xattn", "cross-attention over spatial tokens has more capacity than the GRU")
-        add("loss.name", f"switch to {'weighted_smooth' if loss == 'mse_pearson' else 'mse_pearson'}",
-            "a different objective can move a run stuck on one")
-        add("data.batch_size", f"decrease to {max(batch // 2, 8)}", "smaller batches add gradient noise that can escape a plateau")
+            change("model.name", "switch", "cnn_xattn", "cross-attention over spatial tokens has more capacity than the GRU")
+        change("loss.name", "switch", "weighted_smooth" if loss == "mse_pearson" else "mse_pearson",
+               "a different objective can move a run stuck on one")
+        change("data.batch_size", "decrease", max(batch // 2, 8), "smaller batches add gradient noise that can escape a plateau")
     if "still_improving" in diagnosis:
-        add("training.epochs", f"increase to {int(epochs * 1.5)}",
-            f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is the latest")
+        change("training.epochs", "increase", int(epochs * 1.5),
+               f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is the latest")
     if not out and m.get("epochs_completed"):
-        add("training.epochs", "keep", "no problem detected; compare against other runs before changing settings")
+        add("training.epochs", "keep", None, "no problem detected; compare against other runs before changing settings")
     return out
 
 
+def load_history(path: str | Path) -> list[dict]:
+    """Epoch records from a metrics.jsonl (new runs) or a seed-format text log (old runs, the research code's)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return records.epoch_history(records.read_records(path))
+    return parse_train_log(path)
+
+
+def run_history_file(run_dir: str | Path, config: dict | None = None) -> Path:
+    """The run's metrics.jsonl, or for runs from before it existed, its text log (output.log_file)."""
+    run_dir = Path(run_dir)
+    if (run_dir / records.FILENAME).is_file():
+        return run_dir / records.FILENAME
+    return run_dir / ((config or {}).get("output", {}).get("log_file") or "train_log.txt")
+
+
 def analyze_log(path: str | Path, config: dict | None = None) -> dict:
+    """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions)."""
     path = Path(path)
     if config is None and (path.parent / "config.json").exists():
         config = json.loads((path.parent / "config.json").read_text())
-    records = parse_train_log(path)
-    metrics = compute_metrics(records)
+    history = load_history(path)
+    metrics = compute_metrics(history)
     diagnosis = diagnose(metrics)
     return {
         "log": str(path),
@@ -155,8 +157,15 @@ def analyze_log(path: str | Path, config: dict | None = None) -> dict:
         "diagnosis": diagnosis,
         "suggestions": suggest(metrics, diagnosis, config),
         "metrics": metrics,
-        "history": records,
+        "history": history,
     }
+
+
+def analyze_run(run_dir: str | Path) -> dict:
+    """A run folder's analysis, from its structured records when it has them."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    return analyze_log(run_history_file(run_dir, config), config) | {"final": _final_metrics(run_dir)}
 
 
 def format_report(result: dict) -> str:
@@ -184,19 +193,17 @@ def _params_for(section: str, name: str, params: dict) -> dict:
 
 
 def apply_suggestions(config: dict, suggestions: list[dict]) -> dict:
-    """The next run's config: numeric and switch suggestions applied to a copy of `config`."""
+    """The next run's config: each suggestion's `value` set on a copy of `config` (None means keep)."""
     nxt = copy.deepcopy(config)
     for s in suggestions:
+        if s.get("value") is None:
+            continue
         section, _, key = s["parameter"].partition(".")
-        action = s["action"]
-        num = re.search(r"(?:to|near epoch)\s+([0-9.eE+-]+)", action)
-        if key == "name" and action.startswith("switch to "):
-            nxt[section]["name"] = action.split()[-1]
-            nxt[section]["params"] = _params_for(section, action.split()[-1], nxt[section].get("params", {}))
-        elif num and section in nxt and key in nxt[section]:
-            old = nxt[section][key]
-            value = float(num.group(1))
-            nxt[section][key] = int(value) if isinstance(old, int) and not isinstance(old, bool) else value
+        if section not in nxt or key not in nxt[section]:
+            continue
+        if key == "name":
+            nxt[section]["params"] = _params_for(section, s["value"], nxt[section].get("params", {}))
+        nxt[section][key] = s["value"]
     return nxt
 
 
@@ -207,14 +214,23 @@ SETTING_COLUMNS = {"model": ("model", "name"), "loss": ("loss", "name"), "lr": (
                    "weight_decay": ("training", "weight_decay"), "augment_180": ("data", "augment_180")}
 
 
+def _final_metrics(run: Path) -> dict | None:
+    """A finished run's final record (metrics.jsonl), or metrics.json for runs from before the records."""
+    if (run / records.FILENAME).is_file():
+        final = records.final_record(records.read_records(run / records.FILENAME))
+        if final is not None:
+            return final
+    return json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else None
+
+
 def collect_runs(runs_dir: str | Path) -> list[dict]:
-    """Every finished run under runs_dir (a folder with metrics.json and config.json), oldest first."""
+    """Every finished run under runs_dir (a folder with a final record and config.json), oldest first."""
     rows = []
-    for metrics_path in sorted(Path(runs_dir).glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
-        run = metrics_path.parent
-        if not (run / "config.json").exists():
+    candidates = [p for p in Path(runs_dir).glob("*") if (p / "config.json").is_file()]
+    for run in sorted(candidates, key=lambda p: (p / "config.json").stat().st_mtime):
+        metrics = _final_metrics(run)
+        if metrics is None:
             continue
-        metrics = json.loads(metrics_path.read_text())
         config = json.loads((run / "config.json").read_text())
         row = {"run": run.name, "config": config}
         for col, (section, key) in SETTING_COLUMNS.items():
@@ -259,8 +275,8 @@ def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
     passing = table[table["mse_vs_baseline"] <= max_ratio]
     best = next(r for r in rows if r["run"] == passing.iloc[0]["run"]) if len(passing) else None
     base = best or next(r for r in rows if r["run"] == table.iloc[0]["run"])  # none passed: build on the least bad
-    analysis_path = Path(runs_dir) / base["run"] / base["config"].get("output", {}).get("log_file", "train_log.txt")
-    suggestions = analyze_log(analysis_path, base["config"])["suggestions"] if analysis_path.exists() else []
+    history_file = run_history_file(Path(runs_dir) / base["run"], base["config"])
+    suggestions = analyze_log(history_file, base["config"])["suggestions"] if history_file.exists() else []
     nxt = apply_suggestions(base["config"], suggestions)
     return {
         "runs": len(rows),

@@ -1,14 +1,14 @@
 """The `crrecon` command: the same core code as the Dagster assets, for people used to the seed's scripts.
 
 Every subcommand prints human progress on stderr and, where DESIGN.md says so, one JSON line last on stdout.
-Bad input ends with exit code 2 and one line naming the file and the problem.
+Bad input (errors.USER_ERRORS: bad data, a bad config or option, a diverged run, a path that cannot be used) ends
+with exit code 2 and one line naming the file or key and the problem; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .npyio import DataError
+from .errors import USER_ERRORS, ConfigError, one_line
+from .records import json_safe
 
 
 def _progress(total: int, desc: str, unit: str = "row"):
@@ -30,6 +31,8 @@ def cmd_simulate(args) -> dict:
     from .structures import StructureParams
     from .synthetic import SimulationSettings, write_dataset
 
+    if not 1 <= args.shards <= args.rows:
+        raise ConfigError(f"--rows {args.rows} --shards {args.shards}: need 1 <= shards <= rows")
     settings = SimulationSettings(seed=args.seed, physics=PhysicsParams(),
                                   structures=StructureParams(unfinished_fraction=args.unfinished_fraction))
     bar, update = _progress(args.rows, "simulate")
@@ -52,16 +55,53 @@ def cmd_preprocess(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    from .config import load_config
+    from .config import load_config, validate
+    from .data import read_training_set
     from .training import train_from_config
 
     config = load_config(args.config, args.set)
-    versions = None
-    if args.training_set is not None:
-        versions = {k: (v["version"] if isinstance(v, dict) else v) for k, v in json.loads(args.training_set.read_text()).items()}
-    metrics = train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
-                                resume=args.resume, device=args.device, progress=True, versions=versions)
+    if args.init_weights is not None:
+        config["training"]["init_from"] = str(args.init_weights)
+        config = validate(config, "--init-weights")
+    versions = read_training_set(args.training_set) if args.training_set is not None else None
+    progress = TrainProgress()
+    try:
+        metrics = train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
+                                    resume=args.resume, device=args.device, on_record=progress, log=progress.log,
+                                    versions=versions)
+    finally:
+        progress.close()
     return metrics if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
+
+
+class TrainProgress:
+    """The trainer's records on stderr: a tqdm bar per epoch (moved by the progress records) and one line per epoch."""
+
+    def __init__(self):
+        self.bar = None
+
+    def log(self, msg: str) -> None:
+        (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(msg)
+
+    def __call__(self, record: dict) -> None:
+        from .trainlog import log_line
+
+        if record["kind"] == "progress":
+            if self.bar is None:
+                self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}", unit="batch",
+                                file=sys.stderr, leave=False, disable=None)
+            self.bar.update(record["batch"] - self.bar.n)
+            self.bar.set_postfix_str(record["progress"].split(" · ", 1)[-1])
+        elif record["kind"] == "epoch":
+            self.close()
+            self.log(log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"],
+                              record["best_val"], record["lr"]) + f"  ({record['samples_per_s']:.0f} samples/s, "
+                     + record["progress"].split(" · ", 1)[-1] + ")")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def cmd_analyze(args) -> dict | None:
@@ -110,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--training-set", type=Path, default=None,
                    help="JSON {shard: version} pinning exact prepared versions (default: each shard's LATEST)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. training.epochs=4")
+    s.add_argument("--init-weights", type=Path, metavar="CKPT",
+                   help="start from this checkpoint's weights (same model; fresh optimizer, epoch 1) = training.init_from")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_train)
 
@@ -127,29 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _json_safe(value):
-    """Strict JSON: NaN and Inf (a diverged run's losses) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as exc:
-        print(f"crrecon {args.command}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"crrecon {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"crrecon {args.command}: interrupted", file=sys.stderr)
         return 130
     if result is not None:
-        print(json.dumps(_json_safe(result), allow_nan=False))
+        print(json.dumps(json_safe(result), allow_nan=False))
     return 0
 
 

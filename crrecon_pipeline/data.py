@@ -234,6 +234,15 @@ class Prepared:
         return {str(k): {"version": v.version, "rows": v.rows} for k, v in self.versions.items()}
 
 
+def read_training_set(path: str | Path) -> dict[int, str]:
+    """A training_set.json ({shard: {version, rows}} or {shard: version}) -> {shard: version}."""
+    try:
+        entries = json.loads(Path(path).read_text())
+        return {int(k): (v["version"] if isinstance(v, dict) else str(v)) for k, v in entries.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a training set ({{shard: version}}): {exc}") from None
+
+
 def prepared_shards(prepared_dir: str | Path) -> list[int]:
     return sorted(PreparedStore(prepared_dir).latest_all())
 

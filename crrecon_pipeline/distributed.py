@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -57,11 +56,7 @@ def from_env(dev: torch.device) -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
-def torchrun_command(config_path: Path, prepared_dir: Path, run_dir: Path, processes: int, device: str,
-                     training_set: Path | None = None) -> list[str]:
-    """`crrecon train` on `processes` local ranks (torchrun --standalone picks a free port); resumes from run_dir.
-    `training_set` (JSON {shard: {version, rows}}) pins the exact shard versions every rank loads."""
+def torchrun_command(processes: int, module: str, args: list[str]) -> list[str]:
+    """`python -m module args` on `processes` local ranks (torchrun --standalone picks a free port)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-            "-m", "crrecon_pipeline.cli", "train", "--config", str(config_path), "--prepared", str(prepared_dir),
-            "--out", str(run_dir), "--resume", "auto", "--device", device,
-            *(["--training-set", str(training_set)] if training_set else [])]
+            "-m", module, *args]

@@ -17,6 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import DataError  # noqa: F401 - re-exported: `from .npyio import DataError` keeps working
+
 
 def _mkstemp_like_open(path: Path) -> tuple[int, Path]:
     """A temp file beside `path` with the permissions a plain open() would give (mkstemp makes them 0600)."""
@@ -25,10 +27,6 @@ def _mkstemp_like_open(path: Path) -> tuple[int, Path]:
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
     return fd, Path(tmp)
-
-
-class DataError(ValueError):
-    """Bad input. The message is one line that names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -140,10 +138,14 @@ class AtomicNpyWriter:
             self._f.write(_header_bytes((self.rows_written,) + self.shape[1:], self.dtype, self._header_len))
         elif self.rows_written != self.declared:
             raise ValueError(f"{self.path}: {self.rows_written} rows written, {self.declared} declared")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:  # a full disk or a folder in the way: no temporary file left behind
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
@@ -171,9 +173,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _mkstemp_like_open(path)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -2,11 +2,13 @@
 
 from torch import nn
 
+from .errors import ConfigError
+
 
 def build(registry: dict, kind: str, name: str, params: dict) -> nn.Module:
     if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r} (one of {sorted(registry)})")
+        raise ConfigError(f"unknown {kind} {name!r} (one of {sorted(registry)})")
     try:
         return registry[name](**params)
     except TypeError as exc:
-        raise ValueError(f"{kind} {name}: bad parameters ({exc})") from None
+        raise ConfigError(f"{kind} {name}: bad parameters ({exc})") from None

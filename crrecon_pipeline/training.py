@@ -1,10 +1,13 @@
 """The trainer: no Dagster here. A config + a prepared folder -> a run folder with checkpoints, log, metrics, plots.
 
-Run folder:
-    train_log.txt        seed line format, flushed and fsynced every epoch
+Run folder (every name from config stays inside it):
+    metrics.jsonl        structured records: progress (~10 % of an epoch), one per epoch, the final one (records.py)
+    train_log.txt        output.log_file: the seed's line format, for people and old tools
     last.pt best.pt      written atomically every epoch / on improvement; epoch_NNNN.pt every save_every
-    metrics.json         final numbers (val_mse, baseline_val_mse, val_pearson, ...)
-    loss_curves.png  predictions.png
+    metrics.json config.json   final numbers (val_mse, baseline_val_mse, val_pearson, ...) and the config used
+    outputs/             output.dir: loss_curves.png, predictions.png, val_predictions.npy
+
+The run is setup -> restore (resume or init weights) -> epochs -> evaluate -> finalize.
 
 Everything the hot loop touches lives on the device: bit-packed structures are indexed a whole batch at a time,
 unpacked and mapped to [-1, 1] there. A killed run resumes from last.pt exactly (model, optimizer, scheduler,
@@ -13,26 +16,29 @@ RNG states and the shuffling generator are all in it).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import distributed
+from . import checkpoints, distributed, records, trainlog
 from .data import Prepared, load_prepared, preprocess, rotate_packed
+from .errors import ConfigError, DataError, TrainingDiverged
 from .losses import get_loss, pearson_per_spectrum
-from .models import count_parameters, get_model
-from .npyio import DataError, write_text_atomic
+from .models import MODELS, count_parameters, get_model
+from .npyio import save_atomic, write_text_atomic
 from .paths import default_prepared_dir
+from .trainlog import log_line  # noqa: F401 - the seed line format, re-exported for callers
 
 BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits is big-endian within a byte
-CHECKPOINT_FORMAT = 1
+load_checkpoint = checkpoints.load  # the public names callers (inference, tests) use
 
 
 # ---------------------------------------------------------------------------------------------------- split
@@ -94,45 +100,55 @@ def unpack_to_inputs(structures: np.ndarray, device: torch.device, pm1: bool = T
 # ---------------------------------------------------------------------------------------------------- helpers
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """auto | cpu | cuda[:i]; a device this machine does not have is a one-line ConfigError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def save_checkpoint_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """Checkpoints from elsewhere are untrusted: tensors and plain containers only."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem is bad input
-        raise DataError(f"{path}: not a loadable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise ConfigError(f"--device {device}: no such CUDA GPU on this machine ({count} visible)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {device}: only auto, cpu and cuda[:N] are supported")
+    return dev
 
 
 def build_model(config: dict) -> torch.nn.Module:
-    return get_model(config["model"]["name"], **config["model"].get("params", {}))
+    """The registered model with its params; its out_len is data.out_len unless the params name it."""
+    name, params = config["model"]["name"], dict(config["model"].get("params", {}))
+    if name in MODELS and "out_len" in inspect.signature(MODELS[name]).parameters:
+        params.setdefault("out_len", int(config["data"]["out_len"]))
+    return get_model(name, **params)
 
 
-def make_scheduler(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(round(total_steps * warmup_ratio)))
-    return torch.optim.lr_scheduler.SequentialLR(
-        optimizer,
-        [torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup),
-         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=0.0)],
-        milestones=[warmup])
+@dataclass
+class Schedule:
+    """Learning-rate factor per optimizer step: linear warmup from 1e-3 over `warmup` steps, then a half cosine
+    to 0 at step `total` (and 0 after it: never climbing back). A resume with another training.epochs continues
+    on the schedule a run of the new length has (`extended`): same warmup, the cosine stretched (or shrunk) to end
+    at the new last step, so the lr reaches 0 there; at the resume step the lr moves to that curve."""
 
+    total: int
+    warmup: int
 
-def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_val: float, lr: float) -> str:
-    return f"[EPOCH] {epoch}/{total} train_loss={train_loss:.6f} val_loss={val_loss:.6f} best_val={best_val:.6f} lr={lr:.6e}"
+    @classmethod
+    def fresh(cls, total: int, warmup_ratio: float) -> "Schedule":
+        return cls(total, max(1, int(round(total * warmup_ratio))))
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup:
+            return 1e-3 + (1 - 1e-3) * step / self.warmup
+        span = max(1, self.total - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(step - self.warmup, span) / span))
+
+    def extended(self, total: int) -> "Schedule":
+        return Schedule(total, min(self.warmup, total))
+
+    def scheduler(self, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -159,57 +175,97 @@ def regression_metrics(pred: torch.Tensor, target: torch.Tensor, mean_spectrum: 
 # ---------------------------------------------------------------------------------------------------- training
 
 @dataclass
-class EpochReport:
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float
-    best_val: float
-    lr: float
-    samples_per_s: float
-    seconds: float
+class Run:
+    """Everything setup builds and the epochs update."""
 
+    config: dict
+    run_dir: Path
+    dev: torch.device
+    ranks: distributed.DistContext
+    prepared: Prepared
+    data: DeviceData
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    model: torch.nn.Module
+    net: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    shuffler: torch.Generator
+    mean_spectrum: torch.Tensor
+    steps_per_epoch: int
+    use_bf16: bool
+    start_epoch: int = 1
+    best_val: float = float("inf")
+    history: list = field(default_factory=list)
 
-EpochCallback = Callable[[EpochReport], None]
-BatchCallback = Callable[[int, int, int], None]  # (epoch, batch, n_batches)
+    @property
+    def epochs(self) -> int:
+        return int(self.config["training"]["epochs"])
 
+    @property
+    def batch_size(self) -> int:
+        return int(self.config["data"]["batch_size"])
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    last = run_dir / "last.pt"
-    return last if last.is_file() else None
+    @property
+    def pm1(self) -> bool:
+        return bool(self.config["data"]["map_to_pm1"])
+
+    def autocast(self):
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def path(self, key: str) -> Path:
+        """Files named by config, inside the run folder (config.py refuses absolute paths and '..')."""
+        return self.run_dir / self.config["output"][key]
+
+    def state(self, epoch: int) -> dict:
+        state = {"format": checkpoints.CHECKPOINT_FORMAT, "config": self.config, "epoch": epoch,
+                 "best_val": self.best_val, "history": self.history, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
+                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model)}
+        if self.dev.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
 
 
 def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "auto", resume: str | None = None,
-          on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-          log: Callable[[str], None] = print) -> dict:
-    """Train per `config` on `prepared`; returns the final metrics (also in run_dir/metrics.json)."""
+          on_record: records.RecordCallback | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train per `config` on `prepared`; returns the final metrics (also in run_dir/metrics.json). Every record
+    (progress, epoch, final) goes to run_dir/metrics.jsonl and to `on_record` (rank 0 only under torchrun)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     requested = resolve_device(device)
     ranks = distributed.from_env(requested)  # torchrun: one process per GPU; otherwise a single process
     try:
-        return _train(config, prepared, run_dir, ranks.device(requested), ranks, resume, on_epoch, on_batch,
-                      log if ranks.is_main else (lambda msg: None))
+        run = _setup(config, prepared, run_dir, ranks.device(requested), ranks)
+        say = log if ranks.is_main else (lambda msg: None)
+        _restore(run, resume, say)
+        with records.MetricsLog(run_dir / records.FILENAME, on_record, enabled=ranks.is_main) as metrics_log:
+            _train_epochs(run, metrics_log)
+            metrics, val_pred = _evaluate(run)
+            if ranks.is_main:
+                _finalize(run, metrics, val_pred, metrics_log)
+        return metrics
     finally:
         ranks.close()
 
 
-def _train(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, ranks: distributed.DistContext,
-           resume: str | None, on_epoch: EpochCallback | None, on_batch: BatchCallback | None,
-           log: Callable[[str], None]) -> dict:
+def _setup(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, ranks: distributed.DistContext) -> Run:
     d, t = config["data"], config["training"]
-    seed = int(config.get("seed", 0))
-    torch.manual_seed(seed)
-
+    torch.manual_seed(int(config["seed"]))
+    if prepared.bayer.shape[-1] != int(d["out_len"]):
+        raise DataError(f"prepared data has {prepared.bayer.shape[-1]} spectral bins, data.out_len is {d['out_len']}")
     train_rows, val_rows = split_rows(prepared.structures.packed, float(d["train_ratio"]))
     if len(val_rows) == 0 or len(train_rows) == 0:
         raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d['train_ratio']}")
-    augment = bool(d.get("augment_180", True))
+    augment = bool(d["augment_180"])
     data = DeviceData(prepared, dev, with_rotated=augment)
     train_idx = torch.as_tensor(np.concatenate([train_rows, train_rows + data.m]) if augment else train_rows, device=dev)
-    val_idx = torch.as_tensor(val_rows, device=dev)
-    pm1 = bool(d.get("map_to_pm1", True))
-    batch_size = int(d["batch_size"])
+    tail = len(train_idx) % int(d["batch_size"])
+    if 0 < tail < ranks.world:  # every rank must take part in every step: drop a tail too short to share
+        train_idx = train_idx[: len(train_idx) - tail]
 
     model = build_model(config).to(dev)
     train_targets = data.targets[train_idx]
@@ -220,171 +276,194 @@ def _train(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, r
     net = model
     if ranks.world > 1:  # gradients averaged across ranks; `model` stays the plain module (checkpoints, evaluation)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = get_loss(config["loss"]["name"], **config["loss"].get("params", {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]),
                                   **({"fused": True} if dev.type == "cuda" else {}))
-    epochs = int(t["epochs"])
-    tail = len(train_idx) % batch_size
-    if 0 < tail < ranks.world:  # every rank must take part in every step: drop a tail too short to share
-        train_idx = train_idx[: len(train_idx) - tail]
-    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
-    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, float(t.get("warmup_ratio", 0.05)))
-    use_bf16 = bool(t.get("use_amp", True)) and dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    steps_per_epoch = math.ceil(len(train_idx) / int(d["batch_size"]))
+    schedule = Schedule.fresh(int(t["epochs"]) * steps_per_epoch, float(t["warmup_ratio"]))
+    return Run(config=config, run_dir=run_dir, dev=dev, ranks=ranks, prepared=prepared, data=data,
+               train_idx=train_idx, val_idx=torch.as_tensor(val_rows, device=dev), model=model, net=net,
+               loss_fn=get_loss(config["loss"]["name"], **config["loss"]["params"]), optimizer=optimizer,
+               schedule=schedule, scheduler=schedule.scheduler(optimizer),
+               shuffler=torch.Generator(device="cpu").manual_seed(int(config["seed"])), mean_spectrum=mean_spectrum,
+               steps_per_epoch=steps_per_epoch,
+               use_bf16=bool(t["use_amp"]) and dev.type == "cuda" and torch.cuda.is_bf16_supported())
 
-    def autocast():
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    shuffler = torch.Generator(device="cpu").manual_seed(seed)
-    start_epoch, best_val, history = 1, float("inf"), []
+def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
+    """Resume a run exactly (or with a schedule rebuilt for a new training.epochs), or start from init weights."""
+    path = checkpoints.latest(run.run_dir) if resume == "auto" else (Path(resume) if resume else None)
+    init_from = run.config["training"]["init_from"]
+    if path is not None:
+        state = checkpoints.load(path, run.dev)
+        changed = checkpoints.check_resumable(state, run.config, path)
+        checkpoints.check_same_architecture(run.model, state, run.config, path)
+        run.model.load_state_dict(state["model"])
+        done = int(state["epoch"])
+        saved = Schedule(**state["schedule"])
+        run.schedule = saved.extended(run.schedule.total) if "training.epochs" in changed else saved
+        run.scheduler = run.schedule.scheduler(run.optimizer)  # before the optimizer state: it sets the lr at step 0
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if "training.epochs" in changed:  # continue on the schedule of a run of the new length
+            base = run.scheduler.base_lrs
+            for group, lr in zip(run.optimizer.param_groups, base):
+                group["lr"] = lr * run.schedule.factor(run.scheduler.last_epoch)
+            log(f"training.epochs {state['config']['training']['epochs']} -> {run.epochs}: schedule rebuilt, lr "
+                f"{run.optimizer.param_groups[0]['lr']:.3g} now, 0 after the last step of epoch {run.epochs}")
+        run.shuffler.set_state(state["shuffler"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if run.dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+        run.start_epoch, run.best_val, run.history = done + 1, float(state["best_val"]), list(state["history"])
+        if run.ranks.is_main:  # lines and records of epochs after the checkpoint are redone: forget them
+            trainlog.drop_epochs_after(run.path("log_file"), done)
+            records.drop_epochs_after(run.run_dir / records.FILENAME, done)
+        log(f"resumed from {path} at epoch {done}/{run.epochs}")
+    elif init_from:
+        init_path = Path(init_from)
+        skipped = checkpoints.load_weights(run.model, checkpoints.load(init_path, run.dev), run.config, init_path)
+        log(f"weights from {init_path} (fresh optimizer, epoch 1)"
+            + (f"; {len(skipped)} tensors of another shape skipped: {', '.join(skipped)}" if skipped else ""))
+    n = len(run.train_idx)
+    log(f"model {run.config['model']['name']}: {count_parameters(run.model):,} parameters on {run.dev}"
+        f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''}; {n} training samples "
+        f"({'with' if run.config['data']['augment_180'] else 'without'} 180-degree twins), {len(run.val_idx)} validation")
+    log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in run.prepared.training_set().items()))
 
-    resume_path = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, dev)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        shuffler.set_state(ckpt["shuffler"].cpu())
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        if dev.type == "cuda" and "cuda_rng" in ckpt:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu())
-        start_epoch, best_val, history = int(ckpt["epoch"]) + 1, float(ckpt["best_val"]), list(ckpt["history"])
-        log(f"resumed from {resume_path} at epoch {start_epoch - 1}/{epochs}")
 
-    n_params = count_parameters(model)
-    log(f"model {config['model']['name']}: {n_params:,} parameters on {dev}"
-        f"{f' x {ranks.world} ranks' if ranks.world > 1 else ''}; "
-        f"{len(train_idx)} training samples ({'with' if augment else 'without'} 180-degree twins), {len(val_idx)} validation")
+def _progress_marks(n_batches: int, parts: int = 10) -> set[int]:
+    """The batches (1-based) after which a progress record goes out: about every 1/parts of the epoch."""
+    return {math.ceil(k * n_batches / parts) for k in range(1, parts + 1)}
 
-    def checkpoint_state(epoch: int) -> dict:
-        state = {"format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch, "best_val": best_val,
-                 "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": None, "shuffler": shuffler.get_state(),
-                 "torch_rng": torch.get_rng_state(), "n_params": n_params}
-        if dev.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        return state
 
-    log_path = run_dir / config.get("output", {}).get("log_file", "train_log.txt")
-    with open(log_path, "a") if ranks.is_main else open(os.devnull, "w") as log_file:
-        for epoch in range(start_epoch, epochs + 1):
-            net.train()
+def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
+    """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
+    run.net.train()
+    t = run.config["training"]
+    order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
+    total, count = torch.zeros((), device=run.dev), 0
+    marks = _progress_marks(run.steps_per_epoch)
+    for b, start in enumerate(range(0, len(order), run.batch_size), 1):
+        idx = run.ranks.share(order[start:start + run.batch_size])
+        x, y = run.data.inputs(idx, run.pm1), run.data.targets[idx]
+        with run.autocast():
+            loss = run.loss_fn(run.net(x).float(), y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(t["grad_clip"]))
+        run.optimizer.step()
+        run.scheduler.step()
+        total += loss.detach() * len(idx)
+        count += len(idx)
+        if b in marks and b < run.steps_per_epoch:  # the epoch record covers the end of the epoch
+            metrics_log.emit({"kind": "progress", "epoch": epoch, "epochs": run.epochs, "batch": b,
+                              "batches": run.steps_per_epoch} | clock.stamp(epoch, b / run.steps_per_epoch))
+    train_loss = float(run.ranks.sum(total)) / float(run.ranks.sum(torch.tensor(float(count), device=run.dev)))
+    return train_loss, len(order)
+
+
+def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
+    clock = records.Clock(run.start_epoch, run.epochs)
+    save_every = int(run.config["training"]["save_every"])
+    with open(run.path("log_file"), "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
+        for epoch in range(run.start_epoch, run.epochs + 1):
             t0 = time.perf_counter()
-            order = train_idx[torch.randperm(len(train_idx), generator=shuffler).to(dev)]
-            total, count = torch.zeros((), device=dev), 0
-            for b, start in enumerate(range(0, len(order), batch_size)):
-                idx = ranks.share(order[start:start + batch_size])
-                x, y = data.inputs(idx, pm1), data.targets[idx]
-                with autocast():
-                    loss = loss_fn(net(x).float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.get("grad_clip"):
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-                optimizer.step()
-                scheduler.step()
-                total += loss.detach() * len(idx)
-                count += len(idx)
-                if on_batch and ranks.is_main:
-                    on_batch(epoch, b + 1, steps_per_epoch)
-            train_loss = float(ranks.sum(total)) / float(ranks.sum(torch.tensor(float(count), device=dev)))
-            val_pred = predict_batches(model, data, val_idx, batch_size, pm1, autocast)
-            val_loss = float(loss_fn(val_pred, data.targets[val_idx]))
+            train_loss, samples = _run_epoch(run, epoch, clock, metrics_log)
+            val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
+            val_loss = float(run.loss_fn(val_pred, run.data.targets[run.val_idx]))
             seconds = time.perf_counter() - t0
-            improved = val_loss < best_val
-            best_val = min(best_val, val_loss)
-            lr = scheduler.get_last_lr()[0]
-            report = EpochReport(epoch, epochs, train_loss, val_loss, best_val, lr, len(order) / seconds, seconds)  # all ranks
-            history.append({k: float(v) if isinstance(v, float) else v for k, v in vars(report).items()})
-            if ranks.is_main:
-                log_file.write(log_line(epoch, epochs, train_loss, val_loss, best_val, lr) + "\n")
+            improved = val_loss < run.best_val
+            run.best_val = min(run.best_val, val_loss)
+            lr = run.scheduler.get_last_lr()[0]
+            record = {"kind": "epoch", "epoch": epoch, "epochs": run.epochs, "train_loss": train_loss,
+                      "val_loss": val_loss, "best_val": run.best_val, "lr": lr, "samples_per_s": samples / seconds,
+                      "seconds": seconds} | clock.stamp(epoch, 1.0)
+            run.history.append({k: v for k, v in record.items() if k not in ("kind", "progress")})
+            if run.ranks.is_main:
+                log_file.write(trainlog.log_line(epoch, run.epochs, train_loss, val_loss, run.best_val, lr) + "\n")
                 log_file.flush()
                 os.fsync(log_file.fileno())
-                state = checkpoint_state(epoch)
+                metrics_log.emit(record)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):  # same numbers on every rank
+                last = checkpoints.latest(run.run_dir)
+                raise TrainingDiverged(f"training diverged at epoch {epoch}/{run.epochs}: train_loss={train_loss:.4g}, "
+                                       f"val_loss={val_loss:.4g} (lower training.lr or training.grad_clip; "
+                                       f"{f'last good checkpoint {last}' if last else 'no checkpoint was written'})")
+            if run.ranks.is_main:
+                state = run.state(epoch)
                 if improved:
-                    save_checkpoint_atomic(state, run_dir / "best.pt")
-                if int(t.get("save_every", 0)) and epoch % int(t["save_every"]) == 0:
-                    save_checkpoint_atomic(state, run_dir / f"epoch_{epoch:04d}.pt")
-                save_checkpoint_atomic(state, run_dir / "last.pt")  # last: a kill after this line loses nothing
-                if on_epoch:
-                    on_epoch(report)
-            ranks.barrier()
+                    checkpoints.save_atomic(state, run.run_dir / "best.pt")
+                if save_every and epoch % save_every == 0:
+                    checkpoints.save_atomic(state, run.run_dir / f"epoch_{epoch:04d}.pt")
+                checkpoints.save_atomic(state, run.run_dir / "last.pt")  # last: a kill after this line loses nothing
+            run.ranks.barrier()
 
-    # final evaluation with the best weights
-    best = load_checkpoint(run_dir / "best.pt", dev) if (run_dir / "best.pt").exists() else checkpoint_state(epochs)
-    model.load_state_dict(best["model"])
-    val_pred = predict_batches(model, data, val_idx, batch_size, pm1, autocast)
-    val_true = data.targets[val_idx]
-    metrics = regression_metrics(val_pred, val_true, mean_spectrum)
+
+def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
+    """The final metrics with the best weights (best.pt; the last weights when no epoch improved)."""
+    best_path = run.run_dir / "best.pt"
+    best = checkpoints.load(best_path, run.dev) if best_path.exists() else run.state(run.epochs)
+    run.model.load_state_dict(best["model"])
+    val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
+    metrics = regression_metrics(val_pred, run.data.targets[run.val_idx], run.mean_spectrum)
+    history = run.history
     metrics |= {
         "epochs_completed": len({h["epoch"] for h in history}),
-        "best_epoch": int(best.get("epoch", epochs)),
-        "best_val": float(best_val),
-        "best_checkpoint": str((run_dir / "best.pt").resolve()),
-        "n_params": n_params,
-        "device": str(dev) + (f" x {ranks.world} ranks" if ranks.world > 1 else ""),
-        "train_samples": len(train_idx),
-        "val_samples": len(val_idx),
+        "best_epoch": int(best.get("epoch", run.epochs)),
+        "best_val": float(run.best_val),
+        "best_checkpoint": str((best_path if best_path.exists() else run.run_dir / "last.pt").resolve()),
+        "n_params": count_parameters(run.model),
+        "device": str(run.dev) + (f" x {run.ranks.world} ranks" if run.ranks.world > 1 else ""),
+        "train_samples": len(run.train_idx),
+        "val_samples": len(run.val_idx),
         "samples_per_s": float(np.median([h["samples_per_s"] for h in history])) if history else 0.0,
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])) if history else 0.0,
-        "model": config["model"]["name"],
-        "loss": config["loss"]["name"],
-        "run_dir": str(run_dir.resolve()),
-        "log": str(log_path.resolve()),
-        "training_set": prepared.training_set(),
+        "model": run.config["model"]["name"],
+        "loss": run.config["loss"]["name"],
+        "run_dir": str(run.run_dir.resolve()),
+        "log": str(run.path("log_file").resolve()),
+        "training_set": run.prepared.training_set(),
+        "metrics_log": str((run.run_dir / records.FILENAME).resolve()),
+        "loss_curves": str((run.path("dir") / "loss_curves.png").resolve()),
+        "predictions": str((run.path("dir") / "predictions.png").resolve()),
     }
-    if not ranks.is_main:
-        return metrics
-    np.save(run_dir / "val_predictions.npy", val_pred[:64].cpu().numpy())
-    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    from .plots import plot_loss_curves, plot_predictions
+    return metrics, val_pred
 
-    plot_loss_curves(history, run_dir / "loss_curves.png")
-    sample = val_idx[:4]
-    plot_predictions(data.inputs(sample, False)[:, 0].cpu().numpy(), data.targets[sample].cpu().numpy(),
-                     val_pred[:4].cpu().numpy(), prepared.wavelengths_nm, run_dir / "predictions.png")
-    return metrics
+
+def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: records.MetricsLog) -> None:
+    """Figures, sample predictions, metrics.json / config.json and the final record (rank 0)."""
+    from .plots import plot_loss_curves, plot_predictions  # matplotlib only when a run finishes
+
+    out = run.path("dir")
+    out.mkdir(parents=True, exist_ok=True)
+    save_atomic(out / "val_predictions.npy", val_pred[:64].cpu().numpy())
+    plot_loss_curves(run.history, metrics["loss_curves"])
+    sample = run.val_idx[:4]
+    plot_predictions(run.data.inputs(sample, False)[:, 0].cpu().numpy(), run.data.targets[sample].cpu().numpy(),
+                     val_pred[:4].cpu().numpy(), run.prepared.wavelengths_nm, metrics["predictions"])
+    write_text_atomic(run.run_dir / "config.json", json.dumps(run.config, indent=2) + "\n")
+    write_text_atomic(run.run_dir / "metrics.json", json.dumps(records.json_safe(metrics), indent=2) + "\n")
+    metrics_log.emit({"kind": "final"} | metrics)
 
 
 def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | None = None,
                       prepared_dir: str | Path | None = None, resume: str | None = None, device: str = "auto",
-                      progress: bool = False, log: Callable[[str], None] | None = None,
+                      on_record: records.RecordCallback | None = None, log: Callable[[str], None] | None = None,
                       versions: dict | None = None) -> dict:
-    """The CLI's entry: prepare the data if given raw shards, then train with a tqdm bar per epoch."""
+    """The CLI's entry (and each torchrun rank's): prepare the data if given raw shards, then train on the LATEST
+    version of each prepared shard, or on exactly `versions` ({shard: version}, the lineage's choice)."""
     import sys
 
     out_dir = Path(out_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if raw_dir is not None:  # seconds even at full scale, and deterministic: a resumed run gets the same data
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ValueError("under torchrun, run `crrecon preprocess` first and pass --prepared (ranks would race)")
+            raise ConfigError("under torchrun, run `crrecon preprocess` first and pass --prepared (ranks would race)")
         prepared_dir = out_dir / "prepared"
         log(f"preprocessing {raw_dir} -> {prepared_dir}")
         preprocess(raw_dir, prepared_dir)
     if prepared_dir is None:
         prepared_dir = default_prepared_dir()
     prepared = load_prepared(prepared_dir, versions)
-    log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in prepared.training_set().items()))
-
-    bar = None
-    on_batch = on_epoch = None
-    if progress:
-        from tqdm import tqdm
-
-        def on_batch(epoch, b, n):  # noqa: F811
-            nonlocal bar
-            if bar is None or b == 1:
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=n, desc=f"epoch {epoch}/{config['training']['epochs']}", unit="batch",
-                           file=sys.stderr, leave=False, disable=None)
-            bar.update(1)
-
-        def on_epoch(r: EpochReport):  # noqa: F811
-            log(log_line(r.epoch, r.epochs, r.train_loss, r.val_loss, r.best_val, r.lr) + f"  ({r.samples_per_s:.0f} samples/s)")
-
-    try:
-        return train(config, prepared, out_dir, device=device, resume=resume, on_epoch=on_epoch, on_batch=on_batch, log=log)
-    finally:
-        if bar is not None:
-            bar.close()
+    return train(config, prepared, out_dir, device=device, resume=resume, on_record=on_record, log=log)

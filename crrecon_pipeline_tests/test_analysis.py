@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from crrecon_pipeline.analysis import analyze_log, apply_suggestions, compare_runs, parse_train_log
+from crrecon_pipeline.analysis import analyze_log, analyze_run, apply_suggestions, compare_runs, parse_train_log
 from crrecon_pipeline.config import load_config
 from crrecon_pipeline.data import load_prepared
 from crrecon_pipeline.training import log_line, train
@@ -89,9 +89,21 @@ def test_suggestions_reason_from_config_and_apply(tmp_path):
     params = {s["parameter"]: s["action"] for s in result["suggestions"]}
     assert params["model.name"] == "switch to cnn_xattn"
     assert params["training.lr"].startswith("decrease to 0.0005")
-    nxt = apply_suggestions(cfg, result["suggestions"])
+    values = {s["parameter"]: s["value"] for s in result["suggestions"]}
+    assert values["model.name"] == "cnn_xattn" and values["training.lr"] == pytest.approx(5e-4)
+    # the next config is built from the values: rewording the prose changes nothing
+    reworded = [s | {"action": "see the value", "reason": "?"} for s in result["suggestions"]]
+    nxt = apply_suggestions(cfg, reworded)
+    assert nxt == apply_suggestions(cfg, result["suggestions"])
     assert nxt["model"]["name"] == "cnn_xattn" and "gru_layers" not in nxt["model"]["params"]
     assert nxt["training"]["lr"] == pytest.approx(5e-4) and nxt["data"]["batch_size"] == 200
+    assert load_config_dict_is_valid(nxt)
+
+
+def load_config_dict_is_valid(config):
+    from crrecon_pipeline.config import validate
+
+    return validate(config, "next run") == config
 
 
 def test_cli_json_and_text(tmp_path):
@@ -102,7 +114,7 @@ def test_cli_json_and_text(tmp_path):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["epochs_completed"] == 12 and out["best_epoch"] == 12 and out["diagnosis"] == ["still_improving"]
-    assert all(set(s) == {"parameter", "action", "reason"} for s in out["suggestions"])
+    assert all(set(s) == {"parameter", "action", "value", "reason"} for s in out["suggestions"])
     text = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(log)], capture_output=True, text=True)
     assert "Diagnosis: still_improving" in text.stdout
     nan_log = write_log(tmp_path / "nan_log.txt", [1.0, float("nan")], [1.0, float("nan")])
@@ -121,8 +133,26 @@ def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     train(tiny_config("training.epochs=2", "training.lr=0.0005"), p, tmp_path / "runs" / "b", device="cpu", log=lambda m: None)
     result = analyze_log(tmp_path / "runs" / "a" / "train_log.txt")
     assert result["epochs_completed"] == 4 and result["best_val"] > 0
+    structured = analyze_run(tmp_path / "runs" / "a")  # from metrics.jsonl: the same epochs, at full precision
+    assert [h["epoch"] for h in structured["history"]] == [1, 2, 3, 4]
+    assert structured["best_epoch"] == result["best_epoch"] and structured["diagnosis"] == result["diagnosis"]
+    assert structured["best_val"] == pytest.approx(result["best_val"], abs=1e-6)
+    assert structured["final"]["val_mse"] > 0
     assert set(result["diagnosis"]) <= {"overfitting", "plateau", "divergence", "still_improving"}
     comparison = compare_runs(tmp_path / "runs")
     assert comparison["runs"] == 2 and "lr" in comparison["effects"] and "epochs" in comparison["effects"]
     assert comparison["next_config"]["model"]["name"] in ("cnn_xattn", "cnn_gru")
     assert "training:" in comparison["next_config_yaml"]
+
+
+def test_old_runs_are_read_from_their_configured_text_log(tmp_path):
+    """A run folder from before metrics.jsonl: the analysis reads output.log_file, not a hard-coded name."""
+    run = tmp_path / "old"
+    (run / "logs").mkdir(parents=True)
+    cfg = load_config("quick", ["output.log_file=logs/seed.txt"])
+    (run / "config.json").write_text(json.dumps(cfg))
+    v = [1.0 * 0.85**i for i in range(12)]
+    write_log(run / "logs" / "seed.txt", v, v)
+    result = analyze_run(run)
+    assert result["log"] == str(run / "logs" / "seed.txt") and result["epochs_completed"] == 12
+    assert result["final"] is None

@@ -52,8 +52,9 @@ def test_each_rank_takes_its_share_of_a_global_batch():
     assert DistContext().share(idx).tolist() == idx.tolist()
 
 
-def test_trained_model_asset_under_torchrun(tmp_path, raw_dir):
-    """TrainingDevice(processes=2): the asset launches torchrun and streams rank 0's epochs to the UI."""
+def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp_path, raw_dir):
+    """TrainingDevice(processes=2): torchrun launched through Dagster Pipes; rank 0 sends the per-epoch
+    observations (with progress and ETA) and the final metadata, with the same keys as a single-process run."""
     import dagster as dg
 
     from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
@@ -65,13 +66,47 @@ def test_trained_model_asset_under_torchrun(tmp_path, raw_dir):
     instance = new_instance(["0", "1"])
     for k in ("0", "1"):  # the lineage decides what trains: prepare both shards through the assets
         assert dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(tmp_path, raw_dir)).success
-    result = dg.materialize([trained_model], instance=instance,
-                            resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=2)},
-                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**tiny_config("training.epochs=2"))}))
-    assert result.success
-    meta = result.asset_materializations_for_node("trained_model")[0].metadata
-    assert meta["device"].value == "cpu x 2 ranks" and meta["epochs_completed"].value == 2
-    assert set(meta["training_set"].value) == {"0", "1"}  # every rank loaded exactly the lineage's versions
-    epochs = sorted(r.asset_observation.metadata["epoch"].value
-                    for r in instance.fetch_observations(dg.AssetKey("trained_model"), limit=10).records)
-    assert epochs == [1, 2]
+    run_config = dg.RunConfig({"trained_model": TrainedModelConfig(**tiny_config("training.epochs=2"))})
+    results = {}
+    for processes in (2, 1):
+        result = dg.materialize([trained_model], instance=instance, run_config=run_config,
+                                resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=processes)})
+        assert result.success
+        observations = [r.asset_observation.metadata for r in
+                        instance.fetch_observations(dg.AssetKey("trained_model"), limit=10).records
+                        if r.run_id == result.run_id]
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        results[processes] = (result.asset_materializations_for_node("trained_model")[0].metadata, observations, logs)
+    (ddp, ddp_obs, ddp_logs), (one, one_obs, _) = results[2], results[1]
+    assert ddp["device"].value == "cpu x 2 ranks" and one["device"].value == "cpu"
+    assert set(ddp) == set(one) and ddp["epochs_completed"].value == 2
+    assert set(ddp["training_set"].value) == {"0", "1"}  # every rank loaded exactly the lineage's versions
+    assert ddp["training_set"].value == one["training_set"].value
+    assert "data:image/png;base64" in ddp["loss_curves"].value
+    assert sorted(o["epoch"].value for o in ddp_obs) == [1, 2]
+    for obs in (ddp_obs, one_obs):
+        assert all(set(o) == set(one_obs[0]) and o["progress"].value.startswith(f"epoch {o['epoch'].value}/2")
+                   and o["eta_s"].value >= 0 for o in obs)
+    assert any("(batch " in m for m in ddp_logs), "progress lines within an epoch come through Pipes"
+
+
+def test_bad_input_in_the_ranks_fails_the_step_in_one_line(tmp_path, raw_dir):
+    """A DataError raised inside the torchrun ranks reaches the step failure as its one line (via rank 0's Pipes)."""
+    import dagster as dg
+
+    from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
+    from crrecon_pipeline.defs.resources import TrainingDevice
+
+    from .test_dagster import DATA_ASSETS, new_instance, resources
+    from .test_training import tiny_config
+
+    instance = new_instance(["0"])
+    assert dg.materialize(DATA_ASSETS, partition_key="0", instance=instance, resources=resources(tmp_path, raw_dir)).success
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=1", "data.out_len=20", "model.params.out_len=20"))
+    result = dg.materialize([trained_model], instance=instance, raise_on_error=False,
+                            run_config=dg.RunConfig({"trained_model": cfg}),
+                            resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=2)})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.step_failure_data.user_failure_data.description
+    assert description == "prepared data has 30 spectral bins, data.out_len is 20"

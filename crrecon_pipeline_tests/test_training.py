@@ -93,7 +93,9 @@ def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     assert len(lines) == 3 and lines[0].startswith("[EPOCH] 1/3 train_loss=")
     assert {"val_mse", "baseline_val_mse", "val_pearson", "epochs_completed", "best_checkpoint"} <= set(a)
     assert (tmp_path / "a" / "epoch_0002.pt").exists() and (tmp_path / "a" / "best.pt").exists()
-    assert (tmp_path / "a" / "loss_curves.png").stat().st_size > 1000
+    assert (tmp_path / "a" / "outputs" / "loss_curves.png").stat().st_size > 1000  # output.dir inside the run
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("epoch") == 3 and kinds.count("final") == 1 and kinds.count("progress") >= 3
 
 
 def test_kill_and_resume_is_exact(prepared_dir, tmp_path):
@@ -145,7 +147,7 @@ def test_config_overrides_and_errors(tmp_path):
     cfg = load_config("configs/default.yaml", ["training.epochs=4", "model.params.d_model=128"])
     assert cfg["training"]["epochs"] == 4 and cfg["model"]["params"]["d_model"] == 128
     assert cfg["model"]["params"]["nhead"] == 8 and cfg["data"]["batch_size"] == 400
-    with pytest.raises(ValueError, match="unknown section"):
+    with pytest.raises(ValueError, match="trainng: unknown key"):
         load_config("configs/default.yaml", ["trainng.epochs=4"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {name: nope}\n")

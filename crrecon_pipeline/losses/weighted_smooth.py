@@ -5,6 +5,8 @@ from torch import nn
 
 
 class WeightedSmooth(nn.Module):
+    FORMULA = "L = {w_mse} · MSE(ŷ, y) + {w_smooth} · mean((ŷ[λ+1] − ŷ[λ])²)"
+
     def __init__(self, w_mse: float = 1.0, w_smooth: float = 0.1):
         super().__init__()
         self.w_mse, self.w_smooth = w_mse, w_smooth

@@ -5,13 +5,13 @@ import json
 
 import dagster as dg
 
-from ...analysis import analyze_log, compare_runs, format_report
+from ...analysis import analyze_run, compare_runs, format_report
 from ...npyio import write_text_atomic
 from ...plots import markdown_image
 from ...profile import profile_dataset
-from ..resources import CrreconPaths, ModelChecks
 from ...data import load_prepared
 from ..lineage import training_versions
+from ..resources import CrreconPaths, ModelChecks
 from .common import bad_input_fails_step
 from .training import trained_model
 
@@ -29,13 +29,15 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
     from pathlib import Path
 
     run_dir = Path(_latest_run_dir(context))
-    result = analyze_log(run_dir / "train_log.txt")
-    write_text_atomic(run_dir / "analysis.json", json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2) + "\n")
+    with bad_input_fails_step():
+        result = analyze_run(run_dir)  # its metrics.jsonl; the text log (output.log_file) for older runs
+    write_text_atomic(run_dir / "analysis.json", json.dumps({k: v for k, v in result.items() if k not in ("history", "final")}, indent=2) + "\n")
     m = result["metrics"]
-    table = "\n".join(f"| {s['parameter']} | {s['action']} | {s['reason']} |" for s in result["suggestions"])
+    figure = (result["final"] or {}).get("loss_curves") or run_dir / "loss_curves.png"
+    table = "\n".join(f"| {s['parameter']} | {s['action']} | {s['value']} | {s['reason']} |" for s in result["suggestions"])
     report = (f"**Diagnosis:** {', '.join(result['diagnosis']) or 'none'}\n\n"
-              f"| parameter | action | reason |\n|---|---|---|\n{table}\n\n"
-              f"{markdown_image(run_dir / 'loss_curves.png', 'loss curves')}")
+              f"| parameter | action | value | reason |\n|---|---|---|---|\n{table}\n\n"
+              f"{markdown_image(figure, 'loss curves')}")
     return dg.MaterializeResult(metadata={
         "diagnosis": ", ".join(result["diagnosis"]) or "none",
         "epochs_completed": result["epochs_completed"],

@@ -5,18 +5,18 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ...npyio import DataError
+from ...errors import ConfigError, DataError, TrainingDiverged
 from ...quality import CheckOutcome
 from ...store import ShardVersion
 
 
 @contextmanager
 def bad_input_fails_step():
-    """Bad input (DataError) fails the step with its one-line message, not a traceback."""
+    """Bad input (bad data, a bad run config, a diverged run) fails the step with its one-line message."""
     try:
         yield
-    except DataError as exc:
-        raise dg.Failure(description=str(exc)) from None
+    except (DataError, ConfigError, TrainingDiverged) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None  # the same input fails again
 
 
 def check_result(asset: str, name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:

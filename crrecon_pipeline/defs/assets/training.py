@@ -1,30 +1,31 @@
-"""trained_model: the GPU-tagged training step. Hyper-parameters come from run config (the YAML presets'
-structure, so a preset pastes into the launchpad); progress streams to the UI as one observation per epoch."""
+"""trained_model: the GPU-tagged training step. Hyper-parameters come from run config, whose schema is the core
+config.RunConfig mirrored as dg.Config classes (defaults: the packaged quick preset), so a preset pastes into the
+launchpad. The trainer's records stream to the UI: a log line about every 10 % of an epoch, one observation per
+epoch (curves, `progress`, `eta_s`). With `device.processes > 1` the ranks run under torchrun through Dagster Pipes
+and report the same records and the same final metadata."""
 
-
+import copy
 import json
-import subprocess
-import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model
 
-from ...analysis import parse_train_log
-from ...config import load_config, validate
+from ...config import RunConfig, load_config, validate
 from ...distributed import torchrun_command
 from ...npyio import write_text_atomic
-from ...plots import markdown_image
-from ...training import EpochReport, log_line, train
-from ..resources import CrreconPaths, ModelChecks, TrainingDevice
+from ...reporting import final_metadata, observation_metadata, progress_line
+from ...trainlog import log_line
+from ...training import train
 from ...data import load_prepared
 from ...quality import check_beats_baseline
 from ..lineage import training_versions
+from ..resources import CrreconPaths, ModelChecks, TrainingDevice
 from .common import bad_input_fails_step, check_result
 
-QUICK = load_config("quick")
+LAUNCHPAD_PRESET = "quick"
 
 GPU_TAGS = {
     # dagster-k8s: the step pod asks the cluster for one GPU (see deploy/ and the README).
@@ -35,56 +36,69 @@ GPU_TAGS = {
 }
 
 
-class DataSection(dg.Config):
-    batch_size: int = QUICK["data"]["batch_size"]
-    augment_180: bool = QUICK["data"]["augment_180"]
-    train_ratio: float = QUICK["data"]["train_ratio"]
-    map_to_pm1: bool = QUICK["data"]["map_to_pm1"]
-    out_len: int = QUICK["data"]["out_len"]
+def launchpad_class(core: type[BaseModel], defaults: BaseModel, name: str) -> type[dg.Config]:
+    """A dg.Config with the fields, types and descriptions of the core section `core` and the values of `defaults`
+    as its defaults (plain defaults, not factories: Dagster shows those in the launchpad, model.params included).
+    Ranges and the constructor check stay in the core model: trained_model validates with it."""
+    fields = {}
+    for key, info in core.model_fields.items():
+        value = getattr(defaults, key)
+        if isinstance(value, BaseModel):
+            section = launchpad_class(type(value), value, f"{key.capitalize()}Section")
+            fields[key] = (section, Field(default=section(), description=info.description))
+        else:
+            fields[key] = (info.annotation, Field(default=copy.deepcopy(value), description=info.description))
+    return create_model(name, __base__=dg.Config, __doc__=core.__doc__, **fields)
 
 
-class ModelSection(dg.Config):
-    name: str = QUICK["model"]["name"]
-    params: dict[str, Any] = Field(default_factory=lambda: dict(QUICK["model"]["params"]))
-
-
-class LossSection(dg.Config):
-    name: str = QUICK["loss"]["name"]
-    params: dict[str, Any] = Field(default_factory=lambda: dict(QUICK["loss"]["params"]))
-
-
-class TrainingSection(dg.Config):
-    epochs: int = QUICK["training"]["epochs"]
-    lr: float = QUICK["training"]["lr"]
-    weight_decay: float = QUICK["training"]["weight_decay"]
-    grad_clip: float = QUICK["training"]["grad_clip"]
-    use_amp: bool = QUICK["training"]["use_amp"]
-    warmup_ratio: float = QUICK["training"]["warmup_ratio"]
-    save_every: int = QUICK["training"]["save_every"]
-
-
-class OutputSection(dg.Config):
-    dir: str = "outputs"
-    log_file: str = "train_log.txt"
-
-
-class TrainedModelConfig(dg.Config):
-    """configs/*.yaml in the launchpad: defaults are configs/quick.yaml (CPU, minutes)."""
-
-    seed: int = QUICK["seed"]
-    data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    loss: LossSection = Field(default_factory=LossSection)
-    training: TrainingSection = Field(default_factory=TrainingSection)
-    output: OutputSection = Field(default_factory=OutputSection)
-
-    def as_dict(self) -> dict:
-        return self.model_dump()
+TrainedModelConfig = launchpad_class(RunConfig, RunConfig(**load_config(LAUNCHPAD_PRESET)), "TrainedModelConfig")
+TrainedModelConfig.__doc__ = f"configs/*.yaml in the launchpad; the defaults are the {LAUNCHPAD_PRESET} preset (CPU, minutes)."
 
 
 def run_config_for_preset(name: str) -> dg.RunConfig:
-    """A RunConfig for train_job from configs/<name>.yaml (used by the schedule and the demo)."""
+    """A RunConfig for train_job from a packaged preset (used by the schedule and the demo)."""
     return dg.RunConfig({"trained_model": TrainedModelConfig(**load_config(name))})
+
+
+def dagster_metadata(metadata: dict) -> dict:
+    kinds = {"md": dg.MetadataValue.md, "path": dg.MetadataValue.path}
+    return {key: kinds[kind](value) if kind in kinds else value for key, (kind, value) in metadata.items()}
+
+
+def report_record(context: dg.AssetExecutionContext, record: dict) -> None:
+    """A trainer record in the UI: progress as a log line, each epoch as a log line and an observation."""
+    if record["kind"] == "progress":
+        context.log.info(progress_line(record))
+    elif record["kind"] == "epoch":
+        context.log.info(log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"],
+                                  record["best_val"], record["lr"])
+                         + f" ({record['samples_per_s']:,.0f} samples/s; {record['progress']})")
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=observation_metadata(record)))
+
+
+def rank_data_args(paths: CrreconPaths, run_dir: Path, training_set: dict) -> list[str]:
+    """How the torchrun ranks find the training data: the store and the exact versions the lineage chose."""
+    set_path = write_text_atomic(run_dir / "training_set.json", json.dumps(training_set, indent=2) + "\n")
+    return ["--prepared", str(paths.prepared_path()), "--training-set", str(set_path)]
+
+
+def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augment_180: bool):
+    """The shard versions the lineage says passed their checks, loaded exactly; the others named with a reason."""
+    chosen, excluded = training_versions(context.instance, augment_180)
+    for partition, reason in excluded.items():
+        context.log.warning(f"shard {partition} left out of training: {reason}")
+    if not chosen:
+        detail = "; ".join(f"{k}: {r}" for k, r in excluded.items()) or "no shard partitions registered"
+        raise dg.Failure(description=f"nothing to train on: no shard passed its checks ({detail})", allow_retries=False)
+    with bad_input_fails_step():
+        prepared = load_prepared(paths.prepared_path(), chosen)
+    for shard, version in prepared.versions.items():  # the manifest's own record of the checks must agree
+        if not version.checks_passed:
+            raise dg.Failure(description=f"{version.path}: the manifest records failed checks; re-prepare shard {shard}",
+                             allow_retries=False)
+    context.log.info("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)"
+                                                  for k, v in prepared.training_set().items()))
+    return prepared, excluded
 
 
 BASELINE_CHECK = dg.AssetCheckSpec(
@@ -106,96 +120,78 @@ BASELINE_CHECK = dg.AssetCheckSpec(
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
                   device: TrainingDevice, model_checks: ModelChecks):
-    try:
-        cfg = validate(config.as_dict(), "run config")
-    except ValueError as exc:
-        raise dg.Failure(description=str(exc)) from None
+    with bad_input_fails_step():
+        cfg = validate(config.model_dump(), "run config")
     prepared, excluded = training_data(context, paths, cfg["data"]["augment_180"])
+    lineage = {"training_set": dg.MetadataValue.json(prepared.training_set()),
+               "excluded_shards": dg.MetadataValue.json(excluded)}
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
     run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)
-    resume = "auto" if (run_dir / "last.pt").exists() else None
-    if resume:
-        context.log.info(f"resuming from {run_dir / 'last.pt'}")
+    if device.processes > 1:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = train_under_pipes(context, cfg, run_dir, rank_data_args(paths, run_dir, prepared.training_set()), device)
+        metadata = {key: getattr(value, "value", value) for key, value in (result.metadata or {}).items()}
+        yield dg.MaterializeResult(metadata={**result.metadata, **lineage})
+    else:
+        resume = "auto" if (run_dir / "last.pt").exists() else None
+        if resume:
+            context.log.info(f"resuming from {run_dir / 'last.pt'}")
+        with bad_input_fails_step():
+            metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume,
+                            on_record=lambda record: report_record(context, record), log=context.log.info)
+        metadata = metrics
+        yield dg.MaterializeResult(metadata={**dagster_metadata(final_metadata(metrics, cfg)), **lineage})
+    yield check_result("trained_model", "check_beats_baseline", check_beats_baseline(metadata, model_checks.max_mse_ratio))
 
-    def on_epoch(r: EpochReport) -> None:
-        context.log.info(log_line(r.epoch, r.epochs, r.train_loss, r.val_loss, r.best_val, r.lr) + f" ({r.samples_per_s:,.0f} samples/s)")
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={
-            "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "best_val": r.best_val,
-            "lr": r.lr, "samples_per_s": r.samples_per_s}))
 
-    with bad_input_fails_step():
-        if device.processes > 1:
-            metrics = train_with_torchrun(context, cfg, paths, run_dir, device, prepared.training_set())
+class RecordRelay(dg.PipesTempFileMessageReader):
+    """Pipes custom messages carry the trainer's records: hand each to `on_record` as it arrives (live), instead
+    of collecting them until the process ends."""
+
+    def __init__(self, on_record):
+        super().__init__()
+        self.on_record = on_record
+
+    @contextmanager
+    def read_messages(self, handler):
+        with super().read_messages(_Relay(handler, self.on_record)) as params:
+            yield params
+
+
+class _Relay:
+    def __init__(self, handler, on_record):
+        self._handler, self._on_record = handler, on_record
+
+    def handle_message(self, message) -> None:
+        if message["method"] == "report_custom_message":
+            self._on_record(message["params"]["payload"])
         else:
-            metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume, on_epoch=on_epoch, log=context.log.info)
-    check = check_beats_baseline(metrics, model_checks.max_mse_ratio)
-    yield dg.MaterializeResult(metadata={
-        "training_set": dg.MetadataValue.json(prepared.training_set()),
-        "excluded_shards": dg.MetadataValue.json(excluded),
-        "val_mse": metrics["val_mse"],
-        "baseline_val_mse": metrics["baseline_val_mse"],
-        "mse_vs_baseline": metrics["val_mse"] / metrics["baseline_val_mse"],
-        "val_pearson": metrics["val_pearson"],
-        "val_mae": metrics["val_mae"],
-        "epochs_completed": metrics["epochs_completed"],
-        "best_epoch": metrics["best_epoch"],
-        "n_params": metrics["n_params"],
-        "samples_per_s": metrics["samples_per_s"],
-        "device": metrics["device"],
-        "train_samples": metrics["train_samples"],
-        "val_samples": metrics["val_samples"],
-        "model": cfg["model"]["name"],
-        "loss": cfg["loss"]["name"],
-        "checkpoint": dg.MetadataValue.path(metrics["best_checkpoint"]),
-        "run_dir": dg.MetadataValue.path(metrics["run_dir"]),
-        "loss_curves": dg.MetadataValue.md(markdown_image(run_dir / "loss_curves.png", "loss curves")),
-        "predictions": dg.MetadataValue.md(markdown_image(run_dir / "predictions.png", "true vs predicted spectra")),
-    })
-    yield check_result("trained_model", "check_beats_baseline", check)
+            self._handler.handle_message(message)
+
+    def __getattr__(self, name):
+        return getattr(self._handler, name)
 
 
-def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augment_180: bool):
-    """The shard versions the lineage says passed their checks, loaded exactly; the others named with a reason."""
-    chosen, excluded = training_versions(context.instance, augment_180)
-    for partition, reason in excluded.items():
-        context.log.warning(f"shard {partition} left out of training: {reason}")
-    if not chosen:
-        detail = "; ".join(f"{k}: {r}" for k, r in excluded.items()) or "no shard partitions registered"
-        raise dg.Failure(description=f"nothing to train on: no shard passed its checks ({detail})")
-    with bad_input_fails_step():
-        prepared = load_prepared(paths.prepared_path(), chosen)
-    for shard, version in prepared.versions.items():  # the manifest's own record of the checks must agree
-        if not version.checks_passed:
-            raise dg.Failure(description=f"{version.path}: the manifest records failed checks; re-prepare shard {shard}")
-    context.log.info("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in prepared.training_set().items()))
-    return prepared, excluded
-
-
-def train_with_torchrun(context: dg.AssetExecutionContext, cfg: dict, paths: CrreconPaths, run_dir: Path,
-                        device: TrainingDevice, training_set: dict) -> dict:
-    """Data-parallel training in `device.processes` ranks; the epochs stream to the UI from rank 0's log."""
+def train_under_pipes(context: dg.AssetExecutionContext, cfg: dict, run_dir: Path, data_args: list[str],
+                      device: TrainingDevice) -> dg.MaterializeResult:
+    """Data-parallel training in `device.processes` torchrun ranks; rank 0 reports through Dagster Pipes."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "run_config.yaml"
-    write_text_atomic(config_path, yaml.safe_dump(cfg, sort_keys=False))
-    log_path = run_dir / cfg["output"]["log_file"]
-    seen = {r["epoch"] for r in parse_train_log(log_path)} if log_path.exists() else set()
-    set_path = write_text_atomic(run_dir / "training_set.json", json.dumps(training_set, indent=2) + "\n")
-    command = torchrun_command(config_path, paths.prepared_path(), run_dir, device.processes, device.device, set_path)
+    config_path = write_text_atomic(run_dir / "run_config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    errors: list[str] = []
+
+    def on_record(record: dict) -> None:
+        if record.get("kind") == "error":
+            errors.append(record["message"])
+        else:
+            report_record(context, record)
+
+    command = torchrun_command(device.processes, "crrecon_pipeline.defs.pipes_worker",
+                               ["--config", str(config_path), *data_args, "--out", str(run_dir), "--device", device.device])
     context.log.info(" ".join(command))
-    with open(run_dir / "torchrun.log", "a") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        while True:
-            done = proc.poll() is not None
-            for r in parse_train_log(log_path) if log_path.exists() else []:
-                if r["epoch"] not in seen:
-                    seen.add(r["epoch"])
-                    context.log.info(log_line(r["epoch"], r["total"], r["train_loss"], r["val_loss"], r["best_val"], r["lr"]))
-                    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={
-                        k: r[k] for k in ("epoch", "train_loss", "val_loss", "best_val", "lr")}))
-            if done:
-                break
-            time.sleep(2)
-    if proc.returncode != 0:
-        tail = (run_dir / "torchrun.log").read_text().strip().splitlines()[-1:] or ["no output"]
-        raise dg.Failure(description=f"torchrun exited with {proc.returncode}: {tail[0]} (see {run_dir / 'torchrun.log'})")
-    return json.loads((run_dir / "metrics.json").read_text())
+    try:
+        invocation = dg.PipesSubprocessClient(message_reader=RecordRelay(on_record)).run(context=context, command=command)
+    except Exception:  # DagsterPipesExecutionError (not exported): the ranks exited with an error
+        if errors:  # bad input reported by rank 0: its one line, not the launcher's traceback; retrying won't help
+            raise dg.Failure(description=errors[-1], allow_retries=False) from None
+        raise
+    return invocation.get_materialize_result()

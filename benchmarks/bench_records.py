@@ -1,0 +1,59 @@
+"""Cost of the structured metrics per epoch (10 progress records + 1 epoch record with its fsync, to metrics.jsonl
+and through the observation builder) against one training epoch of the quick preset on the same machine, timed
+alternately.
+
+    python benchmarks/bench_records.py [--rows 1000] [--repeats 3]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from crrecon_pipeline import records  # noqa: E402
+from crrecon_pipeline.config import load_config  # noqa: E402
+from crrecon_pipeline.data import load_prepared, preprocess  # noqa: E402
+from crrecon_pipeline.reporting import observation_metadata, progress_line  # noqa: E402
+from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
+from crrecon_pipeline.training import train  # noqa: E402
+
+
+def records_of_one_epoch(folder: Path, epoch: int, clock: records.Clock) -> float:
+    def sink(record):  # what the Dagster layer does with each record, minus the event write itself
+        observation_metadata(record) if record["kind"] == "epoch" else progress_line(record)
+
+    t = time.perf_counter()
+    with records.MetricsLog(folder / records.FILENAME, sink) as log:
+        for b in range(1, 11):
+            log.emit({"kind": "progress", "epoch": epoch, "epochs": 30, "batch": b, "batches": 10} | clock.stamp(epoch, b / 10))
+        log.emit({"kind": "epoch", "epoch": epoch, "epochs": 30, "train_loss": 0.01, "val_loss": 0.01, "best_val": 0.01,
+                  "lr": 1e-3, "samples_per_s": 800.0, "seconds": 5.0} | clock.stamp(epoch, 1.0))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_dataset(tmp / "raw", args.rows, 1, SimulationSettings(seed=1))
+        preprocess(tmp / "raw", tmp / "prepared")
+        prepared = load_prepared(tmp / "prepared")
+        config = load_config("quick", ["training.epochs=1"])
+        clock = records.Clock(1, 30)
+        epoch_s, record_s = [], []
+        for i in range(args.repeats):  # alternate: one training epoch, then one epoch's records
+            m = train(config, prepared, tmp / f"run{i}", device="cpu", log=lambda msg: None)
+            epoch_s.append(m["seconds_per_epoch"])
+            record_s.append(records_of_one_epoch(tmp, i + 1, clock))
+        e, r = min(epoch_s), min(record_s)
+        print(f"quick epoch on {args.rows} rows: {e:.2f} s (min of {args.repeats}); records per epoch: "
+              f"{r * 1e3:.2f} ms = {r / e:.3%} of an epoch (target <= 1 %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""One torchrun rank started by trained_model through Dagster Pipes (`python -m crrecon_pipeline.defs.pipes_worker`).
+
+Every rank trains; rank 0 alone opens the Pipes session and sends the trainer's records (progress, epoch, final)
+as custom messages, which the asset turns into the same log lines and observations as a single-process run, and
+reports the final metadata (reporting.final_metadata: the same keys). A bad input ends with one line, sent to the
+asset as an {"kind": "error"} record, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..config import load_config
+from ..data import read_training_set
+from ..errors import USER_ERRORS, one_line
+from ..reporting import final_metadata
+from ..training import train_from_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="crrecon_pipeline.defs.pipes_worker")
+    p.add_argument("--config", required=True)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--training-set", default=None, help="JSON {shard: version}: the lineage's exact versions")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def pipes_metadata(metadata: dict[str, tuple[str, object]]) -> dict:
+    return {key: {"raw_value": value, "type": kind} for key, (kind, value) in metadata.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run(on_record, log):
+        config = load_config(args.config)
+        versions = read_training_set(args.training_set) if args.training_set else None
+        metrics = train_from_config(config, args.out, prepared_dir=args.prepared, resume="auto", device=args.device,
+                                    on_record=on_record, log=log, versions=versions)
+        return config, metrics
+
+    if os.environ.get("RANK", "0") != "0":
+        try:
+            run(None, lambda msg: None)
+        except USER_ERRORS as exc:
+            print(f"rank {os.environ.get('RANK')}: {one_line(exc)}", file=sys.stderr)
+            return 2
+        return 0
+
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        try:
+            config, metrics = run(pipes.report_custom_message, pipes.log.info)
+        except USER_ERRORS as exc:
+            pipes.report_custom_message({"kind": "error", "message": one_line(exc)})
+            return 2
+        pipes.report_asset_materialization(metadata=pipes_metadata(final_metadata(metrics, config)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

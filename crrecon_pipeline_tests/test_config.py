@@ -1,0 +1,133 @@
+"""The one config schema: presets shipped in the package, bad configs refused in one line naming the dotted key
+(CLI exit 2, launchpad step failure), and the launchpad mirroring the schema with the quick preset's values."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from crrecon_pipeline import cli
+from crrecon_pipeline.config import DEFAULTS, RunConfig, load_config, preset_names, preset_text, validate
+from crrecon_pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_packaged_presets_are_the_user_facing_copies():
+    user = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+    assert user == preset_names() and "quick" in user
+    for name in user:
+        assert (REPO / "configs" / f"{name}.yaml").read_text() == preset_text(name), name
+        assert load_config(name) == load_config(REPO / "configs" / f"{name}.yaml")
+
+
+def test_defaults_live_in_the_schema_and_fill_missing_keys(tmp_path):
+    partial = tmp_path / "p.yaml"
+    partial.write_text("training: {epochs: 3}\n")
+    cfg = load_config(partial)
+    assert cfg["training"]["epochs"] == 3 and cfg["training"]["lr"] == DEFAULTS["training"]["lr"]
+    assert cfg == RunConfig(training={"epochs": 3}).model_dump()
+
+
+BAD = [  # (--set ..., the key the one-line error must name)
+    (["training.epoch=1"], "training.epoch: unknown key"),
+    (["trainng.epochs=4"], "trainng: unknown key"),
+    (["training=5"], "training: must be a section"),
+    (["data=null"], "data: must be a section"),
+    (["x={"], "--set x: invalid YAML"),
+    (["training.epochs=[1]"], "training.epochs"),
+    (["training.epochs=null"], "training.epochs"),
+    (["training.epochs=0"], "training.epochs"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["data.train_ratio=1"], "data.train_ratio"),
+    (["training.lr=.inf"], "training.lr: must be a finite number"),
+    (["training.lr=0"], "training.lr"),
+    (["model.name=nope"], "model.name: unknown model"),
+    (["model.params.depth=3"], "model.params.depth: not a parameter of model cnn_xattn"),
+    (["loss.params.w_smooth=1"], "loss.params.w_smooth: not a parameter of loss mse_pearson"),
+    (["model.params.out_len=20"], "model.params.out_len"),
+    (["output.log_file=/tmp/evil.txt"], "output.log_file: must be a relative path"),
+    (["output.log_file=../evil.txt"], "output.log_file: must stay inside the run folder"),
+    (["output.dir=a/../../b"], "output.dir: must stay inside the run folder"),
+    (["training.epochs"], "--set expects key=value"),
+]
+
+
+@pytest.mark.parametrize("sets,expected", BAD, ids=[b[0][0] for b in BAD])
+def test_bad_config_is_one_line_exit_2(sets, expected, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--config", "quick", "--out", str(out), "--device", "cpu"] + sum((["--set", s] for s in sets), [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not out.exists(), "nothing is written for a refused config"
+
+
+def test_bad_yaml_files_are_one_line(tmp_path, capsys):
+    cases = {"typo.yaml": ("training: {epoch: 1}\n", "training.epoch: unknown key"),
+             "list.yaml": ("- 1\n- 2\n", "a config must be a mapping"),
+             "broken.yaml": ("training: {epochs: [\n", "invalid YAML"),
+             "section.yaml": ("model: 5\n", "model: must be a section")}
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert cli.main(["train", "--config", str(tmp_path / name), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and name in err and expected in err, err
+    assert cli.main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_constructor_binding_accepts_every_preset_and_checks_names():
+    for name in preset_names():
+        validate(load_config(name), name)
+    with pytest.raises(ConfigError, match="model.params.nhead: not a parameter of model cnn_gru"):
+        load_config("quick", ["model.name=cnn_gru"])  # quick's params are cnn_xattn's
+
+
+def test_launchpad_mirrors_the_schema_with_the_quick_preset():
+    from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
+
+    quick = load_config("quick")
+    shape = trained_model.op.config_schema.as_field().config_type
+    assert set(shape.fields) == set(RunConfig.model_fields)
+    for section in ("data", "model", "loss", "training", "output"):
+        fields = shape.fields[section].config_type.fields
+        assert set(fields) == set(RunConfig.model_fields[section].annotation.model_fields)
+        for key, field in fields.items():
+            assert field.default_provided and field.default_value == quick[section][key], (section, key)
+    assert shape.fields["model"].config_type.fields["params"].default_value["channels"] == [16, 24, 32, 48, 64]
+    assert TrainedModelConfig().model_dump() == quick
+
+
+def test_launchpad_run_config_is_validated_by_the_schema(tmp_path):
+    from crrecon_pipeline.defs.assets.training import trained_model
+    from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
+
+    for override, expected in (({"training": {"lr": float("inf")}}, "training.lr"),
+                               ({"output": {"log_file": "../../x.txt"}}, "output.log_file"),
+                               ({"model": {"params": {"depth": 3}}}, "model.params.depth")):
+        result = dg.materialize([trained_model], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                resources={"paths": CrreconPaths(home=str(tmp_path)), "device": TrainingDevice(device="cpu"),
+                                           "model_checks": ModelChecks()},
+                                run_config={"ops": {"trained_model": {"config": override}}})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        description = failure.step_failure_data.user_failure_data.description
+        assert expected in description and len(description.splitlines()) == 1, description
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.txt"))
+
+
+def test_unknown_launchpad_keys_are_refused_before_the_run(tmp_path):
+    from crrecon_pipeline.defs.assets.training import trained_model
+    from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match="epoch"):
+        dg.materialize([trained_model], resources={"paths": CrreconPaths(home=str(tmp_path)), "device": TrainingDevice(), "model_checks": ModelChecks()},
+                       run_config={"ops": {"trained_model": {"config": {"training": {"epoch": 1}}}}})
+
+
+def test_next_run_yaml_round_trips(tmp_path):
+    cfg = load_config("default", ["training.epochs=4"])
+    (tmp_path / "n.yaml").write_text(yaml.safe_dump(cfg))
+    assert load_config(tmp_path / "n.yaml") == cfg
