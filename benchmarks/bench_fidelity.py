@@ -1,7 +1,7 @@
 """How close the two simulator fidelities come to a rigorous scalar solution (benchmarks/scalar_rcwa.py), in the
 geometry of the issue's rigorous set (1.6 um cell, 0.6 um SiN-like pillars on SiO2, detector 1.2 um below).
 
-    python benchmarks/bench_fidelity.py [--rows 6] [--wavelengths 16] [--orders 12]
+    python benchmarks/bench_fidelity.py [--rows 6] [--wavelengths 16] [--orders 12]    (~4-14 min on 2 cores)
 
 Metrics, over rows x wavelengths: correlation of the routing signal R - B, mean per-spectrum Pearson, MSE / the
 mean-spectrum baseline's MSE, the same after one global least-squares scale, and the mean transmitted power.

@@ -1,6 +1,7 @@
 """Fast color-router simulator: scalar thin element + angular spectrum, exact quadrant flux.
 
-See ../shared/PHYSICS.md (and the README) for the model and its limits. The speed comes from three facts:
+See ../shared/PHYSICS.md (and the README) for the model and its limits. PhysicsParams.fidelity picks the model:
+"thin" (here) or "multislice" (multislice.py); make_plan / simulate_power / simulate_spectra serve both. The speed comes from three facts:
 the pattern is binary, so ONE partial DFT of it serves all wavelengths; only a handful of diffraction orders
 propagate (|m|, |n| <= L n_s / lambda); and the quadrant integrals reduce to two small real GEMMs against a
 fixed antisymmetric matrix O per wavelength group, batched over (structures x wavelengths).
