@@ -23,6 +23,8 @@ def _pattern_coefficients(s: np.ndarray, span: int) -> np.ndarray:
 
 def scalar_rcwa_power(structure: np.ndarray, params: PhysicsParams, lam_um: np.ndarray, orders: int = 8) -> np.ndarray:
     """R, G, B (3, len(lam)) of the exact scalar solution with Fourier orders |m|, |n| <= `orders`."""
+    if orders < max_order(params, float(np.min(lam_um))):
+        raise ValueError(f"scalar RCWA: orders={orders} is fewer than the propagating orders at {np.min(lam_um)} um")
     s_hat = _pattern_coefficients(np.asarray(structure).reshape(N_PIX, N_PIX), 2 * orders)
     m = np.arange(-orders, orders + 1)
     mm, nn = np.meshgrid(m, m, indexing="ij")
