@@ -1,5 +1,6 @@
 """The multiscale loss, term by term on small hand-made spectra."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,3 +55,14 @@ def test_gradient_flows_and_bad_parameters_are_one_line():
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="multiscale"):
         get_loss("multiscale", w_d3=1.0)
+
+
+def test_a_run_config_can_train_with_it(prepared_dir, tmp_path):
+    """Registered by name: `loss: {name: multiscale}` in a run config trains (tiny model, two epochs)."""
+    from crrecon_pipeline.training import train_from_config
+
+    from .test_training import tiny_config
+
+    config = tiny_config("training.epochs=2", "loss.name=multiscale", "loss.params={w_d2: 0.5}")
+    metrics = train_from_config(config, out_dir=tmp_path / "run", prepared_dir=prepared_dir, device="cpu")
+    assert metrics["epochs_completed"] == 2 and np.isfinite(metrics["val_mse"])
