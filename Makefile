@@ -36,6 +36,7 @@ validate: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_simulator.py --fidelity multislice --naive-rows 1
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_records.py

@@ -26,21 +26,42 @@ def _progress(total: int, desc: str, unit: str = "row"):
     return bar, bar.update
 
 
+GEOMETRY_FLAGS = {"period_um": "unit cell period L (um)", "height_um": "pillar height h (um)",
+                  "depth_um": "detector depth z below the pillars (um)", "n_substrate": "index of the medium below",
+                  "cauchy_a": "pillar index n = A + B / lambda^2: A", "cauchy_b": "B (um^2)",
+                  "multislice_slices": "slices through the layer (multislice)"}
+
+
 def cmd_simulate(args) -> dict:
     from .physics import PhysicsParams
     from .structures import StructureParams
-    from .synthetic import SimulationSettings, write_dataset
+    from .synthetic import SimulationSettings, simulate_structures_file, write_dataset
 
-    if not 1 <= args.shards <= args.rows:
+    if not (args.structures is not None or args.rows is None or 1 <= args.shards <= args.rows):
         raise ConfigError(f"--rows {args.rows} --shards {args.shards}: need 1 <= shards <= rows")
-    settings = SimulationSettings(seed=args.seed, physics=PhysicsParams(),
+    given = {k: getattr(args, k) for k in GEOMETRY_FLAGS if getattr(args, k) is not None}  # unset: PHYSICS.md default
+    physics = PhysicsParams(fidelity=args.fidelity, **given)
+    settings = SimulationSettings(seed=args.seed, physics=physics,
                                   structures=StructureParams(unfinished_fraction=args.unfinished_fraction))
-    bar, update = _progress(args.rows, "simulate")
     t0 = time.perf_counter()
-    with bar:
-        files = write_dataset(args.out, args.rows, args.shards, settings, chunk=args.chunk, device=args.device, progress=update)
-    rate = args.rows / (time.perf_counter() - t0)
-    return {"rows": args.rows, "shards": len(files), "out": str(Path(args.out).resolve()), "rows_per_s": round(rate, 1)}
+    if args.structures is not None:
+        from .npyio import read_header
+
+        rows = read_header(args.structures).shape[0]
+        bar, update = _progress(rows, "simulate")
+        with bar:
+            files = [simulate_structures_file(args.structures, args.out, settings, chunk=args.chunk, device=args.device,
+                                              progress=update)]
+    else:
+        if args.rows is None:
+            raise ValueError("simulate: give --rows N (generated structures) or --structures S.npy")
+        rows = args.rows
+        bar, update = _progress(rows, "simulate")
+        with bar:
+            files = write_dataset(args.out, rows, args.shards, settings, chunk=args.chunk, device=args.device, progress=update)
+    rate = rows / (time.perf_counter() - t0)
+    return {"rows": rows, "shards": len(files), "out": str(Path(args.out).resolve()), "fidelity": args.fidelity,
+            "rows_per_s": round(rate, 1)}
 
 
 def cmd_preprocess(args) -> dict:
@@ -126,10 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="write seed-format raw shards from the built-in simulator")
     s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--rows", required=True, type=int)
+    s.add_argument("--rows", type=int, help="generated structures (or --structures)")
+    s.add_argument("--structures", type=Path, help="simulate these structures (.npy, (N,[1,]128,128), {0,1}) into shard 0")
     s.add_argument("--shards", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--unfinished-fraction", type=float, default=0.47)
+    s.add_argument("--fidelity", choices=["thin", "multislice"], default="thin",
+                   help="thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous)")
+    for name, text in GEOMETRY_FLAGS.items():
+        s.add_argument("--" + name.replace("_", "-").replace("multislice-", ""), dest=name,
+                       type=int if name == "multislice_slices" else float, help=f"{text}; default as in PHYSICS.md")
     s.add_argument("--chunk", type=int, default=1024, help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_simulate)

@@ -1,6 +1,7 @@
 """Fast color-router simulator: scalar thin element + angular spectrum, exact quadrant flux.
 
-See ../shared/PHYSICS.md (and the README) for the model and its limits. The speed comes from three facts:
+See ../shared/PHYSICS.md (and the README) for the model and its limits. PhysicsParams.fidelity picks the model:
+"thin" (here) or "multislice" (multislice.py); make_plan / simulate_power / simulate_spectra serve both. The speed comes from three facts:
 the pattern is binary, so ONE partial DFT of it serves all wavelengths; only a handful of diffraction orders
 propagate (|m|, |n| <= L n_s / lambda); and the quadrant integrals reduce to two small real GEMMs against a
 fixed antisymmetric matrix O per wavelength group, batched over (structures x wavelengths).
@@ -19,6 +20,7 @@ import torch
 
 N_PIX = 128
 N_WAVELENGTHS = 301
+FIDELITIES = ("thin", "multislice")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,26 @@ class PhysicsParams:
     wavelength_min_nm: float = 400.0
     wavelength_max_nm: float = 700.0
     n_wavelengths: int = N_WAVELENGTHS
+    fidelity: str = "thin"  # "thin" (this module) or "multislice" (multislice.py: wave propagation in slices)
+    multislice_slices: int = 40  # slices through the pillar layer
+    multislice_step_nm: float = 10.0  # wavelength sub-grid of the layer solve, interpolated to every sample
+    multislice_grid: int = N_PIX  # lateral samples per side inside the layer (a multiple or divisor of 128)
+
+    def __post_init__(self):
+        if self.fidelity not in FIDELITIES:
+            raise ValueError(f"physics fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+        for name in ("period_um", "height_um", "n_substrate", "cauchy_a", "n_low", "multislice_step_nm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"physics {name} must be positive, got {getattr(self, name)}")
+        if self.depth_um < 0 or self.multislice_slices < 1:
+            raise ValueError(f"physics depth_um must be >= 0 and multislice_slices >= 1, got {self.depth_um}, {self.multislice_slices}")
+        g = self.multislice_grid
+        if g < 8 or not (g % N_PIX == 0 or N_PIX % g == 0):
+            raise ValueError(f"physics multislice_grid must divide or be a multiple of {N_PIX}, got {g}")
+
+    def n_high(self, lam_um):
+        """Pillar index (Cauchy) at wavelengths in um."""
+        return self.cauchy_a + self.cauchy_b / np.asarray(lam_um) ** 2
 
     def wavelengths_um(self) -> np.ndarray:
         return np.linspace(self.wavelength_min_nm, self.wavelength_max_nm, self.n_wavelengths) / 1000.0
@@ -156,8 +178,13 @@ class SimulationPlan:
     groups: list[_Group] = field(default_factory=list)
 
 
-def make_plan(params: PhysicsParams | None = None, device: str | torch.device = "cpu") -> SimulationPlan:
+def make_plan(params: PhysicsParams | None = None, device: str | torch.device = "cpu"):
+    """The plan of params.fidelity: a SimulationPlan (thin) or a multislice.MultislicePlan."""
     params = params or PhysicsParams()
+    if params.fidelity == "multislice":
+        from .multislice import make_multislice_plan
+
+        return make_multislice_plan(params, device)
     device = torch.device(device)
     lam = params.wavelengths_um()
     orders = np.array([max_order(params, float(x)) for x in lam])
@@ -207,15 +234,45 @@ def _real_spectrum(s: torch.Tensor, plan: SimulationPlan) -> torch.Tensor:
     return torch.cat([sr[:, k * n + k:k * n + k + 1], sr[:, flat], si[:, flat]], dim=1)
 
 
-def simulate_power(structures, plan: SimulationPlan | None = None) -> torch.Tensor:
-    """Positive power fractions (B, 3, n_wavelengths) float32 for binary structures (B, [1,] 128, 128)."""
-    plan = plan or make_plan()
+def binary_batch(structures, device: torch.device) -> torch.Tensor:
+    """(B, 128, 128) float32 {0, 1} on `device` from (B, [1,] 128, 128) structures of any encoding (non-zero = 1)."""
     s = structures if torch.is_tensor(structures) else torch.as_tensor(np.asarray(structures))
     if s.dim() == 4:
         s = s[:, 0]
     if s.dim() != 3 or tuple(s.shape[1:]) != (N_PIX, N_PIX):
         raise ValueError(f"structures must be (B, 128, 128) or (B, 1, 128, 128), got {tuple(s.shape)}")
-    s = (s.to(plan.device) != 0).to(torch.float32)
+    return (s.to(device) != 0).to(torch.float32)
+
+
+def quadrant_fluxes(c: torch.Tensor, weight: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
+    """Exact power E_ab (..., 2, 2) through quadrant (a, b) from the orders c (..., n, n) at the detector plane.
+
+    weight (..., n, n): each order's z-flux per |c|^2 (0 for evanescent ones); a0 = half_period_matrix(k).
+    E_ab = Re sum(W C * (A^a conj(C) A^b^T)) with A^1 = I - A^0, so two small matmuls per side suffice.
+    """
+    cc = torch.conj(c)
+    wc = weight * c
+    x0 = a0 @ cc  # A0 conj(C)
+    rows = []
+    for xa in (x0, cc - x0):  # A^a conj(C)
+        y0 = xa @ a0.transpose(0, 1)
+        rows.append(torch.stack([torch.real(wc * y).sum(dim=(-2, -1)) for y in (y0, xa - y0)], dim=-1))
+    return torch.stack(rows, dim=-2)
+
+
+def quadrant_channels(e: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 2) quadrant powers -> (..., 3) R = E00, G = (E01 + E10) / 2, B = E11."""
+    return torch.stack([e[..., 0, 0], 0.5 * (e[..., 0, 1] + e[..., 1, 0]), e[..., 1, 1]], dim=-1)
+
+
+def simulate_power(structures, plan=None) -> torch.Tensor:
+    """Positive power fractions (B, 3, n_wavelengths) float32 for binary structures (B, [1,] 128, 128)."""
+    plan = plan or make_plan()
+    s = binary_batch(structures, plan.device)
+    if plan.params.fidelity == "multislice":
+        from .multislice import multislice_power
+
+        return multislice_power(s, plan)
     r_full = _real_spectrum(s, plan)
     out = torch.empty(s.shape[0], plan.params.n_wavelengths, 3, device=plan.device)
     for g in plan.groups:
@@ -225,9 +282,10 @@ def simulate_power(structures, plan: SimulationPlan | None = None) -> torch.Tens
     return out.transpose(1, 2)
 
 
-def simulate_spectra(structures, params: PhysicsParams | None = None, plan: SimulationPlan | None = None,
-                     chunk: int = 256) -> np.ndarray:
-    """Raw-format spectra (B, 3, 301) float32: NEGATIVE transmitted fractions of R, G, B (seed convention)."""
+def simulate_spectra(structures, params: PhysicsParams | None = None, plan=None, chunk: int = 256) -> np.ndarray:
+    """Raw-format spectra (B, 3, 301) float32: NEGATIVE transmitted fractions of R, G, B (seed convention).
+
+    The fidelity is params.fidelity (or the given plan's): thin element here, multi-slice in multislice.py."""
     if plan is None:
         plan = make_plan(params)
     structures = np.asarray(structures) if not torch.is_tensor(structures) else structures

@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .npyio import AtomicNpyWriter, write_text_atomic
-from .physics import PhysicsParams, make_plan, simulate_power
+from .npyio import AtomicNpyWriter, DataError, iter_chunks, read_header, write_text_atomic
+from .physics import N_PIX, PhysicsParams, make_plan, simulate_power
 from .rawfiles import spectra_path, structure_path
 from .structures import StructureGenerator, StructureParams
 
@@ -30,6 +30,35 @@ class SimulationSettings:
 
     def to_dict(self) -> dict:
         return {"seed": self.seed, "physics": self.physics.to_dict(), "structures": self.structures.to_dict()}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "SimulationSettings":
+        """The settings of to_dict() (or of a simulation.json: its other keys are ignored), to re-simulate with them.
+
+        Keys missing from an older record take today's defaults; an unknown key is a ValueError naming it."""
+        parts = {}
+        for key, kind in (("physics", PhysicsParams), ("structures", StructureParams)):
+            values = dict(record.get(key) or {})
+            unknown = sorted(set(values) - set(kind.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"simulation settings: unknown {key} key(s) {unknown}")
+            parts[key] = kind(**values)
+        return cls(seed=int(record.get("seed", 0)), **parts)
+
+
+def settings_table(settings: SimulationSettings) -> str:
+    """The simulator settings as a markdown table (for the raw assets' metadata in the UI)."""
+    p = settings.physics
+    rows = [("fidelity", p.fidelity), ("seed", settings.seed), ("cell period L", f"{p.period_um} µm"),
+            ("pillar height h", f"{p.height_um} µm"), ("detector depth z", f"{p.depth_um} µm"),
+            ("substrate index n_s", p.n_substrate), ("pillar index", f"{p.cauchy_a} + {p.cauchy_b} / λ² (λ in µm)"),
+            ("background index", p.n_low),
+            ("wavelengths", f"{p.wavelength_min_nm:g}–{p.wavelength_max_nm:g} nm, {p.n_wavelengths} samples")]
+    if p.fidelity == "multislice":
+        rows += [("slices", p.multislice_slices), ("layer solved every", f"{p.multislice_step_nm:g} nm (spline between)"),
+                 ("layer grid", f"{p.multislice_grid} × {p.multislice_grid}")]
+    rows.append(("unfinished fraction", settings.structures.unfinished_fraction))
+    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def shard_ranges(rows: int, shards: int) -> list[tuple[int, int]]:
@@ -72,6 +101,54 @@ def write_dataset(out_dir: str | Path, rows: int, shards: int = 2, settings: Sim
     plan = make_plan(settings.physics, device)
     ranges = shard_ranges(rows, shards)
     written = [write_shard(out_dir, k, a, b, settings, chunk, device, progress, plan) for k, (a, b) in enumerate(ranges)]
-    record = settings.to_dict() | {"rows": rows, "shards": [{"shard": k, "start": a, "stop": b} for k, (a, b) in enumerate(ranges)]}
-    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2) + "\n")
+    _write_record(out_dir, settings, rows, ranges)
     return written
+
+
+def _write_record(out_dir: Path, settings: SimulationSettings, rows: int, ranges: list[tuple[int, int]], **extra) -> None:
+    """simulation.json beside the shards: the settings (SimulationSettings.from_dict reads them back) and the rows."""
+    record = settings.to_dict() | extra | {
+        "rows": rows, "shards": [{"shard": k, "start": a, "stop": b} for k, (a, b) in enumerate(ranges)]}
+    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2) + "\n")
+
+
+def _binary_rows(path: Path, rows: np.ndarray, seen: set) -> np.ndarray:
+    """A chunk of user structures as uint8 {0, 1}; values other than {0,1} / {0,255} (one encoding) are bad input."""
+    ones, full = rows == 1, rows == 255
+    if not ((rows == 0) | ones | full).all():
+        bad = rows[~((rows == 0) | ones | full)].flat[0]
+        raise DataError(f"{path}: structures must be binary {{0,1}} or {{0,255}}, found the value {bad}")
+    seen.update(v for v, hit in ((1, ones.any()), (255, full.any())) if hit)
+    if len(seen) > 1:
+        raise DataError(f"{path}: structures mix the encodings {{0,1}} and {{0,255}}")
+    return (rows != 0).astype(np.uint8)
+
+
+def simulate_structures_file(structures_file: str | Path, out_dir: str | Path, settings: SimulationSettings | None = None,
+                             chunk: int = 1024, device: str = "cpu", progress: ProgressFn | None = None) -> tuple[Path, Path]:
+    """Simulate the user's structures ((N, 1, 128, 128) or (N, 128, 128), {0,1} or {0,255}) into shard 0 of out_dir.
+
+    Streamed in chunks; both files appear only when every row is written (bad input leaves out_dir as it was).
+    Structures are written as uint8 {0,1}, every row simulated (none unfinished)."""
+    path, out_dir = Path(structures_file), Path(out_dir)
+    settings = settings or SimulationSettings()
+    header = read_header(path)
+    if header.shape[1:] not in ((1, N_PIX, N_PIX), (N_PIX, N_PIX)):
+        raise DataError(f"{path}: structures must have shape (N, 1, 128, 128) or (N, 128, 128), got {header.shape}")
+    if header.shape[0] == 0:
+        raise DataError(f"{path}: no structures in this file")
+    if not (np.issubdtype(header.dtype, np.number) or header.dtype == np.bool_):
+        raise DataError(f"{path}: structures must be numeric, got dtype {header.dtype}")
+    n, n_lam = header.shape[0], settings.physics.n_wavelengths
+    plan = make_plan(settings.physics, device)
+    seen: set = set()
+    with AtomicNpyWriter(structure_path(out_dir, 0), (n, 1, N_PIX, N_PIX), np.uint8) as ws, \
+            AtomicNpyWriter(spectra_path(out_dir, 0), (n, 3, n_lam), np.float32) as wp, torch.inference_mode():
+        for _, rows in iter_chunks(header, chunk):
+            s = _binary_rows(path, rows.reshape(len(rows), N_PIX, N_PIX), seen)
+            wp.write(-simulate_power(torch.from_numpy(s), plan).cpu().numpy())
+            ws.write(s[:, None])
+            if progress:
+                progress(len(s))
+    _write_record(out_dir, settings, n, [(0, n)], structures_file=str(path.resolve()))
+    return structure_path(out_dir, 0), spectra_path(out_dir, 0)

@@ -50,11 +50,14 @@ class SimulatorResource(dg.ConfigurableResource):
     n_substrate: float = 1.0
     cauchy_a: float = 1.996
     cauchy_b: float = 0.0166
+    fidelity: str = "thin"  # thin | multislice (slower, closer to rigorous solvers; see the README)
+    multislice_slices: int = 40
     device: str = "cpu"
 
     def settings(self) -> SimulationSettings:
         physics = PhysicsParams(period_um=self.period_um, height_um=self.height_um, depth_um=self.depth_um,
-                                n_substrate=self.n_substrate, cauchy_a=self.cauchy_a, cauchy_b=self.cauchy_b)
+                                n_substrate=self.n_substrate, cauchy_a=self.cauchy_a, cauchy_b=self.cauchy_b,
+                                fidelity=self.fidelity, multislice_slices=self.multislice_slices)
         return SimulationSettings(seed=self.seed, physics=physics,
                                   structures=StructureParams(unfinished_fraction=self.unfinished_fraction))
 

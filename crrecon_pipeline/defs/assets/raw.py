@@ -8,7 +8,7 @@ import json
 import dagster as dg
 
 from ...quality import raw_checks, scan_raw_shard
-from ...synthetic import write_shard
+from ...synthetic import settings_table, write_shard
 from ..partitions import shards
 from ..progress import LogProgress
 from ..resources import CrreconPaths, FilterSettings, SimulatorResource
@@ -47,8 +47,9 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         context.log.info(f"simulating shard {shard}: rows {start}..{stop - 1} of seed {settings.seed} into {raw_dir}")
         write_shard(raw_dir, shard, start, stop, settings, device=simulator.device,
                     progress=LogProgress(context.log, stop - start, f"simulate shard {shard}"))
-        sim_meta = {"source": "built-in simulator", "simulation_settings": dg.MetadataValue.json(
-            settings.to_dict() | {"rows": [start, stop]})}
+        sim_meta = {"source": "built-in simulator", "simulator_fidelity": settings.physics.fidelity,
+                    "simulator": dg.MetadataValue.md(settings_table(settings)),
+                    "simulation_settings": dg.MetadataValue.json(settings.to_dict() | {"rows": {"start": start, "stop": stop}})}
     else:
         sim_meta = {"source": "CRRECON_RAW_DIR"}
     with bad_input_fails_step():
