@@ -44,10 +44,11 @@ def plot_loss_curves(history: list[dict], path: str | Path) -> Path:
 
 
 def plot_predictions(structures: np.ndarray, true: np.ndarray, pred: np.ndarray | None, wavelengths_nm: np.ndarray,
-                     path: str | Path, title: str = "Validation structures: true (solid) vs predicted (dashed)") -> Path:
-    """structures (n, 128, 128), true/pred (n, 2, 2, L)."""
+                     path: str | Path, title: str = "Validation structures: true (solid) vs predicted (dashed)",
+                     labels: list[str] | None = None) -> Path:
+    """structures (n, 128, 128), true/pred (n, 2, 2, L); labels: an optional title per row."""
     n = len(structures)
-    fig, axes = plt.subplots(n, 2, figsize=(8, 2.3 * n), gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(8, (2.3 if labels is None else 2.7) * n), gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(structures[i].T, cmap="gray_r", origin="lower", extent=(0, 2, 0, 2))
         axes[i, 0].axhline(1, color="tab:orange", lw=0.8)
@@ -60,9 +61,31 @@ def plot_predictions(structures: np.ndarray, true: np.ndarray, pred: np.ndarray 
                 ax.plot(wavelengths_nm, pred[i, a, b], color=color, ls="--")
         ax.set_ylabel("power fraction")
         ax.grid(alpha=0.3)
+        if labels is not None:
+            ax.set_title(labels[i], fontsize=9)
     axes[-1, 1].set_xlabel("wavelength (nm)")
     axes[0, 1].legend(ncol=4, fontsize=8)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_design_progress(history: list[dict], path: str | Path, reference: float | None = None) -> Path:
+    """Surrogate efficiency of the (projected) designs per optimization step, with the tanh sharpness beta."""
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(steps, [h["mean_efficiency"] for h in history], label="mean over designs")
+    ax.plot(steps, [h["max_efficiency"] for h in history], label="best design")
+    if reference is not None:
+        ax.axhline(reference, color="gray", ls=":", label="best training structure (true)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("routing efficiency (surrogate)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax_beta = ax.twinx()
+    ax_beta.plot(steps, [h["beta"] for h in history], color="gray", lw=0.8)
+    ax_beta.set_yscale("log")
+    ax_beta.set_ylabel("projection sharpness beta", color="gray")
+    fig.suptitle("Inverse design through the surrogate")
     return _save(fig, path)
 
 
