@@ -6,11 +6,12 @@ from pathlib import Path
 import dagster as dg
 
 from .defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
+from .defs.assets.design import designed_structures
 from .defs.assets.prepared import filtered_bayer, rotated_bayer
 from .defs.assets.raw import raw_shard
 from .defs.assets.training import check_beats_baseline, trained_model
 from .defs.checks import data_checks
-from .defs.jobs import prepare_data_job, train_job
+from .defs.jobs import design_job, prepare_data_job, train_job
 from .defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
 from .defs.schedules import weekly_retraining
 from .defs.sensors import new_shard_sensor
@@ -32,9 +33,10 @@ def _env(name: str, default: str):
 
 
 defs = dg.Definitions(
-    assets=[raw_shard, filtered_bayer, rotated_bayer, trained_model, training_log_analysis, run_comparison, dataset_profile],
+    assets=[raw_shard, filtered_bayer, rotated_bayer, trained_model, training_log_analysis, run_comparison, dataset_profile,
+            designed_structures],
     asset_checks=[*data_checks, check_beats_baseline],
-    jobs=[prepare_data_job, train_job],
+    jobs=[prepare_data_job, train_job, design_job],
     schedules=[weekly_retraining],
     sensors=[new_shard_sensor],
     executor=_executor(),

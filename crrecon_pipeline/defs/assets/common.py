@@ -27,3 +27,11 @@ def check_result(asset: str, name: str, outcome: CheckOutcome) -> dg.AssetCheckR
         metadata=outcome.metadata,
         severity=dg.AssetCheckSeverity.WARN if outcome.warn_only else dg.AssetCheckSeverity.ERROR,
     )
+
+
+def latest_metadata(context, asset: str) -> dict:
+    """The latest materialization's metadata of `asset` (plain values), or a Failure naming what is missing."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None:
+        raise dg.Failure(description=f"{asset} has no materialization yet")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}

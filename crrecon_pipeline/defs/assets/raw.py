@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 
+from ...npyio import write_text_atomic
 from ...quality import check_binary_structures, check_finite_spectra, check_sign_convention, scan_raw_shard
 from ...synthetic import write_shard
 from ..partitions import shards
@@ -43,6 +44,8 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         context.log.info(f"simulating shard {shard}: rows {start}..{stop - 1} of seed {settings.seed} into {raw_dir}")
         write_shard(raw_dir, shard, start, stop, settings, device=simulator.device,
                     progress=LogProgress(context.log, stop - start, f"simulate shard {shard}"))
+        # as `crrecon simulate` does: inverse design re-simulates its designs with exactly these settings
+        write_text_atomic(raw_dir / "simulation.json", json.dumps(settings.to_dict(), indent=2) + "\n")
         sim_meta = {"source": "built-in simulator", "simulation_settings": dg.MetadataValue.json(
             settings.to_dict() | {"rows": [start, stop]})}
     else:
