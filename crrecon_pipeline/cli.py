@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prepared", required=True, type=Path, help="the prepared folder the model was trained on")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--designs", type=int, default=8)
-    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--steps", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shard-index", type=int, default=None, help="k of the written shard (default: next free in OUT)")
     s.add_argument("--blur-sigma-px", type=float, default=3.0, help="minimum feature size (periodic Gaussian blur)")

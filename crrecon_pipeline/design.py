@@ -104,7 +104,7 @@ def routing_efficiency(bayer, wavelengths_nm: np.ndarray, bands: tuple[Band, ...
 @dataclass(frozen=True)
 class DesignSettings:
     designs: int = 8
-    steps: int = 200
+    steps: int = 100
     seed: int = 0
     lr: float = 0.05
     beta_start: float = 4.0  # tanh sharpness at the first step ...
