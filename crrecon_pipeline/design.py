@@ -285,20 +285,19 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     def number(x, i):
         return None if x is None else round(float(x[i]), 6)
 
-    designs = [{"index": i, "predicted_efficiency": number(result.predicted_efficiency, i),
-                "simulated_efficiency": number(sim_eff, i), "initial_predicted_efficiency": number(result.initial_efficiency, i),
-                "fill": round(float(result.structures[i].mean()), 4),
-                "predicted_bands": dict(zip([b.name for b in settings.bands],
-                                            np.round(band_efficiencies(result.predicted[i], lam, settings.bands), 6).tolist())),
-                **({"simulated_bands": dict(zip([b.name for b in settings.bands],
-                                                np.round(band_efficiencies(simulated[i], lam, settings.bands), 6).tolist()))}
-                   if simulated is not None else {})}
-               for i in range(settings.designs)]
+    def per_band(bayer):
+        return dict(zip([b.name for b in settings.bands], np.round(band_efficiencies(bayer, lam, settings.bands), 6).tolist()))
+
+    designs = []
+    for i in range(settings.designs):
+        d = {"index": i, "predicted_efficiency": number(result.predicted_efficiency, i),
+             "simulated_efficiency": number(sim_eff, i), "initial_predicted_efficiency": number(result.initial_efficiency, i),
+             "fill": round(float(result.structures[i].mean()), 4), "predicted_bands": per_band(result.predicted[i])}
+        if simulated is not None:
+            d["simulated_bands"] = per_band(simulated[i])
+        designs.append(d)
     rank = np.argsort(-(sim_eff if sim_eff is not None else result.predicted_efficiency))
 
-    save_atomic(structure_path(out_dir, k), result.structures[:, None])
-    if raw is not None:
-        save_atomic(spectra_path(out_dir, k), raw.astype(np.float32))
     show = rank[: min(4, len(rank))]
     labels = [f"design {i}: predicted {designs[i]['predicted_efficiency']:.3f}"
               + (f", simulated {designs[i]['simulated_efficiency']:.3f}" if sim_eff is not None else "") for i in show]
@@ -308,6 +307,10 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
                      result.predicted[show] if simulated is not None else None, lam, out_dir / "designs.png",
                      title=title, labels=labels)
     plot_design_progress(result.history, out_dir / "design_progress.png", reference=best_train)
+    # the shard pair last and back to back (each file atomic), so OUT never holds a lone shard file for long
+    if raw is not None:
+        save_atomic(spectra_path(out_dir, k), raw.astype(np.float32))
+    save_atomic(structure_path(out_dir, k), result.structures[:, None])
     summary = {
         "designs": designs,
         "training_best_efficiency": round(best_train, 6),
