@@ -223,6 +223,9 @@ def recorded_simulation(prepared: Prepared, rows: int = 8) -> Recorded:
     if len(raw_dirs) != 1:
         return Recorded(None, f"prepared data comes from {len(raw_dirs)} raw folders; need exactly one with simulation.json")
     source = Path(raw_dirs[0]) / "simulation.json"
+    if not source.parent.is_dir():
+        return Recorded(None, f"{source.parent}: the raw folder the data was prepared from is not found "
+                              f"(from {Path.cwd()}): designs not simulated")
     if not source.is_file():
         return Recorded(None, f"{source}: not found (data not from the built-in simulator): designs not simulated")
     try:

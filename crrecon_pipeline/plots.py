@@ -65,6 +65,8 @@ def plot_predictions(structures: np.ndarray, true: np.ndarray, pred: np.ndarray 
             ax.set_title(labels[i], fontsize=9)
     axes[-1, 1].set_xlabel("wavelength (nm)")
     axes[0, 1].legend(ncol=4, fontsize=8)
+    if labels is not None:
+        fig.subplots_adjust(hspace=0.5)  # room for the row titles
     fig.suptitle(title)
     return _save(fig, path)
 
