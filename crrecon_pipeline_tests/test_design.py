@@ -206,3 +206,21 @@ def test_designed_structures_asset_and_check(checkpoint, prepared_dir, tmp_path)
     assert check.metadata["max_abs_gap"].value == pytest.approx(gap)
     meta, check = run(gap / 2)  # same seed, same designs, a tolerance below the gap: the check fails
     assert meta["max_abs_gap"].value == pytest.approx(gap) and not check.passed
+
+
+def test_simulator_backed_raw_asset_records_its_settings(tmp_path):
+    """The Dagster raw asset writes simulation.json beside its shards, so designs made on data prepared by the
+    asset graph are verified with the simulator resource's settings."""
+    from crrecon_pipeline.defs.assets.prepared import filtered_bayer
+    from crrecon_pipeline.defs.assets.raw import raw_shard
+    from crrecon_pipeline.defs.partitions import shards
+    from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(shards.name, ["0"])
+    simulator = SimulatorResource(rows_per_shard=80, seed=4, depth_um=2.0)
+    result = dg.materialize([raw_shard, filtered_bayer], partition_key="0", instance=instance, resources={
+        "paths": CrreconPaths(home=str(tmp_path)), "simulator": simulator, "filtering": FilterSettings()})
+    assert result.success
+    recorded = recorded_simulation(load_prepared(tmp_path / "prepared"))
+    assert recorded.settings == simulator.settings() and recorded.source == str(tmp_path / "raw" / "simulation.json")
