@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_records.py
+	$(BIN)/python benchmarks/bench_design.py
 
 clean:
 	rm -rf $(VENV) data .dagster_home/* *.egg-info

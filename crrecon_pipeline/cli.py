@@ -54,7 +54,7 @@ def cmd_simulate(args) -> dict:
                                               progress=update)]
     else:
         if args.rows is None:
-            raise ValueError("simulate: give --rows N (generated structures) or --structures S.npy")
+            raise ConfigError("simulate: give --rows N (generated structures) or --structures S.npy")
         rows = args.rows
         bar, update = _progress(rows, "simulate")
         with bar:
@@ -141,6 +141,27 @@ def cmd_predict(args) -> dict:
     return predict_file(args.checkpoint, args.structures, args.out, device=args.device)
 
 
+def cmd_design(args) -> dict:
+    from .design import DesignSettings, bayer_bands, run_design
+
+    settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed, blur_sigma_px=args.blur_sigma_px,
+                              bands=bayer_bands(_floats(args.band_edges, "--band-edges"), _floats(args.band_weights, "--band-weights")))
+    bar, update = _progress(args.steps, "design", unit="step")
+    with bar:
+        summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, args.device, update)
+    keep = ("index", "predicted_efficiency", "simulated_efficiency")
+    print(f"design: {summary['verification']}", file=sys.stderr)
+    return {"designs": [{k: d[k] for k in keep} for d in summary["designs"]],
+            "training_best_efficiency": summary["training_best_efficiency"], "out": summary["out"]}
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crrecon", description="Color-router surrogate pipeline (data, training, analysis).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -193,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("design", help="design structures with a trained surrogate; verify them with the simulator")
+    s.add_argument("--checkpoint", required=True, type=Path)
+    s.add_argument("--prepared", required=True, type=Path, help="the prepared folder the model was trained on")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--designs", type=int, default=8)
+    s.add_argument("--steps", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shard-index", type=int, default=None, help="k of the written shard (default: next free in OUT)")
+    s.add_argument("--blur-sigma-px", type=float, default=3.0, help="minimum feature size (periodic Gaussian blur)")
+    s.add_argument("--band-edges", default="400,500,600,700", help="B|G|R band boundaries in nm")
+    s.add_argument("--band-weights", default="1,1,1", help="weights of the B, G, R bands")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_design)
     return p
 
 

@@ -264,7 +264,8 @@ def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Pre
     settings = {json.dumps(PrepareSettings(**v.manifest["settings"]).identity(), sort_keys=True) for v in picked}
     if len(settings) > 1:
         raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); prepare them alike")
-    records = [v.manifest["record"] for v in picked]
+    records = [v.manifest["record"] | {"settings": v.manifest["settings"], "raw_files": [src["path"] for src in v.manifest["sources"]]}
+               for v in picked]
     offsets = np.concatenate([[0], np.cumsum([r["raw_rows"] for r in records])[:-1]])
 
     def cat(name: str) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 N_PIX = 128
 N_WAVELENGTHS = 301
 FIDELITIES = ("thin", "multislice")
@@ -44,15 +46,15 @@ class PhysicsParams:
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:
-            raise ValueError(f"physics fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+            raise ConfigError(f"physics fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
         for name in ("period_um", "height_um", "n_substrate", "cauchy_a", "n_low", "multislice_step_nm"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"physics {name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"physics {name} must be positive, got {getattr(self, name)}")
         if self.depth_um < 0 or self.multislice_slices < 1:
-            raise ValueError(f"physics depth_um must be >= 0 and multislice_slices >= 1, got {self.depth_um}, {self.multislice_slices}")
+            raise ConfigError(f"physics depth_um must be >= 0 and multislice_slices >= 1, got {self.depth_um}, {self.multislice_slices}")
         g = self.multislice_grid
         if g < 8 or not (g % N_PIX == 0 or N_PIX % g == 0):
-            raise ValueError(f"physics multislice_grid must divide or be a multiple of {N_PIX}, got {g}")
+            raise ConfigError(f"physics multislice_grid must divide or be a multiple of {N_PIX}, got {g}")
 
     def n_high(self, lam_um):
         """Pillar index (Cauchy) at wavelengths in um."""

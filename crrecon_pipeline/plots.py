@@ -75,9 +75,10 @@ def draw_structure(ax, structure: np.ndarray, period_um: float = 2.0) -> None:
 
 
 def plot_predictions(structures: np.ndarray, true: np.ndarray, pred: np.ndarray | None, wavelengths_nm: np.ndarray,
-                     path: str | Path, title: str = "Validation structures: true vs predicted spectra") -> Path:
+                     path: str | Path, title: str = "Validation structures: true vs predicted spectra",
+                     labels: list[str] | None = None) -> Path:
     """structures (n, 128, 128), true/pred (n, 2, 2, L). True spectra solid (G2 dashed: it overlaps G1 for
-    symmetric cells), predictions dotted; each row names its MSE."""
+    symmetric cells), predictions dotted; each row names its MSE, or carries its own label."""
     n = len(structures)
     fig, axes = plt.subplots(n, 2, figsize=(9, 2.6 * n + 0.6), gridspec_kw={"width_ratios": [1, 2.8]}, squeeze=False,
                              constrained_layout=True)
@@ -94,8 +95,30 @@ def plot_predictions(structures: np.ndarray, true: np.ndarray, pred: np.ndarray 
         ax.set_ylabel("fraction of incident power")
         ax.set_xlabel("wavelength (nm)")
         ax.grid(alpha=0.3)
+        if labels is not None:
+            ax.set_title(labels[i] + (f" · MSE {mse:.3g}" if pred is not None else ""), fontsize=9)
     axes[0, 1].legend(ncol=4 if pred is None else 2, fontsize=7, loc="best")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_design_progress(history: list[dict], path: str | Path, reference: float | None = None) -> Path:
+    """Surrogate efficiency of the (projected) designs per optimization step, with the tanh sharpness beta."""
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(steps, [h["mean_efficiency"] for h in history], label="mean over designs")
+    ax.plot(steps, [h["max_efficiency"] for h in history], label="best design")
+    if reference is not None:
+        ax.axhline(reference, color="gray", ls=":", label="best training structure (true)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("routing efficiency (surrogate)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax_beta = ax.twinx()
+    ax_beta.plot(steps, [h["beta"] for h in history], color="gray", lw=0.8)
+    ax_beta.set_yscale("log")
+    ax_beta.set_ylabel("projection sharpness beta", color="gray")
+    fig.suptitle("Inverse design through the surrogate")
     return _save(fig, path)
 
 

@@ -14,3 +14,10 @@ train_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("trained_model", "training_log_analysis", "run_comparison", "dataset_profile"),
     description="Train the surrogate (GPU pool) and analyse the run against earlier runs.",
 )
+
+# inverse design with the latest trained surrogate, verified by the simulator (run config: designs, steps, ...).
+design_job = dg.define_asset_job(
+    "design_job",
+    selection=dg.AssetSelection.assets("designed_structures"),
+    description="Design color routers through the latest trained surrogate and verify them with the simulator.",
+)

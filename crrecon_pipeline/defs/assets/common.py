@@ -44,3 +44,9 @@ def version_metadata(version: ShardVersion) -> dict:
     """Which immutable data a materialization holds: the version, its folder and its manifest."""
     return {"version": version.version, "version_path": dg.MetadataValue.path(str(version.path)),
             "manifest": dg.MetadataValue.path(str(version.path / "manifest.json"))}
+def latest_metadata(context, asset: str) -> dict:
+    """The latest materialization's metadata of `asset` (plain values), or a Failure naming what is missing."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None:
+        raise dg.Failure(description=f"{asset} has no materialization yet")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}

@@ -7,6 +7,7 @@ import json
 
 import dagster as dg
 
+from ...npyio import write_text_atomic
 from ...quality import raw_checks, scan_raw_shard
 from ...synthetic import settings_table, write_shard
 from ..partitions import shards
@@ -47,6 +48,8 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         context.log.info(f"simulating shard {shard}: rows {start}..{stop - 1} of seed {settings.seed} into {raw_dir}")
         write_shard(raw_dir, shard, start, stop, settings, device=simulator.device,
                     progress=LogProgress(context.log, stop - start, f"simulate shard {shard}"))
+        # as `crrecon simulate` does: inverse design re-simulates its designs with exactly these settings
+        write_text_atomic(raw_dir / "simulation.json", json.dumps(settings.to_dict(), indent=2) + "\n")
         sim_meta = {"source": "built-in simulator", "simulator_fidelity": settings.physics.fidelity,
                     "simulator": dg.MetadataValue.md(settings_table(settings)),
                     "simulation_settings": dg.MetadataValue.json(settings.to_dict() | {"rows": {"start": start, "stop": stop}})}
