@@ -8,6 +8,7 @@ import sys
 
 from torch import nn
 
+from .config import flatten
 from .losses import LOSSES
 from .models import MODELS, count_parameters, get_model
 
@@ -25,16 +26,6 @@ def fmt(x) -> str:
 
 def pct(x: float) -> str:
     return f"{100 * x:.3g} %"
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            out |= _flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def architecture(model: nn.Module) -> str:
@@ -55,7 +46,7 @@ def model_card(config: dict, metrics: dict, model: nn.Module | None = None) -> s
     model = model or get_model(config["model"]["name"], **config["model"]["params"])
     ratio = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else float("nan")
     doc = (sys.modules[MODELS[config["model"]["name"]].__module__].__doc__ or "").strip().split("\n\n")[0]
-    hyper = "\n".join(f"| `{k}` | {fmt(v)} |" for k, v in _flatten(config).items())
+    hyper = "\n".join(f"| `{k}` | {fmt(v)} |" for k, v in flatten(config).items())
     training_set = metrics.get("training_set") or {}
     data = "\n".join(f"| {k} | `{v['version']}` | {v['rows']:,} |" for k, v in training_set.items())
     return f"""### {config['model']['name']} · {count_parameters(model):,} parameters
