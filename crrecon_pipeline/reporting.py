@@ -9,14 +9,10 @@ from pathlib import Path
 
 from . import records
 from .modelcard import model_card
+from .numbers import percent, rounded
 from .plots import markdown_image, plot_loss_curves
 
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
-
-
-def rounded(x: float) -> float:
-    """~4 significant figures: readable, and still a number the Plots tab can draw."""
-    return float(f"{x:.4g}")
 
 
 def observation_metadata(record: dict) -> dict:
@@ -70,11 +66,11 @@ def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]
     return {
         "val_mse": ("float", rounded(metrics["val_mse"])),
         "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
-        "mse_vs_baseline": ("float", rounded(metrics["val_mse"] / metrics["baseline_val_mse"])),
+        "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
         "val_pearson": ("float", rounded(metrics["val_pearson"])),
         "val_mae": ("float", rounded(metrics["val_mae"])),
         "epochs_completed": ("int", metrics["epochs_completed"]),
-        "best_epoch": ("int", metrics["best_epoch"]),
+        "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
         "n_params": ("int", metrics["n_params"]),
         "samples_per_s": ("float", rounded(metrics["samples_per_s"])),
         "device": ("text", metrics["device"]),
