@@ -244,6 +244,7 @@ def test_asset_page_in_headless_chromium(materialized):
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = {}
     for name, path in (("trained_model", "assets/trained_model"),
+                       ("trained_model_events", "assets/trained_model?view=events"),
                        ("training_log_analysis", "assets/training_log_analysis"),
                        ("asset_graph", "assets/run_comparison?view=lineage&lineageScope=upstream&lineageDepth=8")):
         png = out_dir / f"{name}.png"
@@ -265,4 +266,4 @@ def test_asset_page_in_headless_chromium(materialized):
         pixels = matplotlib.image.imread(png)
         assert pixels.std() > 0.05, f"the screenshot of {path} is blank"
         shots[name] = png
-    assert set(shots) == {"trained_model", "training_log_analysis", "asset_graph"}
+    assert set(shots) == {"trained_model", "trained_model_events", "training_log_analysis", "asset_graph"}
