@@ -2,7 +2,7 @@
 
 epoch records (a run's metrics.jsonl, or an old run's seed-format text log)
       -> metrics (best, improvement rate, plateau, overfitting gap, divergence, generalization gap)
-      -> diagnosis  subset of {overfitting, plateau, divergence, still_improving}
+      -> diagnosis  subset of {overfitting, plateau, divergence, still_improving, too_short, not_learning}
       -> suggestions [{parameter, action, value, reason}]: `value` is the new setting (None: keep as is), `action`
          the same for people; the next run's config is built from the values.
 """
@@ -12,15 +12,29 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
 from . import records
+from .numbers import fmt, pct
 from .trainlog import parse_train_log
 
-DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving")
+DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving", "too_short", "not_learning")
 WINDOW = 5  # epochs looked at for trends
+MIN_EPOCHS = WINDOW  # fewer epochs than one trend window: too short to judge
+NOT_LEARNING_MOVE = 0.05  # the val loss moved less than this over the whole run ...
+NOT_LEARNING_RATIO = 0.9  # ... or the val MSE stays above this share of the mean-spectrum baseline's
+EXPLAIN = {
+    "overfitting": "validation loss rising while training loss falls",
+    "plateau": f"validation loss flat over the last {WINDOW} epochs",
+    "divergence": "non-finite or exploding loss",
+    "still_improving": "validation loss still falling and the best epoch is the latest",
+    "too_short": f"fewer than {MIN_EPOCHS} epochs: too few to judge a trend",
+    "not_learning": f"validation loss moved less than {NOT_LEARNING_MOVE:.0%} over the run, or val MSE stays above "
+                    f"{NOT_LEARNING_RATIO:.0%} of the mean-spectrum baseline's",
+}
 
 
 def _rel_change(a: float, b: float) -> float:
@@ -28,7 +42,8 @@ def _rel_change(a: float, b: float) -> float:
     return (a - b) / abs(a) if a and math.isfinite(a) and math.isfinite(b) else 0.0
 
 
-def compute_metrics(records: list[dict]) -> dict:
+def compute_metrics(records: list[dict], final: dict | None = None) -> dict:
+    """Trend metrics of the epoch records; `final` (the run's final record) adds the val MSE's ratio to baseline."""
     if not records:
         return {"epochs_completed": 0, "best_val": None, "best_epoch": None}
     epochs = np.array([r["epoch"] for r in records])
@@ -58,6 +73,8 @@ def compute_metrics(records: list[dict]) -> dict:
         "nonfinite_epochs": int((~np.isfinite(train) | ~finite).sum()),
         "max_val_over_best": float(np.nanmax(val[best_i:]) / val[best_i]) if best_i is not None and val[best_i] > 0 else float("nan"),
         "epochs_since_best": int(epochs[-1] - epochs[best_i]) if best_i is not None else None,
+        "mse_vs_baseline": (final["val_mse"] / final["baseline_val_mse"]
+                            if final and final.get("val_mse") is not None and final.get("baseline_val_mse") else None),
     }
 
 
@@ -74,9 +91,18 @@ def diagnose(m: dict) -> list[str]:
         found.append("overfitting")
     if n >= WINDOW + 1 and not diverged and abs(m["window_improvement"]) < 0.01 and "overfitting" not in found:
         found.append("plateau")
+    ratio = m.get("mse_vs_baseline")
+    not_learning = not diverged and ((n >= 2 and m["total_improvement"] < NOT_LEARNING_MOVE)
+                                     or (ratio is not None and ratio > NOT_LEARNING_RATIO))
+    if not_learning and "plateau" in found:  # flat from the start: it never learned, rather than stalled
+        found.remove("plateau")
     if not diverged and "overfitting" not in found and "plateau" not in found and m["window_improvement"] > 0.01 \
-            and m["epochs_since_best"] <= 1:
+            and m["epochs_since_best"] <= 1 and not not_learning:
         found.append("still_improving")
+    if not diverged and n < MIN_EPOCHS:
+        found.append("too_short")
+    if not_learning:
+        found.append("not_learning")
     return found
 
 
@@ -91,7 +117,8 @@ def suggest(m: dict, diagnosis: list[str], config: dict | None = None) -> list[d
     out: list[dict] = []
 
     def add(parameter, action, value, reason):
-        out.append({"parameter": parameter, "action": action, "value": value, "reason": reason})
+        if all(s["parameter"] != parameter for s in out):  # the first diagnosis to touch a setting decides it
+            out.append({"parameter": parameter, "action": action, "value": value, "reason": reason})
 
     def change(parameter, verb, value, reason):
         add(parameter, f"{verb} to {value:.2g}" if isinstance(value, float) else f"{verb} to {value}", value, reason)
@@ -120,6 +147,14 @@ def suggest(m: dict, diagnosis: list[str], config: dict | None = None) -> list[d
     if "still_improving" in diagnosis:
         change("training.epochs", "increase", int(epochs * 1.5),
                f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is the latest")
+    if "not_learning" in diagnosis:
+        ratio = m.get("mse_vs_baseline")
+        seen = (f"val MSE is {pct(ratio)} of the mean-spectrum baseline's" if ratio is not None and ratio > NOT_LEARNING_RATIO
+                else f"val loss moved only {pct(m['total_improvement'])} in {m['epochs_completed']} epochs")
+        change("training.lr", "increase", float(f"{lr * 3:.2g}"), f"{seen}: larger steps, or check the data and the loss")
+    if "too_short" in diagnosis:
+        change("training.epochs", "increase", max(2 * WINDOW, 2 * epochs),
+               f"{m['epochs_completed']} epochs are too few to judge a trend (the diagnosis looks at the last {WINDOW})")
     if not out and m.get("epochs_completed"):
         add("training.epochs", "keep", None, "no problem detected; compare against other runs before changing settings")
     return out
@@ -142,12 +177,14 @@ def run_history_file(run_dir: str | Path, config: dict | None = None) -> Path:
 
 
 def analyze_log(path: str | Path, config: dict | None = None) -> dict:
-    """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions)."""
+    """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions; a
+    metrics.jsonl's final record gives the ratio to baseline that `not_learning` also looks at)."""
     path = Path(path)
     if config is None and (path.parent / "config.json").exists():
         config = json.loads((path.parent / "config.json").read_text())
     history = load_history(path)
-    metrics = compute_metrics(history)
+    final = records.final_record(records.read_records(path)) if path.suffix == ".jsonl" else None
+    metrics = compute_metrics(history, final)
     diagnosis = diagnose(metrics)
     return {
         "log": str(path),
@@ -168,17 +205,34 @@ def analyze_run(run_dir: str | Path) -> dict:
     return analyze_log(run_history_file(run_dir, config), config) | {"final": _final_metrics(run_dir)}
 
 
-def format_report(result: dict) -> str:
+def _summary_lines(result: dict) -> list[str]:
     m = result["metrics"]
-    lines = [f"Log: {result['log']}", f"Epochs completed: {result['epochs_completed']}"]
+    lines = [f"Epochs completed: {result['epochs_completed']}" + (f" of {m['total_epochs']}" if m.get("total_epochs") else "")]
     if result["best_val"] is not None:
-        lines += [f"Best val loss: {result['best_val']:.6g} at epoch {result['best_epoch']}",
-                  f"Final train / val: {m['final_train']:.6g} / {m['final_val']:.6g} (generalization gap {m['generalization_gap']:+.1%})",
-                  f"Improvement over the last {WINDOW} epochs: {m['window_improvement']:.2%}"]
+        lines += [f"Best val loss: {result['best_val']:.4g} at epoch {result['best_epoch']}",
+                  f"Final train / val loss: {m['final_train']:.4g} / {m['final_val']:.4g} "
+                  f"(generalization gap {m['generalization_gap']:+.1%}: val above train)",
+                  f"Val loss improvement over the last {WINDOW} epochs: {m['window_improvement']:.2%}; "
+                  f"over the whole run: {m['total_improvement']:.1%}"]
+    if m.get("mse_vs_baseline") is not None:
+        lines.append(f"Val MSE: {pct(m['mse_vs_baseline'])} of the mean-spectrum baseline's")
+    return lines
+
+
+def format_report(result: dict) -> str:
+    lines = [f"Log: {result['log']}", *_summary_lines(result)]
     lines.append("Diagnosis: " + (", ".join(result["diagnosis"]) or "none"))
     lines.append("Suggestions:")
     lines += [f"  - {s['parameter']}: {s['action']} ({s['reason']})" for s in result["suggestions"]]
     return "\n".join(lines)
+
+
+def report_markdown(result: dict) -> str:
+    """The same report for the Dagster UI: each diagnosis explained, one bullet a line, suggestions as a table."""
+    diagnosis = ", ".join(f"**{d}** ({EXPLAIN[d]})" for d in result["diagnosis"]) or "none"
+    table = "".join(f"| `{s['parameter']}` | {s['action']} | {fmt(s['value'])} | {s['reason']} |\n" for s in result["suggestions"])
+    return (f"**Diagnosis:** {diagnosis}\n\n" + "".join(f"- {line}\n" for line in _summary_lines(result))
+            + f"\n| parameter | action | value | reason |\n|---|---|---|---|\n{table}")
 
 
 def _params_for(section: str, name: str, params: dict) -> dict:
@@ -243,16 +297,36 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
     return rows
 
 
+# The leaderboard's columns, key ones first (what people compare runs by), with their headers.
+LEADERBOARD = {"run": "run", "val_mse": "val MSE", "mse_vs_baseline": "% of baseline", "model": "model", "loss": "loss",
+               "epochs_completed": "epochs", "val_pearson": "Pearson", "best_epoch": "best epoch (val loss)",
+               "lr": "lr", "batch_size": "batch", "weight_decay": "weight decay", "augment_180": "180° twins",
+               "params": "parameters", "samples_per_s": "samples/s"}
+RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def run_link(name: str) -> str:
+    """A Dagster run's folder (named by its run id) as a short link to its run page; other folders by name."""
+    return f"[{name[:8]}](/runs/{name})" if RUN_ID.match(name) else name
+
+
 def markdown_table(rows: list[dict]) -> str:
+    """The leaderboard for people: key columns first, short linked run ids, ratios as %, integers with separators."""
     if not rows:
         return ""
-    cols = list(rows[0])
+    cols = [c for c in LEADERBOARD if c in rows[0]]
 
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    def cell(col, v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        if col == "run":
+            return run_link(str(v))
+        if col == "mse_vs_baseline":
+            return pct(v)
+        return fmt(int(v) if isinstance(v, float) and v.is_integer() and col in ("params", "epochs_completed", "best_epoch", "batch_size") else v)
 
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines = ["| " + " | ".join(LEADERBOARD[c] for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(c, r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -11,21 +11,7 @@ from torch import nn
 from .config import flatten
 from .losses import LOSSES
 from .models import MODELS, count_parameters, get_model
-
-
-def fmt(x) -> str:
-    """~4 significant figures for floats, thousands separators for integers."""
-    if isinstance(x, bool) or x is None:
-        return str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.3g} %"
+from .numbers import fmt, pct
 
 
 def architecture(model: nn.Module) -> str:
@@ -53,7 +39,7 @@ def model_card(config: dict, metrics: dict, model: nn.Module | None = None) -> s
 
 {doc}
 
-**Results** (validation split, best checkpoint of epoch {metrics.get('best_epoch')} of {metrics.get('epochs_completed')}):
+**Results** (validation split, best checkpoint (lowest val loss) of epoch {metrics.get('best_epoch')} of {metrics.get('epochs_completed')}):
 val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum baseline's {fmt(metrics['baseline_val_mse'])};
 Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.
 Device {metrics.get('device')}, {fmt(metrics.get('samples_per_s'))} samples/s.

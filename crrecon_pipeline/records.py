@@ -1,6 +1,7 @@
 """Structured training metrics: the records the trainer emits and appends to `metrics.jsonl` in the run folder.
 
-    {"kind": "progress", "epoch", "epochs", "batch", "batches", "elapsed_s", "eta_s", "progress"}   ~every 10 % of an epoch
+    {"kind": "progress", "epoch", "epochs", "batch", "batches", "elapsed_s", "eta_s", "progress"}   ~every 10 % of an
+                                                                               epoch or every 30 s, whichever first
     {"kind": "epoch", "epoch", "epochs", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds",
      "elapsed_s", "eta_s", "progress"}                                                           once per epoch
     {"kind": "final", ...the final metrics (val_mse, baseline_val_mse, val_pearson, ...)}         once at the end
@@ -63,6 +64,27 @@ class Clock:
         eta = elapsed / done_here * remaining if done_here > 0 else None
         overall = (epoch - 1 + epoch_fraction) / self.epochs
         return {"elapsed_s": elapsed, "eta_s": eta, "progress": progress_text(epoch, self.epochs, overall, eta)}
+
+
+class ProgressPacer:
+    """Which batches send a progress record: about every 1/parts of the epoch, or when `every_s` seconds passed
+    since the last one (a slow epoch on a busy machine still shows a sign of life). One clock read per batch."""
+
+    def __init__(self, n_batches: int, parts: int = 10, every_s: float = 30.0):
+        self.n_batches, self.every_s = n_batches, every_s
+        self.marks = {math.ceil(k * n_batches / parts) for k in range(1, parts + 1)}
+        self.last = time.perf_counter()
+
+    def due(self, batch: int) -> bool:
+        """True after `batch` (1-based) when a record is due; the epoch's last batch is the epoch record's."""
+        if batch >= self.n_batches:
+            self.last = time.perf_counter()
+            return False
+        now = time.perf_counter()
+        if batch in self.marks or now - self.last >= self.every_s:
+            self.last = now
+            return True
+        return False
 
 
 class MetricsLog:

@@ -4,23 +4,57 @@ Pipes worker into Pipes metadata, so neither restates the keys. No Dagster impor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from . import records
 from .modelcard import model_card
-from .plots import markdown_image
+from .numbers import percent, rounded
+from .plots import markdown_image, plot_loss_curves
 
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
-
-
-def rounded(x: float) -> float:
-    """~4 significant figures: readable, and still a number the Plots tab can draw."""
-    return float(f"{x:.4g}")
 
 
 def observation_metadata(record: dict) -> dict:
     """An epoch record -> the per-epoch observation: the curves, `progress` text and `eta_s` (no constants)."""
     out = {k: (record[k] if k == "epoch" else rounded(record[k])) for k in OBSERVED if record.get(k) is not None}
     return out | {"progress": record["progress"]}
+
+
+class LiveCurves:
+    """The loss-curve figure (epoch on x) refreshed while training runs, for the per-epoch observation: after
+    every `every_epochs` epochs or `every_s` seconds, whichever comes first, but never more often than keeps the
+    drawing under `max_share` of the wall time (drawing costs ~0.1-0.3 s; a quick epoch a few seconds)."""
+
+    CURVES = ("epoch", "train_loss", "val_loss", "lr")
+
+    def __init__(self, path: str | Path, history: list[dict] = (), every_epochs: int = 5, every_s: float = 120.0,
+                 max_share: float = 0.01):
+        self.path, self.every_epochs, self.every_s, self.max_share = Path(path), every_epochs, every_s, max_share
+        self.history = [{k: h[k] for k in self.CURVES} for h in history]
+        self.last_epoch = max((h["epoch"] for h in self.history), default=0)
+        self.last_t, self.cost = time.perf_counter(), 0.0
+
+    @classmethod
+    def for_run(cls, run_dir: Path, **kwargs) -> "LiveCurves":
+        """Seeded with the epochs a resumed run already has in its metrics.jsonl."""
+        log = Path(run_dir) / records.FILENAME
+        return cls(Path(run_dir) / "loss_curves_live.png", records.epoch_history(records.read_records(log))
+                   if log.is_file() else [], **kwargs)
+
+    def update(self, record: dict) -> str | None:
+        """Take an epoch record; the figure as markdown when one is due, else None."""
+        self.history.append({k: float("nan") if record[k] is None else record[k] for k in self.CURVES})  # null: diverged
+        since = time.perf_counter() - self.last_t
+        due = record["epoch"] - self.last_epoch >= self.every_epochs or since >= self.every_s
+        if not due or since < self.cost / self.max_share:
+            return None
+        t = time.perf_counter()
+        plot_loss_curves(self.history, self.path, title=f"Training curves so far (epoch {record['epoch']}/{record['epochs']})")
+        figure = markdown_image(self.path, f"loss curves, epoch {record['epoch']}")
+        self.last_t, self.last_epoch = time.perf_counter(), record["epoch"]
+        self.cost = self.last_t - t
+        return figure
 
 
 def progress_line(record: dict) -> str:
@@ -32,11 +66,11 @@ def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]
     return {
         "val_mse": ("float", rounded(metrics["val_mse"])),
         "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
-        "mse_vs_baseline": ("float", rounded(metrics["val_mse"] / metrics["baseline_val_mse"])),
+        "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
         "val_pearson": ("float", rounded(metrics["val_pearson"])),
         "val_mae": ("float", rounded(metrics["val_mae"])),
         "epochs_completed": ("int", metrics["epochs_completed"]),
-        "best_epoch": ("int", metrics["best_epoch"]),
+        "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
         "n_params": ("int", metrics["n_params"]),
         "samples_per_s": ("float", rounded(metrics["samples_per_s"])),
         "device": ("text", metrics["device"]),

@@ -331,18 +331,13 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in run.prepared.training_set().items()))
 
 
-def _progress_marks(n_batches: int, parts: int = 10) -> set[int]:
-    """The batches (1-based) after which a progress record goes out: about every 1/parts of the epoch."""
-    return {math.ceil(k * n_batches / parts) for k in range(1, parts + 1)}
-
-
 def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
     """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
     run.net.train()
     t = run.config["training"]
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
     total, count = torch.zeros((), device=run.dev), 0
-    marks = _progress_marks(run.steps_per_epoch)
+    pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
     for b, start in enumerate(range(0, len(order), run.batch_size), 1):
         idx = run.ranks.share(order[start:start + run.batch_size])
         x, y = run.data.inputs(idx, run.pm1), run.data.targets[idx]
@@ -356,7 +351,7 @@ def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.
         run.scheduler.step()
         total += loss.detach() * len(idx)
         count += len(idx)
-        if b in marks and b < run.steps_per_epoch:  # the epoch record covers the end of the epoch
+        if pacer.due(b):  # the epoch record covers the end of the epoch
             metrics_log.emit({"kind": "progress", "epoch": epoch, "epochs": run.epochs, "batch": b,
                               "batches": run.steps_per_epoch} | clock.stamp(epoch, b / run.steps_per_epoch))
     train_loss = float(run.ranks.sum(total)) / float(run.ranks.sum(torch.tensor(float(count), device=run.dev)))

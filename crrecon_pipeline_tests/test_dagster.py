@@ -101,7 +101,7 @@ def test_trained_model_metadata_progress_and_analysis(pipeline):
     comparison = result.asset_materializations_for_node("run_comparison")[0].metadata
     assert comparison["runs"].value == 1 and "trained_model:" in comparison["next_run_config"].value
     profile = result.asset_materializations_for_node("dataset_profile")[0].metadata
-    assert profile["shards"].value == 2 and profile["diagonal_symmetric_fraction"].value == 1.0
+    assert profile["shards"].value == 2 and profile["diagonal_symmetric_pct"].value == 100.0
     assert (pipeline["home"] / "reports" / "next_run.yaml").exists()
 
 
@@ -180,6 +180,7 @@ def test_schedule_targets_training_with_the_default_preset():
     config = request.run_config["ops"]["trained_model"]["config"]
     assert config["model"]["name"] == "cnn_xattn" and config["training"]["epochs"] == 300
     assert weekly_retraining.cron_schedule == "0 3 * * 1"
+    assert "'default' preset (300 epochs" in weekly_retraining.description
 
 
 def test_tiny_overrides_are_valid_run_config():

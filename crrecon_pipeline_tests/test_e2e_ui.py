@@ -1,6 +1,9 @@
 """End to end through a real Dagster webserver + daemon in a temporary instance: add a shard partition and launch
-runs over GraphQL, check metadata, check results and observations, then load the asset page in headless
-Chromium and save a screenshot. Every process the test starts is stopped by its pid (and its process group)."""
+runs over GraphQL; while the training run is still running, its progress observation (with an ETA) must be
+visible; afterwards check metadata (model card, rounded numbers, figures), check results and observations, then
+load asset pages in headless Chromium and save screenshots (to CRRECON_SCREENSHOT_DIR when set: the README's
+pictures). Every process the test starts is stopped by its pid (and its process group). Timeouts are generous
+for a loaded 2-core machine, and bounded."""
 
 import json
 import os
@@ -21,7 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOCATION = {"repositoryLocationName": "crrecon_pipeline", "repositoryName": "__repository__"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+EPOCHS = 10  # long enough that the run is still going when its first epochs are observed
 pytestmark = pytest.mark.slow
+OBSERVATIONS = """query { assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset { assetObservations(limit: 100) {
+    runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
+    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }"""
 
 
 def free_port() -> int:
@@ -70,14 +77,40 @@ class Server:
         assert res["__typename"] == "LaunchRunSuccess", res
         return res["run"]["runId"]
 
+    def status(self, run_id: str) -> str:
+        return self.gql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"]["status"]
+
     def wait(self, run_id: str, timeout: float = 600) -> str:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status = self.gql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"]["status"]
+            status = self.status(run_id)
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 return status
             time.sleep(1)
         return "TIMEOUT"
+
+    def observations(self, run_id: str) -> list[dict]:
+        """trained_model's observations of one run, each as {label: value}."""
+        out = []
+        for obs in self.gql(OBSERVATIONS)["assetOrError"]["assetObservations"]:
+            if obs["runId"] == run_id:
+                out.append({e["label"]: next((e[k] for k in ("floatValue", "intValue", "text", "mdStr") if k in e), None)
+                            for e in obs["metadataEntries"]})
+        return out
+
+    def watch_live(self, run_id: str, timeout: float = 900) -> dict | None:
+        """Poll until an observation of `run_id` with progress and an ETA shows while the run is still running:
+        the observation is read first, the run's status after it. None if the run ended before one was seen."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            seen = [o for o in self.observations(run_id) if o.get("eta_s") is not None and o.get("progress")]
+            status = self.status(run_id)
+            if seen and status == "STARTED":
+                return seen[0] | {"status": status}
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return None
+            time.sleep(0.5)
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +159,53 @@ def materialized(server):
     data_run = server.launch("prepare_data_job", partition="0")
     assert server.wait(data_run) == "SUCCESS"
     config = {"ops": {"trained_model": {"config": {
-        "training": {"epochs": 3, "save_every": 2}, "data": {"batch_size": 32, "train_ratio": 0.8},
+        "training": {"epochs": EPOCHS, "save_every": 5}, "data": {"batch_size": 32, "train_ratio": 0.8},
         "model": {"name": "cnn_xattn", "params": {"channels": [8, 8, 8, 8, 8], "d_model": 16, "nhead": 2,
                                                    "dec_layers": 1, "in_pool": 2, "blocks_per_stage": 1}}}}}}
     train_run = server.launch("train_job", run_config=config)
+    server.live = server.watch_live(train_run)
     assert server.wait(train_run) == "SUCCESS"
+    server.train_run = train_run
     return server
+
+
+def test_progress_with_an_eta_is_visible_while_training_runs(materialized):
+    live = materialized.live
+    assert live is not None, "no progress observation with an ETA was visible while the training run was running"
+    assert live["status"] == "STARTED" and 1 <= live["epoch"] < EPOCHS
+    assert live["progress"].startswith(f"epoch {live['epoch']}/{EPOCHS} · ") and " %" in live["progress"]
+    assert "ETA" in live["progress"] and live["eta_s"] > 0
+    assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(live) and "n_params" not in live  # curves only
+
+
+def test_model_card_rounded_numbers_and_figures_after_the_run(materialized):
+    s = materialized
+    model = s.gql("""{ assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset {
+        assetMaterializations(limit: 1) { runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue }
+            ... on IntMetadataEntry { intValue } ... on MarkdownMetadataEntry { mdStr } } } } } }""")["assetOrError"]
+    mat = model["assetMaterializations"][0]
+    assert mat["runId"] == s.train_run
+    meta = {e["label"]: e for e in mat["metadataEntries"]}
+    card = meta["model_card"]["mdStr"]
+    for part in ("parameters", "**Loss** `mse_pearson`", "**Split**", "**Architecture**", "**Training data**",
+                 "**Hyper-parameters**", "`training.lr`", "`model.params.d_model` | 16"):
+        assert part in card, f"model card lacks {part!r}"
+    for key in ("val_mse", "baseline_val_mse", "val_pearson", "samples_per_s", "val_mse_pct_of_baseline"):
+        value = meta[key]["floatValue"]
+        assert value == float(f"{value:.4g}"), f"{key} = {value!r} is not rounded to ~4 significant figures"
+    ratio = 100 * meta["val_mse"]["floatValue"] / meta["baseline_val_mse"]["floatValue"]
+    assert abs(meta["val_mse_pct_of_baseline"]["floatValue"] - ratio) <= 0.01 * ratio
+    assert meta["best_val_loss_epoch"]["intValue"] in range(1, EPOCHS + 1) and meta["n_params"]["intValue"] > 0
+    for figure in ("loss_curves", "predictions"):
+        assert meta[figure]["__typename"] == "MarkdownMetadataEntry" and "data:image/png;base64" in meta[figure]["mdStr"]
+    live_figures = [o for o in s.observations(s.train_run) if "loss_curves" in o]
+    assert live_figures and all("data:image/png;base64" in o["loss_curves"] for o in live_figures), \
+        "the loss-curve figure is refreshed during the run (every 5 epochs)"
+    analysis = s.gql("""{ assetOrError(assetKey: {path: ["training_log_analysis"]}) { ... on Asset {
+        assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }""")["assetOrError"]
+    report = {e["label"]: e for e in analysis["assetMaterializations"][0]["metadataEntries"]}
+    assert "generalization_gap_pct" in report and "best_val_loss_epoch" in report
+    assert report["report"]["mdStr"].startswith("**Diagnosis:**") and "\n- Best val loss: " in report["report"]["mdStr"]
 
 
 def test_metadata_checks_and_observations_over_graphql(materialized):
@@ -154,13 +228,13 @@ def test_metadata_checks_and_observations_over_graphql(materialized):
     model = s.gql("""{ assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset {
         assetMaterializations(limit: 1) { metadataEntries { label __typename ... on FloatMetadataEntry { floatValue }
                                                            ... on MarkdownMetadataEntry { mdStr } } }
-        assetObservations(limit: 20) { metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }""")["assetOrError"]
+        assetObservations(limit: 100) { metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }""")["assetOrError"]
     meta = {e["label"]: e for e in model["assetMaterializations"][0]["metadataEntries"]}
     assert meta["val_mse"]["floatValue"] > 0 and meta["baseline_val_mse"]["floatValue"] > 0
     assert 0 < meta["val_pearson"]["floatValue"] <= 1
     assert "data:image/png;base64" in meta["loss_curves"]["mdStr"]
     epochs = sorted(e["intValue"] for o in model["assetObservations"] for e in o["metadataEntries"] if e["label"] == "epoch")
-    assert epochs == [1, 2, 3], "one observation per epoch: the live curves"
+    assert epochs == list(range(1, EPOCHS + 1)), "one observation per epoch: the live curves"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); browser test skipped")
@@ -170,6 +244,8 @@ def test_asset_page_in_headless_chromium(materialized):
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = {}
     for name, path in (("trained_model", "assets/trained_model"),
+                       ("trained_model_events", "assets/trained_model?view=events"),
+                       ("training_log_analysis", "assets/training_log_analysis"),
                        ("asset_graph", "assets/run_comparison?view=lineage&lineageScope=upstream&lineageDepth=8")):
         png = out_dir / f"{name}.png"
         png.unlink(missing_ok=True)
@@ -190,4 +266,4 @@ def test_asset_page_in_headless_chromium(materialized):
         pixels = matplotlib.image.imread(png)
         assert pixels.std() > 0.05, f"the screenshot of {path} is blank"
         shots[name] = png
-    assert set(shots) == {"trained_model", "asset_graph"}
+    assert set(shots) == {"trained_model", "trained_model_events", "training_log_analysis", "asset_graph"}

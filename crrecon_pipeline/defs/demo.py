@@ -40,7 +40,7 @@ def main(preset: str = "quick") -> int:
         return 1
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
     print(f"trained_model: val MSE {meta['val_mse'].value:.3g} vs baseline {meta['baseline_val_mse'].value:.3g} "
-          f"({meta['mse_vs_baseline'].value:.1%}), Pearson {meta['val_pearson'].value:.4f}; checkpoint {meta['checkpoint'].value}")
+          f"({meta['val_mse_pct_of_baseline'].value:.3g} % of the baseline), Pearson {meta['val_pearson'].value:.4f}; checkpoint {meta['checkpoint'].value}")
     diag = result.asset_materializations_for_node("training_log_analysis")[0].metadata["diagnosis"].value
     print(f"analysis: {diag}. Total {time.time() - t0:.0f} s. Now `make dev` and open http://127.0.0.1:3000")
     return 0

@@ -5,7 +5,8 @@ import json
 
 import dagster as dg
 
-from ...analysis import analyze_run, compare_runs, format_report
+from ...analysis import EXPLAIN, analyze_run, compare_runs, report_markdown
+from ...numbers import percent, rounded
 from ...npyio import write_text_atomic
 from ...plots import markdown_image
 from ...profile import profile_dataset
@@ -24,7 +25,7 @@ def _latest_run_dir(context) -> str:
 
 
 @dg.asset(deps=[trained_model], group_name="analysis", kinds={"python"},
-          description="The latest run's log: metrics, diagnosis (overfitting, plateau, divergence, still_improving), suggestions.")
+          description="The latest run's log: metrics, diagnosis (" + ", ".join(EXPLAIN) + "), suggestions.")
 def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     from pathlib import Path
 
@@ -34,19 +35,16 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
     write_text_atomic(run_dir / "analysis.json", json.dumps({k: v for k, v in result.items() if k not in ("history", "final")}, indent=2) + "\n")
     m = result["metrics"]
     figure = (result["final"] or {}).get("loss_curves") or run_dir / "loss_curves.png"
-    table = "\n".join(f"| {s['parameter']} | {s['action']} | {s['value']} | {s['reason']} |" for s in result["suggestions"])
-    report = (f"**Diagnosis:** {', '.join(result['diagnosis']) or 'none'}\n\n"
-              f"| parameter | action | value | reason |\n|---|---|---|---|\n{table}\n\n"
-              f"{markdown_image(figure, 'loss curves')}")
+    report = f"{report_markdown(result)}\n{markdown_image(figure, 'loss curves')}"
     return dg.MaterializeResult(metadata={
         "diagnosis": ", ".join(result["diagnosis"]) or "none",
         "epochs_completed": result["epochs_completed"],
-        "best_val": result["best_val"],
-        "best_epoch": result["best_epoch"],
-        "improvement_last_5": m.get("window_improvement"),
-        "generalization_gap": m.get("generalization_gap"),
+        "best_val_loss": rounded(result["best_val"]),
+        "best_val_loss_epoch": result["best_epoch"],
+        "val_improvement_last_5_pct": percent(m.get("window_improvement")),
+        "generalization_gap_pct": percent(m.get("generalization_gap")),  # (val - train) / train at the last epoch
+        "val_mse_pct_of_baseline": percent(m.get("mse_vs_baseline")),
         "report": dg.MetadataValue.md(report),
-        "text": dg.MetadataValue.text(format_report(result)),
     })
 
 
@@ -59,14 +57,16 @@ def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths, model
         raise dg.Failure(description=f"{paths.runs_path()}: no finished runs to compare")
     yaml_text = result["next_config_yaml"]
     write_text_atomic(paths.reports_path() / "next_run.yaml", yaml_text)
-    effects = "\n".join(f"- **{k}**: " + ", ".join(f"{v} -> {r:.3g}" for v, r in d.items()) for k, d in result["effects"].items())
+    effects = "\n".join(f"- **{k}**: " + ", ".join(f"{v} → {100 * r:.3g} %" for v, r in d.items()) for k, d in result["effects"].items())
+    effects = ("Mean val MSE as % of the mean-spectrum baseline's (lower is better), by setting:\n\n" + effects
+               if effects else "only one value of each setting seen so far")
     launchpad = "ops:\n  trained_model:\n    config:\n" + "".join(f"      {line}\n" for line in yaml_text.splitlines())
     return dg.MaterializeResult(metadata={
         "runs": result["runs"],
         "best_run": result["best_run"],
-        "best_mse_vs_baseline": result["best_mse_vs_baseline"],
+        "best_val_mse_pct_of_baseline": percent(result["best_mse_vs_baseline"]),
         "leaderboard": dg.MetadataValue.md(result["markdown"]),
-        "setting_effects": dg.MetadataValue.md(effects or "only one setting value seen so far"),
+        "setting_effects": dg.MetadataValue.md(effects),
         "next_run_config": dg.MetadataValue.md(f"```yaml\n{launchpad}```"),
     })
 
@@ -83,7 +83,7 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
     picture = paths.reports_path() / "dataset_profile.png"
     prof = profile_dataset(prepared, picture)
     write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")
-    pixels = "\n".join(f"| {k} | {v['mean']:.4f} | {v['std']:.4f} | {v['min']:.4f} | {v['max']:.4f} |" for k, v in prof["per_pixel"].items())
+    pixels = "\n".join(f"| {k} | {v['mean']:.4g} | {v['std']:.4g} | {v['min']:.4g} | {v['max']:.4g} |" for k, v in prof["per_pixel"].items())
     shard_rows = "\n".join(f"| {r['shard']} | `{r['version']}` | {r['raw_rows']:,} | {r['kept_rows']:,} | {r['dropped_unfinished']:,} | "
                            f"{r['dropped_nonfinite']:,} |" for r in prof["per_shard"])
     totals = (f"| **all {prof['shards']}** | | **{prof['raw_rows']:,}** | **{prof['kept_rows']:,}** | "
@@ -94,9 +94,9 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
     return dg.MaterializeResult(metadata={
         "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
         "dropped_unfinished": prof["dropped_unfinished"], "dropped_nonfinite": prof["dropped_nonfinite"],
-        "kept_fraction_pct": round(100 * prof["kept_rows"] / max(prof["raw_rows"], 1), 2),
-        "rotated_rows": prof["rotated_rows"], "fill_mean": round(prof["fill_mean"], 4), "fill_std": round(prof["fill_std"], 4),
-        "diagonal_symmetric_fraction": prof["diagonal_symmetric_fraction"],
+        "kept_fraction_pct": percent(prof["kept_rows"] / max(prof["raw_rows"], 1)),
+        "rotated_rows": prof["rotated_rows"], "fill_mean": rounded(prof["fill_mean"]), "fill_std": rounded(prof["fill_std"]),
+        "diagonal_symmetric_pct": percent(prof["diagonal_symmetric_fraction"]),
         "rows_by_shard": dg.MetadataValue.md(rows_md),
         "excluded_shards": dg.MetadataValue.json(excluded),
         "per_pixel": dg.MetadataValue.md(f"| pixel | mean | std | min | max |\n|---|---|---|---|---|\n{pixels}"),

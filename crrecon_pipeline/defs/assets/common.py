@@ -6,6 +6,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from ...errors import ConfigError, DataError, TrainingDiverged
+from ...numbers import rounded_all
 from ...quality import CheckOutcome
 from ...store import ShardVersion
 
@@ -29,7 +30,7 @@ def check_result_from_record(name: str, record: dict) -> dg.AssetCheckResult:
         check_name=name,
         passed=bool(record["passed"]),
         description=record["description"],
-        metadata=record["metadata"],
+        metadata=rounded_all(record["metadata"]),  # ~4 significant figures for people
         severity=dg.AssetCheckSeverity.ERROR if record["blocking"] else dg.AssetCheckSeverity.WARN,
     )
 

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from ...design import DesignSettings, bayer_bands, run_design
+from ...numbers import percent, rounded
 from ...plots import markdown_image
 from ..progress import LogProgress
 from ..resources import CrreconPaths, TrainingDevice
@@ -65,8 +66,8 @@ def designed_structures(context: dg.AssetExecutionContext, config: DesignConfig,
     metadata = {
         "designs": len(designs),
         "best_design": summary["best_design"],
-        "best_predicted_efficiency": best["predicted_efficiency"],
-        "training_best_efficiency": summary["training_best_efficiency"],
+        "best_predicted_efficiency": rounded(best["predicted_efficiency"]),
+        "training_best_efficiency": rounded(summary["training_best_efficiency"]),
         "verified": verified,
         "verification": summary["verification"],
         "efficiencies": dg.MetadataValue.md(table),
@@ -76,9 +77,9 @@ def designed_structures(context: dg.AssetExecutionContext, config: DesignConfig,
         "shard_files": dg.MetadataValue.json(summary["files"]),
     }
     if verified:
-        metadata |= {"best_simulated_efficiency": best["simulated_efficiency"],
-                     "best_vs_training_best": best["simulated_efficiency"] / summary["training_best_efficiency"],
-                     "max_abs_gap": max(gaps)}
+        metadata |= {"best_simulated_efficiency": rounded(best["simulated_efficiency"]),
+                     "best_pct_of_training_best": percent(best["simulated_efficiency"] / summary["training_best_efficiency"]),
+                     "max_abs_gap": rounded(max(gaps))}
     yield dg.MaterializeResult(metadata=metadata)
     if not verified:
         yield dg.AssetCheckResult(check_name="check_design_verified", passed=False, severity=dg.AssetCheckSeverity.WARN,
@@ -87,5 +88,5 @@ def designed_structures(context: dg.AssetExecutionContext, config: DesignConfig,
     yield dg.AssetCheckResult(
         check_name="check_design_verified", passed=bool(max(gaps) <= config.tolerance),
         description=f"largest |predicted - simulated| {max(gaps):.4f} (tolerance {config.tolerance})",
-        metadata={"max_abs_gap": max(gaps), "tolerance": config.tolerance,
-                  "gaps": dg.MetadataValue.json([round(g, 6) for g in gaps])})
+        metadata={"max_abs_gap": rounded(max(gaps)), "tolerance": config.tolerance,
+                  "gaps": dg.MetadataValue.json([rounded(g) for g in gaps])})

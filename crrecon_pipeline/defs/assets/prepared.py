@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 
 from ...data import prepare_shard, rotate_version, unpack_structures
+from ...numbers import fmt, percent, rounded
 from ...plots import markdown_image, plot_predictions
 from ...rawfiles import open_shard
 from ...store import PreparedStore, ShardVersion
@@ -32,6 +33,13 @@ ROTATION_CHECKS = [
     dg.AssetCheckSpec("check_rotation_exact", asset="rotated_bayer", partitions_def=shards, blocking=True,
                       description="turning the rotated set once more gives back the originals exactly"),
 ]
+
+
+def channel_table(record: dict) -> str:
+    """The kept spectra per raw channel (power fraction, ~4 significant figures) as a markdown table."""
+    rows = "".join(f"| {name} | {fmt(rounded(m))} | {fmt(rounded(lo))} | {fmt(rounded(hi))} |\n" for name, m, lo, hi
+                   in zip("RGB", record["bayer_mean"], record["bayer_min"], record["bayer_max"]))
+    return "| channel | mean | min | max |\n|---|---|---|---|\n" + rows
 
 
 @dg.asset(
@@ -60,12 +68,11 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
         "kept_rows": record["kept_rows"],
         "dropped_unfinished": record["dropped_unfinished"],
         "dropped_nonfinite": record["dropped_nonfinite"],
-        "kept_fraction": round(record["kept_fraction"], 4),
-        "mean_fill": round(record["mean_fill"], 4),
+        "kept_fraction_pct": percent(record["kept_fraction"]),
+        "mean_fill": rounded(record["mean_fill"]),
         "structure_encoding": record["structure_values"] or "none",
         "binning": settings.binning,
-        "bayer_mean_rgb": str([round(x, 4) for x in record["bayer_mean"]]),
-        "bayer_range_rgb": str([[round(a, 4), round(b, 4)] for a, b in zip(record["bayer_min"], record["bayer_max"])]),
+        "spectra_by_channel": dg.MetadataValue.md(channel_table(record)),
         **version_metadata(version),
     }
     if record["kept_rows"]:

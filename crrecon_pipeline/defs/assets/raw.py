@@ -8,6 +8,7 @@ import json
 import dagster as dg
 
 from ...npyio import write_text_atomic
+from ...numbers import rounded, rounded_all, shape_text
 from ...quality import raw_checks, scan_raw_shard
 from ...synthetic import settings_table, write_shard
 from ..partitions import shards
@@ -52,7 +53,7 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         write_text_atomic(raw_dir / "simulation.json", json.dumps(settings.to_dict(), indent=2) + "\n")
         sim_meta = {"source": "built-in simulator", "simulator_fidelity": settings.physics.fidelity,
                     "simulator": dg.MetadataValue.md(settings_table(settings)),
-                    "simulation_settings": dg.MetadataValue.json(settings.to_dict() | {"rows": {"start": start, "stop": stop}})}
+                    "simulation_settings": dg.MetadataValue.json(rounded_all(settings.to_dict() | {"rows": {"start": start, "stop": stop}}))}
     else:
         sim_meta = {"source": "CRRECON_RAW_DIR"}
     with bad_input_fails_step():
@@ -62,17 +63,17 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
     yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan["structures_sha256"]), metadata=common | {
         "path": dg.MetadataValue.path(scan["structures_path"]),
         "sha256": scan["structures_sha256"],
-        "shape": str(tuple(scan["structures_shape"])),
+        "shape": shape_text(scan["structures_shape"]),
         "dtype": scan["structures_dtype"],
         "encoding": scan["structure_encoding"],
     })
     yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan["spectra_sha256"]), metadata=common | {
         "path": dg.MetadataValue.path(scan["spectra_path"]),
         "sha256": scan["spectra_sha256"],
-        "shape": str(tuple(scan["spectra_shape"])),
+        "shape": shape_text(scan["spectra_shape"]),
         "dtype": scan["spectra_dtype"],
-        "spectra_min": scan["spectra_min"],
-        "spectra_max": scan["spectra_max"],
+        "spectra_min": rounded(scan["spectra_min"]),
+        "spectra_max": rounded(scan["spectra_max"]),
         "unfinished_rows": scan["unfinished_rows"],
         "nonfinite_rows": scan["nonfinite_rows"],
     })

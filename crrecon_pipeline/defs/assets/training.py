@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, create_model
 from ...config import RunConfig, load_config, validate
 from ...distributed import torchrun_command
 from ...npyio import write_text_atomic
-from ...reporting import final_metadata, observation_metadata, progress_line
+from ...reporting import LiveCurves, final_metadata, observation_metadata, progress_line
 from ...trainlog import log_line
 from ...training import train
 from ...data import load_prepared
@@ -65,15 +65,20 @@ def dagster_metadata(metadata: dict) -> dict:
     return {key: kinds[kind](value) if kind in kinds else value for key, (kind, value) in metadata.items()}
 
 
-def report_record(context: dg.AssetExecutionContext, record: dict) -> None:
-    """A trainer record in the UI: progress as a log line, each epoch as a log line and an observation."""
+def report_record(context: dg.AssetExecutionContext, record: dict, live: LiveCurves | None = None) -> None:
+    """A trainer record in the UI: progress as a log line, each epoch as a log line and an observation (with the
+    loss-curve figure so far when `live` says one is due)."""
     if record["kind"] == "progress":
         context.log.info(progress_line(record))
     elif record["kind"] == "epoch":
         context.log.info(log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"],
                                   record["best_val"], record["lr"])
                          + f" ({record['samples_per_s']:,.0f} samples/s; {record['progress']})")
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=observation_metadata(record)))
+        metadata = observation_metadata(record)
+        figure = live.update(record) if live is not None else None
+        if figure:
+            metadata["loss_curves"] = dg.MetadataValue.md(figure)
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
 
 
 def rank_data_args(paths: CrreconPaths, run_dir: Path, training_set: dict) -> list[str]:
@@ -136,9 +141,10 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
         resume = "auto" if (run_dir / "last.pt").exists() else None
         if resume:
             context.log.info(f"resuming from {run_dir / 'last.pt'}")
+        live = LiveCurves.for_run(run_dir)
         with bad_input_fails_step():
             metrics = train(cfg, prepared, run_dir, device=device.device, resume=resume,
-                            on_record=lambda record: report_record(context, record), log=context.log.info)
+                            on_record=lambda record: report_record(context, record, live), log=context.log.info)
         metadata = metrics
         yield dg.MaterializeResult(metadata={**dagster_metadata(final_metadata(metrics, cfg)), **lineage})
     yield check_result("trained_model", "check_beats_baseline", check_beats_baseline(metadata, model_checks.max_mse_ratio))
@@ -178,12 +184,13 @@ def train_under_pipes(context: dg.AssetExecutionContext, cfg: dict, run_dir: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_text_atomic(run_dir / "run_config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     errors: list[str] = []
+    live = LiveCurves.for_run(run_dir)
 
     def on_record(record: dict) -> None:
         if record.get("kind") == "error":
             errors.append(record["message"])
         else:
-            report_record(context, record)
+            report_record(context, record, live)
 
     command = torchrun_command(device.processes, "crrecon_pipeline.defs.pipes_worker",
                                ["--config", str(config_path), *data_args, "--out", str(run_dir), "--device", device.device])
