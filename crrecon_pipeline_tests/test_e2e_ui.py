@@ -124,12 +124,10 @@ def server(tmp_path_factory):
     env.pop("CRRECON_RAW_DIR", None)
     port = free_port()
     logs = {name: open(tmp / f"{name}.log", "w") for name in ("webserver", "daemon")}
-    procs = [
-        subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
-                         cwd=REPO, env=env, stdout=logs["webserver"], stderr=subprocess.STDOUT, start_new_session=True),
-        subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                         cwd=REPO, env=env, stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
-    ]
+    # The webserver first: it creates the fresh instance's storage. Started together, the webserver and the
+    # daemon can both try to create it ("table alembic_version already exists") and the daemon dies.
+    procs = [subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
+                              cwd=REPO, env=env, stdout=logs["webserver"], stderr=subprocess.STDOUT, start_new_session=True)]
     srv = Server(f"http://127.0.0.1:{port}")
     try:
         deadline = time.time() + 180
@@ -142,6 +140,11 @@ def server(tmp_path_factory):
             if time.time() > deadline or any(p.poll() is not None for p in procs):
                 pytest.fail("Dagster webserver did not start:\n" + (tmp / "webserver.log").read_text()[-3000:])
             time.sleep(1)
+        procs.append(subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+                                      cwd=REPO, env=env, stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True))
+        time.sleep(10)
+        if procs[-1].poll() is not None:
+            pytest.fail("Dagster daemon exited:\n" + (tmp / "daemon.log").read_text()[-3000:])
         srv.tmp = tmp
         yield srv
     finally:

@@ -41,7 +41,7 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
         "epochs_completed": result["epochs_completed"],
         "best_val_loss": rounded(result["best_val"]),
         "best_val_loss_epoch": result["best_epoch"],
-        "val_improvement_last_5_pct": percent(m.get("window_improvement")),
+        "val_loss_improvement_last_5_epochs_pct": percent(m.get("window_improvement")),
         "generalization_gap_pct": percent(m.get("generalization_gap")),  # (val - train) / train at the last epoch
         "val_mse_pct_of_baseline": percent(m.get("mse_vs_baseline")),
         "report": dg.MetadataValue.md(report),
