@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .fieldmetrics import PIXELS
 from .modelcard import model_card
 from .plots import markdown_image
 
+FIELD_KEYS = tuple(f"val_mse_{p}" for p in PIXELS) + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency")
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
@@ -35,6 +37,7 @@ def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]
         "mse_vs_baseline": ("float", rounded(metrics["val_mse"] / metrics["baseline_val_mse"])),
         "val_pearson": ("float", rounded(metrics["val_pearson"])),
         "val_mae": ("float", rounded(metrics["val_mae"])),
+        **{k: ("float", rounded(metrics[k])) for k in FIELD_KEYS if k in metrics},
         "epochs_completed": ("int", metrics["epochs_completed"]),
         "best_epoch": ("int", metrics["best_epoch"]),
         "n_params": ("int", metrics["n_params"]),
