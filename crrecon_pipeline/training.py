@@ -30,14 +30,14 @@ import numpy as np
 import torch
 
 from . import checkpoints, distributed, records, trainlog
-from .data import Prepared, load_prepared, preprocess, rotate_packed
-from .symmetry import SHIFTS, Augmentation, shift_packed, symmetry_summary, turned_images
+from .data import Prepared, load_prepared, preprocess
 from .errors import ConfigError, DataError, TrainingDiverged
 from .fieldmetrics import field_metrics
 from .losses import get_loss, pearson_per_spectrum
 from .models import MODELS, count_parameters, get_model
 from .npyio import save_atomic, write_text_atomic
 from .paths import default_prepared_dir
+from .symmetry import SHIFTS, Augmentation, shift_packed, symmetry_summary, turned_images
 from .trainlog import log_line  # noqa: F401 - the seed line format, re-exported for callers
 
 BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits is big-endian within a byte

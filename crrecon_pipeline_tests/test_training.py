@@ -20,7 +20,8 @@ from crrecon_pipeline.training import load_checkpoint, split_rows, structure_key
 
 TINY = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "model.params.nhead=2",
         "model.params.dec_layers=1", "model.params.in_pool=2", "model.params.blocks_per_stage=1",
-        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2"]
+        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2",
+        "data.augment_shifts=false"]  # 4x shorter epochs; test_training_is_deterministic... trains with the shifts
 
 
 def tiny_config(*extra):
@@ -83,8 +84,9 @@ def test_split_keeps_rotated_twins_together(prepared_dir):
 
 def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
-    cfg = tiny_config("training.epochs=3")
+    cfg = tiny_config("training.epochs=3", "data.augment_shifts=true")
     a = train(cfg, p, tmp_path / "a", device="cpu", log=lambda m: None)
+    assert a["train_samples"] == 8 * len(split_rows(p.structures.packed, 0.8)[0])  # 8 images per structure
     b = train(cfg, p, tmp_path / "b", device="cpu", log=lambda m: None)
     assert a["val_mse"] == b["val_mse"]
     wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
