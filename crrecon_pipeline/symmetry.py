@@ -30,6 +30,8 @@ shifted image of such a structure is no longer diagonal-symmetric: its target ha
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -131,7 +133,8 @@ class Augmentation:
 
 def symmetry_summary(data: dict) -> str:
     """The images per structure a `data` config trains on, in words (logs, model card)."""
-    parts = [name for name, key in (("half-period shifts", "augment_shifts"), ("180-degree turn", "augment_180"),
-                                    ("90-degree turn", "augment_90")) if data.get(key)]
-    n = (4 if data.get("augment_shifts") else 1) * (2 if data.get("augment_180") else 1) * (2 if data.get("augment_90") else 1)
+    options = (("half-period shifts", "augment_shifts", 4), ("180-degree turn", "augment_180", 2),
+               ("90-degree turn", "augment_90", 2))
+    parts = [name for name, key, _ in options if data.get(key)]
+    n = math.prod(size for _, key, size in options if data.get(key))
     return f"{n} images per structure: " + " x ".join(parts) if parts else "no symmetry augmentation"

@@ -11,8 +11,8 @@ The run is setup -> restore (resume or init weights) -> epochs -> evaluate -> fi
 
 Everything the hot loop touches lives on the device: bit-packed structures are indexed a whole batch at a time,
 unpacked and mapped to [-1, 1] there; the symmetry images (symmetry.py: half-period shifts, 90-degree turns) are
-made there too, from the packed rows, with their permuted targets. A killed run resumes from last.pt exactly (model, optimizer, scheduler,
-RNG states and the shuffling generator are all in it).
+made there too, from the packed rows, with their permuted targets. A killed run resumes from last.pt exactly
+(model, optimizer, scheduler, RNG states and the shuffling generator are all in it).
 """
 
 from __future__ import annotations
