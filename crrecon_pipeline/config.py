@@ -46,6 +46,10 @@ def _inside_run_folder(value: str) -> str:
 class DataConfig(Section):
     batch_size: int = Field(400, ge=1, description="samples per optimizer step (global, across ranks)")
     augment_180: bool = Field(True, description="train on the 180-degree twins too (inside the training split)")
+    augment_shifts: bool = Field(True, description="train on the half-period shifts in x, y and both too: exact for "
+                                                   "any solver and polarization (symmetry.py)")
+    augment_90: bool = Field(False, description="train on the 90-degree turns too: exact only for unpolarized or "
+                                                "scalar data")
     train_ratio: float = Field(0.95, gt=0, lt=1, description="fraction of structures (by hash) in the training split")
     map_to_pm1: bool = Field(True, description="structures as {-1, 1} instead of {0, 1}")
     out_len: int = Field(30, ge=1, description="spectral bins per pixel; must match the prepared data")

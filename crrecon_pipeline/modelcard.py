@@ -9,9 +9,11 @@ import sys
 from torch import nn
 
 from .config import flatten
+from .fieldmetrics import PIXELS
 from .losses import LOSSES
 from .models import MODELS, count_parameters, get_model
 from .numbers import fmt, pct
+from .symmetry import symmetry_summary
 
 
 def architecture(model: nn.Module) -> str:
@@ -28,6 +30,16 @@ def loss_formula(name: str, params: dict) -> str:
     return formula.format(**weights) if formula else f"{name}({', '.join(f'{k}={v}' for k, v in weights.items())})"
 
 
+def field_line(metrics: dict) -> str:
+    """Per-pixel MSE, peak-wavelength and routing-efficiency errors, where the run reported them."""
+    if "val_mse_R" not in metrics:
+        return ""
+    pixels = ", ".join(f"{p} {fmt(metrics[f'val_mse_{p}'])}" for p in PIXELS)
+    routing = (f"; routing efficiency error {fmt(metrics['val_routing_error'])} (true mean "
+               f"{fmt(metrics['val_routing_efficiency'])})" if "val_routing_error" in metrics else "")
+    return f"\nPer-pixel MSE {pixels}; peak wavelength error {fmt(metrics['val_peak_error_nm'])} nm{routing}."
+
+
 def model_card(config: dict, metrics: dict, model: nn.Module | None = None) -> str:
     model = model or get_model(config["model"]["name"], **config["model"]["params"])
     ratio = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else float("nan")
@@ -41,14 +53,14 @@ def model_card(config: dict, metrics: dict, model: nn.Module | None = None) -> s
 
 **Results** (validation split, best checkpoint (lowest val loss) of epoch {metrics.get('best_epoch')} of {metrics.get('epochs_completed')}):
 val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum baseline's {fmt(metrics['baseline_val_mse'])};
-Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.
+Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.{field_line(metrics)}
 Device {metrics.get('device')}, {fmt(metrics.get('samples_per_s'))} samples/s.
 
 **Loss** `{config['loss']['name']}`: {loss_formula(config['loss']['name'], config['loss']['params'])}
 
-**Split**: {metrics.get('train_samples', 0):,} training samples (180° twins {'included' if config['data'].get('augment_180') else 'not used'}),
-{metrics.get('val_samples', 0):,} validation structures; split by a structure hash shared with the twin
-(train_ratio {config['data'].get('train_ratio')}).
+**Split**: {metrics.get('train_samples', 0):,} training samples ({symmetry_summary(config['data'])}),
+{metrics.get('val_samples', 0):,} validation structures; split by a structure hash shared by all images of a
+structure under the symmetry group (train_ratio {config['data'].get('train_ratio')}).
 
 **Architecture**
 

@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 from . import records
+from .fieldmetrics import PIXELS
 from .modelcard import model_card
 from .numbers import percent, rounded
 from .plots import markdown_image, plot_loss_curves
 
+FIELD_KEYS = tuple(f"val_mse_{p}" for p in PIXELS) + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency")
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
@@ -69,6 +71,7 @@ def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]
         "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
         "val_pearson": ("float", rounded(metrics["val_pearson"])),
         "val_mae": ("float", rounded(metrics["val_mae"])),
+        **{k: ("float", rounded(metrics[k])) for k in FIELD_KEYS if k in metrics},
         "epochs_completed": ("int", metrics["epochs_completed"]),
         "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
         "n_params": ("int", metrics["n_params"]),

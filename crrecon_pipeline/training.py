@@ -10,8 +10,9 @@ Run folder (every name from config stays inside it):
 The run is setup -> restore (resume or init weights) -> epochs -> evaluate -> finalize.
 
 Everything the hot loop touches lives on the device: bit-packed structures are indexed a whole batch at a time,
-unpacked and mapped to [-1, 1] there. A killed run resumes from last.pt exactly (model, optimizer, scheduler,
-RNG states and the shuffling generator are all in it).
+unpacked and mapped to [-1, 1] there; the symmetry images (symmetry.py: half-period shifts, 90-degree turns) are
+made there too, from the packed rows, with their permuted targets. A killed run resumes from last.pt exactly
+(model, optimizer, scheduler, RNG states and the shuffling generator are all in it).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import numpy as np
 import torch
 
 from . import checkpoints, distributed, records, trainlog
-from .data import Prepared, load_prepared, preprocess, rotate_packed
+from .data import Prepared, load_prepared, preprocess
 from .errors import ConfigError, DataError, TrainingDiverged
+from .fieldmetrics import field_metrics
 from .losses import get_loss, pearson_per_spectrum
 from .models import MODELS, count_parameters, get_model
 from .npyio import save_atomic, write_text_atomic
 from .paths import default_prepared_dir
+from .symmetry import SHIFTS, Augmentation, shift_packed, symmetry_summary, turned_images
 from .trainlog import log_line  # noqa: F401 - the seed line format, re-exported for callers
 
 BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits is big-endian within a byte
@@ -44,15 +47,25 @@ load_checkpoint = checkpoints.load  # the public names callers (inference, tests
 # ---------------------------------------------------------------------------------------------------- split
 
 def structure_keys(packed: np.ndarray) -> np.ndarray:
-    """A stable 64-bit key per structure, equal for a structure and its 180-degree twin (so the twins share a
-    split even when a rotated copy appears as its own row): a vectorised hash of (linear sum of both) + mixing."""
+    """A stable 64-bit key per structure, equal for all its images under the symmetry group (half-period shifts,
+    180- and 90-degree turns: symmetry.py), so every image of a structure shares a split even when one appears
+    as its own row, whatever augmentation a run uses: the minimum over the images of a vectorised hash (a linear
+    form of the 64-bit words + mixing). A shift only permutes the words, so the four shifted images of a turned
+    structure cost one (n, 256) @ (256, 4) product against the shifted weights (<S p, w> = <p, S w>, S = S^-1)."""
     weights = np.random.default_rng(0x5EED).integers(1, 2**63, size=packed.shape[1] // 8, dtype=np.uint64) | np.uint64(1)
+    shifted = np.stack([shift_packed(weights.view(np.uint8), x, y).view(np.uint64) for x, y in SHIFTS], axis=1)
+    keys = np.full(len(packed), np.iinfo(np.uint64).max, dtype=np.uint64)
+    for turned in turned_images(packed):
+        with np.errstate(over="ignore"):
+            linear = np.ascontiguousarray(turned).view(np.uint64) @ shifted  # (n, 4), wraps mod 2^64
+        np.minimum(keys, _mix(linear).min(axis=1), out=keys)
+    return _mix(keys)  # the minimum of 16 hashes sits low: mix it again so the key is uniform for the split
 
-    def linear(p: np.ndarray) -> np.ndarray:
-        return (np.ascontiguousarray(p).view(np.uint64) * weights).sum(axis=1, dtype=np.uint64)  # (M,) wraps mod 2^64
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit finalizer (xor-shift-multiply)."""
+    x = x.copy()
     with np.errstate(over="ignore"):
-        x = linear(packed) + linear(rotate_packed(packed))
         for shift, mult in ((31, 0x9E3779B97F4A7C15), (29, 0xBF58476D1CE4E5B9), (32, 0x94D049BB133111EB)):
             x ^= x >> np.uint64(shift)
             x *= np.uint64(mult)
@@ -69,9 +82,12 @@ def split_rows(packed: np.ndarray, train_ratio: float) -> tuple[np.ndarray, np.n
 # ---------------------------------------------------------------------------------------------------- data on device
 
 class DeviceData:
-    """Originals and (optionally) rotated twins stacked on the device: rows [0, M) and [M, 2M)."""
+    """Originals and (optionally) rotated twins stacked on the device: rows [0, M) and [M, 2M). A sample index
+    v = row + rows * e names a stored row under symmetry element e (symmetry.Augmentation): the structure is
+    shifted packed and its target permuted in the same batched step; e = 0 is the stored row itself."""
 
-    def __init__(self, prepared: Prepared, device: torch.device, with_rotated: bool):
+    def __init__(self, prepared: Prepared, device: torch.device, with_rotated: bool,
+                 augmentation: Augmentation | None = None):
         packed = [prepared.structures.packed]
         targets = [prepared.bayer]
         if with_rotated:
@@ -82,13 +98,29 @@ class DeviceData:
         self.m = len(prepared)
         self.packed = torch.as_tensor(np.concatenate(packed), device=device)  # (M or 2M, 2048) uint8
         self.targets = torch.as_tensor(np.concatenate(targets), device=device)  # (.., 2, 2, 30) float32
+        self.rows = len(self.packed)
+        self.augmentation = augmentation or Augmentation(shifts=False, turn90=False)
         self.shifts = BIT_SHIFTS.to(device)
 
+    def samples(self, rows: np.ndarray) -> np.ndarray:
+        """Every sample index of the given stored rows under every element of the augmentation."""
+        return (np.asarray(rows)[None, :] + self.rows * np.arange(self.augmentation.n_elements)[:, None]).ravel()
+
+    def _split(self, idx: torch.Tensor):
+        return idx % self.rows, self.augmentation.decode(idx // self.rows)
+
     def inputs(self, idx: torch.Tensor, pm1: bool = True) -> torch.Tensor:
-        """(B,) row indices -> (B, 1, 128, 128) float in [-1, 1] (or {0, 1})."""
-        bits = (self.packed[idx].unsqueeze(-1) >> self.shifts) & 1  # (B, 2048, 8)
-        x = bits.view(-1, 1, 128, 128).float()
+        """(B,) sample indices -> (B, 1, 128, 128) float in [-1, 1] (or {0, 1})."""
+        rows, (x_shift, y_shift, turn) = self._split(idx)
+        packed = self.augmentation.packed(self.packed[rows], x_shift, y_shift)
+        bits = (packed.unsqueeze(-1) >> self.shifts) & 1  # (B, 2048, 8)
+        x = self.augmentation.images(bits.view(-1, 1, 128, 128), turn).float()
         return x * 2 - 1 if pm1 else x
+
+    def target(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B,) sample indices -> (B, 2, 2, L) targets, permuted as each sample's element moves the pixels."""
+        rows, elements = self._split(idx)
+        return self.augmentation.targets(self.targets[rows], *elements)
 
 
 def unpack_to_inputs(structures: np.ndarray, device: torch.device, pm1: bool = True) -> torch.Tensor:
@@ -261,14 +293,18 @@ def _setup(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, r
     if len(val_rows) == 0 or len(train_rows) == 0:
         raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d['train_ratio']}")
     augment = bool(d["augment_180"])
-    data = DeviceData(prepared, dev, with_rotated=augment)
-    train_idx = torch.as_tensor(np.concatenate([train_rows, train_rows + data.m]) if augment else train_rows, device=dev)
+    data = DeviceData(prepared, dev, with_rotated=augment,
+                      augmentation=Augmentation(shifts=d["augment_shifts"], turn90=d["augment_90"]))
+    stored = np.concatenate([train_rows, train_rows + data.m]) if augment else train_rows
+    train_idx = torch.as_tensor(data.samples(stored), device=dev)
     tail = len(train_idx) % int(d["batch_size"])
     if 0 < tail < ranks.world:  # every rank must take part in every step: drop a tail too short to share
         train_idx = train_idx[: len(train_idx) - tail]
 
     model = build_model(config).to(dev)
-    train_targets = data.targets[train_idx]
+    # the baseline predicts the training originals' mean spectrum per pixel (the distribution the validation rows
+    # come from); every image's target is a permutation of its row's, so the overall std is the originals' too
+    train_targets = data.targets[torch.as_tensor(train_rows, device=dev)]
     mean_spectrum = train_targets.mean(0)
     model.scale.set_stats(mean_spectrum, train_targets.std())
     if dev.type == "cuda":
@@ -327,7 +363,7 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     n = len(run.train_idx)
     log(f"model {run.config['model']['name']}: {count_parameters(run.model):,} parameters on {run.dev}"
         f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''}; {n} training samples "
-        f"({'with' if run.config['data']['augment_180'] else 'without'} 180-degree twins), {len(run.val_idx)} validation")
+        f"({symmetry_summary(run.config['data'])}), {len(run.val_idx)} validation")
     log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in run.prepared.training_set().items()))
 
 
@@ -340,7 +376,7 @@ def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.
     pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
     for b, start in enumerate(range(0, len(order), run.batch_size), 1):
         idx = run.ranks.share(order[start:start + run.batch_size])
-        x, y = run.data.inputs(idx, run.pm1), run.data.targets[idx]
+        x, y = run.data.inputs(idx, run.pm1), run.data.target(idx)
         with run.autocast():
             loss = run.loss_fn(run.net(x).float(), y)
         run.optimizer.zero_grad(set_to_none=True)
@@ -366,7 +402,7 @@ def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
             t0 = time.perf_counter()
             train_loss, samples = _run_epoch(run, epoch, clock, metrics_log)
             val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
-            val_loss = float(run.loss_fn(val_pred, run.data.targets[run.val_idx]))
+            val_loss = float(run.loss_fn(val_pred, run.data.target(run.val_idx)))
             seconds = time.perf_counter() - t0
             improved = val_loss < run.best_val
             run.best_val = min(run.best_val, val_loss)
@@ -401,7 +437,9 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
     best = checkpoints.load(best_path, run.dev) if best_path.exists() else run.state(run.epochs)
     run.model.load_state_dict(best["model"])
     val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
-    metrics = regression_metrics(val_pred, run.data.targets[run.val_idx], run.mean_spectrum)
+    val_true = run.data.target(run.val_idx)
+    metrics = regression_metrics(val_pred, val_true, run.mean_spectrum)
+    metrics |= field_metrics(val_pred, val_true, run.prepared.wavelengths_nm)
     history = run.history
     metrics |= {
         "epochs_completed": len({h["epoch"] for h in history}),

@@ -15,11 +15,13 @@ from crrecon_pipeline.config import load_config
 from crrecon_pipeline.data import load_prepared
 from crrecon_pipeline.losses import get_loss, pearson_per_spectrum
 from crrecon_pipeline.models import MODELS, get_model
+from crrecon_pipeline.reporting import final_metadata
 from crrecon_pipeline.training import load_checkpoint, split_rows, structure_keys, train
 
 TINY = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "model.params.nhead=2",
         "model.params.dec_layers=1", "model.params.in_pool=2", "model.params.blocks_per_stage=1",
-        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2"]
+        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2",
+        "data.augment_shifts=false"]  # 4x shorter epochs; test_training_is_deterministic... trains with the shifts
 
 
 def tiny_config(*extra):
@@ -82,8 +84,9 @@ def test_split_keeps_rotated_twins_together(prepared_dir):
 
 def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
-    cfg = tiny_config("training.epochs=3")
+    cfg = tiny_config("training.epochs=3", "data.augment_shifts=true")
     a = train(cfg, p, tmp_path / "a", device="cpu", log=lambda m: None)
+    assert a["train_samples"] == 8 * len(split_rows(p.structures.packed, 0.8)[0])  # 8 images per structure
     b = train(cfg, p, tmp_path / "b", device="cpu", log=lambda m: None)
     assert a["val_mse"] == b["val_mse"]
     wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
@@ -92,6 +95,11 @@ def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     lines = (tmp_path / "a" / "train_log.txt").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("[EPOCH] 1/3 train_loss=")
     assert {"val_mse", "baseline_val_mse", "val_pearson", "epochs_completed", "best_checkpoint"} <= set(a)
+    field = {"val_mse_R", "val_mse_G1", "val_mse_G2", "val_mse_B", "val_peak_error_nm", "val_routing_error"}
+    assert field <= set(json.loads((tmp_path / "a" / "metrics.json").read_text()))
+    assert np.mean([a[f"val_mse_{p}"] for p in ("R", "G1", "G2", "B")]) == pytest.approx(a["val_mse"], rel=1e-5)
+    metadata = final_metadata(a, cfg)
+    assert all(metadata[k][0] == "float" and metadata[k][1] == float(f"{a[k]:.4g}") for k in field)
     assert (tmp_path / "a" / "epoch_0002.pt").exists() and (tmp_path / "a" / "best.pt").exists()
     assert (tmp_path / "a" / "outputs" / "loss_curves.png").stat().st_size > 1000  # output.dir inside the run
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
