@@ -74,3 +74,56 @@ def test_train_from_raw_bins_by_out_len(raw_dir, tmp_path):
     assert res.returncode == 0, res.stderr
     assert load_prepared(tmp_path / "r" / "prepared").bayer.shape[-1] == 20
     assert json.loads(res.stdout.strip().splitlines()[-1])["val_mse"] > 0
+
+
+def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
+    """pretrained_model simulates its own rows (reused by a second run), trains with out_len 20; trained_model
+    with init_from: pretrained_model starts from its checkpoint, the out_len-shaped tensors skipped and listed."""
+    import dagster as dg
+
+    from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
+    from crrecon_pipeline.defs.assets.pretrain import PretrainedModelConfig, pretrained_model
+    from crrecon_pipeline.defs.assets.raw import raw_shard
+    from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
+    from crrecon_pipeline.defs.partitions import shards
+    from crrecon_pipeline.defs.resources import (CrreconPaths, FilterSettings, ModelChecks, SimulatorResource,
+                                                 TrainingDevice)
+
+    home = tmp_path / "home"
+    res = {"paths": CrreconPaths(home=str(home)), "filtering": FilterSettings(), "model_checks": ModelChecks(),
+           "simulator": SimulatorResource(rows_per_shard=200, initial_shards=1, seed=3, period_um=1.6),
+           "device": TrainingDevice(device="cpu")}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(shards.name, ["0"])
+
+    def cfg(*extra):
+        return load_config("configs/quick.yaml", TINY + ["training.epochs=1", *extra])
+
+    # no materialization yet: one line, not a traceback
+    result = dg.materialize([trained_model], instance=instance, resources=res, raise_on_error=False,
+                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "pretrained_model has no materialization" in failure.step_failure_data.error.message
+
+    pre_cfg = PretrainedModelConfig(**cfg("data.out_len=20", "model.params.out_len=20"),
+                                    simulator={"rows": 120, "seed": 9})
+    runs = [dg.materialize([pretrained_model], instance=instance, resources=res,
+                           run_config=dg.RunConfig({"pretrained_model": pre_cfg})) for _ in range(2)]
+    metas = [r.asset_materializations_for_node("pretrained_model")[0].metadata for r in runs]
+    assert [m["rows_reused"].value for m in metas] == [False, True]
+    assert metas[0]["pretrain_rows"].value == 120 and "| cell period L | 1.6 µm |" in metas[0]["simulation"].value
+    assert metas[0]["pretrain_dir"].value == metas[1]["pretrain_dir"].value
+    assert {"val_mse", "baseline_val_mse", "val_pearson", "model_card", "checkpoint"} <= set(metas[0])
+    pretrained_ckpt = metas[1]["checkpoint"].value
+    assert str(home / "pretrain") in pretrained_ckpt and load_checkpoint(pretrained_ckpt)["model"]["scale.mean"].shape[-1] == 20
+
+    dg.materialize([raw_shard, filtered_bayer, rotated_bayer], partition_key="0", instance=instance, resources=res)
+    result = dg.materialize([trained_model], instance=instance, resources=res,
+                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
+    meta = result.asset_materializations_for_node("trained_model")[0].metadata
+    assert meta["init_from"].value == pretrained_ckpt
+    assert set(meta["init_skipped"].value.split(", ")) == {"queries", "scale.mean"}  # the out_len-shaped tensors
+    state = load_checkpoint(meta["checkpoint"].value)
+    assert state["config"]["training"]["init_from"] == pretrained_ckpt
+    assert state["model"]["scale.mean"].shape[-1] == 30
