@@ -1,10 +1,10 @@
-"""Fine-tuning across fidelities: a surrogate pretrained on cheap thin-element rows, then fine-tuned on a small set
+"""Fine-tuning across fidelities: a surrogate pretrained on cheap rows (thin element, or a coarse multislice), then fine-tuned on a small set
 from another physics model (the multislice fidelity, same geometry), against the same model trained from scratch
 on that small set. Both arms use the same config, split (by structure hash) and number of fine-tuning epochs; they
 run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the small set's validation split.
 
     python benchmarks/bench_finetune.py [--pretrain-rows 4000] [--ft-raw /work/ms_raw] [--ft-rows 300]
-        [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1] [--config quick] [--set key=value ...]
+        [--pretrain-fidelity thin|multislice] [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1] [--config quick] [--set key=value ...]
 
 Without --ft-raw (a folder of seed-format multislice shards, e.g. `crrecon simulate --fidelity multislice`), the
 small set is simulated here with --ms-grid / --ms-slices (coarse by default: the full multislice runs ~1-3 rows/s
@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--ft-rows", type=int, default=300)
     ap.add_argument("--ms-grid", type=int, default=64)
     ap.add_argument("--ms-slices", type=int, default=10)
+    ap.add_argument("--pretrain-fidelity", choices=["thin", "multislice"], default="thin")
+    ap.add_argument("--pretrain-grid", type=int, default=32, help="multislice pretraining: lateral grid")
+    ap.add_argument("--pretrain-slices", type=int, default=8, help="multislice pretraining: slices")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--ft-epochs", type=int, default=20)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -80,15 +83,17 @@ def main() -> None:
         print(f"small set: {described}; {len(small)} finished rows")
 
         t0 = time.perf_counter()
-        data = PretrainData(SimulationSettings(seed=1000, structures=StructureParams(unfinished_fraction=0.0)),
-                            args.pretrain_rows)
+        physics = PhysicsParams(fidelity=args.pretrain_fidelity, multislice_grid=args.pretrain_grid,
+                                multislice_slices=args.pretrain_slices, multislice_step_nm=30)
+        data = PretrainData(SimulationSettings(seed=1000, physics=physics,
+                                               structures=StructureParams(unfinished_fraction=0.0)), args.pretrain_rows)
         pre, _ = prepare_pretraining(data, work, PrepareSettings(), log=quiet)
         simulated = time.perf_counter() - t0
         pre_cfg = load_config(args.config, args.set + [f"training.epochs={args.pretrain_epochs}", "training.save_every=0"])
         pretrained = train(pre_cfg, pre, work / "pretrain_run", device=args.device, log=quiet)
-        print(f"pretraining: {len(pre)} thin rows simulated in {simulated:.0f} s, {args.pretrain_epochs} epochs in "
+        print(f"pretraining: {len(pre)} {args.pretrain_fidelity} rows simulated in {simulated:.0f} s, {args.pretrain_epochs} epochs in "
               f"{time.perf_counter() - t0 - simulated:.0f} s, val/baseline {pretrained['val_mse'] / pretrained['baseline_val_mse']:.3f} "
-              f"(on thin rows)")
+              f"(on its own rows)")
 
         results = {"scratch": [], "fine_tuned": []}
         for seed in args.seeds:  # alternately, same seed and split for both arms

@@ -1,5 +1,5 @@
 """Fine-tuning across fidelities (issue 12): data.out_len real (30 / 301 / other bin counts), pretraining data in
-its own folder, and pretrain-then-fine-tune against training from scratch on a small set from another physics."""
+its own folder (the pretrained_model asset) and trained_model starting from it."""
 
 import json
 import subprocess
@@ -127,3 +127,4 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     state = load_checkpoint(meta["checkpoint"].value)
     assert state["config"]["training"]["init_from"] == pretrained_ckpt
     assert state["model"]["scale.mean"].shape[-1] == 30
+
