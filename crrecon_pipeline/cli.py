@@ -68,7 +68,7 @@ def cmd_preprocess(args) -> dict:
     from .data import PrepareSettings, preprocess
     from .rawfiles import discover_shards, open_shard
 
-    settings = PrepareSettings(binning=args.binning)
+    settings = PrepareSettings(binning=args.binning, n_bins=args.bins)
     total = sum(open_shard(args.raw, k, settings.n_wavelengths).rows for k in discover_shards(args.raw))
     bar, update = _progress(total, "preprocess")
     with bar:
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--raw", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--binning", choices=["mean", "subsample"], default="mean")
+    s.add_argument("--bins", type=int, default=30, metavar="N",
+                   help="spectral bins per pixel = data.out_len of the runs on it (30; 301: every sample, no binning)")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("train", help="train a surrogate from a YAML config")

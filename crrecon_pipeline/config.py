@@ -73,8 +73,9 @@ class TrainingConfig(Section):
     use_amp: bool = Field(True, description="bf16 autocast on CUDA")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming up linearly")
     save_every: int = Field(10, ge=0, description="keep epoch_NNNN.pt every this many epochs; 0: never")
-    init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1); "
-                                           "empty: random initialization")
+    init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1; "
+                                           "tensors of another shape skipped and listed); in Dagster also "
+                                           "'pretrained_model' (its latest checkpoint); empty: random initialization")
 
     _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio")(_finite)
 

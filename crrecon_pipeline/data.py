@@ -3,12 +3,12 @@
 
 One streaming pass per shard reads both raw files once, in bounded chunks, and does everything in it: the raw
 checks' scan, the sha256 of every byte (on a second thread), the filter (unfinished and non-finite rows dropped and
-counted apart), the sign flip, 301 -> 30 bins, the [[R, G], [G, B]] layout and bit packing (2 KiB a row instead
+counted apart), the sign flip, 301 -> 30 bins (PrepareSettings.n_bins), the [[R, G], [G, B]] layout and bit packing (2 KiB a row instead
 of 16 KiB). The data checks run on the staged result and are recorded in the version's manifest; LATEST moves
 only to a version whose blocking checks passed.
 
 A version folder holds
-    structures.npy (M, 2048) uint8 packed   bayer.npy (M, 2, 2, 30) float32   rows.npy (M,) int64 raw row index
+    structures.npy (M, 2048) uint8 packed   bayer.npy (M, 2, 2, n_bins) float32   rows.npy (M,) int64 raw row index
     structures_rotated.npy  bayer_rotated.npy          (rotated versions: the filtered files hard-linked + the turn)
     manifest.json       sources (names, sizes, sha256), settings, counts, statistics, checks, files and sizes
 """
@@ -50,14 +50,15 @@ class ShardStats:
     bayer_sum: list = field(default_factory=lambda: [0.0] * 3)
     max_green_mismatch: float = 0.0
     negative_after_flip: int = 0
+    n_bins: int = 30
 
     def summary(self) -> dict:
         d = asdict(self)
         kept = max(self.kept_rows, 1)
         d["kept_fraction"] = self.kept_rows / max(self.raw_rows, 1)
         d["mean_fill"] = self.fill_sum / kept
-        d["bayer_mean"] = [s / (kept * 30) for s in self.bayer_sum]
-        for key in ("fill_sum", "bayer_sum"):
+        d["bayer_mean"] = [s / (kept * self.n_bins) for s in self.bayer_sum]
+        for key in ("fill_sum", "bayer_sum", "n_bins"):
             d.pop(key)
         return d
 
@@ -77,7 +78,7 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
 def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
     """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
     Every structure row is packed (cheaper than gathering the kept rows first), then the kept rows are taken."""
-    stats = ShardStats(shard=raw.index, raw_rows=raw.rows)
+    stats = ShardStats(shard=raw.index, raw_rows=raw.rows, n_bins=settings.n_bins)
     scan = RawScan(raw)
     reader = ShardReader(raw, settings.chunk_rows)
     with AtomicNpyWriter(staging / "structures.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
@@ -218,12 +219,12 @@ class PackedStructures:
 @dataclass
 class Prepared:
     structures: PackedStructures
-    bayer: np.ndarray  # (M, 2, 2, 30) float32
+    bayer: np.ndarray  # (M, 2, 2, n_bins) float32, n_bins = data.out_len (30 by default)
     rotated_structures: PackedStructures | None
     rotated_bayer: np.ndarray | None
     source_rows: np.ndarray  # (M,) int64 into the raw shards concatenated in shard order
     shards: list[dict]
-    wavelengths_nm: np.ndarray  # (30,) bin centres
+    wavelengths_nm: np.ndarray  # (n_bins,) bin centres
     versions: dict[int, ShardVersion] = field(default_factory=dict)
 
     def __len__(self) -> int:

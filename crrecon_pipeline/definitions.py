@@ -8,9 +8,10 @@ import dagster as dg
 from .defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from .defs.assets.design import designed_structures
 from .defs.assets.prepared import filtered_bayer, rotated_bayer
+from .defs.assets.pretrain import pretrained_model
 from .defs.assets.raw import raw_shard
 from .defs.assets.training import trained_model
-from .defs.jobs import design_job, prepare_data_job, train_job
+from .defs.jobs import design_job, prepare_data_job, pretrain_job, train_job
 from .defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
 from .defs.schedules import weekly_retraining
 from .defs.sensors import new_shard_sensor
@@ -32,9 +33,9 @@ def _env(name: str, default: str):
 
 
 defs = dg.Definitions(
-    assets=[raw_shard, filtered_bayer, rotated_bayer, trained_model, training_log_analysis, run_comparison, dataset_profile,
+    assets=[raw_shard, filtered_bayer, rotated_bayer, pretrained_model, trained_model, training_log_analysis, run_comparison, dataset_profile,
             designed_structures],
-    jobs=[prepare_data_job, train_job, design_job],
+    jobs=[prepare_data_job, pretrain_job, train_job, design_job],
     schedules=[weekly_retraining],
     sensors=[new_shard_sensor],
     executor=_executor(),

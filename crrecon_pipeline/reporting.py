@@ -65,7 +65,11 @@ def progress_line(record: dict) -> str:
 
 def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]:
     """The materialization's metadata as {key: (type, value)}; types: float, int, text, path, md."""
-    return {
+    init = {}
+    if metrics.get("init_from"):  # fine-tuned: where the weights came from and what did not fit
+        init = {"init_from": ("path", metrics["init_from"]),
+                "init_skipped": ("text", ", ".join(metrics.get("init_skipped") or []) or "none")}
+    return init | {
         "val_mse": ("float", rounded(metrics["val_mse"])),
         "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
         "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import checkpoints, distributed, records, trainlog
-from .data import Prepared, load_prepared, preprocess
+from .data import Prepared, PrepareSettings, load_prepared, preprocess
 from .errors import ConfigError, DataError, TrainingDiverged
 from .fieldmetrics import field_metrics
 from .losses import get_loss, pearson_per_spectrum
@@ -192,7 +192,7 @@ def predict_batches(model, data: DeviceData, idx: torch.Tensor, batch_size: int,
     for start in range(0, len(idx), batch_size):
         with autocast():
             out.append(model(data.inputs(idx[start:start + batch_size], pm1)).float())
-    return torch.cat(out) if out else torch.empty(0, 2, 2, 30, device=data.packed.device)
+    return torch.cat(out) if out else torch.empty(0, 2, 2, data.targets.shape[-1], device=data.packed.device)
 
 
 def regression_metrics(pred: torch.Tensor, target: torch.Tensor, mean_spectrum: torch.Tensor) -> dict:
@@ -231,6 +231,7 @@ class Run:
     start_epoch: int = 1
     best_val: float = float("inf")
     history: list = field(default_factory=list)
+    init: dict = field(default_factory=dict)  # init_from / init_skipped when the weights came from a checkpoint
 
     @property
     def epochs(self) -> int:
@@ -356,15 +357,28 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
             records.drop_epochs_after(run.run_dir / records.FILENAME, done)
         log(f"resumed from {path} at epoch {done}/{run.epochs}")
     elif init_from:
-        init_path = Path(init_from)
-        skipped = checkpoints.load_weights(run.model, checkpoints.load(init_path, run.dev), run.config, init_path)
-        log(f"weights from {init_path} (fresh optimizer, epoch 1)"
-            + (f"; {len(skipped)} tensors of another shape skipped: {', '.join(skipped)}" if skipped else ""))
+        _init_weights(run, init_from, log)
     n = len(run.train_idx)
     log(f"model {run.config['model']['name']}: {count_parameters(run.model):,} parameters on {run.dev}"
         f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''}; {n} training samples "
         f"({symmetry_summary(run.config['data'])}), {len(run.val_idx)} validation")
     log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in run.prepared.training_set().items()))
+
+
+def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
+    """Start from another run's weights (fine-tuning): tensors of another shape are skipped and listed (log and
+    metrics), and the output scale is set back to THIS training split's statistics: they describe the data, not
+    what was learned, and a checkpoint pretrained on another physics model has another mean spectrum."""
+    if init_from == "pretrained_model":
+        raise ConfigError("training.init_from: 'pretrained_model' names the Dagster asset; outside Dagster give "
+                          "its checkpoint path (the materialization's `checkpoint` metadata)")
+    init_path = Path(init_from)
+    own_stats = {k: v.clone() for k, v in run.model.scale.state_dict().items()}  # set in _setup from this split
+    skipped = checkpoints.load_weights(run.model, checkpoints.load(init_path, run.dev), run.config, init_path)
+    run.model.scale.load_state_dict(own_stats)
+    run.init = {"init_from": str(init_path.resolve()), "init_skipped": skipped}
+    log(f"weights from {init_path} (fresh optimizer, epoch 1; output scale from this training set)"
+        + (f"; {len(skipped)} tensors of another shape skipped: {', '.join(skipped)}" if skipped else ""))
 
 
 def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
@@ -460,7 +474,7 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
         "metrics_log": str((run.run_dir / records.FILENAME).resolve()),
         "loss_curves": str((run.path("dir") / "loss_curves.png").resolve()),
         "predictions": str((run.path("dir") / "predictions.png").resolve()),
-    }
+    } | run.init
     return metrics, val_pred
 
 
@@ -495,7 +509,7 @@ def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | N
             raise ConfigError("under torchrun, run `crrecon preprocess` first and pass --prepared (ranks would race)")
         prepared_dir = out_dir / "prepared"
         log(f"preprocessing {raw_dir} -> {prepared_dir}")
-        preprocess(raw_dir, prepared_dir)
+        preprocess(raw_dir, prepared_dir, PrepareSettings(n_bins=int(config["data"]["out_len"])))
     if prepared_dir is None:
         prepared_dir = default_prepared_dir()
     prepared = load_prepared(prepared_dir, versions)

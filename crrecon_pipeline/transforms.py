@@ -1,4 +1,4 @@
-"""Row-wise transforms of the preprocessing: filter status, binning 301 -> 30, the Bayer layout, bit packing and
+"""Row-wise transforms of the preprocessing: filter status, binning 301 -> n_bins (30; 301 = every sample), the Bayer layout, bit packing and
 the 180-degree turn. Pure numpy on chunks; shared by the streaming pass, the checks and the trainer."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _BIT_REVERSE_16 = ((_BIT_REVERSE[_WORD & 0xFF].astype(np.uint16) << 8) | _BIT_RE
 @dataclass(frozen=True)
 class PrepareSettings:
     binning: str = "mean"  # "mean": each bin integrates its band; "subsample": the research code's samples
-    n_bins: int = 30
+    n_bins: int = 30  # data.out_len: 30 (the research code), n_wavelengths (301) = every sample, no binning
     wavelength_first_nm: float = 400.0  # raw grid: sample 0 .. sample W-1 (a frequency-ordered export runs 700 -> 400)
     wavelength_last_nm: float = 700.0
     n_wavelengths: int = 301
@@ -30,6 +30,8 @@ class PrepareSettings:
     def __post_init__(self):
         if self.binning not in BINNING_MODES:
             raise ValueError(f"binning must be one of {BINNING_MODES}, got {self.binning!r}")
+        if not 1 <= self.n_bins <= self.n_wavelengths:
+            raise ValueError(f"n_bins must be between 1 and n_wavelengths ({self.n_wavelengths}), got {self.n_bins}")
 
     def identity(self) -> dict:
         """The settings that decide the output (the chunk size does not)."""
@@ -43,8 +45,12 @@ class PrepareSettings:
         return self.wavelength_first_nm > self.wavelength_last_nm
 
     def bin_edges(self) -> np.ndarray:
-        """Sample-index edges (ascending wavelength): bin k = samples edges[k] .. edges[k+1]-1."""
+        """Sample-index edges (ascending wavelength): bin k = samples edges[k] .. edges[k+1]-1. The rule
+        floor(k (W-1) / n) puts the extra sample into the last bin (30 bins: 29 of 10 samples, one of 11); with
+        n = W every bin is one sample (the rule would repeat an edge there)."""
         w, n = self.n_wavelengths, self.n_bins
+        if n == w:
+            return np.arange(w + 1)
         return np.append((np.arange(n) * (w - 1)) // n, w)
 
     def bin_centers_nm(self) -> np.ndarray:
@@ -65,6 +71,8 @@ def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
     """(n, 3, W) -> (n, 3, n_bins) in ascending wavelength, exactly as DESIGN.md defines the two modes."""
     if settings.descending:
         spectra = spectra[..., ::-1]
+    if settings.n_bins == settings.n_wavelengths:  # every sample: the values themselves, no arithmetic
+        return np.ascontiguousarray(spectra, dtype=np.float32)
     if settings.binning == "subsample":
         return spectra[..., np.linspace(0, settings.n_wavelengths - 1, settings.n_bins, dtype=int)]
     edges = settings.bin_edges()

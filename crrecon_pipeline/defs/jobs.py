@@ -15,6 +15,13 @@ train_job = dg.define_asset_job(
     description="Train the surrogate (GPU pool) and analyse the run against earlier runs.",
 )
 
+# pretraining on simulator rows in the user's geometry, for trained_model to fine-tune (init_from: pretrained_model).
+pretrain_job = dg.define_asset_job(
+    "pretrain_job",
+    selection=dg.AssetSelection.assets("pretrained_model"),
+    description="Pretrain the surrogate on built-in simulator rows (GPU pool) for fine-tuning on a small set.",
+)
+
 # inverse design with the latest trained surrogate, verified by the simulator (run config: designs, steps, ...).
 design_job = dg.define_asset_job(
     "design_job",

@@ -7,6 +7,7 @@ import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter  # partition filter of the check-execution query
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from ..errors import ConfigError
 from ..rawfiles import parse_shard_key
 from .partitions import shards
 
@@ -82,3 +83,16 @@ def training_versions(instance: dg.DagsterInstance, augment_180: bool) -> tuple[
         else:
             chosen[shard_of(partition)] = version
     return chosen, excluded
+
+
+def resolve_init_from(instance: dg.DagsterInstance, cfg: dict) -> dict:
+    """training.init_from = "pretrained_model": the checkpoint of that asset's latest materialization (in place)."""
+    if cfg["training"]["init_from"] != "pretrained_model":
+        return cfg
+    event = instance.get_latest_materialization_event(dg.AssetKey("pretrained_model"))
+    checkpoint = event.asset_materialization.metadata.get("checkpoint") if event is not None else None
+    if checkpoint is None:
+        raise ConfigError("training.init_from: pretrained_model has no materialization with a checkpoint yet "
+                          "(materialize pretrained_model first, or give a checkpoint path, or \"\" for none)")
+    cfg["training"]["init_from"] = checkpoint.value
+    return cfg

@@ -63,9 +63,11 @@ class SimulatorResource(dg.ConfigurableResource):
 
 
 class FilterSettings(dg.ConfigurableResource):
-    """Binning (mean | subsample), the raw wavelength grid, and the limits the data checks enforce."""
+    """Binning (mean | subsample) into n_bins (= data.out_len of the runs: 30, or 301 = every sample), the raw
+    wavelength grid, and the limits the data checks enforce."""
 
     binning: str = "mean"
+    n_bins: int = 30
     wavelength_first_nm: float = 400.0
     wavelength_last_nm: float = 700.0
     n_wavelengths: int = 301
@@ -78,7 +80,7 @@ class FilterSettings(dg.ConfigurableResource):
                            max_nonfinite_fraction=self.max_nonfinite_fraction)
 
     def prepare_settings(self) -> PrepareSettings:
-        return PrepareSettings(binning=self.binning, wavelength_first_nm=self.wavelength_first_nm,
+        return PrepareSettings(binning=self.binning, n_bins=self.n_bins, wavelength_first_nm=self.wavelength_first_nm,
                                wavelength_last_nm=self.wavelength_last_nm, n_wavelengths=self.n_wavelengths)
 
 

@@ -21,7 +21,7 @@ from ...trainlog import log_line
 from ...training import train
 from ...data import load_prepared
 from ...quality import check_beats_baseline
-from ..lineage import training_versions
+from ..lineage import resolve_init_from, training_versions
 from ..resources import CrreconPaths, ModelChecks, TrainingDevice
 from .common import bad_input_fails_step, check_result
 
@@ -126,7 +126,7 @@ BASELINE_CHECK = dg.AssetCheckSpec(
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
-        cfg = validate(config.model_dump(), "run config")
+        cfg = resolve_init_from(context.instance, validate(config.model_dump(), "run config"))
     prepared, excluded = training_data(context, paths, cfg["data"]["augment_180"])
     lineage = {"training_set": dg.MetadataValue.json(prepared.training_set()),
                "excluded_shards": dg.MetadataValue.json(excluded)}

@@ -1,0 +1,130 @@
+"""Fine-tuning across fidelities (issue 12): data.out_len real (30 / 301 / other bin counts), pretraining data in
+its own folder (the pretrained_model asset) and trained_model starting from it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crrecon_pipeline.config import load_config
+from crrecon_pipeline.data import load_prepared, preprocess
+from crrecon_pipeline.rawfiles import spectra_path
+from crrecon_pipeline.training import load_checkpoint, train
+from crrecon_pipeline.transforms import PrepareSettings, bin_spectra
+
+TINY = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "model.params.nhead=2",
+        "model.params.dec_layers=1", "model.params.in_pool=2", "model.params.blocks_per_stage=1",
+        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=2", "training.save_every=0"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_bin_spectra_301_is_the_samples_and_other_counts_follow_the_mean_rule():
+    rng = np.random.default_rng(0)
+    spectra = rng.normal(size=(5, 3, 301)).astype(np.float32)
+    assert np.array_equal(bin_spectra(spectra, PrepareSettings(n_bins=301)), spectra)
+    descending = PrepareSettings(n_bins=301, wavelength_first_nm=700, wavelength_last_nm=400)
+    assert np.array_equal(bin_spectra(spectra, descending), spectra[..., ::-1])
+    assert np.array_equal(bin_spectra(spectra, PrepareSettings(n_bins=301, binning="subsample")), spectra)
+    # 20 bins: floor(k * 300 / 20) = 15 k, the last bin takes samples 285..300 (16 samples)
+    by_hand = np.stack([spectra[..., 15 * k:15 * k + 15].mean(-1) for k in range(19)]
+                       + [spectra[..., 285:].mean(-1)], -1)
+    np.testing.assert_allclose(bin_spectra(spectra, PrepareSettings(n_bins=20)), by_hand, rtol=1e-6, atol=1e-6)
+    # 7 bins (300 / 7 is no integer): edges floor(300 k / 7), every sample in exactly one bin
+    edges = PrepareSettings(n_bins=7).bin_edges()
+    assert list(edges) == [0, 42, 85, 128, 171, 214, 257, 301]
+    assert len(PrepareSettings(n_bins=301).bin_centers_nm()) == 301
+    for bad in (0, 302):
+        with pytest.raises(ValueError, match="n_bins must be between 1 and n_wavelengths"):
+            PrepareSettings(n_bins=bad)
+
+
+def test_out_len_301_end_to_end_and_a_mismatch_is_one_line(raw_dir, tmp_path):
+    out = tmp_path / "p301"
+    res = run_cli("preprocess", "--raw", raw_dir, "--out", out, "--bins", 301)
+    assert res.returncode == 0, res.stderr
+    prepared = load_prepared(out)
+    assert prepared.bayer.shape[1:] == (2, 2, 301) and len(prepared.wavelengths_nm) == 301
+    raw = np.load(spectra_path(raw_dir, 0))
+    row = int(prepared.source_rows[0])
+    np.testing.assert_array_equal(prepared.bayer[0, 0, 0], -raw[row, 0])  # no binning: the raw samples (sign flipped)
+    np.testing.assert_array_equal(prepared.bayer[0, 1, 1], -raw[row, 2])
+
+    cfg = load_config("configs/quick.yaml", TINY + ["data.out_len=301", "model.params.out_len=301"])
+    metrics = train(cfg, prepared, tmp_path / "run301", device="cpu", log=lambda m: None)
+    assert np.load(tmp_path / "run301" / "outputs" / "val_predictions.npy").shape[1:] == (2, 2, 301)
+    assert np.isfinite(metrics["val_mse"]) and metrics["baseline_val_mse"] > 0
+    assert load_checkpoint(metrics["best_checkpoint"])["model"]["scale.mean"].shape == (2, 2, 301)
+
+    res = run_cli("train", "--config", "configs/quick.yaml", "--prepared", out, "--out", tmp_path / "bad",
+                  *[a for s in TINY for a in ("--set", s)])
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1].endswith("prepared data has 301 spectral bins, data.out_len is 30")
+    assert "Traceback" not in res.stderr
+    assert run_cli("preprocess", "--raw", raw_dir, "--out", tmp_path / "p0", "--bins", 0).returncode != 0
+
+
+def test_train_from_raw_bins_by_out_len(raw_dir, tmp_path):
+    res = run_cli("train", "--config", "configs/quick.yaml", "--raw", raw_dir, "--out", tmp_path / "r",
+                  *[a for s in TINY + ["data.out_len=20", "model.params.out_len=20"] for a in ("--set", s)])
+    assert res.returncode == 0, res.stderr
+    assert load_prepared(tmp_path / "r" / "prepared").bayer.shape[-1] == 20
+    assert json.loads(res.stdout.strip().splitlines()[-1])["val_mse"] > 0
+
+
+def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
+    """pretrained_model simulates its own rows (reused by a second run), trains with out_len 20; trained_model
+    with init_from: pretrained_model starts from its checkpoint, the out_len-shaped tensors skipped and listed."""
+    import dagster as dg
+
+    from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
+    from crrecon_pipeline.defs.assets.pretrain import PretrainedModelConfig, pretrained_model
+    from crrecon_pipeline.defs.assets.raw import raw_shard
+    from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
+    from crrecon_pipeline.defs.partitions import shards
+    from crrecon_pipeline.defs.resources import (CrreconPaths, FilterSettings, ModelChecks, SimulatorResource,
+                                                 TrainingDevice)
+
+    home = tmp_path / "home"
+    res = {"paths": CrreconPaths(home=str(home)), "filtering": FilterSettings(), "model_checks": ModelChecks(),
+           "simulator": SimulatorResource(rows_per_shard=200, initial_shards=1, seed=3, period_um=1.6),
+           "device": TrainingDevice(device="cpu")}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(shards.name, ["0"])
+
+    def cfg(*extra):
+        return load_config("configs/quick.yaml", TINY + ["training.epochs=1", *extra])
+
+    # no materialization yet: one line, not a traceback
+    result = dg.materialize([trained_model], instance=instance, resources=res, raise_on_error=False,
+                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "pretrained_model has no materialization" in failure.step_failure_data.error.message
+
+    pre_cfg = PretrainedModelConfig(**cfg("data.out_len=20", "model.params.out_len=20"),
+                                    simulator={"rows": 120, "seed": 9})
+    runs = [dg.materialize([pretrained_model], instance=instance, resources=res,
+                           run_config=dg.RunConfig({"pretrained_model": pre_cfg})) for _ in range(2)]
+    metas = [r.asset_materializations_for_node("pretrained_model")[0].metadata for r in runs]
+    assert [m["rows_reused"].value for m in metas] == [False, True]
+    assert metas[0]["pretrain_rows"].value == 120 and "| cell period L | 1.6 µm |" in metas[0]["simulation"].value
+    assert metas[0]["pretrain_dir"].value == metas[1]["pretrain_dir"].value
+    assert {"val_mse", "baseline_val_mse", "val_pearson", "model_card", "checkpoint"} <= set(metas[0])
+    pretrained_ckpt = metas[1]["checkpoint"].value
+    assert str(home / "pretrain") in pretrained_ckpt and load_checkpoint(pretrained_ckpt)["model"]["scale.mean"].shape[-1] == 20
+
+    dg.materialize([raw_shard, filtered_bayer, rotated_bayer], partition_key="0", instance=instance, resources=res)
+    result = dg.materialize([trained_model], instance=instance, resources=res,
+                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
+    meta = result.asset_materializations_for_node("trained_model")[0].metadata
+    assert meta["init_from"].value == pretrained_ckpt
+    assert set(meta["init_skipped"].value.split(", ")) == {"queries", "scale.mean"}  # the out_len-shaped tensors
+    state = load_checkpoint(meta["checkpoint"].value)
+    assert state["config"]["training"]["init_from"] == pretrained_ckpt
+    assert state["model"]["scale.mean"].shape[-1] == 30
+
