@@ -180,7 +180,10 @@ def test_schedule_targets_training_with_the_default_preset():
     config = request.run_config["ops"]["trained_model"]["config"]
     assert config["model"]["name"] == "cnn_xattn" and config["training"]["epochs"] == 100
     assert weekly_retraining.cron_schedule == "0 3 * * 1"
-    assert "'default' preset (300 epochs" in weekly_retraining.description
+    from crrecon_pipeline.config import load_config
+
+    epochs = load_config("default")["training"]["epochs"]
+    assert f"'default' preset ({epochs} epochs" in weekly_retraining.description
 
 
 def test_tiny_overrides_are_valid_run_config():
