@@ -244,10 +244,6 @@ def read_training_set(path: str | Path) -> dict[int, str]:
         raise DataError(f"{path}: not a training set ({{shard: version}}): {exc}") from None
 
 
-def prepared_shards(prepared_dir: str | Path) -> list[int]:
-    return sorted(PreparedStore(prepared_dir).latest_all())
-
-
 def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Prepared:
     """The prepared data, concatenated in shard order: by default the LATEST version of every shard in the store;
     `versions` ({shard: version name}) picks exact versions instead (what the lineage says passed its checks).

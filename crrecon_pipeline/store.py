@@ -36,7 +36,6 @@ LATEST = "LATEST.json"
 FORMAT = 1
 KEEP_VERSIONS = 3
 KINDS = ("filtered", "rotated")
-SHARD_DIR_RE = re.compile(r"^shard_(\d+)$")
 VERSION_RE = re.compile(r"^(filtered|rotated)-[0-9a-f]{16}$")
 _ACTIVE: set[str] = set()  # staging folders this process is writing right now
 
@@ -79,12 +78,6 @@ class PreparedStore:
 
     def shard_dir(self, shard: int) -> Path:
         return self.root / f"shard_{shard}"
-
-    def shards(self) -> list[int]:
-        """Shards with at least one committed version (anything else in the folder is not the store's)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := SHARD_DIR_RE.match(p.name)) and p.is_dir())
 
     def versions(self, shard: int) -> list[ShardVersion]:
         """Committed versions of a shard, oldest first."""

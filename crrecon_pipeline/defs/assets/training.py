@@ -101,8 +101,6 @@ def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augmen
         if not version.checks_passed:
             raise dg.Failure(description=f"{version.path}: the manifest records failed checks; re-prepare shard {shard}",
                              allow_retries=False)
-    context.log.info("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)"
-                                                  for k, v in prepared.training_set().items()))
     return prepared, excluded
 
 
