@@ -10,5 +10,5 @@ def build(registry: dict, kind: str, name: str, params: dict) -> nn.Module:
         raise ConfigError(f"unknown {kind} {name!r} (one of {sorted(registry)})")
     try:
         return registry[name](**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{kind} {name}: bad parameters ({exc})") from None

@@ -14,9 +14,10 @@ from crrecon_pipeline.rawfiles import spectra_path
 from crrecon_pipeline.training import load_checkpoint, train
 from crrecon_pipeline.transforms import PrepareSettings, bin_spectra
 
-TINY = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "model.params.nhead=2",
-        "model.params.dec_layers=1", "model.params.in_pool=2", "model.params.blocks_per_stage=1",
-        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=2", "training.save_every=0"]
+from .test_training import TINY as TRAINING_TINY
+
+TINY = [s for s in TRAINING_TINY if s.split("=")[0] not in ("training.epochs", "training.save_every")] + [
+    "training.epochs=2", "training.save_every=0"]
 
 
 def run_cli(*args):
@@ -123,7 +124,7 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
                             run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
     assert meta["init_from"].value == pretrained_ckpt
-    assert set(meta["init_skipped"].value.split(", ")) == {"queries", "scale.mean"}  # the out_len-shaped tensors
+    assert set(meta["init_skipped"].value.split(", ")) == {"mix.weight", "mix.bias", "scale.mean"}  # the out_len-shaped tensors
     state = load_checkpoint(meta["checkpoint"].value)
     assert state["config"]["training"]["init_from"] == pretrained_ckpt
     assert state["model"]["scale.mean"].shape[-1] == 30

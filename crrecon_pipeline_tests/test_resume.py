@@ -59,12 +59,12 @@ def test_resume_with_more_epochs_rebuilds_the_schedule(prepared_dir, two_epochs,
 
 def test_resume_refuses_a_changed_model_in_one_line(two_epochs, tmp_path, prepared_dir, capsys):
     run = copy_run(two_epochs, tmp_path / "run")
-    sets = sum((["--set", s] for s in TINY + ["training.epochs=3", "model.params.d_model=32", "training.lr=0.01"]), [])
+    sets = sum((["--set", s] for s in TINY + ["training.epochs=3", "model.params.fields=16", "training.lr=0.01"]), [])
     rc = cli.main(["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(run), "--device", "cpu",
                    "--resume", "auto", *sets])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert "model.params.d_model" in err[0] and "training.lr" in err[0] and "training.epochs" not in err[0]
+    assert "model.params.fields" in err[0] and "training.lr" in err[0] and "training.epochs" not in err[0]
 
 
 def test_resume_refuses_fewer_epochs_than_done(two_epochs, tmp_path, prepared_dir):
@@ -93,25 +93,24 @@ def test_init_weights_loads_weights_only(two_epochs, tmp_path, prepared_dir, cap
 
 
 def test_init_weights_skips_tensors_of_another_shape(two_epochs):
-    """Fine-tuning across out_len: the spectral queries and output scale differ, the backbone is taken."""
+    """Fine-tuning across out_len: the spectral mix and output scale differ, the backbone and fields are taken."""
     state = checkpoints.load(two_epochs / "best.pt")
     config = json.loads(json.dumps(state["config"]))
     config["data"]["out_len"] = config["model"]["params"]["out_len"] = 20
     model = build_model(config)
     skipped = checkpoints.load_weights(model, state, config, two_epochs / "best.pt")
-    assert "queries" in skipped and not any(k.startswith("backbone") for k in skipped)
-    assert torch.equal(model.state_dict()["token_proj.weight"], state["model"]["token_proj.weight"])
+    assert "mix.weight" in skipped and not any(k.startswith(("backbone", "propagation")) for k in skipped)
+    assert torch.equal(model.state_dict()["to_field.weight"], state["model"]["to_field.weight"])
 
 
 def test_another_models_checkpoint_is_refused_in_one_line(two_epochs, tmp_path, prepared_dir, capsys):
-    gru = TINY[:2] + ["data.batch_size=32", "data.train_ratio=0.8", "training.epochs=1", "model.name=cnn_gru",
-                      "model.params.gru_layers=1"]
-    gru = [s for s in gru if "nhead" not in s and "dec_layers" not in s]
+    gru = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "data.batch_size=32",
+           "data.train_ratio=0.8", "training.epochs=1", "model.params.gru_layers=1"]
     sets = sum((["--set", s] for s in gru), [])
     base = ["train", "--config", "test_cnn_gru", "--prepared", str(prepared_dir), "--device", "cpu", *sets]
     assert cli.main([*base, "--out", str(tmp_path / "a"), "--init-weights", str(two_epochs / "best.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cnn_xattn checkpoint cannot initialize model cnn_gru" in err[0], err
+    assert len(err) == 1 and "cnn_field checkpoint cannot initialize model cnn_gru" in err[0], err
     run = copy_run(two_epochs, tmp_path / "b")  # resuming it as another model: the differing keys, not a traceback
     assert cli.main([*base, "--out", str(run), "--resume", "auto"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -16,10 +16,13 @@ from crrecon_pipeline.data import load_prepared
 from crrecon_pipeline.losses import get_loss, pearson_per_spectrum
 from crrecon_pipeline.models import MODELS, get_model
 from crrecon_pipeline.reporting import final_metadata
+from crrecon_pipeline.symmetry import shift_bayer
 from crrecon_pipeline.training import load_checkpoint, split_rows, structure_keys, train
 
-TINY = ["model.params.channels=[8, 8, 8, 8, 8]", "model.params.d_model=16", "model.params.nhead=2",
-        "model.params.dec_layers=1", "model.params.in_pool=2", "model.params.blocks_per_stage=1",
+SMALL = {"cnn_xattn": {"d_model": 32, "nhead": 4, "channels": (8, 8, 16, 16, 16)},  # per model, for unit tests
+         "cnn_gru": {"d_model": 32, "channels": (8, 8, 16, 16, 16)},
+         "cnn_field": {"fields": 8, "channels": (8, 16, 16)}}
+TINY = ["model.params.channels=[8, 8, 8]", "model.params.fields=8", "model.params.in_pool=2",
         "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2",
         "data.augment_shifts=false"]  # 4x shorter epochs; test_training_is_deterministic... trains with the shifts
 
@@ -31,7 +34,7 @@ def tiny_config(*extra):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_output_shape_and_position_sensitivity(name):
     torch.manual_seed(0)
-    model = get_model(name, d_model=32, channels=(8, 8, 16, 16, 16), **({"nhead": 4} if name == "cnn_xattn" else {})).eval()
+    model = get_model(name, **SMALL[name]).eval()
     x = torch.zeros(2, 1, 128, 128) - 1
     x[0, :, 10:40, 10:40] = 1  # a block over the R pixel
     x[1, :, 74:104, 74:104] = 1  # the same block over the B pixel
@@ -39,6 +42,25 @@ def test_model_output_shape_and_position_sensitivity(name):
     assert y.shape == (2, 2, 2, 30)
     # a circular shift moves the feature to another pixel: a position-aware model must tell the two apart
     assert (y[0] - y[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("x_shift, y_shift", [(True, False), (False, True), (True, True)])
+def test_cnn_field_is_exactly_shift_equivariant(x_shift, y_shift):
+    """A half-period shift of the structure permutes the four outputs as the physics does (symmetry.shift_bayer),
+    with random weights: the group is built into the architecture, not learned."""
+    torch.manual_seed(1)
+    model = get_model("cnn_field", **SMALL["cnn_field"]).eval()
+    x = (torch.rand(3, 1, 128, 128) > 0.6).float() * 2 - 1
+    shifted = torch.roll(x, (64 * x_shift, 64 * y_shift), (2, 3))
+    with torch.no_grad():
+        y, y_shifted = model(x), model(shifted)
+    assert torch.allclose(y_shifted, shift_bayer(y, x_shift, y_shift), atol=1e-5)
+    assert (y_shifted - y).abs().max() > 1e-3  # the pixels really differ: the permutation is not trivially true
+
+
+def test_cnn_field_refuses_a_map_it_cannot_split_into_quadrants():
+    with pytest.raises(ValueError, match="even feature map"):
+        get_model("cnn_field", channels=(8, 8, 8, 8, 8, 8, 8), in_pool=2)  # 128 / 2 / 2^7 = 0.5
 
 
 def test_model_registry_rejects_unknown():

@@ -3,10 +3,11 @@
 from torch import nn
 
 from ..registry import build
+from .cnn_field import CNNField
 from .cnn_gru import CNNGRU
 from .cnn_xattn import CNNXAttn
 
-MODELS = {"cnn_xattn": CNNXAttn, "cnn_gru": CNNGRU}
+MODELS = {"cnn_xattn": CNNXAttn, "cnn_gru": CNNGRU, "cnn_field": CNNField}
 
 
 def get_model(name: str, **params) -> nn.Module:
