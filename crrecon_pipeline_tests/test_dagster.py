@@ -188,7 +188,7 @@ def test_schedule_targets_training_with_the_default_preset():
 
 def test_tiny_overrides_are_valid_run_config():
     cfg = TrainedModelConfig(**tiny_config())
-    assert cfg.model.params["channels"] == [8, 8, 8, 8, 8] and cfg.training.epochs == 3
+    assert cfg.model.params["channels"] == [8, 8, 8] and cfg.model.params["fields"] == 8 and cfg.training.epochs == 3
 
 
 def test_dagster_definitions_validate(tmp_path):
