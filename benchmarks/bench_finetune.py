@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--ft-rows", type=int, default=300)
     ap.add_argument("--ms-grid", type=int, default=64)
     ap.add_argument("--ms-slices", type=int, default=10)
-    ap.add_argument("--pretrain-fidelity", choices=["thin", "multislice"], default="thin")
+    ap.add_argument("--pretrain-fidelity", choices=["thin", "multislice"], default="multislice")
     ap.add_argument("--pretrain-grid", type=int, default=32, help="multislice pretraining: lateral grid")
     ap.add_argument("--pretrain-slices", type=int, default=8, help="multislice pretraining: slices")
     ap.add_argument("--pretrain-epochs", type=int, default=10)

@@ -29,7 +29,10 @@ def _progress(total: int, desc: str, unit: str = "row"):
 GEOMETRY_FLAGS = {"period_um": "unit cell period L (um)", "height_um": "pillar height h (um)",
                   "depth_um": "detector depth z below the pillars (um)", "n_substrate": "index of the medium below",
                   "cauchy_a": "pillar index n = A + B / lambda^2: A", "cauchy_b": "B (um^2)",
-                  "multislice_slices": "slices through the layer (multislice)"}
+                  "multislice_slices": "slices through the layer (multislice)",
+                  "multislice_grid": "lateral samples per side in the layer (multislice; 32 makes cheap pretraining rows)",
+                  "multislice_step_nm": "wavelength sub-grid of the layer solve in nm (multislice)"}
+INT_FLAGS = ("multislice_slices", "multislice_grid")
 
 
 def cmd_simulate(args) -> dict:
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous)")
     for name, text in GEOMETRY_FLAGS.items():
         s.add_argument("--" + name.replace("_", "-").replace("multislice-", ""), dest=name,
-                       type=int if name == "multislice_slices" else float, help=f"{text}; default as in PHYSICS.md")
+                       type=int if name in INT_FLAGS else float, help=f"{text}; default as in PHYSICS.md")
     s.add_argument("--chunk", type=int, default=1024, help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_simulate)

@@ -56,6 +56,20 @@ def test_simulate_given_structures_into_shard_0(tmp_path, fidelity, capsys):
     np.testing.assert_allclose(np.load(out / "spectra_latest_0.npy"), again, atol=1e-6)  # chunks of 2 vs one batch
 
 
+def test_multislice_resolution_flags_are_recorded_and_a_bad_grid_is_one_line(tmp_path, capsys):
+    """--slices / --grid / --step-nm: the cheap pretraining settings reach the physics and simulation.json."""
+    out = tmp_path / "raw"
+    assert main(["simulate", "--out", str(out), "--rows", "4", "--shards", "1", "--fidelity", "multislice",
+                 "--slices", "8", "--grid", "32", "--step-nm", "30"]) == 0
+    physics = json.loads((out / "simulation.json").read_text())["physics"]
+    assert (physics["multislice_slices"], physics["multislice_grid"], physics["multislice_step_nm"]) == (8, 32, 30.0)
+    capsys.readouterr()
+    assert main(["simulate", "--out", str(tmp_path / "bad"), "--rows", "4", "--fidelity", "multislice",
+                 "--grid", "48"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "multislice_grid" in err[0] and not (tmp_path / "bad").exists(), err
+
+
 @pytest.mark.parametrize("bad, message", [
     (lambda s: np.where(np.arange(5)[:, None, None] == 4, 2 * s, s), "binary"),  # a bad value in the last chunk
     (lambda s: s[:, :64, :64], "shape"),
