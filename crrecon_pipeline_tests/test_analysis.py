@@ -11,6 +11,7 @@ from crrecon_pipeline.analysis import (DIAGNOSES, analyze_log, analyze_run, appl
                                        format_report, parse_train_log, report_markdown)
 from crrecon_pipeline.config import load_config
 from crrecon_pipeline.data import load_prepared
+from crrecon_pipeline.models import MODELS
 from crrecon_pipeline.training import log_line, train
 
 from .test_training import tiny_config
@@ -147,7 +148,7 @@ def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     assert set(result["diagnosis"]) <= set(DIAGNOSES) and "too_short" in result["diagnosis"]  # 4 epochs < 5
     comparison = compare_runs(tmp_path / "runs")
     assert comparison["runs"] == 2 and "lr" in comparison["effects"] and "epochs" in comparison["effects"]
-    assert comparison["next_config"]["model"]["name"] in ("cnn_xattn", "cnn_gru")
+    assert comparison["next_config"]["model"]["name"] in MODELS
     assert "training:" in comparison["next_config_yaml"]
 
 
@@ -214,5 +215,5 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[2:]}
     assert set(cells) == {f"[0f1e2d3c](/runs/{run_id})", "by-hand"}
     row = cells[f"[0f1e2d3c](/runs/{run_id})"]
-    assert row[2].endswith(" %") and row[3] == "cnn_xattn" and row[5] == "2"
+    assert row[2].endswith(" %") and row[3] == tiny_config()["model"]["name"] and row[5] == "2"
     assert float(row[1]) > 0 and len(row[1].replace(".", "").lstrip("0")) <= 4, "~4 significant figures"
