@@ -58,9 +58,10 @@ def test_cnn_field_is_exactly_shift_equivariant(x_shift, y_shift):
     assert (y_shifted - y).abs().max() > 1e-3  # the pixels really differ: the permutation is not trivially true
 
 
-def test_cnn_field_refuses_a_map_it_cannot_split_into_quadrants():
+@pytest.mark.parametrize("in_pool, stages", [(2, 7), (6, 3)])  # 128 / 2 / 2^7 < 1; 6 * 8 = 48 px does not divide 64
+def test_cnn_field_refuses_a_map_it_cannot_split_into_quadrants(in_pool, stages):
     with pytest.raises(ValueError, match="even feature map"):
-        get_model("cnn_field", channels=(8, 8, 8, 8, 8, 8, 8), in_pool=2)  # 128 / 2 / 2^7 = 0.5
+        get_model("cnn_field", channels=(8,) * stages, in_pool=in_pool)
 
 
 def test_model_registry_rejects_unknown():

@@ -39,10 +39,12 @@ class CNNField(nn.Module):
         super().__init__()
         self.out_len, self.fields = out_len, fields
         self.backbone = Backbone(tuple(channels), blocks_per_stage, cnn_dropout, use_circular_padding, in_pool)
-        s = self.size = self.backbone.out_size
-        if s < 2 or s % 2 or 128 % s:
+        stride = in_pool * 2 ** len(channels)  # input pixels per map cell (the stem and every stage halve)
+        if 64 % stride:  # else a half-period shift is no whole roll of the map and the quadrants split cells
             raise ValueError(f"cnn_field needs an even feature map of at least 2x2 to split into the four quadrants; "
-                             f"in_pool {in_pool} with {len(channels)} channel stages gives {s}x{s}")
+                             f"in_pool {in_pool} with {len(channels)} channel stages gives {stride}-pixel cells "
+                             f"(their size must divide 64)")
+        s = self.size = self.backbone.out_size
         self.to_field = nn.Conv2d(self.backbone.out_channels, 2 * fields, 1)
         self.propagation = Propagation(fields, s)
         self.mix = nn.Linear(fields, out_len)
