@@ -19,12 +19,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline.config import load_config  # noqa: E402
-from crrecon_pipeline.data import load_prepared, preprocess  # noqa: E402
-from crrecon_pipeline.design import (DesignSettings, prepare_settings_of, recorded_simulation, routing_efficiency,  # noqa: E402
-                                     run_design, simulated_bayer)
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
-from crrecon_pipeline.training import train  # noqa: E402
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.design.optimize import DesignSettings
+from crrecon_pipeline.design.run import run_design
+from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulation, simulated_bayer
+from crrecon_pipeline.physics.bands import routing_efficiency
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
 
 
 def train_fresh(args, config: dict, tmp: Path) -> tuple[str, Path]:

@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scalar_rcwa import scalar_rcwa_power  # noqa: E402
 
-from crrecon_pipeline.physics import PhysicsParams, simulate_spectra  # noqa: E402
-from crrecon_pipeline.structures import StructureGenerator  # noqa: E402
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.physics.structures import StructureGenerator
 
 GEOMETRY = dict(period_um=1.6, depth_um=1.2, n_substrate=1.46)
 

@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline.config import load_config  # noqa: E402
-from crrecon_pipeline.data import load_prepared, preprocess  # noqa: E402
-from crrecon_pipeline.physics import PhysicsParams  # noqa: E402
-from crrecon_pipeline.pretrain import PretrainData, prepare_pretraining  # noqa: E402
-from crrecon_pipeline.rawfiles import discover_shards, spectra_path, structure_path  # noqa: E402
-from crrecon_pipeline.structures import StructureParams  # noqa: E402
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
-from crrecon_pipeline.training import train  # noqa: E402
-from crrecon_pipeline.transforms import PrepareSettings  # noqa: E402
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.rawfiles import discover_shards, spectra_path, structure_path
+from crrecon_pipeline.data.transforms import PrepareSettings
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.structures import StructureParams
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.pretrain import PretrainData, prepare_pretraining
 
 
 def small_set(args, work: Path) -> tuple[Path, str]:

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline.config import load_config  # noqa: E402
-from crrecon_pipeline.data import PackedStructures, Prepared, load_prepared, preprocess  # noqa: E402
-from crrecon_pipeline.physics import PhysicsParams  # noqa: E402
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
-from crrecon_pipeline.training import train  # noqa: E402
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import PackedStructures, Prepared, load_prepared
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
 
 
 def first_rows(prepared: Prepared, n: int) -> Prepared:

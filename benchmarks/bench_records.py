@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline import records  # noqa: E402
-from crrecon_pipeline.config import load_config  # noqa: E402
-from crrecon_pipeline.data import load_prepared, preprocess  # noqa: E402
-from crrecon_pipeline.reporting import LiveCurves, observation_metadata, progress_line  # noqa: E402
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
-from crrecon_pipeline.training import train  # noqa: E402
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.report.run_metadata import LiveCurves, observation_metadata, progress_line
+from crrecon_pipeline.train import records
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
 
 
 def records_of_one_epoch(folder: Path, epoch: int, clock: records.Clock) -> float:

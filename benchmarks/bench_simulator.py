@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline.physics import PhysicsParams, make_plan, simulate_spectra  # noqa: E402
-from crrecon_pipeline.structures import StructureGenerator, StructureParams  # noqa: E402
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
+from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams
 
 
 def naive_rgb(c: np.ndarray, wz: np.ndarray, m: np.ndarray) -> tuple[float, float, float]:

@@ -15,11 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline.config import load_config  # noqa: E402
-from crrecon_pipeline.data import load_prepared, preprocess  # noqa: E402
-from crrecon_pipeline.losses import get_loss  # noqa: E402
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset  # noqa: E402
-from crrecon_pipeline.training import DeviceData, build_model, resolve_device, train  # noqa: E402
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.losses import get_loss
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.train.batches import DeviceData
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.setup import build_model, resolve_device
 
 
 def sync(dev):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from crrecon_pipeline.physics import N_PIX, PhysicsParams, half_period_matrix, max_order, propagating_mask
+from crrecon_pipeline.grid import N_PIX
+from crrecon_pipeline.physics.fourier import half_period_matrix, max_order, propagating_mask
+from crrecon_pipeline.physics.params import PhysicsParams
 
 
 def _pattern_coefficients(s: np.ndarray, span: int) -> np.ndarray:

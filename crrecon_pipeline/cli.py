@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import USER_ERRORS, ConfigError, one_line
-from .records import json_safe
+from crrecon_pipeline.errors import USER_ERRORS, ConfigError, one_line
+from crrecon_pipeline.train.records import json_safe
 
 
 def _progress(total: int, desc: str, unit: str = "row"):
@@ -36,9 +36,9 @@ INT_FLAGS = ("multislice_slices", "multislice_grid")
 
 
 def cmd_simulate(args) -> dict:
-    from .physics import PhysicsParams
-    from .structures import StructureParams
-    from .synthetic import SimulationSettings, simulate_structures_file, write_dataset
+    from crrecon_pipeline.physics.params import PhysicsParams
+    from crrecon_pipeline.physics.shards import SimulationSettings, simulate_structures_file, write_dataset
+    from crrecon_pipeline.physics.structures import StructureParams
 
     if not (args.structures is not None or args.rows is None or 1 <= args.shards <= args.rows):
         raise ConfigError(f"--rows {args.rows} --shards {args.shards}: need 1 <= shards <= rows")
@@ -48,7 +48,7 @@ def cmd_simulate(args) -> dict:
                                   structures=StructureParams(unfinished_fraction=args.unfinished_fraction))
     t0 = time.perf_counter()
     if args.structures is not None:
-        from .npyio import read_header
+        from crrecon_pipeline.data.npyio import read_header
 
         rows = read_header(args.structures).shape[0]
         bar, update = _progress(rows, "simulate")
@@ -68,8 +68,9 @@ def cmd_simulate(args) -> dict:
 
 
 def cmd_preprocess(args) -> dict:
-    from .data import PrepareSettings, preprocess
-    from .rawfiles import discover_shards, open_shard
+    from crrecon_pipeline.data.prepare import preprocess
+    from crrecon_pipeline.data.rawfiles import discover_shards, open_shard
+    from crrecon_pipeline.data.transforms import PrepareSettings
 
     settings = PrepareSettings(binning=args.binning, n_bins=args.bins)
     total = sum(open_shard(args.raw, k, settings.n_wavelengths).rows for k in discover_shards(args.raw))
@@ -79,9 +80,9 @@ def cmd_preprocess(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    from .config import load_config, validate
-    from .data import read_training_set
-    from .training import train_from_config
+    from crrecon_pipeline.data.prepared import read_training_set
+    from crrecon_pipeline.train.config import load_config, validate
+    from crrecon_pipeline.train.entry import train_from_config
 
     config = load_config(args.config, args.set)
     if args.init_weights is not None:
@@ -108,7 +109,7 @@ class TrainProgress:
         (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(msg)
 
     def __call__(self, record: dict) -> None:
-        from .trainlog import log_line
+        from crrecon_pipeline.train.trainlog import log_line
 
         if record["kind"] == "progress":
             if self.bar is None:
@@ -129,7 +130,7 @@ class TrainProgress:
 
 
 def cmd_analyze(args) -> dict | None:
-    from .analysis import analyze_log, format_report
+    from crrecon_pipeline.report.analysis import analyze_log, format_report
 
     result = analyze_log(args.log)
     if args.json:
@@ -139,13 +140,15 @@ def cmd_analyze(args) -> dict | None:
 
 
 def cmd_predict(args) -> dict:
-    from .inference import predict_file
+    from crrecon_pipeline.train.inference import predict_file
 
     return predict_file(args.checkpoint, args.structures, args.out, device=args.device)
 
 
 def cmd_design(args) -> dict:
-    from .design import DesignSettings, bayer_bands, run_design
+    from crrecon_pipeline.design.optimize import DesignSettings
+    from crrecon_pipeline.design.run import run_design
+    from crrecon_pipeline.physics.bands import bayer_bands
 
     settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed, blur_sigma_px=args.blur_sigma_px,
                               bands=bayer_bands(_floats(args.band_edges, "--band-edges"), _floats(args.band_weights, "--band-weights")))

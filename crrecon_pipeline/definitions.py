@@ -5,16 +5,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from .defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
-from .defs.assets.design import designed_structures
-from .defs.assets.prepared import filtered_bayer, rotated_bayer
-from .defs.assets.pretrain import pretrained_model
-from .defs.assets.raw import raw_shard
-from .defs.assets.training import trained_model
-from .defs.jobs import design_job, prepare_data_job, pretrain_job, train_job
-from .defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
-from .defs.schedules import weekly_retraining
-from .defs.sensors import new_shard_sensor
+from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
+from crrecon_pipeline.defs.assets.design import designed_structures
+from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
+from crrecon_pipeline.defs.assets.pretrain import pretrained_model
+from crrecon_pipeline.defs.assets.raw import raw_shard
+from crrecon_pipeline.defs.assets.training import trained_model
+from crrecon_pipeline.defs.jobs import design_job, prepare_data_job, pretrain_job, train_job
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
+from crrecon_pipeline.defs.schedules import weekly_retraining
+from crrecon_pipeline.defs.sensors import new_shard_sensor
 
 
 def _executor():

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from .errors import ConfigError
+from crrecon_pipeline.errors import ConfigError
 
 
 def build(registry: dict, kind: str, name: str, params: dict) -> nn.Module:

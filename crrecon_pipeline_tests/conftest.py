@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
@@ -19,7 +19,7 @@ def raw_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_dir(raw_dir, tmp_path_factory) -> Path:
-    from crrecon_pipeline.data import preprocess
+    from crrecon_pipeline.data.prepare import preprocess
 
     out = tmp_path_factory.mktemp("prepared")
     preprocess(raw_dir, out)

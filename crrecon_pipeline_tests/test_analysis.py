@@ -6,13 +6,22 @@ import sys
 
 import pytest
 
-from crrecon_pipeline import records
-from crrecon_pipeline.analysis import (DIAGNOSES, analyze_log, analyze_run, apply_suggestions, compare_runs,
-                                       format_report, parse_train_log, report_markdown)
-from crrecon_pipeline.config import load_config
-from crrecon_pipeline.data import load_prepared
+from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.models import MODELS
-from crrecon_pipeline.training import log_line, train
+from crrecon_pipeline.report.analysis import (
+    DIAGNOSES,
+    analyze_log,
+    analyze_run,
+    apply_suggestions,
+    compare_runs,
+    format_report,
+    parse_train_log,
+    report_markdown,
+)
+from crrecon_pipeline.train import records
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.trainlog import log_line
 
 from .test_training import tiny_config
 
@@ -104,7 +113,7 @@ def test_suggestions_reason_from_config_and_apply(tmp_path):
 
 
 def load_config_dict_is_valid(config):
-    from crrecon_pipeline.config import validate
+    from crrecon_pipeline.train.config import validate
 
     return validate(config, "next run") == config
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from crrecon_pipeline import cli
-from crrecon_pipeline.config import DEFAULTS, RunConfig, load_config, preset_names, preset_text, validate
 from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.train.config import DEFAULTS, RunConfig, load_config, preset_names, preset_text, validate
 
 REPO = Path(__file__).resolve().parent.parent
 

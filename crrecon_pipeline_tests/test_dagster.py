@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.definitions import defs
 from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
@@ -17,8 +18,6 @@ from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
 from crrecon_pipeline.defs.schedules import weekly_retraining
 from crrecon_pipeline.defs.sensors import new_shard_sensor
-
-from crrecon_pipeline.store import PreparedStore
 
 from .conftest import write_raw_pair
 from .test_training import tiny_config
@@ -180,7 +179,7 @@ def test_schedule_targets_training_with_the_default_preset():
     config = request.run_config["ops"]["trained_model"]["config"]
     assert config["model"]["name"] == "cnn_xattn" and config["training"]["epochs"] == 100
     assert weekly_retraining.cron_schedule == "0 3 * * 1"
-    from crrecon_pipeline.config import load_config
+    from crrecon_pipeline.train.config import load_config
 
     epochs = load_config("default")["training"]["epochs"]
     assert f"'default' preset ({epochs} epochs" in weekly_retraining.description

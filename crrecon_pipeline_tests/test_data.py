@@ -7,9 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from crrecon_pipeline.data import (PrepareSettings, bin_spectra, load_prepared, pack_structures, preprocess,
-                                   rotate_bayer, rotate_packed, to_bayer, unpack_structures)
-from crrecon_pipeline.npyio import DataError
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.transforms import (
+    PrepareSettings,
+    bin_spectra,
+    pack_structures,
+    rotate_bayer,
+    rotate_packed,
+    to_bayer,
+    unpack_structures,
+)
+from crrecon_pipeline.errors import DataError
 
 from .conftest import write_raw_pair
 

@@ -10,13 +10,18 @@ import pytest
 import torch
 
 from crrecon_pipeline.cli import main
-from crrecon_pipeline.data import PrepareSettings, bin_spectra, load_prepared, preprocess, to_bayer
-from crrecon_pipeline.design import (DesignSettings, bayer_bands, optimize, recorded_simulation, routing_efficiency,
-                                     band_efficiencies, run_design, training_best)
-from crrecon_pipeline.inference import load_model
-from crrecon_pipeline.physics import PhysicsParams, simulate_spectra
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
-from crrecon_pipeline.training import train
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.transforms import PrepareSettings, bin_spectra, to_bayer
+from crrecon_pipeline.design.optimize import DesignSettings, optimize
+from crrecon_pipeline.design.run import run_design
+from crrecon_pipeline.design.verify import recorded_simulation, training_best
+from crrecon_pipeline.physics.bands import band_efficiencies, bayer_bands, routing_efficiency
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.train.inference import load_model
+from crrecon_pipeline.train.loop import train
 
 from .test_training import tiny_config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crrecon_pipeline.training import load_checkpoint
+from crrecon_pipeline.train.checkpoints import load as load_checkpoint
 
 from .test_training import TINY
 
@@ -44,7 +44,7 @@ def test_two_ranks_match_one_process(prepared_dir, tmp_path):
 
 
 def test_each_rank_takes_its_share_of_a_global_batch():
-    from crrecon_pipeline.distributed import DistContext
+    from crrecon_pipeline.train.distributed import DistContext
 
     idx = torch.arange(7)
     parts = [DistContext(rank=r, world=2).share(idx) for r in range(2)]

@@ -16,9 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

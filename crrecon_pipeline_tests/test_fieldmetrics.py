@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from crrecon_pipeline.fieldmetrics import field_metrics
+from crrecon_pipeline.train.metrics import field_metrics
 
 LAM = np.array([450.0, 550.0, 650.0])  # one wavelength in each band: B, G, R
 TRUE = [[[0.1, 0.3, 0.6], [0.2, 0.5, 0.3]],  # R peaks at 650, G1 at 550

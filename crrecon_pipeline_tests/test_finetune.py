@@ -8,11 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from crrecon_pipeline.config import load_config
-from crrecon_pipeline.data import load_prepared, preprocess
-from crrecon_pipeline.rawfiles import spectra_path
-from crrecon_pipeline.training import load_checkpoint, train
-from crrecon_pipeline.transforms import PrepareSettings, bin_spectra
+from crrecon_pipeline.data.prepare import preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.rawfiles import spectra_path
+from crrecon_pipeline.data.transforms import PrepareSettings, bin_spectra
+from crrecon_pipeline.train.checkpoints import load as load_checkpoint
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
 
 from .test_training import TINY as TRAINING_TINY
 
@@ -86,8 +88,13 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     from crrecon_pipeline.defs.assets.raw import raw_shard
     from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
     from crrecon_pipeline.defs.partitions import shards
-    from crrecon_pipeline.defs.resources import (CrreconPaths, FilterSettings, ModelChecks, SimulatorResource,
-                                                 TrainingDevice)
+    from crrecon_pipeline.defs.resources import (
+        CrreconPaths,
+        FilterSettings,
+        ModelChecks,
+        SimulatorResource,
+        TrainingDevice,
+    )
 
     home = tmp_path / "home"
     res = {"paths": CrreconPaths(home=str(home)), "filtering": FilterSettings(), "model_checks": ModelChecks(),
@@ -135,9 +142,9 @@ def test_pretraining_on_cheap_rows_beats_scratch_on_a_small_expensive_set(tmp_pa
     10 slices, every 10 nm), predicts the finer set's held-out rows clearly better than the same preset trained from
     scratch on them for the same epochs, with the same split and seed. (From thin-element rows the gain is smaller
     in this geometry, where the two physics models barely correlate: README, Measured performance.)"""
-    from crrecon_pipeline.physics import PhysicsParams
-    from crrecon_pipeline.structures import StructureParams
-    from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
+    from crrecon_pipeline.physics.params import PhysicsParams
+    from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+    from crrecon_pipeline.physics.structures import StructureParams
 
     def simulate(name, rows, seed, grid, slices, step_nm):
         physics = PhysicsParams(fidelity="multislice", multislice_grid=grid, multislice_slices=slices,

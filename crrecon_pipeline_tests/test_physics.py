@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 
-from crrecon_pipeline.physics import PhysicsParams, brute_force_power, brute_force_quadrants, make_plan, max_order, simulate_spectra
-from crrecon_pipeline.structures import StructureGenerator, StructureParams
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.fourier import max_order
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.reference import brute_force_power, brute_force_quadrants
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
+from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
-from crrecon_pipeline import records
-from crrecon_pipeline.reporting import LiveCurves, observation_metadata
+from crrecon_pipeline.report.run_metadata import LiveCurves, observation_metadata
+from crrecon_pipeline.train import records
 
 
 def test_progress_every_tenth_of_an_epoch_and_never_at_its_end():

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from crrecon_pipeline import checkpoints, cli, records
-from crrecon_pipeline.data import load_prepared
+from crrecon_pipeline import cli
+from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.training import Schedule, build_model, train
+from crrecon_pipeline.train import checkpoints, records
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.schedule import Schedule
+from crrecon_pipeline.train.setup import build_model
 
 from .test_training import TINY, tiny_config
 
@@ -129,7 +132,7 @@ def test_nan_loss_stops_with_the_epoch_named(prepared_dir, tmp_path, capsys):
 
 
 def test_cli_one_line_errors_leave_no_temp_files(two_epochs, prepared_dir, raw_dir, tmp_path, capsys, monkeypatch):
-    from crrecon_pipeline import inference
+    from crrecon_pipeline.train import inference
 
     s = np.load(raw_dir / "binary_dataset_128_0.npy")[:40]
     np.save(tmp_path / "s.npy", s)

@@ -10,9 +10,10 @@ from crrecon_pipeline.cli import main
 from crrecon_pipeline.defs.assets.raw import raw_shard
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource
-from crrecon_pipeline.physics import PhysicsParams, simulate_spectra
-from crrecon_pipeline.structures import StructureGenerator, StructureParams
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams
 
 GEOMETRY = ["--period-um", "1.6", "--height-um", "0.6", "--depth-um", "1.2", "--n-substrate", "1.46",
             "--cauchy-a", "2.0", "--cauchy-b", "0.01"]

@@ -3,21 +3,20 @@ left alone, and training on exactly the shard versions whose checks passed."""
 
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import dagster as dg
 import numpy as np
 import pytest
 
-from crrecon_pipeline.data import load_prepared, prepare_shard, preprocess
+from crrecon_pipeline.data.prepare import prepare_shard, preprocess
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.defs.assets.analysis import run_comparison, training_log_analysis
 from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
 from crrecon_pipeline.defs.resources import ModelChecks
-from crrecon_pipeline.npyio import DataError
-from crrecon_pipeline.store import PreparedStore
-from crrecon_pipeline.synthetic import SimulationSettings, write_dataset
+from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
 
 from .conftest import write_raw_pair
 from .test_dagster import DATA_ASSETS, check_results, new_instance, resources

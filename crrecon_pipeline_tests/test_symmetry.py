@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from crrecon_pipeline.data import PackedStructures, Prepared
-from crrecon_pipeline.physics import PhysicsParams, brute_force_quadrants, simulate_spectra
-from crrecon_pipeline.structures import StructureGenerator
-from crrecon_pipeline.symmetry import Augmentation, turned_images, shift_packed, SHIFTS
-from crrecon_pipeline.training import DeviceData, split_rows, structure_keys
-from crrecon_pipeline.transforms import pack_structures, rotate_bayer, rotate_packed, to_bayer, unpack_structures
+from crrecon_pipeline.data.prepared import PackedStructures, Prepared
+from crrecon_pipeline.data.symmetry import SHIFTS, Augmentation, shift_packed, turned_images
+from crrecon_pipeline.data.transforms import pack_structures, rotate_bayer, rotate_packed, to_bayer, unpack_structures
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.reference import brute_force_quadrants
+from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.physics.structures import StructureGenerator
+from crrecon_pipeline.train.batches import DeviceData
+from crrecon_pipeline.train.split import split_rows, structure_keys
 
 FULL = Augmentation(shifts=True, turn90=True)  # 16 elements with the stored 180-degree twins
 
@@ -88,7 +91,7 @@ def test_without_shifts_only_the_stored_rows_train():
 
 
 def test_split_keeps_every_image_of_a_structure_together(prepared_dir):
-    from crrecon_pipeline.data import load_prepared
+    from crrecon_pipeline.data.prepared import load_prepared
 
     packed = load_prepared(prepared_dir).structures.packed
     keys = structure_keys(packed)

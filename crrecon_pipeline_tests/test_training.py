@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from crrecon_pipeline.config import load_config
-from crrecon_pipeline.data import load_prepared
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.symmetry import shift_bayer
 from crrecon_pipeline.losses import get_loss, pearson_per_spectrum
 from crrecon_pipeline.models import MODELS, get_model
-from crrecon_pipeline.reporting import final_metadata
-from crrecon_pipeline.symmetry import shift_bayer
-from crrecon_pipeline.training import load_checkpoint, split_rows, structure_keys, train
+from crrecon_pipeline.report.run_metadata import final_metadata
+from crrecon_pipeline.train.checkpoints import load as load_checkpoint
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.split import split_rows, structure_keys
 
 SMALL = {"cnn_xattn": {"d_model": 32, "nhead": 4, "channels": (8, 8, 16, 16, 16)},  # per model, for unit tests
          "cnn_gru": {"d_model": 32, "channels": (8, 8, 16, 16, 16)},

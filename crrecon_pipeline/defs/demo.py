@@ -6,10 +6,10 @@ import time
 
 import dagster as dg
 
-from ..definitions import defs
-from .assets.training import run_config_for_preset
-from .partitions import shards
-from ..rawfiles import discover_shards
+from crrecon_pipeline.data.rawfiles import discover_shards
+from crrecon_pipeline.definitions import defs
+from crrecon_pipeline.defs.assets.training import run_config_for_preset
+from crrecon_pipeline.defs.partitions import shards
 
 
 def main(preset: str = "quick") -> int:

@@ -7,9 +7,9 @@ import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter  # partition filter of the check-execution query
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from ..errors import ConfigError
-from ..rawfiles import parse_shard_key
-from .partitions import shards
+from crrecon_pipeline.data.rawfiles import parse_shard_key
+from crrecon_pipeline.defs.partitions import shards
+from crrecon_pipeline.errors import ConfigError
 
 # The blocking checks along a shard's lineage, per asset (check_finite_spectra only warns: the rows are dropped).
 BLOCKING_CHECKS = {

@@ -12,11 +12,11 @@ import argparse
 import os
 import sys
 
-from ..config import load_config
-from ..data import read_training_set
-from ..errors import USER_ERRORS, one_line
-from ..reporting import final_metadata
-from ..training import train_from_config
+from crrecon_pipeline.data.prepared import read_training_set
+from crrecon_pipeline.errors import USER_ERRORS, one_line
+from crrecon_pipeline.report.run_metadata import final_metadata
+from crrecon_pipeline.train.config import load_config
+from crrecon_pipeline.train.entry import train_from_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

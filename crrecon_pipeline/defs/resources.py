@@ -5,11 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..quality import CheckLimits
-from ..transforms import PrepareSettings
-from ..physics import PhysicsParams
-from ..structures import StructureParams
-from ..synthetic import SimulationSettings
+from crrecon_pipeline.data.checks import CheckLimits
+from crrecon_pipeline.data.transforms import PrepareSettings
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings
+from crrecon_pipeline.physics.structures import StructureParams
 
 
 class CrreconPaths(dg.ConfigurableResource):

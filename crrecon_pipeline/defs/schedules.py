@@ -2,9 +2,9 @@ import os
 
 import dagster as dg
 
-from ..config import load_config
-from .assets.training import run_config_for_preset
-from .jobs import train_job
+from crrecon_pipeline.defs.assets.training import run_config_for_preset
+from crrecon_pipeline.defs.jobs import train_job
+from crrecon_pipeline.train.config import load_config
 
 # Weekly by default; CRRECON_RETRAIN_CRON and CRRECON_RETRAIN_PRESET (a configs/ name) change it. Off until a
 # user switches it on in the UI (Automation): a 300-epoch run should not start by surprise on a laptop.

@@ -7,11 +7,11 @@ import time
 
 import dagster as dg
 
-from ..npyio import DataError
-from ..rawfiles import SPECTRA_RE, STRUCTURE_RE, open_shard
-from .jobs import prepare_data_job
-from .partitions import shards
-from .resources import CrreconPaths, FilterSettings, SimulatorResource
+from crrecon_pipeline.data.rawfiles import SPECTRA_RE, STRUCTURE_RE, open_shard
+from crrecon_pipeline.defs.jobs import prepare_data_job
+from crrecon_pipeline.defs.partitions import shards
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource
+from crrecon_pipeline.errors import DataError
 
 STABLE_SECONDS = 10.0
 

@@ -2,10 +2,10 @@
 
 from torch import nn
 
-from ..registry import build
-from .mse_pearson import MSEPearson, pearson_per_spectrum
-from .multiscale import MultiScale
-from .weighted_smooth import WeightedSmooth
+from crrecon_pipeline.losses.mse_pearson import MSEPearson, pearson_per_spectrum
+from crrecon_pipeline.losses.multiscale import MultiScale
+from crrecon_pipeline.losses.weighted_smooth import WeightedSmooth
+from crrecon_pipeline.registry import build
 
 LOSSES = {"mse_pearson": MSEPearson, "weighted_smooth": WeightedSmooth, "multiscale": MultiScale}
 

@@ -8,7 +8,7 @@ the last (wavelength) axis, so a prediction with the right level but wrong peak 
 import torch
 from torch import nn
 
-from .mse_pearson import pearson_per_spectrum
+from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
 
 
 class MultiScale(nn.Module):

@@ -2,10 +2,10 @@
 
 from torch import nn
 
-from ..registry import build
-from .cnn_field import CNNField
-from .cnn_gru import CNNGRU
-from .cnn_xattn import CNNXAttn
+from crrecon_pipeline.models.cnn_field import CNNField
+from crrecon_pipeline.models.cnn_gru import CNNGRU
+from crrecon_pipeline.models.cnn_xattn import CNNXAttn
+from crrecon_pipeline.registry import build
 
 MODELS = {"cnn_xattn": CNNXAttn, "cnn_gru": CNNGRU, "cnn_field": CNNField}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import Backbone, OutputScale
+from crrecon_pipeline.models.backbone import Backbone, OutputScale
 
 
 class Propagation(nn.Module):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import Backbone, OutputScale, sinusoidal_encoding
+from crrecon_pipeline.models.backbone import Backbone, OutputScale, sinusoidal_encoding
 
 
 class CNNXAttn(nn.Module):

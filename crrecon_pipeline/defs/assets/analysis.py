@@ -5,16 +5,16 @@ import json
 
 import dagster as dg
 
-from ...analysis import EXPLAIN, analyze_run, compare_runs, report_markdown
-from ...numbers import percent, rounded
-from ...npyio import write_text_atomic
-from ...plots import markdown_image
-from ...profile import profile_dataset
-from ...data import load_prepared
-from ..lineage import training_versions
-from ..resources import CrreconPaths, ModelChecks
-from .common import bad_input_fails_step
-from .training import trained_model
+from crrecon_pipeline.data.npyio import write_text_atomic
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.defs.assets.common import bad_input_fails_step
+from crrecon_pipeline.defs.assets.training import trained_model
+from crrecon_pipeline.defs.lineage import training_versions
+from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks
+from crrecon_pipeline.numbers import percent, rounded
+from crrecon_pipeline.plots import markdown_image
+from crrecon_pipeline.report.analysis import EXPLAIN, analyze_run, compare_runs, report_markdown
+from crrecon_pipeline.report.profile import profile_dataset
 
 
 def _latest_run_dir(context) -> str:

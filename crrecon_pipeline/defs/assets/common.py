@@ -5,10 +5,10 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ...errors import ConfigError, DataError, TrainingDiverged
-from ...numbers import rounded_all
-from ...quality import CheckOutcome
-from ...store import ShardVersion
+from crrecon_pipeline.data.checks import CheckOutcome
+from crrecon_pipeline.data.store import ShardVersion
+from crrecon_pipeline.errors import ConfigError, DataError, TrainingDiverged
+from crrecon_pipeline.numbers import rounded_all
 
 
 @contextmanager

@@ -7,13 +7,15 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from ...design import DesignSettings, bayer_bands, run_design
-from ...numbers import percent, rounded
-from ...plots import markdown_image
-from ..progress import LogProgress
-from ..resources import CrreconPaths, TrainingDevice
-from .common import latest_metadata
-from .training import trained_model
+from crrecon_pipeline.defs.assets.common import latest_metadata
+from crrecon_pipeline.defs.assets.training import trained_model
+from crrecon_pipeline.defs.progress import LogProgress
+from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
+from crrecon_pipeline.design.optimize import DesignSettings
+from crrecon_pipeline.design.run import run_design
+from crrecon_pipeline.numbers import percent, rounded
+from crrecon_pipeline.physics.bands import bayer_bands
+from crrecon_pipeline.plots import markdown_image
 
 DEFAULTS = DesignSettings()
 

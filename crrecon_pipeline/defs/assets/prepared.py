@@ -7,17 +7,17 @@ and keeps the shard out of training)."""
 import dagster as dg
 import numpy as np
 
-from ...data import prepare_shard, rotate_version, unpack_structures
-from ...numbers import fmt, percent, rounded
-from ...plots import markdown_image, plot_predictions
-from ...rawfiles import open_shard
-from ...store import PreparedStore, ShardVersion
-from ...transforms import PrepareSettings
-from ..lineage import latest_version, shard_of
-from ..partitions import shards
-from ..progress import LogProgress
-from ..resources import CrreconPaths, FilterSettings
-from .common import bad_input_fails_step, check_results_from, version_metadata
+from crrecon_pipeline.data.prepare import prepare_shard, rotate_version
+from crrecon_pipeline.data.rawfiles import open_shard
+from crrecon_pipeline.data.store import PreparedStore, ShardVersion
+from crrecon_pipeline.data.transforms import PrepareSettings, unpack_structures
+from crrecon_pipeline.defs.assets.common import bad_input_fails_step, check_results_from, version_metadata
+from crrecon_pipeline.defs.lineage import latest_version, shard_of
+from crrecon_pipeline.defs.partitions import shards
+from crrecon_pipeline.defs.progress import LogProgress
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings
+from crrecon_pipeline.numbers import fmt, percent, rounded
+from crrecon_pipeline.plots import markdown_image, plot_predictions
 
 FILTER_CHECKS = [
     dg.AssetCheckSpec("check_row_counts", asset="filtered_bayer", partitions_def=shards, blocking=True,

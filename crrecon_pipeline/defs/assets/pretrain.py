@@ -6,18 +6,18 @@ user's geometry). The rows live in CRRECON_HOME/pretrain/<settings digest>/ and 
 import dagster as dg
 from pydantic import Field
 
-from ...config import validate
-from ...physics import PhysicsParams
-from ...pretrain import PretrainData, prepare_pretraining
-from ...reporting import final_metadata
-from ...structures import StructureParams
-from ...synthetic import SimulationSettings, settings_table
-from ...training import train
-from ...transforms import PrepareSettings
-from ..progress import LogProgress
-from ..resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
-from .common import bad_input_fails_step
-from .training import GPU_TAGS, TrainedModelConfig, dagster_metadata, report_record
+from crrecon_pipeline.data.transforms import PrepareSettings
+from crrecon_pipeline.defs.assets.common import bad_input_fails_step
+from crrecon_pipeline.defs.assets.training import GPU_TAGS, TrainedModelConfig, dagster_metadata, report_record
+from crrecon_pipeline.defs.progress import LogProgress
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings, settings_table
+from crrecon_pipeline.physics.structures import StructureParams
+from crrecon_pipeline.report.run_metadata import final_metadata
+from crrecon_pipeline.train.config import validate
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.pretrain import PretrainData, prepare_pretraining
 
 GEOMETRY = ("period_um", "height_um", "depth_um", "n_substrate", "cauchy_a", "cauchy_b")
 

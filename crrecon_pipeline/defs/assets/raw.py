@@ -7,15 +7,15 @@ import json
 
 import dagster as dg
 
-from ...npyio import write_text_atomic
-from ...numbers import rounded, rounded_all, shape_text
-from ...quality import raw_checks, scan_raw_shard
-from ...synthetic import settings_table, write_shard
-from ..partitions import shards
-from ..progress import LogProgress
-from ..resources import CrreconPaths, FilterSettings, SimulatorResource
-from ..lineage import shard_of
-from .common import bad_input_fails_step, check_result_from_record
+from crrecon_pipeline.data.checks import raw_checks, scan_raw_shard
+from crrecon_pipeline.data.npyio import write_text_atomic
+from crrecon_pipeline.defs.assets.common import bad_input_fails_step, check_result_from_record
+from crrecon_pipeline.defs.lineage import shard_of
+from crrecon_pipeline.defs.partitions import shards
+from crrecon_pipeline.defs.progress import LogProgress
+from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource
+from crrecon_pipeline.numbers import rounded, rounded_all, shape_text
+from crrecon_pipeline.physics.shards import settings_table, write_shard
 
 RAW_CHECKS = [
     dg.AssetCheckSpec("check_binary_structures", asset="raw_structures", partitions_def=shards, blocking=True,

@@ -13,17 +13,17 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, Field, create_model
 
-from ...config import RunConfig, load_config, validate
-from ...distributed import torchrun_command
-from ...npyio import write_text_atomic
-from ...reporting import LiveCurves, final_metadata, observation_metadata, progress_line
-from ...trainlog import log_line
-from ...training import train
-from ...data import load_prepared
-from ...quality import check_beats_baseline
-from ..lineage import resolve_init_from, training_versions
-from ..resources import CrreconPaths, ModelChecks, TrainingDevice
-from .common import bad_input_fails_step, check_result
+from crrecon_pipeline.data.checks import check_beats_baseline
+from crrecon_pipeline.data.npyio import write_text_atomic
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.defs.assets.common import bad_input_fails_step, check_result
+from crrecon_pipeline.defs.lineage import resolve_init_from, training_versions
+from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
+from crrecon_pipeline.report.run_metadata import LiveCurves, final_metadata, observation_metadata, progress_line
+from crrecon_pipeline.train.config import RunConfig, load_config, validate
+from crrecon_pipeline.train.distributed import torchrun_command
+from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.trainlog import log_line
 
 LAUNCHPAD_PRESET = "quick"
 

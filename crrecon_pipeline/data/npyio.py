@@ -1,0 +1,185 @@
+"""Streaming .npy reading and atomic writing in bounded chunks.
+
+Reads use plain file reads into a reusable buffer instead of memory maps, so the resident memory of a pass
+over a multi-GB shard is one chunk, not the file. Writes go to a temporary file in the same folder that is
+fsynced and renamed into place only when complete: a crash or bad input never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from crrecon_pipeline.errors import DataError
+
+
+def _mkstemp_like_open(path: Path) -> tuple[int, Path]:
+    """A temp file beside `path` with the permissions a plain open() would give (mkstemp makes them 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, Path(tmp)
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+
+def check_regular_file(path: Path) -> None:
+    """A readable regular file, or one line that says what is there instead."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found" + (" (dangling symlink)" if path.is_symlink() else "")) from None
+    except OSError as exc:  # ELOOP (symlink loop), EACCES, ...
+        raise DataError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file ({'a folder' if stat.S_ISDIR(st.st_mode) else 'special file'})")
+
+
+def read_header(path: str | os.PathLike) -> NpyHeader:
+    """The header of a .npy file, checked against the file size (a truncated file is bad input)."""
+    path = Path(path)
+    check_regular_file(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(f)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a valid .npy file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if fortran and len(shape) > 1:
+        raise DataError(f"{path}: Fortran-ordered arrays are not supported")
+    if dtype.hasobject:
+        raise DataError(f"{path}: object arrays are not supported")
+    if any(int(x) < 0 for x in shape):
+        raise DataError(f"{path}: invalid shape {tuple(shape)} in the header (negative size)")
+    header = NpyHeader(path, tuple(int(x) for x in shape), dtype, offset)
+    expected = offset + (shape[0] if shape else 1) * header.row_bytes
+    actual = path.stat().st_size
+    if actual < expected:
+        raise DataError(f"{path}: truncated file ({actual} bytes, header promises {expected})")
+    return header
+
+
+def iter_chunks(header: NpyHeader, chunk_rows: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first_row, rows) in chunks of at most chunk_rows, reading with one reusable buffer."""
+    stop = header.shape[0] if stop is None else stop
+    buf = np.empty((min(chunk_rows, max(stop - start, 1)),) + header.shape[1:], dtype=header.dtype)
+    with open(header.path, "rb", buffering=0) as f:
+        f.seek(header.offset + start * header.row_bytes)
+        for first in range(start, stop, chunk_rows):
+            n = min(chunk_rows, stop - first)
+            view = buf[:n]
+            got = f.readinto(memoryview(view.reshape(-1).view(np.uint8)))
+            if got != n * header.row_bytes:
+                raise DataError(f"{header.path}: truncated file (short read at row {first})")
+            yield first, view
+
+
+def _header_bytes(shape: tuple[int, ...], dtype: np.dtype, total: int | None = None) -> bytes:
+    """A version 1.0 .npy header; by default with room for the row count to grow to 20 digits."""
+    body = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}).encode("latin1")
+    used = 10 + len(body) + 1  # magic (6) + version (2) + length (2) + dict + newline
+    total = total or -(-(used + 24) // 64) * 64
+    if used > total:
+        raise ValueError("npy header does not fit")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", total - 10) + body + b" " * (total - used) + b"\n"
+
+
+class AtomicNpyWriter:
+    """Write an (n, ...) array chunk by chunk; the file appears at `path` only when all rows are written.
+
+    shape[0] may be None when the row count is only known at the end (a filtered stream): the header is
+    then rewritten in place at commit, within the room reserved for it.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple, dtype):
+        self.path = Path(path)
+        self.declared = None if shape[0] is None else int(shape[0])
+        self.shape = (self.declared or 0,) + tuple(int(x) for x in shape[1:])
+        self.dtype = np.dtype(dtype)
+        self.rows_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = _mkstemp_like_open(self.path)
+        self._f = os.fdopen(fd, "wb")
+        self._header_len = len(_header_bytes(self.shape, self.dtype))
+        self._f.write(_header_bytes(self.shape, self.dtype))
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]} do not fit {self.shape[1:]}")
+        if self.declared is not None and self.rows_written + len(rows) > self.declared:
+            raise ValueError(f"{self.path}: more rows than the declared {self.declared}")
+        self._f.write(memoryview(rows.reshape(-1).view(np.uint8)))
+        self.rows_written += len(rows)
+
+    def commit(self) -> Path:
+        if self.declared is None:
+            self._f.seek(0)
+            self._f.write(_header_bytes((self.rows_written,) + self.shape[1:], self.dtype, self._header_len))
+        elif self.rows_written != self.declared:
+            raise ValueError(f"{self.path}: {self.rows_written} rows written, {self.declared} declared")
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:  # a full disk or a folder in the way: no temporary file left behind
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "AtomicNpyWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def save_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
+    with AtomicNpyWriter(path, array.shape, array.dtype) as w:
+        w.write(array)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _mkstemp_like_open(path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,211 @@
+"""Raw shards -> filtered Bayer arrays -> the 180-degree rotated set, each committed as an immutable version of
+the prepared store (store.py).
+
+One streaming pass per shard reads both raw files once, in bounded chunks, and does everything in it: the raw
+checks' scan, the sha256 of every byte (on a second thread), the filter (unfinished and non-finite rows dropped and
+counted apart), the sign flip, 301 -> n_bins (PrepareSettings.n_bins), the [[R, G], [G, B]] layout and bit
+packing (2 KiB a row instead of 16 KiB). The data checks (checks.py) run on the staged result and are recorded in
+the version's manifest; LATEST moves only to a version whose blocking checks passed.
+
+A version folder holds
+    structures.npy (M, 2048) uint8 packed   bayer.npy (M, 2, 2, n_bins) float32   rows.npy (M,) int64 raw row index
+    structures_rotated.npy  bayer_rotated.npy          (rotated versions: the filtered files hard-linked + the turn)
+    manifest.json       sources (names, sizes, sha256), settings, counts, statistics, checks, files and sizes"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from crrecon_pipeline.data.checks import (
+    CheckLimits,
+    RawScan,
+    failed_blocking,
+    filter_checks,
+    raw_checks,
+    rotation_checks,
+)
+from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header
+from crrecon_pipeline.data.rawfiles import ShardReader, discover_shards, open_shard
+from crrecon_pipeline.data.store import PreparedStore, ShardVersion, version_id
+from crrecon_pipeline.data.transforms import (
+    PrepareSettings,
+    bin_spectra,
+    count_set_bits,
+    pack_structures,
+    rotate_bayer,
+    rotate_packed,
+    row_status,
+    structure_encoding,
+    to_bayer,
+)
+from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.grid import N_PIX, PACKED_BYTES
+
+ProgressFn = Callable[[int], None]
+
+
+FILTERED_FILES = ["structures.npy", "bayer.npy", "rows.npy"]
+
+
+ROTATED_FILES = ["structures_rotated.npy", "bayer_rotated.npy"]
+
+
+@dataclass
+class ShardStats:
+    shard: int
+    raw_rows: int = 0
+    kept_rows: int = 0
+    dropped_unfinished: int = 0
+    dropped_nonfinite: int = 0
+    structure_values: str | None = None
+    fill_sum: float = 0.0
+    bayer_min: list = field(default_factory=lambda: [float("inf")] * 3)
+    bayer_max: list = field(default_factory=lambda: [float("-inf")] * 3)
+    bayer_sum: list = field(default_factory=lambda: [0.0] * 3)
+    max_green_mismatch: float = 0.0
+    negative_after_flip: int = 0
+    n_bins: int = 30
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        kept = max(self.kept_rows, 1)
+        d["kept_fraction"] = self.kept_rows / max(self.raw_rows, 1)
+        d["mean_fill"] = self.fill_sum / kept
+        d["bayer_mean"] = [s / (kept * self.n_bins) for s in self.bayer_sum]
+        for key in ("fill_sum", "bayer_sum", "n_bins"):
+            d.pop(key)
+        return d
+
+
+def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> str | None:
+    """Structures must be {0,1} or {0,255}, one encoding per shard; returns the chunk's encoding."""
+    encoding = structure_encoding(chunk)
+    if encoding == "non-binary":
+        bad = np.argwhere((chunk != 0) & (chunk != 1) & (chunk != 255))[0]
+        raise DataError(f"{path}: non-binary structures (value {chunk[tuple(bad)]} at row {first_row + bad[0]})")
+    if encoding == "mixed" or (encoding and stats.structure_values and stats.structure_values != encoding):
+        raise DataError(f"{path}: structures mix 0/1 and 0/255 encodings (rows {first_row}..{first_row + len(chunk) - 1})")
+    stats.structure_values = encoding or stats.structure_values
+    return encoding
+
+
+def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
+    """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
+    Every structure row is packed (cheaper than gathering the kept rows first), then the kept rows are taken."""
+    stats = ShardStats(shard=raw.index, raw_rows=raw.rows, n_bins=settings.n_bins)
+    scan = RawScan(raw)
+    reader = ShardReader(raw, settings.chunk_rows)
+    with AtomicNpyWriter(staging / "structures.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
+            AtomicNpyWriter(staging / "bayer.npy", (None, 2, 2, settings.n_bins), np.float32) as w_bayer, \
+            AtomicNpyWriter(staging / "rows.npy", (None,), np.int64) as w_rows:
+        for first, st, sp in reader:
+            encoding = _check_binary(st, raw.structures.path, first, stats)
+            finite, unfinished = row_status(sp)
+            scan.update(st, sp, finite, unfinished, encoding)
+            keep = finite & ~unfinished
+            stats.dropped_nonfinite += int(len(keep) - np.count_nonzero(finite))
+            stats.dropped_unfinished += int(np.count_nonzero(unfinished))
+            idx = np.nonzero(keep)[0]
+            if len(idx):
+                packed = pack_structures(st)[idx]
+                bayer = to_bayer(-bin_spectra(sp[idx], settings))
+                w_struct.write(packed)
+                w_bayer.write(bayer)
+                w_rows.write(first + idx)
+                stats.kept_rows += len(idx)
+                stats.fill_sum += count_set_bits(packed) / (N_PIX * N_PIX)
+                ch = np.stack([bayer[:, 0, 0], bayer[:, 0, 1], bayer[:, 1, 1]], 1)  # (n, 3, bins)
+                stats.bayer_min = np.minimum(stats.bayer_min, ch.min(axis=(0, 2))).tolist()
+                stats.bayer_max = np.maximum(stats.bayer_max, ch.max(axis=(0, 2))).tolist()
+                stats.bayer_sum = (np.asarray(stats.bayer_sum) + ch.sum(axis=(0, 2), dtype=np.float64)).tolist()
+                stats.max_green_mismatch = max(stats.max_green_mismatch, float(np.abs(bayer[:, 0, 1] - bayer[:, 1, 0]).max()))
+                stats.negative_after_flip += int(np.count_nonzero(bayer < 0))
+            if progress:
+                progress(len(st))
+    return stats.summary(), scan.result(reader.sha256), reader.sources()
+
+
+def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, settings: PrepareSettings | None = None,
+                  limits: CheckLimits | None = None, progress: ProgressFn | None = None,
+                  make_latest: bool = True) -> ShardVersion:
+    """Filter one raw shard into a new committed version (or the identical one already there). The version's
+    manifest records the raw and filter checks; LATEST moves to it only when every blocking check passed."""
+    settings, limits = settings or PrepareSettings(), limits or CheckLimits()
+    store = PreparedStore(store_root)
+    raw = open_shard(raw_dir, shard, settings.n_wavelengths)
+    with store.stage("filtered") as staging:
+        record, scan, sources = _filter_into(raw, staging, settings, progress)
+        checks = raw_checks(scan, limits) | filter_checks(record, staging, limits)
+        identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
+                    "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
+        manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": asdict(settings),
+                    "rows": record["kept_rows"], "record": record, "raw_scan": scan, "checks": checks}
+        version = version_id("filtered", identity)
+        return store.commit(staging, shard, version, manifest, FILTERED_FILES,
+                            make_latest=make_latest and not failed_blocking(checks))
+
+
+def rotate_version(store_root: str | Path, filtered: ShardVersion, chunk_rows: int = 16384,
+                   make_latest: bool = True) -> ShardVersion:
+    """The 180-degree set of a filtered version, as a new version: the filtered arrays hard-linked (they never
+    change), the turned structures and Bayer pixels (R <-> B, G1 <-> G2) written beside them."""
+    store = PreparedStore(store_root)
+    with store.stage("rotated") as staging:
+        for name in FILTERED_FILES:
+            _link_or_copy(filtered.file(name), staging / name)
+        h_struct, h_bayer = read_header(staging / "structures.npy"), read_header(staging / "bayer.npy")
+        with AtomicNpyWriter(staging / "structures_rotated.npy", h_struct.shape, np.uint8) as w_struct, \
+                AtomicNpyWriter(staging / "bayer_rotated.npy", h_bayer.shape, np.float32) as w_bayer:
+            for (_, packed), (_, bayer) in zip(iter_chunks(h_struct, chunk_rows), iter_chunks(h_bayer, chunk_rows)):
+                w_struct.write(rotate_packed(packed))
+                w_bayer.write(rotate_bayer(bayer))
+        checks = filtered.manifest["checks"] | rotation_checks(staging)
+        manifest = {k: filtered.manifest[k] for k in ("sources", "settings", "rows", "record", "raw_scan")}
+        manifest |= {"kind": "rotated", "parent": filtered.version, "checks": checks}
+        version = version_id("rotated", {"kind": "rotated", "parent": filtered.version})
+        return store.commit(staging, filtered.shard, version, manifest, FILTERED_FILES + ROTATED_FILES,
+                            make_latest=make_latest and not failed_blocking(checks))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettings | None = None,
+               progress: ProgressFn | None = None, limits: CheckLimits | None = None) -> dict:
+    """Every shard of a raw folder into the store at out_dir, all or nothing: each shard's filtered and rotated
+    versions are committed, and LATEST.json then names exactly these versions in one atomic replacement, once
+    every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was."""
+    settings = settings or PrepareSettings()
+    shards = discover_shards(raw_dir)
+    for k in shards:  # every header first: fail before any work on a bad shard
+        open_shard(raw_dir, k, settings.n_wavelengths)
+    versions = []
+    for k in shards:
+        filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
+        refuse_failed_checks(filtered)
+        rotated = rotate_version(out_dir, filtered, make_latest=False)
+        refuse_failed_checks(rotated)
+        versions.append(rotated)
+    PreparedStore(out_dir).update_pointers({v.shard: v.version for v in versions}, replace=True)
+    records = [v.manifest["record"] for v in versions]
+    total = {key: sum(r[key] for r in records) for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
+    return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}
+
+
+def refuse_failed_checks(v: ShardVersion) -> None:
+    """The CLI's form of a blocking check: one line naming the file and the problem."""
+    failed = failed_blocking(v.manifest["checks"])
+    if failed:
+        first = v.manifest["checks"][failed[0]]
+        extra = f" (and {', '.join(failed[1:])})" if failed[1:] else ""
+        raise DataError(f"shard {v.shard}: {failed[0]} failed: {first['description']}{extra}")

@@ -1,0 +1,108 @@
+"""Loading prepared data for training: exactly the versions asked for (or each shard's latest), memory-mapped,
+their blocking checks refused when failed. `load_prepared(dir)` is the public API."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crrecon_pipeline.data.store import PreparedStore, ShardVersion
+from crrecon_pipeline.data.transforms import (
+    PrepareSettings,
+    unpack_structures,
+)
+from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.grid import N_PIX
+
+
+class PackedStructures:
+    """Bit-packed structures that read like a (M, 128, 128) uint8 array: unpacked only for the rows asked for."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, packed: np.ndarray):
+        self.packed = packed
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.packed), N_PIX, N_PIX)
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return unpack_structures(self.packed[index][None])[0]
+        return unpack_structures(self.packed[index])
+
+    def __array__(self, dtype=None, copy=None):
+        out = unpack_structures(self.packed)
+        return out if dtype is None else out.astype(dtype)
+
+
+@dataclass
+class Prepared:
+    structures: PackedStructures
+    bayer: np.ndarray  # (M, 2, 2, n_bins) float32, n_bins = data.out_len (30 by default)
+    rotated_structures: PackedStructures | None
+    rotated_bayer: np.ndarray | None
+    source_rows: np.ndarray  # (M,) int64 into the raw shards concatenated in shard order
+    shards: list[dict]
+    wavelengths_nm: np.ndarray  # (n_bins,) bin centres
+    versions: dict[int, ShardVersion] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.bayer)
+
+    def training_set(self) -> dict[str, dict]:
+        """shard -> {version, rows}: what a run trained on, as metadata and JSON show it."""
+        return {str(k): {"version": v.version, "rows": v.rows} for k, v in self.versions.items()}
+
+
+def read_training_set(path: str | Path) -> dict[int, str]:
+    """A training_set.json ({shard: {version, rows}} or {shard: version}) -> {shard: version}."""
+    try:
+        entries = json.loads(Path(path).read_text())
+        return {int(k): (v["version"] if isinstance(v, dict) else str(v)) for k, v in entries.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a training set ({{shard: version}}): {exc}") from None
+
+
+def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Prepared:
+    """The prepared data, concatenated in shard order: by default the LATEST version of every shard in the store;
+    `versions` ({shard: version name}) picks exact versions instead (what the lineage says passed its checks).
+    Each version's manifest is verified against its files; an inconsistent shard is refused by name."""
+    store = PreparedStore(prepared_dir)
+    if versions is None:
+        chosen = store.latest_all()
+    else:
+        chosen = {int(k): store.open(int(k), v) for k, v in sorted(versions.items(), key=lambda kv: int(kv[0]))}
+    if not chosen:
+        legacy = " (an old flat layout is there: run `crrecon preprocess` again)" if any(Path(prepared_dir).glob("shard_*.json")) else ""
+        raise DataError(f"{prepared_dir}: no prepared shards (run `crrecon preprocess` or materialize filtered_bayer){legacy}")
+    shards = sorted(chosen)
+    picked = [chosen[k] for k in shards]
+    settings = {json.dumps(PrepareSettings(**v.manifest["settings"]).identity(), sort_keys=True) for v in picked}
+    if len(settings) > 1:
+        raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); prepare them alike")
+    records = [v.manifest["record"] | {"settings": v.manifest["settings"], "raw_files": [src["path"] for src in v.manifest["sources"]]}
+               for v in picked]
+    offsets = np.concatenate([[0], np.cumsum([r["raw_rows"] for r in records])[:-1]])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([np.load(v.file(name), mmap_mode="r") for v in picked])
+
+    rotated = all(v.kind == "rotated" for v in picked)
+    return Prepared(
+        structures=PackedStructures(cat("structures.npy")),
+        bayer=cat("bayer.npy"),
+        rotated_structures=PackedStructures(cat("structures_rotated.npy")) if rotated else None,
+        rotated_bayer=cat("bayer_rotated.npy") if rotated else None,
+        source_rows=np.concatenate([np.load(v.file("rows.npy")) + off for v, off in zip(picked, offsets)]),
+        shards=records,
+        wavelengths_nm=PrepareSettings(**picked[0].manifest["settings"]).bin_centers_nm(),
+        versions=dict(zip(shards, picked)),
+    )

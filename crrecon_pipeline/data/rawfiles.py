@@ -1,0 +1,187 @@
+"""The research group's raw shard format: finding shard pairs and checking their headers.
+
+binary_dataset_128_<k>.npy   (N, 1, 128, 128) uint8 structures, {0,1} (or {0,255})
+spectra_latest_<k>.npy       (N, 3, W) float spectra R, G, B, stored negative; W = 301 by default
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crrecon_pipeline.data.npyio import NpyHeader, read_header
+from crrecon_pipeline.errors import DataError
+
+STRUCTURE_RE = re.compile(r"^binary_dataset_128_(\d+)\.npy$")
+SPECTRA_RE = re.compile(r"^spectra_latest_(\d+)\.npy$")
+
+
+def structure_path(raw_dir: str | Path, shard: int | str) -> Path:
+    return Path(raw_dir) / f"binary_dataset_128_{shard}.npy"
+
+
+def spectra_path(raw_dir: str | Path, shard: int | str) -> Path:
+    return Path(raw_dir) / f"spectra_latest_{shard}.npy"
+
+
+def parse_shard_key(key: str) -> int:
+    """A partition key or CLI value -> shard index; anything but a plain non-negative integer is refused."""
+    text = str(key).strip()
+    if not text.isdigit():
+        raise DataError(f"shard {key!r}: not a shard index (expected a non-negative integer, e.g. 0 or 12)")
+    return int(text)
+
+
+def _files_by_index(raw_dir: Path, pattern: re.Pattern) -> dict[int, list[Path]]:
+    found: dict[int, list[Path]] = {}
+    for p in raw_dir.iterdir():
+        if m := pattern.match(p.name):
+            found.setdefault(int(m.group(1)), []).append(p)
+    return found
+
+
+def shard_files(raw_dir: str | Path) -> dict[int, tuple[Path, Path]]:
+    """{k: (structures, spectra)} for every complete pair, by numeric index (`007` is shard 7). Two spellings of
+    one index (`7` and `007`), a lone file, or an empty folder is bad input, refused by name."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(f"{raw_dir}: raw data folder not found")
+    structures, spectra = _files_by_index(raw_dir, STRUCTURE_RE), _files_by_index(raw_dir, SPECTRA_RE)
+    for found in (structures, spectra):
+        for k, paths in sorted(found.items()):
+            if len(paths) > 1:
+                names = ", ".join(sorted(p.name for p in paths))
+                raise DataError(f"{raw_dir}: shard index {k} is ambiguous ({names}); keep one spelling")
+    for k in sorted(structures.keys() - spectra.keys()):
+        raise DataError(f"{structures[k][0]}: structure shard without its spectra shard ({spectra_path(raw_dir, k).name} missing)")
+    for k in sorted(spectra.keys() - structures.keys()):
+        raise DataError(f"{spectra[k][0]}: spectra shard without its structure shard ({structure_path(raw_dir, k).name} missing)")
+    if not structures:
+        raise DataError(f"{raw_dir}: no raw shards (binary_dataset_128_<k>.npy + spectra_latest_<k>.npy) in this folder")
+    return {k: (structures[k][0], spectra[k][0]) for k in sorted(structures)}
+
+
+def discover_shards(raw_dir: str | Path) -> list[int]:
+    """Shard indices with both files present, in shard order."""
+    return sorted(shard_files(raw_dir))
+
+
+def shard_pair(raw_dir: str | Path, shard: int) -> tuple[Path, Path]:
+    """The two files of shard k as they are spelled on disk (`binary_dataset_128_007.npy` is shard 7)."""
+    raw_dir = Path(raw_dir)
+    canonical = (structure_path(raw_dir, shard), spectra_path(raw_dir, shard))
+    if not raw_dir.is_dir():
+        return canonical  # read_header names the missing file
+    structures = _files_by_index(raw_dir, STRUCTURE_RE).get(shard, [])
+    spectra = _files_by_index(raw_dir, SPECTRA_RE).get(shard, [])
+    for paths in (structures, spectra):
+        if len(paths) > 1:
+            raise DataError(f"{raw_dir}: shard index {shard} is ambiguous ({', '.join(sorted(p.name for p in paths))}); keep one spelling")
+    return (structures[0] if structures else canonical[0], spectra[0] if spectra else canonical[1])
+
+
+@dataclass(frozen=True)
+class RawShard:
+    index: int
+    structures: NpyHeader
+    spectra: NpyHeader
+
+    @property
+    def rows(self) -> int:
+        return self.structures.shape[0]
+
+    @property
+    def n_wavelengths(self) -> int:
+        return self.spectra.shape[2]
+
+
+def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None) -> RawShard:
+    """Both headers of shard k, with shapes, dtypes and row counts checked (values are checked while streaming)."""
+    st_path, sp_path = shard_pair(raw_dir, shard)
+    st, sp = read_header(st_path), read_header(sp_path)
+    if not (len(st.shape) == 4 and st.shape[1:] == (1, 128, 128)) and not (len(st.shape) == 3 and st.shape[1:] == (128, 128)):
+        raise DataError(f"{st.path}: structures must have shape (N, 1, 128, 128), got {st.shape}")
+    if not (np.issubdtype(st.dtype, np.integer) or st.dtype == np.bool_):
+        raise DataError(f"{st.path}: structures must be integer (uint8 0/1), got dtype {st.dtype}")
+    if len(sp.shape) != 3 or sp.shape[1] != 3:
+        raise DataError(f"{sp.path}: spectra must have shape (N, 3, {n_wavelengths or 'W'}), got {sp.shape}")
+    if n_wavelengths is not None and sp.shape[2] != n_wavelengths:
+        raise DataError(f"{sp.path}: spectra have {sp.shape[2]} wavelength samples, the raw source expects {n_wavelengths}")
+    if not np.issubdtype(sp.dtype, np.floating):
+        raise DataError(f"{sp.path}: spectra must be floating point, got dtype {sp.dtype}")
+    if st.shape[0] != sp.shape[0]:
+        raise DataError(f"{sp.path}: {sp.shape[0]} rows but {st.path.name} has {st.shape[0]}")
+    if st.shape[0] == 0:
+        raise DataError(f"{st.path}: shard has no rows")
+    return RawShard(shard, st, sp)
+
+
+class ShardReader:
+    """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) while the
+    caller works on the chunk: the raw data is read exactly once per pass.
+
+    Chunks are windows of a memory map (no copy out of the page cache), dropped as the pass moves on, so the
+    resident memory is a few chunks whatever the file size. Each file is hashed in order on its own thread
+    (hashlib releases the GIL), so hashing the two files and the caller's work share the cores; at most two
+    chunks per file are in flight. A yielded chunk stays valid until the one after the next is requested.
+    """
+
+    def __init__(self, raw: RawShard, chunk_rows: int = 4096):
+        self.raw = raw
+        self.chunk_rows = max(1, chunk_rows)
+        self.sha256: dict[str, str] = {}
+
+    def __iter__(self):
+        import hashlib
+        import mmap
+        from concurrent.futures import ThreadPoolExecutor
+
+        headers = (self.raw.structures, self.raw.spectra)
+        hashes = [hashlib.sha256(), hashlib.sha256()]
+        pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]  # one ordered hash stream per file
+        in_flight: list[list] = [[], []]
+        files = [open(h.path, "rb") for h in headers]
+        try:
+            for h, f, header in zip(hashes, files, headers):
+                h.update(f.read(header.offset))
+            for first in range(0, self.raw.rows, self.chunk_rows):
+                count = min(self.chunk_rows, self.raw.rows - first)
+                arrays = []
+                for i, (f, header) in enumerate(zip(files, headers)):
+                    while len(in_flight[i]) >= 2:
+                        in_flight[i].pop(0).result()
+                    start = header.offset + first * header.row_bytes
+                    base = start - start % mmap.ALLOCATIONGRANULARITY
+                    length = start - base + count * header.row_bytes
+                    try:
+                        window = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=base)
+                    except (ValueError, OSError) as exc:  # the file shrank under us
+                        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} ({exc})") from None
+                    window.madvise(mmap.MADV_SEQUENTIAL)
+                    view = memoryview(window)[start - base:]
+                    in_flight[i].append(pools[i].submit(hashes[i].update, view))
+                    arrays.append(np.frombuffer(window, header.dtype, count * int(np.prod(header.shape[1:])),
+                                                start - base).reshape((count,) + header.shape[1:]))
+                    del view, window  # the arrays and the hash job keep the map alive exactly as long as needed
+                yield first, arrays[0], arrays[1]
+            for i in range(2):
+                for fut in in_flight[i]:
+                    fut.result()
+                in_flight[i].clear()
+                files[i].seek(headers[i].offset + self.raw.rows * headers[i].row_bytes)
+                while block := files[i].read(1 << 20):  # anything after the array (rare) is part of the file too
+                    hashes[i].update(block)
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True)
+            for f in files:
+                f.close()
+        self.sha256 = {"structures": hashes[0].hexdigest(), "spectra": hashes[1].hexdigest()}
+
+    def sources(self) -> list[dict]:
+        """The manifest's record of what was read: names, paths, sizes and digests."""
+        return [{"name": h.path.name, "path": str(h.path.resolve()), "size": h.path.stat().st_size, "sha256": self.sha256[key]}
+                for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]

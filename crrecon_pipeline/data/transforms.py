@@ -1,0 +1,130 @@
+"""Row-wise transforms of the preprocessing: filter status, binning 301 -> n_bins (30; 301 = every sample), the Bayer layout, bit packing and
+the 180-degree turn. Pure numpy on chunks; shared by the streaming pass, the checks and the trainer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from crrecon_pipeline.grid import N_PIX
+
+BINNING_MODES = ("mean", "subsample")
+
+# Reverses the bit order inside a byte: turning a packed structure by 180 degrees reverses its flat bit string.
+_BIT_REVERSE = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
+# The same for a 16-bit word (bytes swapped, each reversed): half the table look-ups of the byte table.
+_WORD = np.arange(1 << 16)
+_BIT_REVERSE_16 = ((_BIT_REVERSE[_WORD & 0xFF].astype(np.uint16) << 8) | _BIT_REVERSE[_WORD >> 8]).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    binning: str = "mean"  # "mean": each bin integrates its band; "subsample": the research code's samples
+    n_bins: int = 30  # data.out_len: 30 (the research code), n_wavelengths (301) = every sample, no binning
+    wavelength_first_nm: float = 400.0  # raw grid: sample 0 .. sample W-1 (a frequency-ordered export runs 700 -> 400)
+    wavelength_last_nm: float = 700.0
+    n_wavelengths: int = 301
+    chunk_rows: int = 4096
+
+    def __post_init__(self):
+        if self.binning not in BINNING_MODES:
+            raise ValueError(f"binning must be one of {BINNING_MODES}, got {self.binning!r}")
+        if not 1 <= self.n_bins <= self.n_wavelengths:
+            raise ValueError(f"n_bins must be between 1 and n_wavelengths ({self.n_wavelengths}), got {self.n_bins}")
+
+    def identity(self) -> dict:
+        """The settings that decide the output (the chunk size does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "chunk_rows"}
+
+    def raw_wavelengths_nm(self) -> np.ndarray:
+        return np.linspace(self.wavelength_first_nm, self.wavelength_last_nm, self.n_wavelengths)
+
+    @property
+    def descending(self) -> bool:
+        return self.wavelength_first_nm > self.wavelength_last_nm
+
+    def bin_edges(self) -> np.ndarray:
+        """Sample-index edges (ascending wavelength): bin k = samples edges[k] .. edges[k+1]-1. The rule
+        floor(k (W-1) / n) puts the extra sample into the last bin (30 bins: 29 of 10 samples, one of 11); with
+        n = W every bin is one sample (the rule would repeat an edge there)."""
+        w, n = self.n_wavelengths, self.n_bins
+        if n == w:
+            return np.arange(w + 1)
+        return np.append((np.arange(n) * (w - 1)) // n, w)
+
+    def bin_centers_nm(self) -> np.ndarray:
+        lam = np.sort(self.raw_wavelengths_nm())
+        if self.binning == "subsample":
+            return lam[np.linspace(0, self.n_wavelengths - 1, self.n_bins, dtype=int)]
+        e = self.bin_edges()
+        return np.array([lam[a:b].mean() for a, b in zip(e[:-1], e[1:])])
+
+
+def row_status(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(finite, unfinished) per row of (n, 3, W) raw spectra: unfinished = finite and all exactly zero."""
+    finite = np.isfinite(spectra).all(axis=(1, 2))
+    return finite, finite & (spectra == 0).all(axis=(1, 2))
+
+
+def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
+    """(n, 3, W) -> (n, 3, n_bins) in ascending wavelength, exactly as DESIGN.md defines the two modes."""
+    if settings.descending:
+        spectra = spectra[..., ::-1]
+    if settings.n_bins == settings.n_wavelengths:  # every sample: the values themselves, no arithmetic
+        return np.ascontiguousarray(spectra, dtype=np.float32)
+    if settings.binning == "subsample":
+        return spectra[..., np.linspace(0, settings.n_wavelengths - 1, settings.n_bins, dtype=int)]
+    edges = settings.bin_edges()
+    sums = np.add.reduceat(spectra, edges[:-1], axis=-1, dtype=np.float64)
+    return (sums / np.diff(edges)).astype(np.float32)
+
+
+def count_set_bits(packed: np.ndarray) -> int:
+    """Ones in bit-packed rows (the fill of the structures without unpacking them)."""
+    return int(np.bitwise_count(packed).sum(dtype=np.int64))
+
+
+def to_bayer(rgb: np.ndarray) -> np.ndarray:
+    """(n, 3, L) channels R, G, B -> (n, 2, 2, L) pixels [[R, G], [G, B]]."""
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    return np.stack([np.stack([r, g], 1), np.stack([g, b], 1)], 1)
+
+
+def rotate_bayer(bayer: np.ndarray) -> np.ndarray:
+    """A 180-degree turn of the cell moves pixel (i, j) to (1-i, 1-j): R <-> B, G1 <-> G2."""
+    return np.ascontiguousarray(bayer[:, ::-1, ::-1, :])
+
+
+def pack_structures(structures: np.ndarray) -> np.ndarray:
+    """(n, [1,] 128, 128) {0,1} or {0,255} -> (n, 2048) uint8 (packbits packs any non-zero value as 1)."""
+    return np.packbits(structures.reshape(len(structures), -1), axis=1)
+
+
+def unpack_structures(packed: np.ndarray) -> np.ndarray:
+    """(n, 2048) uint8 -> (n, 128, 128) uint8 {0,1}."""
+    return np.unpackbits(packed, axis=1).reshape(-1, N_PIX, N_PIX)
+
+
+def rotate_packed(packed: np.ndarray) -> np.ndarray:
+    """180-degree turn of packed structures without unpacking: s[::-1, ::-1] is the flat bit string reversed,
+    i.e. the (little-endian) 16-bit words in reverse order, each bit-reversed."""
+    words = np.ascontiguousarray(packed).view("<u2")[:, ::-1]
+    return np.take(_BIT_REVERSE_16, words).astype("<u2", copy=False).view(np.uint8)
+
+
+def structure_encoding(chunk: np.ndarray) -> str | None:
+    """"0/1", "0/255", None (all zero), "mixed" (both 1 and 255) or "non-binary". The common case costs one
+    vectorised max; only data holding values above 1 takes the slower exact passes."""
+    if not chunk.size:
+        return None
+    if chunk.dtype != np.uint8:
+        if chunk.min() < 0 or chunk.max() > 255:
+            return "non-binary"
+        chunk = chunk.astype(np.uint8)
+    top = int(chunk.max())
+    if top <= 1:
+        return "0/1" if top else None
+    if not ((chunk + np.uint8(1)) & 0xFE).any():  # 0 -> 1 and 255 -> 0 (wraps): nothing else survives the mask
+        return "0/255"
+    return "non-binary" if ((chunk != 0) & (chunk != 1) & (chunk != 255)).any() else "mixed"

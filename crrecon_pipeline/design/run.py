@@ -1,0 +1,104 @@
+"""One design run end to end (the CLI's `crrecon design` and the designed_structures asset): load the surrogate,
+optimize, verify by simulation, write the designs as a raw shard with their figures and a JSON summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from crrecon_pipeline.data.npyio import save_atomic, write_text_atomic
+from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.rawfiles import STRUCTURE_RE, spectra_path, structure_path
+from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn, optimize
+from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulation, simulated_bayer, training_best
+from crrecon_pipeline.errors import ConfigError, DataError
+from crrecon_pipeline.physics.bands import band_efficiencies, routing_efficiency
+from crrecon_pipeline.train.inference import load_model
+
+
+def next_shard_index(out_dir: Path) -> int:
+    taken = [int(m.group(1)) for p in out_dir.iterdir() if (m := STRUCTURE_RE.match(p.name))] if out_dir.is_dir() else []
+    return max(taken) + 1 if taken else 0
+
+
+def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | Path, settings: DesignSettings,
+               shard_index: int | None = None, device: str = "auto", progress: ProgressFn | None = None,
+               versions: dict | None = None) -> dict:
+    """Design, verify, and write OUT: binary_dataset_128_<k>.npy (+ spectra_latest_<k>.npy when simulated),
+    designs.png and designs.json. Returns the summary (designs.json's content). `versions` ({shard: version})
+    picks the prepared data the model trained on (default: each shard's LATEST)."""
+    from crrecon_pipeline.plots import plot_design_progress, plot_predictions
+
+    out_dir = Path(out_dir)
+    prepared = load_prepared(prepared_dir, versions)
+    k = next_shard_index(out_dir) if shard_index is None else int(shard_index)
+    if k < 0:
+        raise ConfigError(f"--shard-index must be >= 0, got {k}")
+    for path in (structure_path(out_dir, k), spectra_path(out_dir, k)):
+        if path.exists():
+            raise DataError(f"{path}: already exists; choose another --shard-index")
+    model, ckpt = load_model(checkpoint, device)
+    n_bins = int(ckpt["config"]["model"].get("params", {}).get("out_len", 30))
+    if n_bins != prepared.bayer.shape[-1]:
+        raise DataError(f"{checkpoint}: the model predicts {n_bins} bins, {prepared_dir} holds {prepared.bayer.shape[-1]}")
+    lam = prepared.wavelengths_nm
+    recorded = recorded_simulation(prepared)  # before the optimization: a bad record fails fast
+    best_train, best_row = training_best(prepared, settings.bands)
+
+    result = optimize(model, ckpt["config"], lam, settings, progress)
+    raw = simulated = sim_eff = None
+    if recorded.settings is not None:
+        raw, simulated = simulated_bayer(result.structures, recorded.settings, prepare_settings_of(prepared))
+        sim_eff = routing_efficiency(simulated, lam, settings.bands)
+
+    def number(x, i):
+        return None if x is None else round(float(x[i]), 6)
+
+    def per_band(bayer):
+        return dict(zip([b.name for b in settings.bands], np.round(band_efficiencies(bayer, lam, settings.bands), 6).tolist()))
+
+    designs = []
+    for i in range(settings.designs):
+        d = {"index": i, "predicted_efficiency": number(result.predicted_efficiency, i),
+             "simulated_efficiency": number(sim_eff, i), "initial_predicted_efficiency": number(result.initial_efficiency, i),
+             "fill": round(float(result.structures[i].mean()), 4), "predicted_bands": per_band(result.predicted[i])}
+        if simulated is not None:
+            d["simulated_bands"] = per_band(simulated[i])
+        designs.append(d)
+    rank = np.argsort(-(sim_eff if sim_eff is not None else result.predicted_efficiency))
+
+    show = rank[: min(4, len(rank))]
+    labels = [f"design {i}: predicted {designs[i]['predicted_efficiency']:.3f}"
+              + (f", simulated {designs[i]['simulated_efficiency']:.3f}" if sim_eff is not None else "") for i in show]
+    title = ("Designs: simulated (solid) vs surrogate (dashed)" if simulated is not None
+             else "Designs: surrogate prediction (not simulated)")
+    plot_predictions(result.structures[show], (simulated if simulated is not None else result.predicted)[show],
+                     result.predicted[show] if simulated is not None else None, lam, out_dir / "designs.png",
+                     title=title, labels=labels)
+    plot_design_progress(result.history, out_dir / "design_progress.png", reference=best_train)
+    # the shard pair last and back to back (each file atomic), so OUT never holds a lone shard file for long
+    if raw is not None:
+        save_atomic(spectra_path(out_dir, k), raw.astype(np.float32))
+    save_atomic(structure_path(out_dir, k), result.structures[:, None])
+    summary = {
+        "designs": designs,
+        "training_best_efficiency": round(best_train, 6),
+        "training_best_row": best_row,
+        "best_design": int(rank[0]),
+        "verified": recorded.settings is not None,
+        "verification": recorded.reason,
+        "simulation_settings": recorded.source,
+        "reproduction_error": recorded.reproduction_error,
+        "shard_index": k,
+        "files": [str(structure_path(out_dir, k))] + ([str(spectra_path(out_dir, k))] if raw is not None else []),
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "prepared": str(Path(prepared_dir).resolve()),
+        "settings": asdict(settings),
+        "history": result.history,
+        "out": str(out_dir.resolve()),
+    }
+    write_text_atomic(out_dir / "designs.json", json.dumps(summary, indent=2) + "\n")
+    return summary

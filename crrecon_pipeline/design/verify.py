@@ -1,0 +1,92 @@
+"""Verifying designs with the simulator that made the training data.
+
+When the prepared data came from the built-in simulator, the raw folder holds simulation.json. Its settings must
+reproduce a few training rows' spectra (so a stale or foreign record is never trusted); then each design is
+simulated with exactly those settings and scored through the same binning as the training data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from crrecon_pipeline.data.prepared import Prepared
+from crrecon_pipeline.data.transforms import PrepareSettings, bin_spectra, to_bayer
+from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
+from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.shards import SimulationSettings
+from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.physics.structures import StructureParams
+
+REPRODUCE_TOLERANCE = 1e-4  # recorded settings must give the training spectra back to this (float32 noise ~1e-7)
+
+
+def _known(cls, values: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def settings_from_record(record: dict) -> SimulationSettings:
+    """SimulationSettings from a simulation.json record. Extra keys (rows, shards, newer fields) are tolerated;
+    SimulationSettings.from_dict is used where it exists so fields this module does not know still count."""
+    keys = SimulationSettings().to_dict().keys()
+    core = {k: record[k] for k in keys if k in record}
+    if hasattr(SimulationSettings, "from_dict"):
+        return SimulationSettings.from_dict(core)
+    return SimulationSettings(seed=int(core.get("seed", 0)),
+                              physics=PhysicsParams(**_known(PhysicsParams, core.get("physics", {}))),
+                              structures=StructureParams(**_known(StructureParams, core.get("structures", {}))))
+
+
+def prepare_settings_of(prepared: Prepared) -> PrepareSettings:
+    return PrepareSettings(**_known(PrepareSettings, prepared.shards[0]["settings"]))
+
+
+def simulated_bayer(structures: np.ndarray, settings: SimulationSettings, prep: PrepareSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(raw negative spectra (N, 3, W), Bayer spectra (N, 2, 2, bins)) exactly as the training data was made."""
+    raw = simulate_spectra(structures, settings.physics)
+    return raw, to_bayer(bin_spectra(-raw, prep))
+
+
+@dataclass
+class Recorded:
+    settings: SimulationSettings | None
+    reason: str  # why the designs are (not) simulated
+    source: str | None = None  # the simulation.json used
+    reproduction_error: float | None = None
+
+
+def recorded_simulation(prepared: Prepared, rows: int = 8) -> Recorded:
+    """The simulator settings the prepared data was made with, if any, checked by re-simulating `rows` rows."""
+    raw_dirs = sorted({str(Path(r["raw_files"][0]).parent) for r in prepared.shards if r.get("raw_files")})
+    if len(raw_dirs) != 1:
+        return Recorded(None, f"prepared data comes from {len(raw_dirs)} raw folders; need exactly one with simulation.json")
+    source = Path(raw_dirs[0]) / "simulation.json"
+    if not source.parent.is_dir():
+        return Recorded(None, f"{source.parent}: the raw folder the data was prepared from is not found "
+                              f"(from {Path.cwd()}): designs not simulated")
+    if not source.is_file():
+        return Recorded(None, f"{source}: not found (data not from the built-in simulator): designs not simulated")
+    try:
+        settings = settings_from_record(json.loads(source.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{source}: unreadable simulator settings ({exc})") from None
+    pick = np.unique(np.linspace(0, len(prepared) - 1, min(rows, len(prepared))).astype(int))
+    _, bayer = simulated_bayer(prepared.structures[pick], settings, prepare_settings_of(prepared))
+    error = float(np.abs(bayer - prepared.bayer[pick]).max())
+    if not error <= REPRODUCE_TOLERANCE:
+        return Recorded(None, f"{source}: these settings do not reproduce the training spectra (max difference "
+                              f"{error:.3g} on {len(pick)} rows): designs not simulated", str(source), error)
+    return Recorded(settings, f"simulated with {source} (reproduces the training spectra to {error:.1g})", str(source), error)
+
+
+def training_best(prepared: Prepared, bands: tuple[Band, ...] = DEFAULT_BANDS) -> tuple[float, int]:
+    """(best efficiency, row) over every prepared structure's true spectra, 180-degree twins included
+    (rows >= M are twins of row - M)."""
+    sets = [prepared.bayer] + ([prepared.rotated_bayer] if prepared.rotated_bayer is not None else [])
+    eff = np.concatenate([routing_efficiency(np.asarray(b), prepared.wavelengths_nm, bands) for b in sets])
+    best = int(np.argmax(eff))
+    return float(eff[best]), best

@@ -1,0 +1,365 @@
+"""Training-log analysis: the seed's optimize_hyperparams.py and model-optimizer playbook, made explicit.
+
+epoch records (a run's metrics.jsonl, or an old run's seed-format text log)
+      -> metrics (best, improvement rate, plateau, overfitting gap, divergence, generalization gap)
+      -> diagnosis  subset of {overfitting, plateau, divergence, still_improving, too_short, not_learning}
+      -> suggestions [{parameter, action, value, reason}]: `value` is the new setting (None: keep as is), `action`
+         the same for people; the next run's config is built from the values.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from crrecon_pipeline.numbers import fmt, pct
+from crrecon_pipeline.train import records
+from crrecon_pipeline.train.trainlog import parse_train_log
+
+DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving", "too_short", "not_learning")
+WINDOW = 5  # epochs looked at for trends
+MIN_EPOCHS = WINDOW  # fewer epochs than one trend window: too short to judge
+NOT_LEARNING_MOVE = 0.05  # the val loss moved less than this over the whole run ...
+NOT_LEARNING_RATIO = 0.9  # ... or the val MSE stays above this share of the mean-spectrum baseline's
+EXPLAIN = {
+    "overfitting": "validation loss rising while training loss falls",
+    "plateau": f"validation loss flat over the last {WINDOW} epochs",
+    "divergence": "non-finite or exploding loss",
+    "still_improving": "validation loss still falling and the best epoch is the latest",
+    "too_short": f"fewer than {MIN_EPOCHS} epochs: too few to judge a trend",
+    "not_learning": f"validation loss moved less than {NOT_LEARNING_MOVE:.0%} over the run, or val MSE stays above "
+                    f"{NOT_LEARNING_RATIO:.0%} of the mean-spectrum baseline's",
+}
+
+
+def _rel_change(a: float, b: float) -> float:
+    """Relative improvement from a to b (positive = b is lower)."""
+    return (a - b) / abs(a) if a and math.isfinite(a) and math.isfinite(b) else 0.0
+
+
+def compute_metrics(records: list[dict], final: dict | None = None) -> dict:
+    """Trend metrics of the epoch records; `final` (the run's final record) adds the val MSE's ratio to baseline."""
+    if not records:
+        return {"epochs_completed": 0, "best_val": None, "best_epoch": None}
+    epochs = np.array([r["epoch"] for r in records])
+    train = np.array([r["train_loss"] for r in records])
+    val = np.array([r["val_loss"] for r in records])
+    finite = np.isfinite(val)
+    best_i = int(np.nanargmin(np.where(finite, val, np.nan))) if finite.any() else None
+    w = min(WINDOW, len(records) - 1) if len(records) > 1 else 0
+    recent_val, recent_train = val[-w - 1:], train[-w - 1:]
+    improvement = _rel_change(recent_val[0], recent_val[-1]) / max(w, 1) if w else 0.0
+    best_before = float(np.nanmin(val[:-w])) if w and np.isfinite(val[:-w]).any() else float("nan")
+    gap = (val[-1] - train[-1]) / abs(train[-1]) if math.isfinite(train[-1]) and train[-1] else float("nan")
+    first_val = val[finite][0] if finite.any() else float("nan")
+    return {
+        "epochs_completed": len(records),
+        "total_epochs": int(records[-1]["total"]),
+        "best_val": float(val[best_i]) if best_i is not None else None,
+        "best_epoch": int(epochs[best_i]) if best_i is not None else None,
+        "final_train": float(train[-1]),
+        "final_val": float(val[-1]),
+        "improvement_rate": float(improvement),  # relative val improvement per epoch over the last window
+        "window_improvement": float(_rel_change(best_before, float(np.nanmin(recent_val))) if w else 0.0),
+        "total_improvement": float(_rel_change(first_val, float(np.nanmin(val[finite])))) if finite.any() else 0.0,
+        "generalization_gap": float(gap),  # (val - train) / train at the end
+        "val_trend": float(_rel_change(recent_val[0], recent_val[-1])) if w else 0.0,
+        "train_trend": float(_rel_change(recent_train[0], recent_train[-1])) if w else 0.0,
+        "nonfinite_epochs": int((~np.isfinite(train) | ~finite).sum()),
+        "max_val_over_best": float(np.nanmax(val[best_i:]) / val[best_i]) if best_i is not None and val[best_i] > 0 else float("nan"),
+        "epochs_since_best": int(epochs[-1] - epochs[best_i]) if best_i is not None else None,
+        "mse_vs_baseline": (final["val_mse"] / final["baseline_val_mse"]
+                            if final and final.get("val_mse") is not None and final.get("baseline_val_mse") else None),
+    }
+
+
+def diagnose(m: dict) -> list[str]:
+    if not m.get("epochs_completed"):
+        return []
+    found = []
+    n = m["epochs_completed"]
+    diverged = m["nonfinite_epochs"] > 0 or m["max_val_over_best"] > 3.0 or (
+        m["train_trend"] < -0.5 and n > 2)  # training loss up by more than half over the window
+    if diverged:
+        found.append("divergence")
+    if n >= 4 and not diverged and m["val_trend"] < -0.05 and m["train_trend"] > 0.0 and m["epochs_since_best"] >= 2:
+        found.append("overfitting")
+    if n >= WINDOW + 1 and not diverged and abs(m["window_improvement"]) < 0.01 and "overfitting" not in found:
+        found.append("plateau")
+    ratio = m.get("mse_vs_baseline")
+    not_learning = not diverged and ((n >= 2 and m["total_improvement"] < NOT_LEARNING_MOVE)
+                                     or (ratio is not None and ratio > NOT_LEARNING_RATIO))
+    if not_learning and "plateau" in found:  # flat from the start: it never learned, rather than stalled
+        found.remove("plateau")
+    if not diverged and "overfitting" not in found and "plateau" not in found and m["window_improvement"] > 0.01 \
+            and m["epochs_since_best"] <= 1 and not not_learning:
+        found.append("still_improving")
+    if not diverged and n < MIN_EPOCHS:
+        found.append("too_short")
+    if not_learning:
+        found.append("not_learning")
+    return found
+
+
+def suggest(m: dict, diagnosis: list[str], config: dict | None = None) -> list[dict]:
+    cfg = config or {}
+    model = cfg.get("model", {}).get("name", "cnn_xattn")
+    loss = cfg.get("loss", {}).get("name", "mse_pearson")
+    t = cfg.get("training", {})
+    lr, wd = float(t.get("lr", 1e-3)), float(t.get("weight_decay", 0.005))
+    epochs = int(m.get("total_epochs") or t.get("epochs", 300))
+    batch = int(cfg.get("data", {}).get("batch_size", 400))
+    out: list[dict] = []
+
+    def add(parameter, action, value, reason):
+        if all(s["parameter"] != parameter for s in out):  # the first diagnosis to touch a setting decides it
+            out.append({"parameter": parameter, "action": action, "value": value, "reason": reason})
+
+    def change(parameter, verb, value, reason):
+        add(parameter, f"{verb} to {value:.2g}" if isinstance(value, float) else f"{verb} to {value}", value, reason)
+
+    if "divergence" in diagnosis:
+        change("training.lr", "decrease", float(f"{lr * 0.3:.2g}"),
+               f"{m['nonfinite_epochs']} non-finite epochs; val rose to {m['max_val_over_best']:.1f}x its best after epoch {m['best_epoch']}")
+        change("training.grad_clip", "set", 0.5, "clipping harder bounds the update that blew up")
+        change("data.batch_size", "increase", batch * 2, "larger batches give less noisy gradients")
+    if "overfitting" in diagnosis:
+        change("training.weight_decay", "increase", float(f"{wd * 4:.2g}"),
+               f"val loss rose {-m['val_trend']:.0%} over the last {WINDOW} epochs while train fell {m['train_trend']:.0%}")
+        add("training.epochs", f"stop near epoch {m['best_epoch']}", int(m["best_epoch"]),
+            f"the best validation loss came {m['epochs_since_best']} epochs before the end")
+        if model == "cnn_xattn":
+            change("model.name", "switch", "cnn_gru", "a lighter model has less capacity to memorise the training set")
+        add("data.augment_180", "keep true", None, "the 180-degree twins double the data for free")
+    if "plateau" in diagnosis:
+        add("training.lr", f"decrease to {lr * 0.5:.2g} (or restart warmup)", float(f"{lr * 0.5:.2g}"),
+            f"val loss changed {m['window_improvement']:.2%} over the last {WINDOW} epochs")
+        if model == "cnn_gru":
+            change("model.name", "switch", "cnn_xattn", "cross-attention over spatial tokens has more capacity than the GRU")
+        change("loss.name", "switch", "weighted_smooth" if loss == "mse_pearson" else "mse_pearson",
+               "a different objective can move a run stuck on one")
+        change("data.batch_size", "decrease", max(batch // 2, 8), "smaller batches add gradient noise that can escape a plateau")
+    if "still_improving" in diagnosis:
+        change("training.epochs", "increase", int(epochs * 1.5),
+               f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is the latest")
+    if "not_learning" in diagnosis:
+        ratio = m.get("mse_vs_baseline")
+        seen = (f"val MSE is {pct(ratio)} of the mean-spectrum baseline's" if ratio is not None and ratio > NOT_LEARNING_RATIO
+                else f"val loss moved only {pct(m['total_improvement'])} in {m['epochs_completed']} epochs")
+        change("training.lr", "increase", float(f"{lr * 3:.2g}"), f"{seen}: larger steps, or check the data and the loss")
+    if "too_short" in diagnosis:
+        change("training.epochs", "increase", max(2 * WINDOW, 2 * epochs),
+               f"{m['epochs_completed']} epochs are too few to judge a trend (the diagnosis looks at the last {WINDOW})")
+    if not out and m.get("epochs_completed"):
+        add("training.epochs", "keep", None, "no problem detected; compare against other runs before changing settings")
+    return out
+
+
+def load_history(path: str | Path) -> list[dict]:
+    """Epoch records from a metrics.jsonl (new runs) or a seed-format text log (old runs, the research code's)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return records.epoch_history(records.read_records(path))
+    return parse_train_log(path)
+
+
+def run_history_file(run_dir: str | Path, config: dict | None = None) -> Path:
+    """The run's metrics.jsonl, or for runs from before it existed, its text log (output.log_file)."""
+    run_dir = Path(run_dir)
+    if (run_dir / records.FILENAME).is_file():
+        return run_dir / records.FILENAME
+    return run_dir / ((config or {}).get("output", {}).get("log_file") or "train_log.txt")
+
+
+def analyze_log(path: str | Path, config: dict | None = None) -> dict:
+    """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions; a
+    metrics.jsonl's final record gives the ratio to baseline that `not_learning` also looks at)."""
+    path = Path(path)
+    if config is None and (path.parent / "config.json").exists():
+        config = json.loads((path.parent / "config.json").read_text())
+    history = load_history(path)
+    final = records.final_record(records.read_records(path)) if path.suffix == ".jsonl" else None
+    metrics = compute_metrics(history, final)
+    diagnosis = diagnose(metrics)
+    return {
+        "log": str(path),
+        "epochs_completed": metrics["epochs_completed"],
+        "best_val": metrics["best_val"],
+        "best_epoch": metrics["best_epoch"],
+        "diagnosis": diagnosis,
+        "suggestions": suggest(metrics, diagnosis, config),
+        "metrics": metrics,
+        "history": history,
+    }
+
+
+def analyze_run(run_dir: str | Path) -> dict:
+    """A run folder's analysis, from its structured records when it has them."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    return analyze_log(run_history_file(run_dir, config), config) | {"final": _final_metrics(run_dir)}
+
+
+def _summary_lines(result: dict) -> list[str]:
+    m = result["metrics"]
+    lines = [f"Epochs completed: {result['epochs_completed']}" + (f" of {m['total_epochs']}" if m.get("total_epochs") else "")]
+    if result["best_val"] is not None:
+        lines += [f"Best val loss: {result['best_val']:.4g} at epoch {result['best_epoch']}",
+                  f"Final train / val loss: {m['final_train']:.4g} / {m['final_val']:.4g} "
+                  f"(generalization gap {m['generalization_gap']:+.1%}: val above train)",
+                  f"Val loss improvement over the last {WINDOW} epochs: {m['window_improvement']:.2%}; "
+                  f"over the whole run: {m['total_improvement']:.1%}"]
+    if m.get("mse_vs_baseline") is not None:
+        lines.append(f"Val MSE: {pct(m['mse_vs_baseline'])} of the mean-spectrum baseline's")
+    return lines
+
+
+def format_report(result: dict) -> str:
+    lines = [f"Log: {result['log']}", *_summary_lines(result)]
+    lines.append("Diagnosis: " + (", ".join(result["diagnosis"]) or "none"))
+    lines.append("Suggestions:")
+    lines += [f"  - {s['parameter']}: {s['action']} ({s['reason']})" for s in result["suggestions"]]
+    return "\n".join(lines)
+
+
+def report_markdown(result: dict) -> str:
+    """The same report for the Dagster UI: each diagnosis explained, one bullet a line, suggestions as a table."""
+    diagnosis = ", ".join(f"**{d}** ({EXPLAIN[d]})" for d in result["diagnosis"]) or "none"
+    table = "".join(f"| `{s['parameter']}` | {s['action']} | {fmt(s['value'])} | {s['reason']} |\n" for s in result["suggestions"])
+    return (f"**Diagnosis:** {diagnosis}\n\n" + "".join(f"- {line}\n" for line in _summary_lines(result))
+            + f"\n| parameter | action | value | reason |\n|---|---|---|---|\n{table}")
+
+
+def _params_for(section: str, name: str, params: dict) -> dict:
+    """Keep the parameters the new model/loss also takes (widths, dropouts...), drop the others."""
+    import inspect
+
+    from crrecon_pipeline.losses import LOSSES
+    from crrecon_pipeline.models import MODELS
+
+    accepted = inspect.signature((MODELS if section == "model" else LOSSES)[name]).parameters
+    return {k: v for k, v in params.items() if k in accepted}
+
+
+def apply_suggestions(config: dict, suggestions: list[dict]) -> dict:
+    """The next run's config: each suggestion's `value` set on a copy of `config` (None means keep)."""
+    nxt = copy.deepcopy(config)
+    for s in suggestions:
+        if s.get("value") is None:
+            continue
+        section, _, key = s["parameter"].partition(".")
+        if section not in nxt or key not in nxt[section]:
+            continue
+        if key == "name":
+            nxt[section]["params"] = _params_for(section, s["value"], nxt[section].get("params", {}))
+        nxt[section][key] = s["value"]
+    return nxt
+
+
+# ------------------------------------------------------------------------------------------------ across runs
+
+SETTING_COLUMNS = {"model": ("model", "name"), "loss": ("loss", "name"), "lr": ("training", "lr"),
+                   "batch_size": ("data", "batch_size"), "epochs": ("training", "epochs"),
+                   "weight_decay": ("training", "weight_decay"), "augment_180": ("data", "augment_180")}
+
+
+def _final_metrics(run: Path) -> dict | None:
+    """A finished run's final record (metrics.jsonl), or metrics.json for runs from before the records."""
+    if (run / records.FILENAME).is_file():
+        final = records.final_record(records.read_records(run / records.FILENAME))
+        if final is not None:
+            return final
+    return json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else None
+
+
+def collect_runs(runs_dir: str | Path) -> list[dict]:
+    """Every finished run under runs_dir (a folder with a final record and config.json), oldest first."""
+    rows = []
+    candidates = [p for p in Path(runs_dir).glob("*") if (p / "config.json").is_file()]
+    for run in sorted(candidates, key=lambda p: (p / "config.json").stat().st_mtime):
+        metrics = _final_metrics(run)
+        if metrics is None:
+            continue
+        config = json.loads((run / "config.json").read_text())
+        row = {"run": run.name, "config": config}
+        for col, (section, key) in SETTING_COLUMNS.items():
+            row[col] = config.get(section, {}).get(key)
+        row["params"] = metrics.get("n_params")
+        for key in ("val_mse", "baseline_val_mse", "val_pearson", "best_epoch", "epochs_completed", "samples_per_s"):
+            row[key] = metrics.get(key)
+        row["mse_vs_baseline"] = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else None
+        rows.append(row)
+    return rows
+
+
+# The leaderboard's columns, key ones first (what people compare runs by), with their headers.
+LEADERBOARD = {"run": "run", "val_mse": "val MSE", "mse_vs_baseline": "% of baseline", "model": "model", "loss": "loss",
+               "epochs_completed": "epochs", "val_pearson": "Pearson", "best_epoch": "best epoch (val loss)",
+               "lr": "lr", "batch_size": "batch", "weight_decay": "weight decay", "augment_180": "180° twins",
+               "params": "parameters", "samples_per_s": "samples/s"}
+RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def run_link(name: str) -> str:
+    """A Dagster run's folder (named by its run id) as a short link to its run page; other folders by name."""
+    return f"[{name[:8]}](/runs/{name})" if RUN_ID.match(name) else name
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The leaderboard for people: key columns first, short linked run ids, ratios as %, integers with separators."""
+    if not rows:
+        return ""
+    cols = [c for c in LEADERBOARD if c in rows[0]]
+
+    def cell(col, v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        if col == "run":
+            return run_link(str(v))
+        if col == "mse_vs_baseline":
+            return pct(v)
+        return fmt(int(v) if isinstance(v, float) and v.is_integer() and col in ("params", "epochs_completed", "best_epoch", "batch_size") else v)
+
+    lines = ["| " + " | ".join(LEADERBOARD[c] for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(c, r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
+    """Leaderboard, which settings went with better runs, and a recommended next config from the best run that
+    passes check_beats_baseline (ratio <= max_ratio); with none passing there is no best run to build on."""
+    import pandas as pd
+    import yaml
+
+    rows = collect_runs(runs_dir)
+    if not rows:
+        return {"runs": 0, "table": [], "effects": {}, "best_run": None, "best_mse_vs_baseline": None,
+                "next_config": None, "next_config_yaml": ""}
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "config"} for r in rows]).sort_values("mse_vs_baseline")
+    effects = {}
+    for col in SETTING_COLUMNS:
+        values = table[col].astype(str)
+        if values.nunique() > 1:
+            effects[col] = table.groupby(values)["mse_vs_baseline"].mean().sort_values().round(4).to_dict()
+    passing = table[table["mse_vs_baseline"] <= max_ratio]
+    best = next(r for r in rows if r["run"] == passing.iloc[0]["run"]) if len(passing) else None
+    base = best or next(r for r in rows if r["run"] == table.iloc[0]["run"])  # none passed: build on the least bad
+    history_file = run_history_file(Path(runs_dir) / base["run"], base["config"])
+    suggestions = analyze_log(history_file, base["config"])["suggestions"] if history_file.exists() else []
+    nxt = apply_suggestions(base["config"], suggestions)
+    return {
+        "runs": len(rows),
+        "table": table.to_dict(orient="records"),
+        "markdown": markdown_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
+        "effects": effects,
+        "best_run": best["run"] if best else None,
+        "best_mse_vs_baseline": float(passing.iloc[0]["mse_vs_baseline"]) if best else None,
+        "suggestions_applied": suggestions,
+        "next_config": nxt,
+        "next_config_yaml": yaml.safe_dump(nxt, sort_keys=False),
+    }

@@ -1,0 +1,80 @@
+"""The model card of a training run: what was trained, on what, how, and how well — one markdown page for people
+(trained_model's `model_card`), built from the run's config and final metrics. No Dagster import."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+from torch import nn
+
+from crrecon_pipeline.data.symmetry import symmetry_summary
+from crrecon_pipeline.losses import LOSSES
+from crrecon_pipeline.models import MODELS, count_parameters, get_model
+from crrecon_pipeline.numbers import fmt, pct
+from crrecon_pipeline.train.config import flatten
+from crrecon_pipeline.train.metrics import PIXELS
+
+
+def architecture(model: nn.Module) -> str:
+    """Top-level blocks with their types and parameter counts."""
+    rows = [f"| `{name}` | {type(child).__name__} | {count_parameters(child):,} |" for name, child in model.named_children()]
+    return "| block | type | parameters |\n|---|---|---|\n" + "\n".join(rows) + f"\n| **total** | | **{count_parameters(model):,}** |"
+
+
+def loss_formula(name: str, params: dict) -> str:
+    cls = LOSSES[name]
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not inspect.Parameter.empty}
+    weights = defaults | params
+    formula = getattr(cls, "FORMULA", None)
+    return formula.format(**weights) if formula else f"{name}({', '.join(f'{k}={v}' for k, v in weights.items())})"
+
+
+def field_line(metrics: dict) -> str:
+    """Per-pixel MSE, peak-wavelength and routing-efficiency errors, where the run reported them."""
+    if "val_mse_R" not in metrics:
+        return ""
+    pixels = ", ".join(f"{p} {fmt(metrics[f'val_mse_{p}'])}" for p in PIXELS)
+    routing = (f"; routing efficiency error {fmt(metrics['val_routing_error'])} (true mean "
+               f"{fmt(metrics['val_routing_efficiency'])})" if "val_routing_error" in metrics else "")
+    return f"\nPer-pixel MSE {pixels}; peak wavelength error {fmt(metrics['val_peak_error_nm'])} nm{routing}."
+
+
+def model_card(config: dict, metrics: dict, model: nn.Module | None = None) -> str:
+    model = model or get_model(config["model"]["name"], **config["model"]["params"])
+    ratio = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else float("nan")
+    doc = (sys.modules[MODELS[config["model"]["name"]].__module__].__doc__ or "").strip().split("\n\n")[0]
+    hyper = "\n".join(f"| `{k}` | {fmt(v)} |" for k, v in flatten(config).items())
+    training_set = metrics.get("training_set") or {}
+    data = "\n".join(f"| {k} | `{v['version']}` | {v['rows']:,} |" for k, v in training_set.items())
+    return f"""### {config['model']['name']} · {count_parameters(model):,} parameters
+
+{doc}
+
+**Results** (validation split, best checkpoint (lowest val loss) of epoch {metrics.get('best_epoch')} of {metrics.get('epochs_completed')}):
+val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum baseline's {fmt(metrics['baseline_val_mse'])};
+Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.{field_line(metrics)}
+Device {metrics.get('device')}, {fmt(metrics.get('samples_per_s'))} samples/s.
+
+**Loss** `{config['loss']['name']}`: {loss_formula(config['loss']['name'], config['loss']['params'])}
+
+**Split**: {metrics.get('train_samples', 0):,} training samples ({symmetry_summary(config['data'])}),
+{metrics.get('val_samples', 0):,} validation structures; split by a structure hash shared by all images of a
+structure under the symmetry group (train_ratio {config['data'].get('train_ratio')}).
+
+**Architecture**
+
+{architecture(model)}
+
+**Training data** (shard versions from the lineage)
+
+| shard | version | rows |
+|---|---|---|
+{data or '| – | – | – |'}
+
+**Hyper-parameters** (the full run config)
+
+| key | value |
+|---|---|
+{hyper}
+"""

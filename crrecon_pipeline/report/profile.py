@@ -1,0 +1,71 @@
+"""The dataset profile (the seed's analyze_data.py): sizes, ranges, per-pixel spectra, fill fractions, pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from crrecon_pipeline.data.prepared import Prepared
+from crrecon_pipeline.plots import PIXELS, _save
+
+COUNTS = ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")
+
+
+def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048) -> dict:
+    """Numbers over the whole Bayer array; fill fractions over an even sample of structures (bounded memory)."""
+    bayer = prepared.bayer
+    pick = np.linspace(0, len(prepared) - 1, min(sample, len(prepared))).astype(int)
+    structures = prepared.structures[pick]
+    fill = structures.reshape(len(pick), -1).mean(axis=1)
+    symmetric = float((structures == structures.transpose(0, 2, 1)).all(axis=(1, 2)).mean())
+    per_pixel = {name: {"mean": float(bayer[:, a, b].mean()), "std": float(bayer[:, a, b].std()),
+                        "min": float(bayer[:, a, b].min()), "max": float(bayer[:, a, b].max())} for name, (a, b), _ in PIXELS}
+    raw_rows = sum(r["raw_rows"] for r in prepared.shards)
+
+    fig, axes = plt.subplots(2, 4, figsize=(11, 5))
+    for ax, i in zip(axes[0], pick[np.linspace(0, len(pick) - 1, 4).astype(int)]):
+        ax.imshow(prepared.structures[int(i)].T, cmap="gray_r", origin="lower", extent=(0, 2, 0, 2))
+        ax.set_title(f"row {prepared.source_rows[int(i)]}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    lam = prepared.wavelengths_nm
+    ax = axes[1, 0]
+    for name, (a, b), color in PIXELS:
+        m, s = bayer[:, a, b].mean(0), bayer[:, a, b].std(0)
+        ax.plot(lam, m, color=color, label=name)
+        ax.fill_between(lam, m - s, m + s, color=color, alpha=0.15)
+    ax.set_xlabel("wavelength (nm)")
+    ax.set_title("mean +- std per pixel", fontsize=9)
+    ax.legend(fontsize=7)
+    axes[1, 1].hist(fill, bins=30, color="gray")
+    axes[1, 1].set_title("fill fraction", fontsize=9)
+    axes[1, 2].hist(bayer.reshape(-1)[:: max(1, bayer.size // 200_000)], bins=50, color="tab:purple")
+    axes[1, 2].set_title("Bayer values", fontsize=9)
+    rb = (bayer[:, 0, 0] - bayer[:, 1, 1]).mean(1)
+    axes[1, 3].hist(rb, bins=40, color="tab:orange")
+    axes[1, 3].set_title("mean R - B per structure", fontsize=9)
+    fig.suptitle(f"Dataset: {len(prepared)} kept of {raw_rows} raw rows in {len(prepared.shards)} shards")
+    fig.tight_layout()
+    _save(fig, picture)
+    return {
+        "shards": len(prepared.shards),
+        "raw_rows": raw_rows,
+        "kept_rows": len(prepared),
+        "dropped_unfinished": sum(r["dropped_unfinished"] for r in prepared.shards),
+        "dropped_nonfinite": sum(r["dropped_nonfinite"] for r in prepared.shards),
+        "per_shard": [{"shard": k, "version": v.version, **{key: v.manifest["record"][key] for key in COUNTS}}
+                      for k, v in prepared.versions.items()],
+        "rotated_rows": 0 if prepared.rotated_bayer is None else len(prepared.rotated_bayer),
+        "bayer_min": float(bayer.min()),
+        "bayer_max": float(bayer.max()),
+        "per_pixel": per_pixel,
+        "fill_mean": float(fill.mean()),
+        "fill_std": float(fill.std()),
+        "diagonal_symmetric_fraction": symmetric,
+        "wavelengths_nm": [float(lam[0]), float(lam[-1])],
+    }

@@ -1,0 +1,94 @@
+"""What trained_model reports, as plain data: the same keys whether it trained in-process or in torchrun ranks
+under Dagster Pipes. Values are (type, value) pairs; the Dagster layer turns them into MetadataValues and the
+Pipes worker into Pipes metadata, so neither restates the keys. No Dagster import here."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from crrecon_pipeline.numbers import percent, rounded
+from crrecon_pipeline.plots import markdown_image, plot_loss_curves
+from crrecon_pipeline.report.modelcard import model_card
+from crrecon_pipeline.train import records
+from crrecon_pipeline.train.metrics import PIXELS
+
+FIELD_KEYS = tuple(f"val_mse_{p}" for p in PIXELS) + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency")
+OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
+
+
+def observation_metadata(record: dict) -> dict:
+    """An epoch record -> the per-epoch observation: the curves, `progress` text and `eta_s` (no constants)."""
+    out = {k: (record[k] if k == "epoch" else rounded(record[k])) for k in OBSERVED if record.get(k) is not None}
+    return out | {"progress": record["progress"]}
+
+
+class LiveCurves:
+    """The loss-curve figure (epoch on x) refreshed while training runs, for the per-epoch observation: after
+    every `every_epochs` epochs or `every_s` seconds, whichever comes first, but never more often than keeps the
+    drawing under `max_share` of the wall time (drawing costs ~0.1-0.3 s; a quick epoch a few seconds)."""
+
+    CURVES = ("epoch", "train_loss", "val_loss", "lr")
+
+    def __init__(self, path: str | Path, history: list[dict] = (), every_epochs: int = 5, every_s: float = 120.0,
+                 max_share: float = 0.01):
+        self.path, self.every_epochs, self.every_s, self.max_share = Path(path), every_epochs, every_s, max_share
+        self.history = [{k: h[k] for k in self.CURVES} for h in history]
+        self.last_epoch = max((h["epoch"] for h in self.history), default=0)
+        self.last_t, self.cost = time.perf_counter(), 0.0
+
+    @classmethod
+    def for_run(cls, run_dir: Path, **kwargs) -> "LiveCurves":
+        """Seeded with the epochs a resumed run already has in its metrics.jsonl."""
+        log = Path(run_dir) / records.FILENAME
+        return cls(Path(run_dir) / "loss_curves_live.png", records.epoch_history(records.read_records(log))
+                   if log.is_file() else [], **kwargs)
+
+    def update(self, record: dict) -> str | None:
+        """Take an epoch record; the figure as markdown when one is due, else None."""
+        self.history.append({k: float("nan") if record[k] is None else record[k] for k in self.CURVES})  # null: diverged
+        since = time.perf_counter() - self.last_t
+        due = record["epoch"] - self.last_epoch >= self.every_epochs or since >= self.every_s
+        if not due or since < self.cost / self.max_share:
+            return None
+        t = time.perf_counter()
+        plot_loss_curves(self.history, self.path, title=f"Training curves so far (epoch {record['epoch']}/{record['epochs']})")
+        figure = markdown_image(self.path, f"loss curves, epoch {record['epoch']}")
+        self.last_t, self.last_epoch = time.perf_counter(), record["epoch"]
+        self.cost = self.last_t - t
+        return figure
+
+
+def progress_line(record: dict) -> str:
+    return f"{record['progress']} (batch {record['batch']}/{record['batches']})"
+
+
+def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]:
+    """The materialization's metadata as {key: (type, value)}; types: float, int, text, path, md."""
+    init = {}
+    if metrics.get("init_from"):  # fine-tuned: where the weights came from and what did not fit
+        init = {"init_from": ("path", metrics["init_from"]),
+                "init_skipped": ("text", ", ".join(metrics.get("init_skipped") or []) or "none")}
+    return init | {
+        "val_mse": ("float", rounded(metrics["val_mse"])),
+        "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
+        "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
+        "val_pearson": ("float", rounded(metrics["val_pearson"])),
+        "val_mae": ("float", rounded(metrics["val_mae"])),
+        **{k: ("float", rounded(metrics[k])) for k in FIELD_KEYS if k in metrics},
+        "epochs_completed": ("int", metrics["epochs_completed"]),
+        "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
+        "n_params": ("int", metrics["n_params"]),
+        "samples_per_s": ("float", rounded(metrics["samples_per_s"])),
+        "device": ("text", metrics["device"]),
+        "train_samples": ("int", metrics["train_samples"]),
+        "val_samples": ("int", metrics["val_samples"]),
+        "model": ("text", config["model"]["name"]),
+        "loss": ("text", config["loss"]["name"]),
+        "checkpoint": ("path", metrics["best_checkpoint"]),
+        "run_dir": ("path", metrics["run_dir"]),
+        "metrics_log": ("path", metrics["metrics_log"]),
+        "model_card": ("md", model_card(config, metrics)),
+        "loss_curves": ("md", markdown_image(Path(metrics["loss_curves"]), "loss curves")),
+        "predictions": ("md", markdown_image(Path(metrics["predictions"]), "true vs predicted spectra")),
+    }

@@ -1,0 +1,95 @@
+"""Checkpoint I/O and the compatibility rules between a checkpoint and the run that wants to use it.
+
+- resume (`--resume`): the checkpoint's config must equal the requested one, except for keys that do not change
+  what is trained (RESUMABLE_CHANGES); a changed `training.epochs` rebuilds the schedule (training.Schedule).
+- init (`--init-weights` / `training.init_from`): weights only, from a checkpoint of the same model; tensors whose
+  shape differs (e.g. another out_len) are skipped and listed.
+Checkpoints from elsewhere are untrusted: tensors and plain containers only (weights_only).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from crrecon_pipeline.errors import ConfigError, DataError
+from crrecon_pipeline.train.config import differing_keys
+
+CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
+RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file")
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """Write beside `path`, fsync, rename; on any failure (a full disk) the temporary file is removed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is bad input
+        raise DataError(f"{path}: not a loadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise DataError(f"{path}: not a crrecon checkpoint (no model/config)")
+    return state
+
+
+def latest(run_dir: Path) -> Path | None:
+    last = run_dir / "last.pt"
+    return last if last.is_file() else None
+
+
+def check_resumable(state: dict, requested: dict, path: Path) -> list[str]:
+    """The changed keys that a resume may carry over (only those in RESUMABLE_CHANGES); ConfigError otherwise."""
+    if int(state.get("format", 1)) < CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: made by an older version (format {state.get('format', 1)}); start a new run "
+                          f"with --init-weights {path}")
+    changed = differing_keys(state["config"], requested)
+    refused = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+    if refused:
+        raise ConfigError(f"{path}: cannot resume, the config differs in {', '.join(refused)} "
+                          f"(start a new run, or --init-weights {path} for its weights only)")
+    if requested["training"]["epochs"] < int(state["epoch"]):
+        raise ConfigError(f"{path}: cannot resume, training.epochs={requested['training']['epochs']} but the "
+                          f"checkpoint has already trained {state['epoch']} epochs")
+    return changed
+
+
+def load_weights(model: torch.nn.Module, state: dict, requested: dict, path: Path) -> list[str]:
+    """Copy the matching tensors of `state` into `model`; the names skipped for a shape mismatch are returned."""
+    theirs, ours = state["config"]["model"]["name"], requested["model"]["name"]
+    if theirs != ours:
+        raise ConfigError(f"{path}: a {theirs} checkpoint cannot initialize model {ours}")
+    own = model.state_dict()
+    weights = state["model"]
+    unknown = sorted(set(weights) - set(own))
+    if unknown:
+        raise ConfigError(f"{path}: not weights of this {ours} architecture (unexpected tensors {', '.join(unknown[:3])}"
+                          f"{' ...' if len(unknown) > 3 else ''})")
+    matching = {k: v for k, v in weights.items() if v.shape == own[k].shape}
+    skipped = sorted(k for k in weights if k not in matching)
+    if not matching:
+        raise ConfigError(f"{path}: no tensor of the checkpoint fits model {ours} (every shape differs)")
+    model.load_state_dict(matching, strict=False)
+    return skipped
+
+
+def check_same_architecture(model: torch.nn.Module, state: dict, requested: dict, path: Path) -> None:
+    """A resume needs every tensor to fit; say which does not, in one line (not a size-mismatch traceback)."""
+    skipped = load_weights(model, state, requested, path)
+    if skipped:
+        raise ConfigError(f"{path}: cannot resume, tensor shapes differ ({', '.join(skipped[:3])}"
+                          f"{' ...' if len(skipped) > 3 else ''})")

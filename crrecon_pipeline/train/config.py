@@ -1,0 +1,233 @@
+"""Run configs: one schema (a pydantic model per section of the seed's YAML: data / model / loss / training /
+output, plus seed) used by the CLI, the launchpad (defs/assets/training.py mirrors it) and every torchrun rank.
+
+Defaults, ranges and field names live here only. Unknown keys are refused at every level with the dotted key named;
+`model.params` / `loss.params` are checked by binding them to the registered constructor's signature. Presets ship
+inside the package (crrecon_pipeline/presets/*.yaml, read on demand, never at import); the top-level `configs/`
+folder is the user-facing copy of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from importlib import resources
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from crrecon_pipeline.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Unknown keys are an error, not a silently ignored typo (`training.epoch: 1`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _inside_run_folder(value: str) -> str:
+    """A path from config is relative to the run folder and stays inside it."""
+    if not value or PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or value.startswith("~"):
+        raise ValueError("must be a relative path inside the run folder")
+    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
+        raise ValueError("must stay inside the run folder (no '..')")
+    return value
+
+
+class DataConfig(Section):
+    batch_size: int = Field(400, ge=1, description="samples per optimizer step (global, across ranks)")
+    augment_180: bool = Field(True, description="train on the 180-degree twins too (inside the training split)")
+    augment_shifts: bool = Field(True, description="train on the half-period shifts in x, y and both too: exact for "
+                                                   "any solver and polarization (symmetry.py)")
+    augment_90: bool = Field(False, description="train on the 90-degree turns too: exact only for unpolarized or "
+                                                "scalar data")
+    train_ratio: float = Field(0.95, gt=0, lt=1, description="fraction of structures (by hash) in the training split")
+    map_to_pm1: bool = Field(True, description="structures as {-1, 1} instead of {0, 1}")
+    out_len: int = Field(30, ge=1, description="spectral bins per pixel; must match the prepared data")
+
+
+class ModelConfig(Section):
+    name: str = Field("cnn_xattn", description="registered model (crrecon_pipeline/models)")
+    params: dict[str, Any] = Field({}, description="keyword arguments of the model's constructor")
+
+
+class LossConfig(Section):
+    name: str = Field("mse_pearson", description="registered loss (crrecon_pipeline/losses)")
+    params: dict[str, Any] = Field({}, description="keyword arguments of the loss's constructor")
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(300, ge=1, description="epochs of the schedule (warmup + cosine to 0 on the last step)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.005, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    use_amp: bool = Field(True, description="bf16 autocast on CUDA")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming up linearly")
+    save_every: int = Field(10, ge=0, description="keep epoch_NNNN.pt every this many epochs; 0: never")
+    init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1; "
+                                           "tensors of another shape skipped and listed); in Dagster also "
+                                           "'pretrained_model' (its latest checkpoint); empty: random initialization")
+
+    _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio")(_finite)
+
+
+class OutputConfig(Section):
+    dir: str = Field("outputs", description="folder for figures and sample predictions, inside the run folder")
+    log_file: str = Field("train_log.txt", description="seed-format text log, inside the run folder")
+
+    _confined = field_validator("dir", "log_file")(_inside_run_folder)
+
+
+class RunConfig(Section):
+    """A whole run: the seed's YAML structure."""
+
+    seed: int = Field(0, description="seeds the initialization and the shuffling")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    training: TrainingConfig = TrainingConfig()
+    output: OutputConfig = OutputConfig()
+
+
+SECTIONS = tuple(RunConfig.model_fields)
+DEFAULTS: dict = RunConfig().model_dump()
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] in ("model_type", "dict_type"):
+        return f"{key}: must be a section (a mapping of keys), got {error['input']!r}"[:300]
+    return f"{key}: {msg} (got {error['input']!r})"[:300]
+
+
+def _check_params(section: str, name: str, params: dict, registry: dict) -> None:
+    if name not in registry:
+        raise ConfigError(f"{section}.name: unknown {section} {name!r} (one of {sorted(registry)})")
+    signature = inspect.signature(registry[name])
+    accepted = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in params:
+        if key not in {p.name for p in accepted}:
+            raise ConfigError(f"{section}.params.{key}: not a parameter of {section} {name} "
+                              f"(accepted: {', '.join(p.name for p in accepted)})")
+    try:
+        signature.bind(**params)
+    except TypeError as exc:
+        raise ConfigError(f"{section}.params: {exc} for {section} {name}") from None
+
+
+def validate(config: dict | BaseModel, source: str = "config") -> dict:
+    """The config as a plain dict with every default filled in; ConfigError naming the dotted key otherwise."""
+    if isinstance(config, BaseModel):
+        config = config.model_dump()
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(config).__name__}")
+    try:
+        model = RunConfig.model_validate(config)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+    from crrecon_pipeline.losses import LOSSES
+    from crrecon_pipeline.models import MODELS
+
+    try:
+        _check_params("model", model.model.name, model.model.params, MODELS)
+        _check_params("loss", model.loss.name, model.loss.params, LOSSES)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    out_len = model.model.params.get("out_len")
+    if out_len is not None and out_len != model.data.out_len:
+        raise ConfigError(f"{source}: model.params.out_len: {out_len} differs from data.out_len {model.data.out_len}")
+    return model.model_dump()
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("crrecon_pipeline").joinpath("presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    """A packaged preset's YAML (works from a wheel: package data, read when asked for)."""
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r} (one of {preset_names()})")
+    return resources.files("crrecon_pipeline").joinpath("presets", f"{name}.yaml").read_text()
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML ({' '.join(str(exc).split())[:200]})") from None
+
+
+def set_dotted(config: dict, assignment: str) -> dict:
+    """Apply `training.epochs=4` in place (the value is parsed as YAML: numbers, booleans, lists)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = (s.strip() for s in assignment.split("=", 1))
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: not a dotted key like training.epochs")
+    value = _parse_yaml(raw, f"--set {key}")
+    node = config
+    for depth, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
+    node[parts[-1]] = value
+    return config
+
+
+def read_config(path: str | Path) -> tuple[dict, str]:
+    """(raw mapping, source name) from a YAML file, or from a packaged preset given by name (`quick`)."""
+    p = Path(path)
+    if p.is_file():
+        text, source = p.read_text(), str(p)
+    elif p.suffix == "" and p.name == str(path) and p.name in preset_names():
+        text, source = preset_text(p.name), f"preset {p.name}"
+    else:
+        raise FileNotFoundError(f"{p}: config file not found (or a preset name: {', '.join(preset_names())})")
+    loaded = _parse_yaml(text, source)
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded, source
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """A preset (a YAML path, or a packaged preset's name) over the defaults, then the --set overrides."""
+    config, source = read_config(path) if path is not None else ({}, "config")
+    config = copy.deepcopy(config)
+    for item in overrides:
+        set_dotted(config, item)
+    return validate(config, source)
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{'training.epochs': 30, 'model.params.d_model': 64, ...}: dotted keys for comparing two configs."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))

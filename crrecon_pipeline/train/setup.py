@@ -1,0 +1,36 @@
+"""What the trainer and inference both need before the first batch: the device (auto / cpu / cuda[:i], refused
+in one line when the machine lacks it) and the registered model built from a run config."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.models import MODELS, get_model
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto | cpu | cuda[:i]; a device this machine does not have is a one-line ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise ConfigError(f"--device {device}: no such CUDA GPU on this machine ({count} visible)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {device}: only auto, cpu and cuda[:N] are supported")
+    return dev
+
+
+def build_model(config: dict) -> torch.nn.Module:
+    """The registered model with its params; its out_len is data.out_len unless the params name it."""
+    name, params = config["model"]["name"], dict(config["model"].get("params", {}))
+    if name in MODELS and "out_len" in inspect.signature(MODELS[name]).parameters:
+        params.setdefault("out_len", int(config["data"]["out_len"]))
+    return get_model(name, **params)

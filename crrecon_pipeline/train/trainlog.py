@@ -1,0 +1,53 @@
+"""The seed's text log format (`[EPOCH] k/N train_loss=... val_loss=... best_val=... lr=...`): written for humans
+and read back for logs of old runs. New runs are analysed from their structured metrics.jsonl (records.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from crrecon_pipeline.errors import DataError
+
+LINE_RE = re.compile(r"\[EPOCH\]\s+(\d+)\s*/\s*(\d+)\s+(.*)")
+FIELD_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|NaN|inf|-inf|Infinity|-Infinity)")
+REQUIRED = ("train_loss", "val_loss")
+
+
+def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_val: float, lr: float) -> str:
+    return f"[EPOCH] {epoch}/{total} train_loss={train_loss:.6f} val_loss={val_loss:.6f} best_val={best_val:.6f} lr={lr:.6e}"
+
+
+def _epoch_of(line: str) -> int | None:
+    m = LINE_RE.search(line)
+    return int(m.group(1)) if m else None
+
+
+def parse_train_log(path: str | Path) -> list[dict]:
+    """Epoch records in epoch order. Survives resumed runs (a repeated epoch: the later line wins), junk lines,
+    NaN values and a truncated last line (skipped when a required field is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: log file not found")
+    records: dict[int, dict] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = LINE_RE.search(line)
+        if not m:
+            continue
+        fields = {k: float(v) for k, v in FIELD_RE.findall(m.group(3))}
+        if not all(k in fields for k in REQUIRED):
+            continue
+        records[int(m.group(1))] = {"epoch": int(m.group(1)), "total": int(m.group(2)), **fields}
+    return [records[e] for e in sorted(records)]
+
+
+def drop_epochs_after(path: Path, epoch: int) -> None:
+    """Before resuming from epoch `epoch`: forget the lines of later epochs (written before a crash that came
+    before their checkpoint), so the log holds one line per epoch."""
+    from crrecon_pipeline.data.npyio import write_text_atomic
+
+    if not path.is_file():
+        return
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    kept = [line for line in lines if (_epoch_of(line) or 0) <= epoch]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
