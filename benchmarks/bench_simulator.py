@@ -33,7 +33,7 @@ def naive_rgb(c: np.ndarray, wz: np.ndarray, m: np.ndarray) -> tuple[float, floa
 
 
 def naive_power(s: np.ndarray, p: PhysicsParams) -> np.ndarray:
-    """The equations of PHYSICS.md taken literally: full FFT, every order, 128 x 128 matrices per wavelength."""
+    """The equations of docs/simulator.md taken literally: full FFT, every order, 128 x 128 matrices per wavelength."""
     n = 128
     m = np.fft.fftfreq(n, 1.0 / n)
     box = np.sinc(m / n) * np.exp(-1j * np.pi * m / n)

@@ -1,6 +1,6 @@
 """The `crrecon` command: the same core code as the Dagster assets, for people used to the seed's scripts.
 
-Every subcommand prints human progress on stderr and, where DESIGN.md says so, one JSON line last on stdout.
+Every subcommand prints human progress on stderr and, where docs/cli.md says so, one JSON line last on stdout.
 Bad input (errors.USER_ERRORS: bad data, a bad config or option, a diverged run, a path that cannot be used) ends
 with exit code 2 and one line naming the file or key and the problem; anything else is a bug and keeps its traceback.
 """
@@ -42,7 +42,7 @@ def cmd_simulate(args) -> dict:
 
     if not (args.structures is not None or args.rows is None or 1 <= args.shards <= args.rows):
         raise ConfigError(f"--rows {args.rows} --shards {args.shards}: need 1 <= shards <= rows")
-    given = {k: getattr(args, k) for k in GEOMETRY_FLAGS if getattr(args, k) is not None}  # unset: PHYSICS.md default
+    given = {k: getattr(args, k) for k in GEOMETRY_FLAGS if getattr(args, k) is not None}  # unset: the PhysicsParams default
     physics = PhysicsParams(fidelity=args.fidelity, **given)
     settings = SimulationSettings(seed=args.seed, physics=physics,
                                   structures=StructureParams(unfinished_fraction=args.unfinished_fraction))
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous)")
     for name, text in GEOMETRY_FLAGS.items():
         s.add_argument("--" + name.replace("_", "-").replace("multislice-", ""), dest=name,
-                       type=int if name in INT_FLAGS else float, help=f"{text}; default as in PHYSICS.md")
+                       type=int if name in INT_FLAGS else float, help=f"{text}; default as in docs/simulator.md")
     s.add_argument("--chunk", type=int, default=1024, help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_simulate)

@@ -1,4 +1,4 @@
-"""The properties PHYSICS.md lists for a correct simulator, plus determinism of the generator."""
+"""The properties docs/simulator.md lists for a correct simulator, plus determinism of the generator."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
 """The exact symmetries of a periodic color-router cell at normal incidence, applied to PACKED structures and
 their (.., 2, 2, L) Bayer targets, a whole batch at a time (numpy or torch, no per-sample Python).
 
-Convention (PHYSICS.md): structure s[i, j], i (first axis) = x, j = y; Bayer pixel (a, b) of [[R, G1], [G2, B]]
+Convention (docs/simulator.md): structure s[i, j], i (first axis) = x, j = y; Bayer pixel (a, b) of [[R, G1], [G2, B]]
 is the quadrant E_ab of x-half a and y-half b. Packed rows are np.packbits of the row-major 128 x 128 bits:
 image row i is bytes 16 i .. 16 i + 15.
 

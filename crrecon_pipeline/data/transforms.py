@@ -68,7 +68,7 @@ def row_status(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
-    """(n, 3, W) -> (n, 3, n_bins) in ascending wavelength, exactly as DESIGN.md defines the two modes."""
+    """(n, 3, W) -> (n, 3, n_bins) in ascending wavelength, exactly as docs/data.md defines the two modes."""
     if settings.descending:
         spectra = spectra[..., ::-1]
     if settings.n_bins == settings.n_wavelengths:  # every sample: the values themselves, no arithmetic

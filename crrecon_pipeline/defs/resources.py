@@ -37,7 +37,7 @@ class CrreconPaths(dg.ConfigurableResource):
 
 
 class SimulatorResource(dg.ConfigurableResource):
-    """The built-in simulator (PHYSICS.md). Shard k holds rows [k * rows_per_shard, (k + 1) * rows_per_shard)
+    """The built-in simulator (docs/simulator.md). Shard k holds rows [k * rows_per_shard, (k + 1) * rows_per_shard)
     of `seed`, so each shard is reproducible from these settings alone (they are recorded in its metadata)."""
 
     seed: int = 0

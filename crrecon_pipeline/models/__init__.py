@@ -1,4 +1,6 @@
-"""Model registry: a plain dict. A new model is one module here and one line below."""
+"""The surrogate models: structure (B, 1, 128, 128) -> Bayer spectra (B, 2, 2, out_len), one model per file with
+shapes in comments, registered by name in MODELS (a plain dict: a new model is one module here and one line below;
+docs/extending.md). May import: grid, errors, registry, torch. Never data/, train/ or Dagster."""
 
 from torch import nn
 

@@ -16,7 +16,7 @@ FIDELITIES = ("thin", "multislice")
 
 @dataclass(frozen=True)
 class PhysicsParams:
-    """Geometry and materials; the defaults mirror the research group's FDTD setup (PHYSICS.md)."""
+    """Geometry and materials; the defaults mirror the research group's FDTD setup (docs/simulator.md)."""
 
     period_um: float = 2.0  # L, unit cell (2 x 2 Bayer pixels of 1 um)
     height_um: float = 0.6  # h, pillar height

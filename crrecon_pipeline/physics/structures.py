@@ -1,4 +1,4 @@
-"""Random freeform color-router structures, made the way the research group makes theirs (PHYSICS.md).
+"""Random freeform color-router structures, made the way the research group makes theirs (docs/simulator.md).
 
 16x16 random seed -> symmetrised about the diagonal -> 8x bilinear periodic upsampling -> small periodic
 Gaussian blur -> threshold at the quantile that gives the row's target fill. Upsampling and blur are one fixed

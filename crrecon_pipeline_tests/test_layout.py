@@ -1,0 +1,115 @@
+"""The package's shape, read from its own imports (every scope, function-level ones included): dependencies point
+one way between the packages, no module imports itself back through others, and Dagster stays in the Dagster
+layer. docs/extending.md explains the layers; this test is what keeps them true."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import crrecon_pipeline
+
+PACKAGE = Path(crrecon_pipeline.__file__).parent
+BOTTOM = {"grid", "errors", "numbers", "registry", "plots"}
+# what each part of the package may import (besides itself and the bottom modules)
+ALLOWED = {
+    "grid": set(), "errors": set(), "numbers": set(), "registry": {"errors"}, "plots": {"grid"},
+    "data": BOTTOM,
+    "physics": BOTTOM | {"data"},
+    "models": BOTTOM,
+    "losses": BOTTOM,
+    "train": BOTTOM | {"data", "physics", "models", "losses"},
+    "report": BOTTOM | {"data", "physics", "models", "losses", "train"},
+    "design": BOTTOM | {"data", "physics", "models", "losses", "train"},
+    "cli": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design"},
+    "defs": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design"},
+    "definitions": {"defs"},
+}
+SCRIPTS = {"crrecon_pipeline.defs.demo": {"definitions"}}  # `make demo` runs the assembled code location
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every crrecon_pipeline module this file imports, in any scope (relative imports resolved)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
+    return found
+
+
+def modules() -> dict[str, set[str]]:
+    """{module: the package modules it imports}."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in files and m != name} for name, path in files.items()}
+
+
+def part(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_no_import_cycle_in_any_scope():
+    graph = modules()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt.startswith(node + "."):  # a package's __init__ importing its own submodule is not a cycle
+                continue
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+
+
+def test_dependencies_point_one_way():
+    wrong = []
+    for module, imported in modules().items():
+        here = part(module)
+        if not here:
+            continue
+        for target in imported:
+            there = part(target)
+            if there and there != here and there not in ALLOWED[here] | SCRIPTS.get(module, set()):
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports against the layering (ALLOWED above): " + ", ".join(sorted(wrong))
+
+
+def test_dagster_only_in_the_dagster_layer_and_only_its_public_api():
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        dagster = {m for m in imports_of(path) if m == "dagster" or m.startswith("dagster.")}
+        assert not {m for m in dagster if m.startswith("dagster._")}, f"{name} imports Dagster's private API"
+        if part(name) not in ("defs", "definitions"):
+            assert not dagster, f"{name} is plain Python and must not import Dagster"
+
+
+def test_few_top_level_modules_and_every_package_says_what_it_owns():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 8, top
+    for init in PACKAGE.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc) > 80, f"{init.parent.name}/__init__.py needs a docstring saying what the package owns"
