@@ -11,9 +11,10 @@ import os
 import stat
 import struct
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import numpy as np
 
@@ -169,17 +170,26 @@ def save_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+@contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """A file to write `path` through: a unique temporary beside it, fsynced and renamed onto `path` when the block
+    ends normally; on any failure (bad input, a full disk, a kill signal's exception) removed, `path` untouched.
+    Every whole-file writer of the project (text, JSON, checkpoints) goes through here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _mkstemp_like_open(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_output(path, "w") as f:
+        f.write(text)
+    return Path(path)

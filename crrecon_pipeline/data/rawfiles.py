@@ -14,6 +14,7 @@ import numpy as np
 
 from crrecon_pipeline.data.npyio import NpyHeader, read_header
 from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.grid import N_PIX
 
 STRUCTURE_RE = re.compile(r"^binary_dataset_128_(\d+)\.npy$")
 SPECTRA_RE = re.compile(r"^spectra_latest_(\d+)\.npy$")
@@ -102,7 +103,7 @@ def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None
     """Both headers of shard k, with shapes, dtypes and row counts checked (values are checked while streaming)."""
     st_path, sp_path = shard_pair(raw_dir, shard)
     st, sp = read_header(st_path), read_header(sp_path)
-    if not (len(st.shape) == 4 and st.shape[1:] == (1, 128, 128)) and not (len(st.shape) == 3 and st.shape[1:] == (128, 128)):
+    if st.shape[1:] not in ((1, N_PIX, N_PIX), (N_PIX, N_PIX)):
         raise DataError(f"{st.path}: structures must have shape (N, 1, 128, 128), got {st.shape}")
     if not (np.issubdtype(st.dtype, np.integer) or st.dtype == np.bool_):
         raise DataError(f"{st.path}: structures must be integer (uint8 0/1), got dtype {st.dtype}")

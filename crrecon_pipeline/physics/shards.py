@@ -81,7 +81,7 @@ def write_shard(out_dir: str | Path, shard: int, start: int, stop: int, settings
     gen = StructureGenerator(settings.structures, settings.seed)
     n = stop - start
     n_lam = settings.physics.n_wavelengths
-    with AtomicNpyWriter(structure_path(out_dir, shard), (n, 1, 128, 128), np.uint8) as ws, \
+    with AtomicNpyWriter(structure_path(out_dir, shard), (n, 1, N_PIX, N_PIX), np.uint8) as ws, \
             AtomicNpyWriter(spectra_path(out_dir, shard), (n, 3, n_lam), np.float32) as wp, torch.inference_mode():
         for first in range(start, stop, chunk):
             last = min(first + chunk, stop)

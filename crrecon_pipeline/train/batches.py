@@ -10,6 +10,7 @@ import torch
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.data.symmetry import Augmentation
 from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.grid import N_PIX
 
 BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits is big-endian within a byte
 
@@ -47,7 +48,7 @@ class DeviceData:
         rows, (x_shift, y_shift, turn) = self._split(idx)
         packed = self.augmentation.packed(self.packed[rows], x_shift, y_shift)
         bits = (packed.unsqueeze(-1) >> self.shifts) & 1  # (B, 2048, 8)
-        x = self.augmentation.images(bits.view(-1, 1, 128, 128), turn).float()
+        x = self.augmentation.images(bits.view(-1, 1, N_PIX, N_PIX), turn).float()
         return x * 2 - 1 if pm1 else x
 
     def target(self, idx: torch.Tensor) -> torch.Tensor:
@@ -58,5 +59,5 @@ class DeviceData:
 
 def unpack_to_inputs(structures: np.ndarray, device: torch.device, pm1: bool = True) -> torch.Tensor:
     """Raw structures (N, [1,] 128, 128) {0,1} or {0,255} -> model inputs on device."""
-    x = torch.as_tensor(np.asarray(structures).reshape(-1, 1, 128, 128) != 0, device=device).float()
+    x = torch.as_tensor(np.asarray(structures).reshape(-1, 1, N_PIX, N_PIX) != 0, device=device).float()
     return x * 2 - 1 if pm1 else x

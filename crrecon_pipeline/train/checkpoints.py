@@ -9,11 +9,11 @@ Checkpoints from elsewhere are untrusted: tensors and plain containers only (wei
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from crrecon_pipeline.data.npyio import atomic_output
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.train.config import differing_keys
 
@@ -22,16 +22,9 @@ RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_fr
 
 
 def save_atomic(state: dict, path: Path) -> None:
-    """Write beside `path`, fsync, rename; on any failure (a full disk) the temporary file is removed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save through npyio.atomic_output: a kill or a full disk mid-write never leaves a truncated checkpoint."""
+    with atomic_output(path) as f:
+        torch.save(state, f)
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict:

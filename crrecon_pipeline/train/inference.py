@@ -9,6 +9,7 @@ import torch
 
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header
 from crrecon_pipeline.errors import ConfigError, DataError
+from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.train import checkpoints
 from crrecon_pipeline.train.batches import unpack_to_inputs
 from crrecon_pipeline.train.setup import build_model, resolve_device
@@ -48,7 +49,7 @@ def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: 
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path}: is a folder; give a file name such as {out_path / 'pred.npy'}")
     header = read_header(structures_path)
-    if header.shape[1:] not in ((1, 128, 128), (128, 128)):
+    if header.shape[1:] not in ((1, N_PIX, N_PIX), (N_PIX, N_PIX)):
         raise DataError(f"{structures_path}: structures must have shape (N, 1, 128, 128), got {header.shape}")
     model, ckpt = load_model(checkpoint, device)
     out_len = int(ckpt["config"]["data"].get("out_len", 30))
