@@ -109,7 +109,7 @@ class TrainProgress:
         (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(msg)
 
     def __call__(self, record: dict) -> None:
-        from crrecon_pipeline.train.trainlog import log_line
+        from crrecon_pipeline.train.trainlog import epoch_summary
 
         if record["kind"] == "progress":
             if self.bar is None:
@@ -119,9 +119,7 @@ class TrainProgress:
             self.bar.set_postfix_str(record["progress"].split(" · ", 1)[-1])
         elif record["kind"] == "epoch":
             self.close()
-            self.log(log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"],
-                              record["best_val"], record["lr"]) + f"  ({record['samples_per_s']:.0f} samples/s, "
-                     + record["progress"].split(" · ", 1)[-1] + ")")
+            self.log(epoch_summary(record))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -12,7 +12,7 @@ import numpy as np
 from crrecon_pipeline.data.npyio import save_atomic, write_text_atomic
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.rawfiles import STRUCTURE_RE, spectra_path, structure_path
-from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn, optimize
+from crrecon_pipeline.design.optimize import DesignResult, DesignSettings, ProgressFn, optimize
 from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulation, simulated_bayer, training_best
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.physics.bands import band_efficiencies, routing_efficiency
@@ -24,22 +24,63 @@ def next_shard_index(out_dir: Path) -> int:
     return max(taken) + 1 if taken else 0
 
 
-def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | Path, settings: DesignSettings,
-               shard_index: int | None = None, device: str = "auto", progress: ProgressFn | None = None,
-               versions: dict | None = None) -> dict:
-    """Design, verify, and write OUT: binary_dataset_128_<k>.npy (+ spectra_latest_<k>.npy when simulated),
-    designs.png and designs.json. Returns the summary (designs.json's content). `versions` ({shard: version})
-    picks the prepared data the model trained on (default: each shard's LATEST)."""
-    from crrecon_pipeline.plots import plot_design_progress, plot_predictions
-
-    out_dir = Path(out_dir)
-    prepared = load_prepared(prepared_dir, versions)
+def target_shard(out_dir: Path, shard_index: int | None) -> int:
+    """The shard index the designs are written as: the next free one in OUT, or the one asked for if free."""
     k = next_shard_index(out_dir) if shard_index is None else int(shard_index)
     if k < 0:
         raise ConfigError(f"--shard-index must be >= 0, got {k}")
     for path in (structure_path(out_dir, k), spectra_path(out_dir, k)):
         if path.exists():
             raise DataError(f"{path}: already exists; choose another --shard-index")
+    return k
+
+
+def design_records(result: DesignResult, simulated, sim_eff, lam: np.ndarray, bands) -> list[dict]:
+    """One JSON-ready record per design: predicted (and simulated) efficiency overall and per band, fill."""
+    def number(x, i):
+        return None if x is None else round(float(x[i]), 6)
+
+    def per_band(bayer):
+        return dict(zip([b.name for b in bands], np.round(band_efficiencies(bayer, lam, bands), 6).tolist()))
+
+    designs = []
+    for i in range(len(result.structures)):
+        d = {"index": i, "predicted_efficiency": number(result.predicted_efficiency, i),
+             "simulated_efficiency": number(sim_eff, i),
+             "initial_predicted_efficiency": number(result.initial_efficiency, i),
+             "fill": round(float(result.structures[i].mean()), 4), "predicted_bands": per_band(result.predicted[i])}
+        if simulated is not None:
+            d["simulated_bands"] = per_band(simulated[i])
+        designs.append(d)
+    return designs
+
+
+def draw_designs(out_dir: Path, result: DesignResult, designs: list[dict], rank: np.ndarray, simulated,
+                 lam: np.ndarray, best_train: float) -> None:
+    """designs.png (the best four: simulated solid vs surrogate dashed) and design_progress.png."""
+    from crrecon_pipeline.plots import plot_design_progress, plot_predictions  # matplotlib only when drawing
+
+    show = rank[: min(4, len(rank))]
+    labels = [f"design {i}: predicted {designs[i]['predicted_efficiency']:.3f}"
+              + (f", simulated {designs[i]['simulated_efficiency']:.3f}" if simulated is not None else "")
+              for i in show]
+    title = ("Designs: simulated (solid) vs surrogate (dashed)" if simulated is not None
+             else "Designs: surrogate prediction (not simulated)")
+    plot_predictions(result.structures[show], (simulated if simulated is not None else result.predicted)[show],
+                     result.predicted[show] if simulated is not None else None, lam, out_dir / "designs.png",
+                     title=title, labels=labels)
+    plot_design_progress(result.history, out_dir / "design_progress.png", reference=best_train)
+
+
+def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | Path, settings: DesignSettings,
+               shard_index: int | None = None, device: str = "auto", progress: ProgressFn | None = None,
+               versions: dict | None = None) -> dict:
+    """Design, verify, and write OUT: binary_dataset_128_<k>.npy (+ spectra_latest_<k>.npy when simulated),
+    designs.png and designs.json. Returns the summary (designs.json's content). `versions` ({shard: version})
+    picks the prepared data the model trained on (default: each shard's LATEST)."""
+    out_dir = Path(out_dir)
+    prepared = load_prepared(prepared_dir, versions)
+    k = target_shard(out_dir, shard_index)
     model, ckpt = load_model(checkpoint, device)
     n_bins = int(ckpt["config"]["model"].get("params", {}).get("out_len", 30))
     if n_bins != prepared.bayer.shape[-1]:
@@ -53,32 +94,9 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     if recorded.settings is not None:
         raw, simulated = simulated_bayer(result.structures, recorded.settings, prepare_settings_of(prepared))
         sim_eff = routing_efficiency(simulated, lam, settings.bands)
-
-    def number(x, i):
-        return None if x is None else round(float(x[i]), 6)
-
-    def per_band(bayer):
-        return dict(zip([b.name for b in settings.bands], np.round(band_efficiencies(bayer, lam, settings.bands), 6).tolist()))
-
-    designs = []
-    for i in range(settings.designs):
-        d = {"index": i, "predicted_efficiency": number(result.predicted_efficiency, i),
-             "simulated_efficiency": number(sim_eff, i), "initial_predicted_efficiency": number(result.initial_efficiency, i),
-             "fill": round(float(result.structures[i].mean()), 4), "predicted_bands": per_band(result.predicted[i])}
-        if simulated is not None:
-            d["simulated_bands"] = per_band(simulated[i])
-        designs.append(d)
+    designs = design_records(result, simulated, sim_eff, lam, settings.bands)
     rank = np.argsort(-(sim_eff if sim_eff is not None else result.predicted_efficiency))
-
-    show = rank[: min(4, len(rank))]
-    labels = [f"design {i}: predicted {designs[i]['predicted_efficiency']:.3f}"
-              + (f", simulated {designs[i]['simulated_efficiency']:.3f}" if sim_eff is not None else "") for i in show]
-    title = ("Designs: simulated (solid) vs surrogate (dashed)" if simulated is not None
-             else "Designs: surrogate prediction (not simulated)")
-    plot_predictions(result.structures[show], (simulated if simulated is not None else result.predicted)[show],
-                     result.predicted[show] if simulated is not None else None, lam, out_dir / "designs.png",
-                     title=title, labels=labels)
-    plot_design_progress(result.history, out_dir / "design_progress.png", reference=best_train)
+    draw_designs(out_dir, result, designs, rank, simulated, lam, best_train)
     # the shard pair last and back to back (each file atomic), so OUT never holds a lone shard file for long
     if raw is not None:
         save_atomic(spectra_path(out_dir, k), raw.astype(np.float32))

@@ -17,6 +17,14 @@ def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_va
     return f"[EPOCH] {epoch}/{total} train_loss={train_loss:.6f} val_loss={val_loss:.6f} best_val={best_val:.6f} lr={lr:.6e}"
 
 
+def epoch_summary(record: dict) -> str:
+    """An epoch record as people read it live (the CLI's stderr, the Dagster run log): the seed line, then the
+    throughput and the run's progress text (records.progress_text)."""
+    line = log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"], record["best_val"],
+                    record["lr"])
+    return f"{line}  ({record['samples_per_s']:,.0f} samples/s; {record['progress']})"
+
+
 def _epoch_of(line: str) -> int | None:
     m = LINE_RE.search(line)
     return int(m.group(1)) if m else None
