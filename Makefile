@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(abspath .dagster_home)
 export CRRECON_HOME ?= $(abspath data)
 
-.PHONY: install demo dev test bench clean validate
+.PHONY: install demo dev test lint bench clean validate
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml
@@ -28,8 +28,11 @@ demo: install
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
-test: install
+test: lint
 	$(BIN)/python -m pytest -q -ra
+
+lint: install
+	$(BIN)/ruff check crrecon_pipeline crrecon_pipeline_tests benchmarks
 
 validate: install
 	$(BIN)/dagster definitions validate
