@@ -113,3 +113,34 @@ def test_few_top_level_modules_and_every_package_says_what_it_owns():
     for init in PACKAGE.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert len(doc) > 80, f"{init.parent.name}/__init__.py needs a docstring saying what the package owns"
+
+
+def defined_names(path: Path) -> set[str]:
+    """Top-level names a module defines itself (functions, classes, assignments), not the ones it imports."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """No re-exports inside the package: `from crrecon_pipeline.X import name` takes `name` where it is defined
+    (package __init__ files may export a public API for users: crrecon_pipeline.physics, .data)."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in files):
+                continue
+            source = files[node.module]
+            own = defined_names(source)
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}" in files
+                if not submodule and alias.name not in own:
+                    wrong.append(f"{module_name(path)}: {alias.name} from {node.module}")
+    assert not wrong, "names imported from a module that does not define them: " + ", ".join(sorted(wrong))

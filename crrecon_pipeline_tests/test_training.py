@@ -13,7 +13,8 @@ import torch
 
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.symmetry import shift_bayer
-from crrecon_pipeline.losses import get_loss, pearson_per_spectrum
+from crrecon_pipeline.losses import get_loss
+from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
 from crrecon_pipeline.models import MODELS, get_model
 from crrecon_pipeline.report.run_metadata import final_metadata
 from crrecon_pipeline.train.checkpoints import load as load_checkpoint

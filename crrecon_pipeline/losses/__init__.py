@@ -4,14 +4,13 @@ registry, torch. Never data/, train/ or Dagster."""
 
 from torch import nn
 
-from crrecon_pipeline.losses.mse_pearson import MSEPearson, pearson_per_spectrum
+from crrecon_pipeline.losses.mse_pearson import MSEPearson
 from crrecon_pipeline.losses.multiscale import MultiScale
 from crrecon_pipeline.losses.weighted_smooth import WeightedSmooth
 from crrecon_pipeline.registry import build
 
 LOSSES = {"mse_pearson": MSEPearson, "weighted_smooth": WeightedSmooth, "multiscale": MultiScale}
 
-__all__ = ["LOSSES", "get_loss", "pearson_per_spectrum"]
 
 
 def get_loss(name: str, **params) -> nn.Module:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.losses import pearson_per_spectrum
+from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
 from crrecon_pipeline.physics.bands import routing_efficiency
 
 PIXELS = ("R", "G1", "G2", "B")  # row-major over the [[R, G1], [G2, B]] layout
