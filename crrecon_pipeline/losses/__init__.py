@@ -12,6 +12,5 @@ from crrecon_pipeline.registry import build
 LOSSES = {"mse_pearson": MSEPearson, "weighted_smooth": WeightedSmooth, "multiscale": MultiScale}
 
 
-
 def get_loss(name: str, **params) -> nn.Module:
     return build(LOSSES, "loss", name, params)
