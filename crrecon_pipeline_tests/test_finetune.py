@@ -141,7 +141,7 @@ def test_pretraining_on_cheap_rows_beats_scratch_on_a_small_expensive_set(tmp_pa
     simulation: 32x32 grid, 8 slices, 30 nm wavelength step, ~7 s), then fine-tuned on 300 rows of a finer one (64x64,
     10 slices, every 10 nm), predicts the finer set's held-out rows clearly better than the same preset trained from
     scratch on them for the same epochs, with the same split and seed. (From thin-element rows the gain is smaller
-    in this geometry, where the two physics models barely correlate: README, Measured performance.)"""
+    in this geometry, where the two physics models barely correlate: docs/benchmarks.md, Fine-tuning.)"""
     from crrecon_pipeline.physics.params import PhysicsParams
     from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
     from crrecon_pipeline.physics.structures import StructureParams

@@ -1,5 +1,5 @@
 """Raw shards -> filtered Bayer arrays -> the 180-degree rotated set, each committed as an immutable version of
-the prepared store (store.py).
+the prepared store (data/store.py).
 
 One streaming pass per shard reads both raw files once, in bounded chunks, and does everything in it: the raw
 checks' scan, the sha256 of every byte (on a second thread), the filter (unfinished and non-finite rows dropped and

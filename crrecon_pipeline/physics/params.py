@@ -28,7 +28,7 @@ class PhysicsParams:
     wavelength_min_nm: float = 400.0
     wavelength_max_nm: float = 700.0
     n_wavelengths: int = N_WAVELENGTHS
-    fidelity: str = "thin"  # "thin" (this module) or "multislice" (multislice.py: wave propagation in slices)
+    fidelity: str = "thin"  # "thin" (this module) or "multislice" (physics/multislice.py: wave propagation in slices)
     multislice_slices: int = 40  # slices through the pillar layer
     multislice_step_nm: float = 10.0  # wavelength sub-grid of the layer solve, interpolated to every sample
     multislice_grid: int = N_PIX  # lateral samples per side inside the layer (a multiple or divisor of 128)
