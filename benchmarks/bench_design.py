@@ -41,7 +41,8 @@ def train_fresh(args, config: dict, tmp: Path) -> tuple[str, Path]:
     metrics = train(config, prepared, tmp / "run", device="cpu", log=lambda m: None)
     print(f"data: {args.rows} rows simulated + prepared in {t_data:.0f} s ({len(prepared)} kept); {args.config}: "
           f"{time.perf_counter() - t:.0f} s on CPU, val MSE {metrics['val_mse']:.3g} "
-          f"({metrics['val_mse'] / metrics['baseline_val_mse']:.3f}x the mean baseline), Pearson {metrics['val_pearson']:.4f}",
+          f"({metrics['val_mse'] / metrics['baseline_val_mse']:.3f}x the mean baseline), "
+          f"Pearson {metrics['val_pearson']:.4f}",
           flush=True)
     return metrics["best_checkpoint"], tmp / "prepared"
 
@@ -78,7 +79,8 @@ def main() -> None:
         if args.picture:
             Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tmp / "designs" / "designs.png", args.picture)
-            shutil.copyfile(tmp / "designs" / "design_progress.png", Path(args.picture).with_name("design_progress.png"))
+            shutil.copyfile(tmp / "designs" / "design_progress.png",
+                            Path(args.picture).with_name("design_progress.png"))
 
     designs = summary["designs"]
     pred = np.array([d["predicted_efficiency"] for d in designs])
@@ -88,11 +90,14 @@ def main() -> None:
     train_best = summary["training_best_efficiency"]
     ratio, gap = sim[best] / train_best, abs(pred[best] - sim[best])
     print(f"design: {args.designs} designs x {args.steps} steps in {t_design:.0f} s (optimization, simulation, files)")
-    print(f"surrogate efficiency: starts {start.mean():.4f} -> designs {pred.mean():.4f} (mean); simulated {sim.mean():.4f} (mean)")
-    print(f"best design {best}: simulated {sim[best]:.4f}, predicted {pred[best]:.4f}, |gap| {gap:.4f} (target <= 0.05)")
+    print(f"surrogate efficiency: starts {start.mean():.4f} -> designs {pred.mean():.4f} (mean); "
+          f"simulated {sim.mean():.4f} (mean)")
+    print(f"best design {best}: simulated {sim[best]:.4f}, predicted {pred[best]:.4f}, |gap| {gap:.4f} "
+          f"(target <= 0.05)")
     print(f"best training structure (of {n_structures} incl. 180-degree twins): {train_best:.4f} -> "
           f"ratio {ratio:.3f}x (target >= 1.05); blank cell {blank_eff:.4f} -> {sim[best] / blank_eff:.3f}x")
-    print(f"all designs: |predicted - simulated| max {np.abs(pred - sim).max():.4f}, mean {np.abs(pred - sim).mean():.4f}")
+    print(f"all designs: |predicted - simulated| max {np.abs(pred - sim).max():.4f}, "
+          f"mean {np.abs(pred - sim).mean():.4f}")
     print(json.dumps({"best_simulated": float(sim[best]), "best_predicted": float(pred[best]), "gap_best": float(gap),
                       "training_best": train_best, "ratio": float(ratio), "blank_cell": blank_eff,
                       "max_gap": float(np.abs(pred - sim).max()), "design_s": round(t_design, 1)}))

@@ -28,12 +28,14 @@ GEOMETRY = dict(period_um=1.6, depth_um=1.2, n_substrate=1.46)
 
 def metrics(pred: np.ndarray, ref: np.ndarray) -> str:
     routing = np.corrcoef((pred[:, 0] - pred[:, 2]).ravel(), (ref[:, 0] - ref[:, 2]).ravel())[0, 1]
-    pearson = np.mean([np.corrcoef(p, r)[0, 1] for p, r in zip(pred.reshape(-1, pred.shape[-1]), ref.reshape(-1, ref.shape[-1]))])
+    pearson = np.mean([np.corrcoef(p, r)[0, 1]
+                       for p, r in zip(pred.reshape(-1, pred.shape[-1]), ref.reshape(-1, ref.shape[-1]))])
     base = np.mean((ref - ref.mean(axis=0)) ** 2)
     scale = np.sum(pred * ref) / np.sum(pred * pred)
     mse, scaled = np.mean((pred - ref) ** 2) / base, np.mean((scale * pred - ref) ** 2) / base
     power = (pred[:, 0] + 2 * pred[:, 1] + pred[:, 2]).mean()
-    return f"routing corr {routing:5.3f}  pearson {pearson:5.3f}  mse/baseline {mse:5.2f}  after scale x{scale:.2f} {scaled:5.2f}  power {power:.3f}"
+    return (f"routing corr {routing:5.3f}  pearson {pearson:5.3f}  mse/baseline {mse:5.2f}  "
+            f"after scale x{scale:.2f} {scaled:5.2f}  power {power:.3f}")
 
 
 def main() -> None:

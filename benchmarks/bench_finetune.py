@@ -1,10 +1,12 @@
-"""Fine-tuning across fidelities: a surrogate pretrained on cheap rows (thin element, or a coarse multislice), then fine-tuned on a small set
-from another physics model (the multislice fidelity, same geometry), against the same model trained from scratch
-on that small set. Both arms use the same config, split (by structure hash) and number of fine-tuning epochs; they
-run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the small set's validation split.
+"""Fine-tuning across fidelities: a surrogate pretrained on cheap rows (thin element, or a coarse multislice), then
+fine-tuned on a small set from another physics model (the multislice fidelity, same geometry), against the same model
+trained from scratch on that small set. Both arms use the same config, split (by structure hash) and number of
+fine-tuning epochs; they run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the small set's
+validation split.
 
     python benchmarks/bench_finetune.py [--pretrain-rows 4000] [--ft-raw /work/ms_raw] [--ft-rows 300]
-        [--pretrain-fidelity thin|multislice] [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1] [--config quick] [--set key=value ...]
+        [--pretrain-fidelity thin|multislice] [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1] [--config quick]
+        [--set key=value ...]
 
 Without --ft-raw (a folder of seed-format multislice shards, e.g. `crrecon simulate --fidelity multislice`), the
 small set is simulated here with --ms-grid / --ms-slices (coarse by default: the full multislice runs ~1-3 rows/s
@@ -90,15 +92,17 @@ def main() -> None:
                                                structures=StructureParams(unfinished_fraction=0.0)), args.pretrain_rows)
         pre, _ = prepare_pretraining(data, work, PrepareSettings(), log=quiet)
         simulated = time.perf_counter() - t0
-        pre_cfg = load_config(args.config, args.set + [f"training.epochs={args.pretrain_epochs}", "training.save_every=0"])
+        pre_cfg = load_config(args.config,
+                              args.set + [f"training.epochs={args.pretrain_epochs}", "training.save_every=0"])
         pretrained = train(pre_cfg, pre, work / "pretrain_run", device=args.device, log=quiet)
-        print(f"pretraining: {len(pre)} {args.pretrain_fidelity} rows simulated in {simulated:.0f} s, {args.pretrain_epochs} epochs in "
-              f"{time.perf_counter() - t0 - simulated:.0f} s, val/baseline {pretrained['val_mse'] / pretrained['baseline_val_mse']:.3f} "
-              f"(on its own rows)")
+        print(f"pretraining: {len(pre)} {args.pretrain_fidelity} rows simulated in {simulated:.0f} s, "
+              f"{args.pretrain_epochs} epochs in {time.perf_counter() - t0 - simulated:.0f} s, "
+              f"val/baseline {pretrained['val_mse'] / pretrained['baseline_val_mse']:.3f} (on its own rows)")
 
         results = {"scratch": [], "fine_tuned": []}
         for seed in args.seeds:  # alternately, same seed and split for both arms
-            for arm, extra in (("scratch", []), ("fine_tuned", [f"training.init_from={pretrained['best_checkpoint']}"])):
+            for arm, extra in (("scratch", []),
+                               ("fine_tuned", [f"training.init_from={pretrained['best_checkpoint']}"])):
                 cfg = load_config(args.config, args.set + [f"training.epochs={args.ft_epochs}", f"seed={seed}",
                                                            "training.save_every=0", *extra])
                 t = time.perf_counter()

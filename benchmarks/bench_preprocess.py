@@ -81,8 +81,8 @@ def main() -> None:
         raw = args.raw
         if raw is None:
             raw = tmp / "raw"
-            subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "simulate", "--out", str(raw), "--rows", str(args.rows)],
-                           check=True, cwd=ROOT)
+            subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "simulate", "--out", str(raw),
+                            "--rows", str(args.rows)], check=True, cwd=ROOT)
         size = sum(p.stat().st_size for p in raw.glob("*.npy")) / 2**30
         for p in raw.glob("*.npy"):  # page-cache the raw files for both contenders
             with open(p, "rb") as f:
@@ -97,14 +97,13 @@ def main() -> None:
                 walls[name].append(wall)
                 rss[name] = max(rss.get(name, 0), peak)
                 shutil.rmtree(out, ignore_errors=True)
-        shard_rate, _, _ = 0.0, 0, 0
         out = tmp / "out-filter"
         _, _, rate = timed(FILTER_ONE_SHARD, raw, out)
         shutil.rmtree(out, ignore_errors=True)
         print(f"raw: {raw} ({size:.2f} GiB), {args.repeat} alternating runs each")
         for name in walls:
-            print(f"{name:10s} wall median {statistics.median(walls[name]):6.2f} s (all: {', '.join(f'{w:.2f}' for w in walls[name])})"
-                  f"   peak RSS {rss[name]:6.0f} MiB")
+            print(f"{name:10s} wall median {statistics.median(walls[name]):6.2f} s "
+                  f"(all: {', '.join(f'{w:.2f}' for w in walls[name])})   peak RSS {rss[name]:6.0f} MiB")
         ratio = statistics.median(walls["reference"]) / statistics.median(walls["crrecon"])
         total_rows = args.rows if args.raw is None else None
         print(f"crrecon preprocess is {ratio:.2f}x faster than the reference (target >= 2, goal 3), "

@@ -47,7 +47,8 @@ def dataset(name: str, args, tmp: Path) -> Prepared:
     elif args.multislice_raw:
         raw = Path(args.multislice_raw)
     else:
-        write_dataset(raw, args.multislice_rows, 2, SimulationSettings(seed=5, physics=PhysicsParams(fidelity="multislice")))
+        write_dataset(raw, args.multislice_rows, 2,
+                      SimulationSettings(seed=5, physics=PhysicsParams(fidelity="multislice")))
     preprocess(raw, tmp / f"{name}_prepared")
     return load_prepared(tmp / f"{name}_prepared")
 
@@ -83,10 +84,12 @@ def main() -> None:
                            "epochs": m["epochs_completed"], "train_samples": m["train_samples"],
                            "val_rows": m["val_samples"], "wall_s": round(wall, 1)}
                     results.append(row)
-                    print(f"{name:10s} {n:6d} rows {preset:8s}: {row['ratio']:.3f}x baseline, Pearson {row['pearson']:.3f}, "
-                          f"peak {row['peak_nm']:.1f} nm, routing error {row['routing_error'] or float('nan'):.4f} "
-                          f"(true {row['routing'] or float('nan'):.3f}); {row['epochs']} epochs x {row['train_samples']} "
-                          f"samples, {row['val_rows']} val rows, {wall:.0f} s", flush=True)
+                    print(f"{name:10s} {n:6d} rows {preset:8s}: {row['ratio']:.3f}x baseline, "
+                          f"Pearson {row['pearson']:.3f}, peak {row['peak_nm']:.1f} nm, "
+                          f"routing error {row['routing_error'] or float('nan'):.4f} "
+                          f"(true {row['routing'] or float('nan'):.3f}); "
+                          f"{row['epochs']} epochs x {row['train_samples']} samples, {row['val_rows']} val rows, "
+                          f"{wall:.0f} s", flush=True)
     print(json.dumps(results))
 
 

@@ -29,7 +29,8 @@ def records_of_one_epoch(folder: Path, epoch: int, clock: records.Clock) -> floa
     t = time.perf_counter()
     with records.MetricsLog(folder / records.FILENAME, sink) as log:
         for b in range(1, 11):
-            log.emit({"kind": "progress", "epoch": epoch, "epochs": 30, "batch": b, "batches": 10} | clock.stamp(epoch, b / 10))
+            log.emit({"kind": "progress", "epoch": epoch, "epochs": 30, "batch": b, "batches": 10}
+                     | clock.stamp(epoch, b / 10))
         log.emit({"kind": "epoch", "epoch": epoch, "epochs": 30, "train_loss": 0.01, "val_loss": 0.01, "best_val": 0.01,
                   "lr": 1e-3, "samples_per_s": 800.0, "seconds": 5.0} | clock.stamp(epoch, 1.0))
     return time.perf_counter() - t

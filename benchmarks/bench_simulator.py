@@ -97,7 +97,8 @@ def bench_multislice(args) -> None:
     rate, naive_rate = max(rates), max(naive_rates)
     print(f"multislice ({p.multislice_slices} slices, layer every {p.multislice_step_nm:g} nm, {plan.device}): "
           f"{rate:8.2f} rows/s (best of {args.repeats}; {args.multislice_rows} rows)")
-    print(f"naive multislice (numpy, every wavelength solved):        {naive_rate:8.3f} rows/s  -> {rate / naive_rate:,.1f}x naive")
+    print(f"naive multislice (numpy, every wavelength solved):        {naive_rate:8.3f} rows/s  "
+          f"-> {rate / naive_rate:,.1f}x naive")
     print(f"max |fast - naive| = {max(diffs):.2e} (sub-grid interpolation + float32)")
 
 
@@ -136,14 +137,18 @@ def main_thin(args) -> None:
         write_dataset(tmp, args.rows, 2, SimulationSettings(seed=0))
         e2e_default = args.rows / (time.perf_counter() - t)
         t = time.perf_counter()
-        write_dataset(Path(tmp) / "all", args.rows, 2, SimulationSettings(seed=0, structures=StructureParams(unfinished_fraction=0.0)))
+        write_dataset(Path(tmp) / "all", args.rows, 2,
+                      SimulationSettings(seed=0, structures=StructureParams(unfinished_fraction=0.0)))
         e2e_all = args.rows / (time.perf_counter() - t)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"naive numpy (loop over 301 wavelengths, all orders): {naive_rate:10.3f} rows/s ({args.naive_rows} rows)")
-    print(f"fast physics only (batched, propagating orders):      {physics_rate:10.0f} rows/s  -> {physics_rate / naive_rate:,.0f}x naive")
-    print(f"end to end, 47% unfinished rows (seed-like), {args.rows} rows: {e2e_default:8.0f} rows/s  -> {e2e_default / naive_rate:,.0f}x naive")
-    print(f"end to end, every row simulated, {args.rows} rows:            {e2e_all:8.0f} rows/s  -> {e2e_all / naive_rate:,.0f}x naive")
+    print(f"fast physics only (batched, propagating orders):      {physics_rate:10.0f} rows/s  "
+          f"-> {physics_rate / naive_rate:,.0f}x naive")
+    print(f"end to end, 47% unfinished rows (seed-like), {args.rows} rows: {e2e_default:8.0f} rows/s  "
+          f"-> {e2e_default / naive_rate:,.0f}x naive")
+    print(f"end to end, every row simulated, {args.rows} rows:            {e2e_all:8.0f} rows/s  "
+          f"-> {e2e_all / naive_rate:,.0f}x naive")
     print(f"max |fast - naive| = {agree:.2e}; peak RSS {rss:.0f} MiB")
 
 

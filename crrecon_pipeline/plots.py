@@ -42,7 +42,8 @@ def plot_loss_curves(history: list[dict], path: str | Path, title: str = "Traini
     train = [latest[e]["train_loss"] for e in epochs]
     val = [latest[e]["val_loss"] for e in epochs]
     ax.plot(epochs, train, marker=".", label=f"train (last {train[-1]:.3g})" if train else "train")
-    ax.plot(epochs, val, marker=".", label=f"validation (last {val[-1]:.3g}, best {min(val):.3g})" if val else "validation")
+    ax.plot(epochs, val, marker=".",
+            label=f"validation (last {val[-1]:.3g}, best {min(val):.3g})" if val else "validation")
     _log_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (log scale)")

@@ -24,9 +24,11 @@ LOCATION = {"repositoryLocationName": "crrecon_pipeline", "repositoryName": "__r
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 EPOCHS = 10  # long enough that the run is still going when its first epochs are observed
 pytestmark = pytest.mark.slow
-OBSERVATIONS = """query { assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset { assetObservations(limit: 100) {
-    runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
-    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }"""
+OBSERVATIONS = ("""query { assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset { """
+                """assetObservations(limit: 100) {
+    runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue } """
+                """... on IntMetadataEntry { intValue }
+    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }""")
 
 
 def free_port() -> int:
@@ -60,7 +62,8 @@ class Server:
         self.url = url
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
-        req = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        req = urllib.request.Request(f"{self.url}/graphql",
+                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
                                      headers={"Content-Type": "application/json"})
         out = json.loads(urllib.request.urlopen(req, timeout=60).read())
         assert "errors" not in out, out["errors"]
@@ -68,7 +71,8 @@ class Server:
 
     def launch(self, job: str, run_config: dict | None = None, partition: str | None = None) -> str:
         params = {"selector": {**LOCATION, "jobName": job}, "runConfigData": run_config or {},
-                  "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}] if partition else []}}
+                  "executionMetadata": {
+                      "tags": [{"key": "dagster/partition", "value": partition}] if partition else []}}
         res = self.gql("""mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
             ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
             ... on RunConfigValidationInvalid { errors { message } } } }""", {"p": params})["launchRun"]
@@ -76,7 +80,8 @@ class Server:
         return res["run"]["runId"]
 
     def status(self, run_id: str) -> str:
-        return self.gql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})["runOrError"]["status"]
+        return self.gql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                        {"id": run_id})["runOrError"]["status"]
 
     def wait(self, run_id: str, timeout: float = 600) -> str:
         deadline = time.time() + timeout
@@ -92,7 +97,8 @@ class Server:
         out = []
         for obs in self.gql(OBSERVATIONS)["assetOrError"]["assetObservations"]:
             if obs["runId"] == run_id:
-                out.append({e["label"]: next((e[k] for k in ("floatValue", "intValue", "text", "mdStr") if k in e), None)
+                out.append({e["label"]: next((e[k] for k in ("floatValue", "intValue", "text", "mdStr") if k in e),
+                                             None)
                             for e in obs["metadataEntries"]})
         return out
 
@@ -117,15 +123,17 @@ def server(tmp_path_factory):
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = os.environ | {"DAGSTER_HOME": str(home), "CRRECON_HOME": str(tmp / "data"), "CRRECON_SIM_ROWS_PER_SHARD": "300",
-                        "CRRECON_SIM_SHARDS": "0", "CRRECON_DEVICE": "cpu"}
+    env = os.environ | {"DAGSTER_HOME": str(home), "CRRECON_HOME": str(tmp / "data"),
+                        "CRRECON_SIM_ROWS_PER_SHARD": "300", "CRRECON_SIM_SHARDS": "0", "CRRECON_DEVICE": "cpu"}
     env.pop("CRRECON_RAW_DIR", None)
     port = free_port()
     logs = {name: open(tmp / f"{name}.log", "w") for name in ("webserver", "daemon")}
     # The webserver first: it creates the fresh instance's storage. Started together, the webserver and the
     # daemon can both try to create it ("table alembic_version already exists") and the daemon dies.
-    procs = [subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
-                              cwd=REPO, env=env, stdout=logs["webserver"], stderr=subprocess.STDOUT, start_new_session=True)]
+    procs = [subprocess.Popen([str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                               "-w", str(REPO / "workspace.yaml")],
+                              cwd=REPO, env=env, stdout=logs["webserver"], stderr=subprocess.STDOUT,
+                              start_new_session=True)]
     srv = Server(f"http://127.0.0.1:{port}")
     try:
         deadline = time.time() + 180
@@ -139,7 +147,8 @@ def server(tmp_path_factory):
                 pytest.fail("Dagster webserver did not start:\n" + (tmp / "webserver.log").read_text()[-3000:])
             time.sleep(1)
         procs.append(subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                                      cwd=REPO, env=env, stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True))
+                                      cwd=REPO, env=env, stdout=logs["daemon"], stderr=subprocess.STDOUT,
+                                      start_new_session=True))
         time.sleep(10)
         if procs[-1].poll() is not None:
             pytest.fail("Dagster daemon exited:\n" + (tmp / "daemon.log").read_text()[-3000:])
@@ -182,7 +191,8 @@ def test_progress_with_an_eta_is_visible_while_training_runs(materialized):
 def test_model_card_rounded_numbers_and_figures_after_the_run(materialized):
     s = materialized
     model = s.gql("""{ assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset {
-        assetMaterializations(limit: 1) { runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue }
+        assetMaterializations(limit: 1) { runId metadataEntries { label __typename """
+                  """... on FloatMetadataEntry { floatValue }
             ... on IntMetadataEntry { intValue } ... on MarkdownMetadataEntry { mdStr } } } } } }""")["assetOrError"]
     mat = model["assetMaterializations"][0]
     assert mat["runId"] == s.train_run
@@ -198,12 +208,14 @@ def test_model_card_rounded_numbers_and_figures_after_the_run(materialized):
     assert abs(meta["val_mse_pct_of_baseline"]["floatValue"] - ratio) <= 0.01 * ratio
     assert meta["best_val_loss_epoch"]["intValue"] in range(1, EPOCHS + 1) and meta["n_params"]["intValue"] > 0
     for figure in ("loss_curves", "predictions"):
-        assert meta[figure]["__typename"] == "MarkdownMetadataEntry" and "data:image/png;base64" in meta[figure]["mdStr"]
+        assert (meta[figure]["__typename"] == "MarkdownMetadataEntry"
+                and "data:image/png;base64" in meta[figure]["mdStr"])
     live_figures = [o for o in s.observations(s.train_run) if "loss_curves" in o]
     assert live_figures and all("data:image/png;base64" in o["loss_curves"] for o in live_figures), \
         "the loss-curve figure is refreshed during the run (every 5 epochs)"
     analysis = s.gql("""{ assetOrError(assetKey: {path: ["training_log_analysis"]}) { ... on Asset {
-        assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }""")["assetOrError"]
+        assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } }"""
+                     )["assetOrError"]
     report = {e["label"]: e for e in analysis["assetMaterializations"][0]["metadataEntries"]}
     assert "generalization_gap_pct" in report and "best_val_loss_epoch" in report
     assert report["report"]["mdStr"].startswith("**Diagnosis:**") and "\n- Best val loss: " in report["report"]["mdStr"]
@@ -211,7 +223,8 @@ def test_model_card_rounded_numbers_and_figures_after_the_run(materialized):
 
 def test_metadata_checks_and_observations_over_graphql(materialized):
     s = materialized
-    asset = s.gql("""{ assetOrError(assetKey: {path: ["filtered_bayer"]}) { ... on Asset { assetMaterializations(limit: 1) {
+    asset = s.gql("""{ assetOrError(assetKey: {path: ["filtered_bayer"]}) { ... on Asset { """
+                  """assetMaterializations(limit: 1) {
         partition metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }""")["assetOrError"]
     mat = asset["assetMaterializations"][0]
     values = {e["label"]: e.get("intValue") for e in mat["metadataEntries"]}
@@ -220,7 +233,8 @@ def test_metadata_checks_and_observations_over_graphql(materialized):
 
     for asset_name, check in (("filtered_bayer", "check_row_counts"), ("filtered_bayer", "check_greens_equal"),
                               ("rotated_bayer", "check_rotation_exact"), ("trained_model", "check_beats_baseline")):
-        runs = s.gql("""query($a: AssetKeyInput!, $c: String!) { assetCheckExecutions(assetKey: $a, checkName: $c, limit: 1) {
+        runs = s.gql("""query($a: AssetKeyInput!, $c: String!) { """
+                     """assetCheckExecutions(assetKey: $a, checkName: $c, limit: 1) {
             status evaluation { success } } }""", {"a": {"path": [asset_name]}, "c": check})["assetCheckExecutions"]
         assert runs and runs[0]["evaluation"]["success"] in (True, False), (asset_name, check, runs)
         if check != "check_beats_baseline":  # a 3-epoch toy model may or may not beat the baseline
@@ -229,16 +243,19 @@ def test_metadata_checks_and_observations_over_graphql(materialized):
     model = s.gql("""{ assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset {
         assetMaterializations(limit: 1) { metadataEntries { label __typename ... on FloatMetadataEntry { floatValue }
                                                            ... on MarkdownMetadataEntry { mdStr } } }
-        assetObservations(limit: 100) { metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }""")["assetOrError"]
+        assetObservations(limit: 100) { metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
+                  )["assetOrError"]
     meta = {e["label"]: e for e in model["assetMaterializations"][0]["metadataEntries"]}
     assert meta["val_mse"]["floatValue"] > 0 and meta["baseline_val_mse"]["floatValue"] > 0
     assert 0 < meta["val_pearson"]["floatValue"] <= 1
     assert "data:image/png;base64" in meta["loss_curves"]["mdStr"]
-    epochs = sorted(e["intValue"] for o in model["assetObservations"] for e in o["metadataEntries"] if e["label"] == "epoch")
+    epochs = sorted(e["intValue"] for o in model["assetObservations"] for e in o["metadataEntries"]
+                    if e["label"] == "epoch")
     assert epochs == list(range(1, EPOCHS + 1)), "one observation per epoch: the live curves"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); browser test skipped")
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="Chromium is not installed (apt-get install chromium); browser test skipped")
 def test_asset_page_in_headless_chromium(materialized):
     s = materialized
     out_dir = Path(os.environ.get("CRRECON_SCREENSHOT_DIR", s.tmp))
@@ -250,10 +267,11 @@ def test_asset_page_in_headless_chromium(materialized):
                        ("asset_graph", "assets/run_comparison?view=lineage&lineageScope=upstream&lineageDepth=8")):
         png = out_dir / f"{name}.png"
         png.unlink(missing_ok=True)
-        proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                                 f"--user-data-dir={s.tmp / ('chromium-' + name)}", "--window-size=1500,1000",
-                                 "--virtual-time-budget=25000", f"--screenshot={png}", f"{s.url}/{path}"],
+        proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                                 "--disable-sync", f"--user-data-dir={s.tmp / ('chromium-' + name)}",
+                                 "--window-size=1500,1000", "--virtual-time-budget=25000", f"--screenshot={png}",
+                                 f"{s.url}/{path}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             proc.wait(120)

@@ -19,4 +19,5 @@ def test_percentages_and_text():
 
 
 def test_rounded_all_reaches_into_json():
-    assert rounded_all({"a": [0.123456, {"b": 2.0000001}], "n": 5, "s": "x"}) == {"a": [0.1235, {"b": 2.0}], "n": 5, "s": "x"}
+    assert (rounded_all({"a": [0.123456, {"b": 2.0000001}], "n": 5, "s": "x"})
+            == {"a": [0.1235, {"b": 2.0}], "n": 5, "s": "x"})

@@ -38,18 +38,21 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv], cwd=tmp_path, env=env)
     python = venv / "bin" / "python"
-    target = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env).stdout.strip())
+    target = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                      tmp_path, env).stdout.strip())
     # dependencies from this venv, appended after the new venv's own site-packages (the editable hook is not run)
     (target / "deps_from_repo_venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     run([python, "-m", "pip", "install", "--no-deps", "-q", wheel], cwd=tmp_path, env=env)
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = run([python, "-c", "import crrecon_pipeline, os; print(os.path.dirname(crrecon_pipeline.__file__))"], work, env)
+    where = run([python, "-c", "import crrecon_pipeline, os; print(os.path.dirname(crrecon_pipeline.__file__))"],
+                work, env)
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout
     assert not (work / "configs").exists()
 
-    validate = run([python, "-m", "dagster", "definitions", "validate", "-m", "crrecon_pipeline.definitions"], work, env)
+    validate = run([python, "-m", "dagster", "definitions", "validate", "-m", "crrecon_pipeline.definitions"],
+                   work, env)
     assert "All code locations passed validation" in validate.stderr + validate.stdout
 
     crrecon = venv / "bin" / "crrecon"

@@ -24,7 +24,8 @@ def device_data(structures: np.ndarray, bayer: np.ndarray, augmentation: Augment
     packed = pack_structures(structures)
     prepared = Prepared(structures=PackedStructures(packed), bayer=bayer.astype(np.float32),
                         rotated_structures=PackedStructures(rotate_packed(packed)), rotated_bayer=rotate_bayer(bayer),
-                        source_rows=np.arange(len(packed)), shards=[], wavelengths_nm=np.linspace(400, 700, bayer.shape[-1]))
+                        source_rows=np.arange(len(packed)), shards=[],
+                        wavelengths_nm=np.linspace(400, 700, bayer.shape[-1]))
     return DeviceData(prepared, torch.device("cpu"), with_rotated=True, augmentation=augmentation)
 
 

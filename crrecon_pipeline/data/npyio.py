@@ -65,7 +65,8 @@ def read_header(path: str | os.PathLike) -> NpyHeader:
             shape, fortran, dtype = reader(f)
             offset = f.tell()
     except (ValueError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: not a valid .npy file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise DataError(f"{path}: not a valid .npy file "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if fortran and len(shape) > 1:
         raise DataError(f"{path}: Fortran-ordered arrays are not supported")
     if dtype.hasobject:
@@ -80,7 +81,8 @@ def read_header(path: str | os.PathLike) -> NpyHeader:
     return header
 
 
-def iter_chunks(header: NpyHeader, chunk_rows: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_chunks(header: NpyHeader, chunk_rows: int, start: int = 0,
+                stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first_row, rows) in chunks of at most chunk_rows, reading with one reusable buffer."""
     stop = header.shape[0] if stop is None else stop
     buf = np.empty((min(chunk_rows, max(stop - start, 1)),) + header.shape[1:], dtype=header.dtype)
@@ -97,7 +99,8 @@ def iter_chunks(header: NpyHeader, chunk_rows: int, start: int = 0, stop: int | 
 
 def _header_bytes(shape: tuple[int, ...], dtype: np.dtype, total: int | None = None) -> bytes:
     """A version 1.0 .npy header; by default with room for the row count to grow to 20 digits."""
-    body = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}).encode("latin1")
+    body = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": tuple(shape)}).encode("latin1")
     used = 10 + len(body) + 1  # magic (6) + version (2) + length (2) + dict + newline
     total = total or -(-(used + 24) // 64) * 64
     if used > total:

@@ -57,11 +57,14 @@ def shard_files(raw_dir: str | Path) -> dict[int, tuple[Path, Path]]:
                 names = ", ".join(sorted(p.name for p in paths))
                 raise DataError(f"{raw_dir}: shard index {k} is ambiguous ({names}); keep one spelling")
     for k in sorted(structures.keys() - spectra.keys()):
-        raise DataError(f"{structures[k][0]}: structure shard without its spectra shard ({spectra_path(raw_dir, k).name} missing)")
+        raise DataError(f"{structures[k][0]}: structure shard without its spectra shard "
+                        f"({spectra_path(raw_dir, k).name} missing)")
     for k in sorted(spectra.keys() - structures.keys()):
-        raise DataError(f"{spectra[k][0]}: spectra shard without its structure shard ({structure_path(raw_dir, k).name} missing)")
+        raise DataError(f"{spectra[k][0]}: spectra shard without its structure shard "
+                        f"({structure_path(raw_dir, k).name} missing)")
     if not structures:
-        raise DataError(f"{raw_dir}: no raw shards (binary_dataset_128_<k>.npy + spectra_latest_<k>.npy) in this folder")
+        raise DataError(f"{raw_dir}: no raw shards (binary_dataset_128_<k>.npy + spectra_latest_<k>.npy) "
+                        "in this folder")
     return {k: (structures[k][0], spectra[k][0]) for k in sorted(structures)}
 
 
@@ -80,7 +83,8 @@ def shard_pair(raw_dir: str | Path, shard: int) -> tuple[Path, Path]:
     spectra = _files_by_index(raw_dir, SPECTRA_RE).get(shard, [])
     for paths in (structures, spectra):
         if len(paths) > 1:
-            raise DataError(f"{raw_dir}: shard index {shard} is ambiguous ({', '.join(sorted(p.name for p in paths))}); keep one spelling")
+            raise DataError(f"{raw_dir}: shard index {shard} is ambiguous "
+                            f"({', '.join(sorted(p.name for p in paths))}); keep one spelling")
     return (structures[0] if structures else canonical[0], spectra[0] if spectra else canonical[1])
 
 
@@ -110,7 +114,8 @@ def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None
     if len(sp.shape) != 3 or sp.shape[1] != 3:
         raise DataError(f"{sp.path}: spectra must have shape (N, 3, {n_wavelengths or 'W'}), got {sp.shape}")
     if n_wavelengths is not None and sp.shape[2] != n_wavelengths:
-        raise DataError(f"{sp.path}: spectra have {sp.shape[2]} wavelength samples, the raw source expects {n_wavelengths}")
+        raise DataError(f"{sp.path}: spectra have {sp.shape[2]} wavelength samples, "
+                        f"the raw source expects {n_wavelengths}")
     if not np.issubdtype(sp.dtype, np.floating):
         raise DataError(f"{sp.path}: spectra must be floating point, got dtype {sp.dtype}")
     if st.shape[0] != sp.shape[0]:
@@ -160,7 +165,8 @@ class ShardReader:
                     try:
                         window = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=base)
                     except (ValueError, OSError) as exc:  # the file shrank under us
-                        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} ({exc})") from None
+                        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} "
+                                        f"({exc})") from None
                     window.madvise(mmap.MADV_SEQUENTIAL)
                     view = memoryview(window)[start - base:]
                     in_flight[i].append(pools[i].submit(hashes[i].update, view))
@@ -184,5 +190,6 @@ class ShardReader:
 
     def sources(self) -> list[dict]:
         """The manifest's record of what was read: names, paths, sizes and digests."""
-        return [{"name": h.path.name, "path": str(h.path.resolve()), "size": h.path.stat().st_size, "sha256": self.sha256[key]}
+        return [{"name": h.path.name, "path": str(h.path.resolve()), "size": h.path.stat().st_size,
+                 "sha256": self.sha256[key]}
                 for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]

@@ -230,7 +230,8 @@ def verify(v: ShardVersion) -> None:
             raise DataError(f"{path}: {size} bytes, the manifest of shard {v.shard} records {want['size']}")
         shape = read_header(path).shape
         if list(shape) != want["shape"] or shape[0] != v.manifest["rows"]:
-            raise DataError(f"{path}: shape {shape} does not match the manifest ({want['shape']}, {v.manifest['rows']} rows)")
+            raise DataError(f"{path}: shape {shape} does not match the manifest "
+                            f"({want['shape']}, {v.manifest['rows']} rows)")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -83,7 +83,8 @@ def optimize(model: torch.nn.Module, config: dict, wavelengths_nm: np.ndarray, s
     history = []
     for step, beta in enumerate(settings.betas()):
         x = torch.tanh(float(beta) * to_field(latent))  # in (-1, 1); binary as beta grows
-        eff = routing_efficiency(model((x if pm1 else (x + 1) / 2).unsqueeze(1)).float(), wavelengths_nm, settings.bands)
+        eff = routing_efficiency(model((x if pm1 else (x + 1) / 2).unsqueeze(1)).float(), wavelengths_nm,
+                                 settings.bands)
         opt.zero_grad(set_to_none=True)
         (-eff.sum()).backward()  # designs do not interact (per-sample norms), so each gets its own gradient
         opt.step()

@@ -20,7 +20,8 @@ from crrecon_pipeline.train.inference import load_model
 
 
 def next_shard_index(out_dir: Path) -> int:
-    taken = [int(m.group(1)) for p in out_dir.iterdir() if (m := STRUCTURE_RE.match(p.name))] if out_dir.is_dir() else []
+    taken = ([int(m.group(1)) for p in out_dir.iterdir() if (m := STRUCTURE_RE.match(p.name))]
+             if out_dir.is_dir() else [])
     return max(taken) + 1 if taken else 0
 
 
@@ -84,7 +85,8 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     model, ckpt = load_model(checkpoint, device)
     n_bins = int(ckpt["config"]["model"].get("params", {}).get("out_len", 30))
     if n_bins != prepared.bayer.shape[-1]:
-        raise DataError(f"{checkpoint}: the model predicts {n_bins} bins, {prepared_dir} holds {prepared.bayer.shape[-1]}")
+        raise DataError(f"{checkpoint}: the model predicts {n_bins} bins, "
+                        f"{prepared_dir} holds {prepared.bayer.shape[-1]}")
     lam = prepared.wavelengths_nm
     recorded = recorded_simulation(prepared)  # before the optimization: a bad record fails fast
     best_train, best_row = training_best(prepared, settings.bands)

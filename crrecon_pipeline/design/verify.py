@@ -45,7 +45,8 @@ def prepare_settings_of(prepared: Prepared) -> PrepareSettings:
     return PrepareSettings(**_known(PrepareSettings, prepared.shards[0]["settings"]))
 
 
-def simulated_bayer(structures: np.ndarray, settings: SimulationSettings, prep: PrepareSettings) -> tuple[np.ndarray, np.ndarray]:
+def simulated_bayer(structures: np.ndarray, settings: SimulationSettings,
+                    prep: PrepareSettings) -> tuple[np.ndarray, np.ndarray]:
     """(raw negative spectra (N, 3, W), Bayer spectra (N, 2, 2, bins)) exactly as the training data was made."""
     raw = simulate_spectra(structures, settings.physics)
     return raw, to_bayer(bin_spectra(-raw, prep))
@@ -63,7 +64,8 @@ def recorded_simulation(prepared: Prepared, rows: int = 8) -> Recorded:
     """The simulator settings the prepared data was made with, if any, checked by re-simulating `rows` rows."""
     raw_dirs = sorted({str(Path(r["raw_files"][0]).parent) for r in prepared.shards if r.get("raw_files")})
     if len(raw_dirs) != 1:
-        return Recorded(None, f"prepared data comes from {len(raw_dirs)} raw folders; need exactly one with simulation.json")
+        return Recorded(None, f"prepared data comes from {len(raw_dirs)} raw folders; "
+                              "need exactly one with simulation.json")
     source = Path(raw_dirs[0]) / "simulation.json"
     if not source.parent.is_dir():
         return Recorded(None, f"{source.parent}: the raw folder the data was prepared from is not found "
@@ -80,7 +82,8 @@ def recorded_simulation(prepared: Prepared, rows: int = 8) -> Recorded:
     if not error <= REPRODUCE_TOLERANCE:
         return Recorded(None, f"{source}: these settings do not reproduce the training spectra (max difference "
                               f"{error:.3g} on {len(pick)} rows): designs not simulated", str(source), error)
-    return Recorded(settings, f"simulated with {source} (reproduces the training spectra to {error:.1g})", str(source), error)
+    return Recorded(settings, f"simulated with {source} (reproduces the training spectra to {error:.1g})",
+                    str(source), error)
 
 
 def training_best(prepared: Prepared, bands: tuple[Band, ...] = DEFAULT_BANDS) -> tuple[float, int]:

@@ -13,7 +13,8 @@ def pearson_per_spectrum(pred: torch.Tensor, target: torch.Tensor, eps: float = 
 
 
 class MSEPearson(nn.Module):
-    FORMULA = "L = {w_mse} · MSE(ŷ, y) + {w_corr} · (1 − r̄),  r̄ = mean Pearson correlation of ŷ and y along wavelength, per pixel spectrum"
+    FORMULA = ("L = {w_mse} · MSE(ŷ, y) + {w_corr} · (1 − r̄),  "
+               "r̄ = mean Pearson correlation of ŷ and y along wavelength, per pixel spectrum")
 
     def __init__(self, w_mse: float = 1.0, w_corr: float = 0.2):
         super().__init__()

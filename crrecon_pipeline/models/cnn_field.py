@@ -1,8 +1,8 @@
 """cnn_field (the quick preset's): the CNN predicts complex fields leaving the pillar layer, a learned transfer
 function carries them to the detector, and each pixel reads the power falling on its quadrant.
 
-That is the shape of the physics (docs/simulator.md: exit field -> angular-spectrum propagation -> flux per quadrant), so
-the network only has to learn the layer's local response; the interference that routes the light is built in.
+That is the shape of the physics (docs/simulator.md: exit field -> angular-spectrum propagation -> flux per quadrant),
+so the network only has to learn the layer's local response; the interference that routes the light is built in.
 Everything is circular or elementwise in Fourier space, so a half-period shift of the structure moves the power to
 the neighbouring quadrant exactly as in data/symmetry.py: the shift group is built in (data.augment_shifts adds nothing).
 

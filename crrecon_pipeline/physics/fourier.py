@@ -33,7 +33,8 @@ def half_period_matrix(k: int) -> np.ndarray:
 
 
 def propagating_mask(params: PhysicsParams, lam_um: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, kz_over_k2) for orders -k..k: kz_over_k2 = (n_s/lam)^2 - (m/L)^2 - (n/L)^2, mask where > 1e-9 (n_s/lam)^2."""
+    """(mask, kz_over_k2) for orders -k..k: kz_over_k2 = (n_s/lam)^2 - (m/L)^2 - (n/L)^2, mask where
+    > 1e-9 (n_s/lam)^2."""
     m = _order_range(k) / params.period_um
     k0sq = (params.n_substrate / np.asarray(lam_um)) ** 2
     kz2 = k0sq[:, None, None] - m[None, :, None] ** 2 - m[None, None, :] ** 2

@@ -109,11 +109,13 @@ class MultislicePlan:
 
 
 def sub_wavelengths(params: PhysicsParams) -> np.ndarray:
-    """The layer-solve wavelengths: uniform, both ends included, spacing <= multislice_step_nm; every sample if finer."""
+    """The layer-solve wavelengths: uniform, both ends included, spacing <= multislice_step_nm; every sample if
+    finer."""
     full = params.wavelengths_um()
     span = params.wavelength_max_nm - params.wavelength_min_nm
     count = int(math.ceil(span / params.multislice_step_nm - 1e-9)) + 1
-    return full if count >= len(full) else np.linspace(params.wavelength_min_nm, params.wavelength_max_nm, count) / 1000.0
+    return (full if count >= len(full)
+            else np.linspace(params.wavelength_min_nm, params.wavelength_max_nm, count) / 1000.0)
 
 
 def _slice_propagator(params: PhysicsParams, lam: np.ndarray, index: np.ndarray, grid: int) -> np.ndarray:

@@ -16,7 +16,8 @@ def brute_force_power(structure: np.ndarray, params: PhysicsParams, lam_um: np.n
     return np.stack([e[0, 0], 0.5 * (e[0, 1] + e[1, 0]), e[1, 1]])
 
 
-def brute_force_quadrants(structure: np.ndarray, params: PhysicsParams, lam_um: np.ndarray, upsample: int) -> np.ndarray:
+def brute_force_quadrants(structure: np.ndarray, params: PhysicsParams, lam_um: np.ndarray,
+                          upsample: int) -> np.ndarray:
     """Reference E_ab: (2, 2, len(lam)) float64; pixels upsampled u x u, one FFT per wavelength, same order rule.
 
     Slow and independent of the fast path (no box factor, no quadrant algebra): used to validate it.

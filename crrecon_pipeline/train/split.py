@@ -16,7 +16,8 @@ def structure_keys(packed: np.ndarray) -> np.ndarray:
     as its own row, whatever augmentation a run uses: the minimum over the images of a vectorised hash (a linear
     form of the 64-bit words + mixing). A shift only permutes the words, so the four shifted images of a turned
     structure cost one (n, 256) @ (256, 4) product against the shifted weights (<S p, w> = <p, S w>, S = S^-1)."""
-    weights = np.random.default_rng(0x5EED).integers(1, 2**63, size=packed.shape[1] // 8, dtype=np.uint64) | np.uint64(1)
+    weights = (np.random.default_rng(0x5EED).integers(1, 2**63, size=packed.shape[1] // 8, dtype=np.uint64)
+               | np.uint64(1))
     shifted = np.stack([shift_packed(weights.view(np.uint8), x, y).view(np.uint64) for x, y in SHIFTS], axis=1)
     keys = np.full(len(packed), np.iinfo(np.uint64).max, dtype=np.uint64)
     for turned in turned_images(packed):

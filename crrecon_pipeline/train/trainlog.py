@@ -14,7 +14,8 @@ REQUIRED = ("train_loss", "val_loss")
 
 
 def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_val: float, lr: float) -> str:
-    return f"[EPOCH] {epoch}/{total} train_loss={train_loss:.6f} val_loss={val_loss:.6f} best_val={best_val:.6f} lr={lr:.6e}"
+    return (f"[EPOCH] {epoch}/{total} train_loss={train_loss:.6f} val_loss={val_loss:.6f} "
+            f"best_val={best_val:.6f} lr={lr:.6e}")
 
 
 def epoch_summary(record: dict) -> str:
