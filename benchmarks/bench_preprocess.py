@@ -52,7 +52,7 @@ sys.exit(main(["preprocess", "--raw", sys.argv[1], "--out", sys.argv[2]]))
 
 FILTER_ONE_SHARD = r'''
 import sys, time
-from crrecon_pipeline.data import prepare_shard
+from crrecon_pipeline.data.prepare import prepare_shard
 t = time.perf_counter()
 v = prepare_shard(sys.argv[1], 0, sys.argv[2])
 print(v.manifest["record"]["raw_rows"] / (time.perf_counter() - t))
