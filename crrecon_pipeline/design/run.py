@@ -40,15 +40,15 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     for path in (structure_path(out_dir, k), spectra_path(out_dir, k)):
         if path.exists():
             raise DataError(f"{path}: already exists; choose another --shard-index")
-    model, ckpt = load_model(checkpoint, device)
-    n_bins = int(ckpt["config"]["model"].get("params", {}).get("out_len", 30))
+    model, config = load_model(checkpoint, device)
+    n_bins = config.data.out_len
     if n_bins != prepared.bayer.shape[-1]:
         raise DataError(f"{checkpoint}: the model predicts {n_bins} bins, {prepared_dir} holds {prepared.bayer.shape[-1]}")
     lam = prepared.wavelengths_nm
     recorded = recorded_simulation(prepared)  # before the optimization: a bad record fails fast
     best_train, best_row = training_best(prepared, settings.bands)
 
-    result = optimize(model, ckpt["config"], lam, settings, progress)
+    result = optimize(model, config, lam, settings, progress)
     raw = simulated = sim_eff = None
     if recorded.settings is not None:
         raw, simulated = simulated_bayer(result.structures, recorded.settings, prepare_settings_of(prepared))
