@@ -66,7 +66,7 @@ def main() -> None:
         prepared = load_prepared(tmp / "prepared")
         config = load_config("quick", ["training.epochs=1"])
         clock = records.Clock(1, 30)
-        batches = -(-int(0.9 * args.rows * 2) // config["data"]["batch_size"])  # train split, 180-degree twins
+        batches = -(-int(0.9 * args.rows * 2) // config.data.batch_size)  # train split, 180-degree twins
         every = LiveCurves(tmp / "x.png").every_epochs
         epoch_s, record_s, pace_s, figure_s = [], [], [], []
         for i in range(args.repeats):  # alternate: one training epoch, then one epoch's reporting

@@ -33,10 +33,10 @@ def sync(dev):
 def loader_share(config: dict, prepared, dev, steps: int = 30) -> tuple[float, float]:
     """Seconds per batch for the loader alone and for loader + forward/backward/step."""
     data = DeviceData(prepared, dev, with_rotated=True)
-    bs = int(config["data"]["batch_size"])
+    bs = config.data.batch_size
     model = build_model(config).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss_fn = get_loss(config["loss"]["name"], **config["loss"]["params"])
+    loss_fn = get_loss(config.loss.name, **config.loss.params)
     g = torch.Generator().manual_seed(0)
     idx = [torch.randint(0, len(data.targets), (bs,), generator=g).to(dev) for _ in range(steps)]
 

@@ -81,13 +81,12 @@ def cmd_preprocess(args) -> dict:
 
 def cmd_train(args) -> dict:
     from crrecon_pipeline.data.prepared import read_training_set
-    from crrecon_pipeline.train.config import load_config, validate
+    from crrecon_pipeline.train.config import load_config
     from crrecon_pipeline.train.entry import train_from_config
 
     config = load_config(args.config, args.set)
     if args.init_weights is not None:
-        config["training"]["init_from"] = str(args.init_weights)
-        config = validate(config, "--init-weights")
+        config = config.replaced("training.init_from", str(args.init_weights), "--init-weights")
     versions = read_training_set(args.training_set) if args.training_set is not None else None
     progress = TrainProgress()
     try:

@@ -107,8 +107,8 @@ def test_suggestions_reason_from_config_and_apply(tmp_path):
     reworded = [s | {"action": "see the value", "reason": "?"} for s in result["suggestions"]]
     nxt = apply_suggestions(cfg, reworded)
     assert nxt == apply_suggestions(cfg, result["suggestions"])
-    assert nxt["model"]["name"] == "cnn_xattn" and "gru_layers" not in nxt["model"]["params"]
-    assert nxt["training"]["lr"] == pytest.approx(5e-4) and nxt["data"]["batch_size"] == 200
+    assert nxt.model.name == "cnn_xattn" and "gru_layers" not in nxt.model.params
+    assert nxt.training.lr == pytest.approx(5e-4) and nxt.data.batch_size == 200
     assert load_config_dict_is_valid(nxt)
 
 
@@ -157,7 +157,7 @@ def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     assert set(result["diagnosis"]) <= set(DIAGNOSES) and "too_short" in result["diagnosis"]  # 4 epochs < 5
     comparison = compare_runs(tmp_path / "runs")
     assert comparison["runs"] == 2 and "lr" in comparison["effects"] and "epochs" in comparison["effects"]
-    assert comparison["next_config"]["model"]["name"] in MODELS
+    assert comparison["next_config"].model.name in MODELS
     assert "training:" in comparison["next_config_yaml"]
 
 
@@ -166,7 +166,7 @@ def test_old_runs_are_read_from_their_configured_text_log(tmp_path):
     run = tmp_path / "old"
     (run / "logs").mkdir(parents=True)
     cfg = load_config("quick", ["output.log_file=logs/seed.txt"])
-    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
     v = [1.0 * 0.85**i for i in range(12)]
     write_log(run / "logs" / "seed.txt", v, v)
     result = analyze_run(run)
@@ -224,5 +224,28 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[2:]}
     assert set(cells) == {f"[0f1e2d3c](/runs/{run_id})", "by-hand"}
     row = cells[f"[0f1e2d3c](/runs/{run_id})"]
-    assert row[2].endswith(" %") and row[3] == tiny_config()["model"]["name"] and row[5] == "2"
+    assert row[2].endswith(" %") and row[3] == tiny_config().model.name and row[5] == "2"
     assert float(row[1]) > 0 and len(row[1].replace(".", "").lstrip("0")) <= 4, "~4 significant figures"
+
+
+def test_suggestions_take_models_from_the_registry_and_defaults_from_the_schema(tmp_path):
+    """Model switches go between registered models by size (cnn_field included); a log without a config reasons
+    from RunConfig()'s defaults."""
+    from crrecon_pipeline.report.analysis import model_sizes, neighbour_model
+    from crrecon_pipeline.train.config import RunConfig
+
+    assert set(model_sizes()) == set(MODELS)
+    by_size = sorted(MODELS, key=model_sizes().__getitem__)
+    assert neighbour_model(by_size[0], -1) is None and neighbour_model(by_size[-1], +1) is None
+    v = [1.0, 0.5, 0.3, 0.2] + [0.2] * 8  # a plateau
+    field = analyze_log(write_log(tmp_path / "train_log.txt", [x * 0.9 for x in v], v), load_config("quick"))
+    switch = {s["parameter"]: s["value"] for s in field["suggestions"]}
+    assert field["diagnosis"] == ["plateau"] and switch["model.name"] == neighbour_model("cnn_field", +1)
+    assert switch["training.lr"] == pytest.approx(load_config("quick").training.lr * 0.5)
+    (tmp_path / "bare").mkdir()  # no config.json beside the log
+    defaults = analyze_log(write_log(tmp_path / "bare" / "train_log.txt", [x * 0.9 for x in v], v))
+    values = {s["parameter"]: s["value"] for s in defaults["suggestions"]}
+    assert values["training.lr"] == pytest.approx(RunConfig().training.lr * 0.5)
+    assert values["data.batch_size"] == RunConfig().data.batch_size // 2
+    nxt = apply_suggestions(load_config("quick"), field["suggestions"])
+    assert nxt.model.name == switch["model.name"] and set(nxt.model.params) <= set(load_config("quick").model.params)

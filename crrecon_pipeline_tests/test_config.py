@@ -9,7 +9,7 @@ import yaml
 
 from crrecon_pipeline import cli
 from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.train.config import DEFAULTS, RunConfig, load_config, preset_names, preset_text, validate
+from crrecon_pipeline.train.config import RunConfig, load_config, preset_names, preset_text, validate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,8 @@ def test_defaults_live_in_the_schema_and_fill_missing_keys(tmp_path):
     partial = tmp_path / "p.yaml"
     partial.write_text("training: {epochs: 3}\n")
     cfg = load_config(partial)
-    assert cfg["training"]["epochs"] == 3 and cfg["training"]["lr"] == DEFAULTS["training"]["lr"]
-    assert cfg == RunConfig(training={"epochs": 3}).model_dump()
+    assert cfg.training.epochs == 3 and cfg.training.lr == RunConfig().training.lr
+    assert cfg == RunConfig(training={"epochs": 3})
 
 
 BAD = [  # (--set ..., the key the one-line error must name)
@@ -95,10 +95,11 @@ def test_launchpad_mirrors_the_schema_with_the_quick_preset():
         fields = shape.fields[section].config_type.fields
         assert set(fields) == set(RunConfig.model_fields[section].annotation.model_fields)
         for key, field in fields.items():
-            assert field.default_provided and field.default_value == quick[section][key], (section, key)
+            expected = getattr(getattr(quick, section), key)
+            assert field.default_provided and field.default_value == expected, (section, key)
     assert shape.fields["model"].config_type.fields["params"].default_value["channels"] == yaml.safe_load(
         open("configs/quick.yaml"))["model"]["params"]["channels"]
-    assert TrainedModelConfig().model_dump() == quick
+    assert TrainedModelConfig().model_dump() == quick.to_dict()
 
 
 def test_launchpad_run_config_is_validated_by_the_schema(tmp_path):
@@ -130,5 +131,57 @@ def test_unknown_launchpad_keys_are_refused_before_the_run(tmp_path):
 
 def test_next_run_yaml_round_trips(tmp_path):
     cfg = load_config("default", ["training.epochs=4"])
-    (tmp_path / "n.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "n.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     assert load_config(tmp_path / "n.yaml") == cfg
+
+
+def test_the_validated_config_is_an_object_that_changes_only_into_new_ones():
+    """load_config/validate return the frozen RunConfig; a change is a new validated object, the original stays."""
+    from pydantic import ValidationError
+
+    cfg = load_config("quick")
+    assert isinstance(cfg, RunConfig) and isinstance(validate(cfg.to_dict()), RunConfig)
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.training.epochs = 5
+    plain = cfg.to_dict()
+    plain["training"]["epochs"] = 5
+    plain["model"]["params"]["fields"] = 1
+    assert cfg.training.epochs == 40 and cfg.model.params["fields"] == 64, "to_dict is a copy"
+    tuned = cfg.replaced("training.init_from", "pre/best.pt")
+    assert tuned is not cfg and tuned.training.init_from == "pre/best.pt" and cfg.training.init_from == ""
+    assert tuned.flat().keys() == cfg.flat().keys() and RunConfig.from_dict(tuned.to_dict()) == tuned
+    with pytest.raises(ConfigError, match=r"^--x: training\.epochs: "):
+        cfg.with_overrides({"training.epochs": 0}, "--x")
+    with pytest.raises(ConfigError, match=r"^next run: training\.epoch: unknown key"):
+        cfg.replaced("training.epoch", 3, "next run")
+    assert cfg.training.epochs == 40 and cfg.training.init_from == ""
+
+
+def test_from_dict_names_the_dotted_key_and_no_unchecked_config_exists():
+    with pytest.raises(ConfigError, match=r"^ckpt\.pt: data\.augment_shift: unknown key$"):
+        RunConfig.from_dict({"data": {"augment_shift": False}}, "ckpt.pt")
+    with pytest.raises(ConfigError, match=r"^config\.json: model\.params\.depth: not a parameter of model cnn_field"):
+        RunConfig.from_dict({"model": {"name": "cnn_field", "params": {"depth": 3}}}, "config.json")
+    with pytest.raises(ConfigError, match="a config must be a mapping"):
+        RunConfig.from_dict([1, 2], "x")
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="model.name: unknown model"):  # built directly: checked all the same
+        RunConfig(model={"name": "nope"})
+
+
+def test_resolve_init_from_returns_a_new_config_and_leaves_the_original():
+    from crrecon_pipeline.defs.lineage import resolve_init_from
+
+    instance = dg.DagsterInstance.ephemeral()
+    cfg = load_config("quick", ["training.init_from=pretrained_model"])
+    with pytest.raises(ConfigError, match="pretrained_model has no materialization"):
+        resolve_init_from(instance, cfg)
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "pretrained_model", metadata={"checkpoint": dg.MetadataValue.path("/runs/pre/best.pt")}))
+    resolved = resolve_init_from(instance, cfg)
+    assert isinstance(resolved, RunConfig) and resolved.training.init_from == "/runs/pre/best.pt"
+    assert cfg.training.init_from == "pretrained_model" and resolved.replaced("training.init_from",
+                                                                              "pretrained_model") == cfg
+    plain = load_config("quick")
+    assert resolve_init_from(instance, plain) is plain

@@ -57,7 +57,7 @@ def pipeline(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     instance = new_instance()
     data = [dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(home)) for k in ("0", "1")]
-    cfg = TrainedModelConfig(**tiny_config("training.epochs=3"))
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=3").to_dict())
     train = dg.materialize([trained_model, training_log_analysis, run_comparison, dataset_profile],
                            instance=instance, resources=resources(home), run_config=dg.RunConfig({"trained_model": cfg}),
                            selection=None)
@@ -181,12 +181,12 @@ def test_schedule_targets_training_with_the_default_preset():
     assert weekly_retraining.cron_schedule == "0 3 * * 1"
     from crrecon_pipeline.train.config import load_config
 
-    epochs = load_config("default")["training"]["epochs"]
+    epochs = load_config("default").training.epochs
     assert f"'default' preset ({epochs} epochs" in weekly_retraining.description
 
 
 def test_tiny_overrides_are_valid_run_config():
-    cfg = TrainedModelConfig(**tiny_config())
+    cfg = TrainedModelConfig(**tiny_config().to_dict())
     assert cfg.model.params["channels"] == [8, 8, 8] and cfg.model.params["fields"] == 8 and cfg.training.epochs == 3
 
 

@@ -81,11 +81,11 @@ def test_efficiency_band_means_and_uniform_pattern():
 # ---------------------------------------------------------------------------------------------------- optimizer
 
 def test_designs_binary_symmetric_deterministic_and_improving(checkpoint, prepared_dir):
-    model, ckpt = load_model(checkpoint, "cpu")
+    model, config = load_model(checkpoint, "cpu")
     lam = load_prepared(prepared_dir).wavelengths_nm
-    a = optimize(model, ckpt["config"], lam, FEW)
-    b = optimize(model, ckpt["config"], lam, FEW)
-    c = optimize(model, ckpt["config"], lam, DesignSettings(designs=3, steps=15, seed=6))
+    a = optimize(model, config, lam, FEW)
+    b = optimize(model, config, lam, FEW)
+    c = optimize(model, config, lam, DesignSettings(designs=3, steps=15, seed=6))
     s = a.structures
     assert s.shape == (3, 128, 128) and s.dtype == np.uint8 and set(np.unique(s)) <= {0, 1}
     assert np.array_equal(s, s.transpose(0, 2, 1))  # diagonal-symmetric, so G1 = G2

@@ -66,7 +66,7 @@ def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp
     instance = new_instance(["0", "1"])
     for k in ("0", "1"):  # the lineage decides what trains: prepare both shards through the assets
         assert dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(tmp_path, raw_dir)).success
-    run_config = dg.RunConfig({"trained_model": TrainedModelConfig(**tiny_config("training.epochs=2"))})
+    run_config = dg.RunConfig({"trained_model": TrainedModelConfig(**tiny_config("training.epochs=2").to_dict())})
     results = {}
     for processes in (2, 1):
         result = dg.materialize([trained_model], instance=instance, run_config=run_config,
@@ -102,7 +102,7 @@ def test_bad_input_in_the_ranks_fails_the_step_in_one_line(tmp_path, raw_dir):
 
     instance = new_instance(["0"])
     assert dg.materialize(DATA_ASSETS, partition_key="0", instance=instance, resources=resources(tmp_path, raw_dir)).success
-    cfg = TrainedModelConfig(**tiny_config("training.epochs=1", "data.out_len=20", "model.params.out_len=20"))
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=1", "data.out_len=20", "model.params.out_len=20").to_dict())
     result = dg.materialize([trained_model], instance=instance, raise_on_error=False,
                             run_config=dg.RunConfig({"trained_model": cfg}),
                             resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=2)})

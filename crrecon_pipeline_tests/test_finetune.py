@@ -106,14 +106,16 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     def cfg(*extra):
         return load_config("configs/quick.yaml", TINY + ["training.epochs=1", *extra])
 
+    fine_tune = TrainedModelConfig(**cfg("training.init_from=pretrained_model").to_dict())
+    fine_tune_run_config = dg.RunConfig({"trained_model": fine_tune})
     # no materialization yet: one line, not a traceback
     result = dg.materialize([trained_model], instance=instance, resources=res, raise_on_error=False,
-                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
+                            run_config=fine_tune_run_config)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "pretrained_model has no materialization" in failure.step_failure_data.error.message
 
-    pre_cfg = PretrainedModelConfig(**cfg("data.out_len=20", "model.params.out_len=20"),
+    pre_cfg = PretrainedModelConfig(**cfg("data.out_len=20", "model.params.out_len=20").to_dict(),
                                     simulator={"rows": 120, "seed": 9})
     runs = [dg.materialize([pretrained_model], instance=instance, resources=res,
                            run_config=dg.RunConfig({"pretrained_model": pre_cfg})) for _ in range(2)]
@@ -127,7 +129,7 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
 
     dg.materialize([raw_shard, filtered_bayer, rotated_bayer], partition_key="0", instance=instance, resources=res)
     result = dg.materialize([trained_model], instance=instance, resources=res,
-                            run_config=dg.RunConfig({"trained_model": TrainedModelConfig(**cfg("training.init_from=pretrained_model"))}))
+                            run_config=fine_tune_run_config)
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
     assert meta["init_from"].value == pretrained_ckpt
     assert set(meta["init_skipped"].value.split(", ")) == {"mix.weight", "mix.bias", "scale.mean"}  # the out_len-shaped tensors

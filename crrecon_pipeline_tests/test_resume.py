@@ -1,7 +1,5 @@
 """Resume and init against the checkpoint's config, a diverged run, and the one-line CLI errors of train/predict."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -10,6 +8,7 @@ from crrecon_pipeline import cli
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.train import checkpoints, records
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model
@@ -91,15 +90,14 @@ def test_init_weights_loads_weights_only(two_epochs, tmp_path, prepared_dir, cap
     diffs = [float((state["model"][k].float() - v.float()).abs().max()) for k, v in source["model"].items()
              if not k.startswith("scale.")]
     assert max(diffs) < 1e-6
-    fresh = build_model(state["config"]).state_dict()
+    fresh = build_model(RunConfig.from_dict(state["config"])).state_dict()
     assert any(not torch.equal(fresh[k], v) for k, v in source["model"].items() if v.dtype.is_floating_point)
 
 
 def test_init_weights_skips_tensors_of_another_shape(two_epochs):
     """Fine-tuning across out_len: the spectral mix and output scale differ, the backbone and fields are taken."""
     state = checkpoints.load(two_epochs / "best.pt")
-    config = json.loads(json.dumps(state["config"]))
-    config["data"]["out_len"] = config["model"]["params"]["out_len"] = 20
+    config = RunConfig.from_dict(state["config"]).with_overrides({"data.out_len": 20, "model.params.out_len": 20})
     model = build_model(config)
     skipped = checkpoints.load_weights(model, state, config, two_epochs / "best.pt")
     assert "mix.weight" in skipped and not any(k.startswith(("backbone", "propagation")) for k in skipped)

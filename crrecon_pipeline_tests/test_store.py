@@ -205,7 +205,7 @@ def lineage(tmp_path_factory, raw_dir):
 
 
 def train(lineage, *sets, max_ratio=0.5, assets=(trained_model,)):
-    cfg = TrainedModelConfig(**tiny_config(*sets))
+    cfg = TrainedModelConfig(**tiny_config(*sets).to_dict())
     res = resources(lineage["home"], lineage["raw"]) | {"model_checks": ModelChecks(max_mse_ratio=max_ratio)}
     return dg.materialize(list(assets), instance=lineage["instance"], resources=res, raise_on_error=False,
                           run_config=dg.RunConfig({"trained_model": cfg}))
@@ -229,7 +229,7 @@ def test_sign_flipped_shard_is_excluded_and_named(lineage, augment):
 
 def test_nothing_to_train_on_fails_in_one_line(tmp_path):
     instance = new_instance(["abc"])
-    cfg = TrainedModelConfig(**tiny_config("training.epochs=1"))
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=1").to_dict())
     result = dg.materialize([trained_model], instance=instance, resources=resources(tmp_path),
                             run_config=dg.RunConfig({"trained_model": cfg}), raise_on_error=False)
     assert not result.success

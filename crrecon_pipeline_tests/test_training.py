@@ -179,11 +179,34 @@ def test_predict_cli(prepared_dir, tmp_path, raw_dir):
 
 def test_config_overrides_and_errors(tmp_path):
     cfg = load_config("configs/default.yaml", ["training.epochs=4", "model.params.d_model=128"])
-    assert cfg["training"]["epochs"] == 4 and cfg["model"]["params"]["d_model"] == 128
-    assert cfg["model"]["params"]["nhead"] == 8 and cfg["data"]["batch_size"] == 400
+    assert cfg.training.epochs == 4 and cfg.model.params["d_model"] == 128
+    assert cfg.model.params["nhead"] == 8 and cfg.data.batch_size == 400
     with pytest.raises(ValueError, match="trainng: unknown key"):
         load_config("configs/default.yaml", ["trainng.epochs=4"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {name: nope}\n")
     with pytest.raises(ValueError, match="unknown model"):
         load_config(bad)
+
+
+def test_the_run_config_object_travels_and_round_trips_through_the_checkpoint(prepared_dir, tmp_path):
+    """train() takes the RunConfig; the checkpoint and config.json store its plain dict, which validates back into an
+    equal RunConfig (load_model returns it); a checkpoint whose config does not validate is one line naming it."""
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.train.config import RunConfig
+    from crrecon_pipeline.train.inference import load_model
+
+    cfg = tiny_config("training.epochs=1", "training.lr=0.003")
+    assert isinstance(cfg, RunConfig)
+    train(cfg, load_prepared(prepared_dir), tmp_path / "run", device="cpu", log=lambda m: None)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert type(state["config"]) is dict and RunConfig.from_dict(state["config"]) == cfg
+    assert RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())) == cfg
+    model, loaded = load_model(tmp_path / "run" / "last.pt", "cpu")
+    assert loaded == cfg and loaded.training.lr == 0.003 and not model.training
+    state["config"]["training"]["epoch"] = 1  # a key this version does not know
+    torch.save(state, tmp_path / "odd.pt")
+    with pytest.raises(ConfigError) as refused:
+        load_model(tmp_path / "odd.pt", "cpu")
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "odd.pt" in message and "training.epoch: unknown key" in message

@@ -132,10 +132,10 @@ class Augmentation:
         return bayer
 
 
-def symmetry_summary(data: dict) -> str:
-    """The images per structure a `data` config trains on, in words (logs, model card)."""
-    options = (("half-period shifts", "augment_shifts", 4), ("180-degree turn", "augment_180", 2),
-               ("90-degree turn", "augment_90", 2))
-    parts = [name for name, key, _ in options if data.get(key)]
-    n = math.prod(size for _, key, size in options if data.get(key))
+def symmetry_summary(*, turn180: bool, shifts: bool, turn90: bool) -> str:
+    """The images per structure a run trains on (its data.augment_180 / augment_shifts / augment_90), in words
+    (logs, model card)."""
+    options = (("half-period shifts", shifts, 4), ("180-degree turn", turn180, 2), ("90-degree turn", turn90, 2))
+    parts = [name for name, on, _ in options if on]
+    n = math.prod(size for _, on, size in options if on)
     return f"{n} images per structure: " + " x ".join(parts) if parts else "no symmetry augmentation"

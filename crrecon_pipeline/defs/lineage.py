@@ -10,6 +10,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from crrecon_pipeline.data.rawfiles import parse_shard_key
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.train.config import RunConfig
 
 # The blocking checks along a shard's lineage, per asset (check_finite_spectra only warns: the rows are dropped).
 BLOCKING_CHECKS = {
@@ -85,14 +86,14 @@ def training_versions(instance: dg.DagsterInstance, augment_180: bool) -> tuple[
     return chosen, excluded
 
 
-def resolve_init_from(instance: dg.DagsterInstance, cfg: dict) -> dict:
-    """training.init_from = "pretrained_model": the checkpoint of that asset's latest materialization (in place)."""
-    if cfg["training"]["init_from"] != "pretrained_model":
+def resolve_init_from(instance: dg.DagsterInstance, cfg: RunConfig) -> RunConfig:
+    """training.init_from = "pretrained_model": a new config naming the checkpoint of that asset's latest
+    materialization (`cfg` itself is left as it is); any other value: `cfg`."""
+    if cfg.training.init_from != "pretrained_model":
         return cfg
     event = instance.get_latest_materialization_event(dg.AssetKey("pretrained_model"))
     checkpoint = event.asset_materialization.metadata.get("checkpoint") if event is not None else None
     if checkpoint is None:
         raise ConfigError("training.init_from: pretrained_model has no materialization with a checkpoint yet "
                           "(materialize pretrained_model first, or give a checkpoint path, or \"\" for none)")
-    cfg["training"]["init_from"] = checkpoint.value
-    return cfg
+    return cfg.replaced("training.init_from", checkpoint.value, "training.init_from (pretrained_model)")

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run(on_record, log):
-        config = load_config(args.config)
+        config = load_config(args.config)  # the YAML trained_model wrote, validated into the RunConfig again
         versions = read_training_set(args.training_set) if args.training_set else None
         metrics = train_from_config(config, args.out, prepared_dir=args.prepared, resume="auto", device=args.device,
                                     on_record=on_record, log=log, versions=versions)

@@ -18,6 +18,6 @@ weekly_retraining = dg.ScheduleDefinition(
     run_config=run_config_for_preset(RETRAIN_PRESET),
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description=f"Retrain trained_model (and its analyses) on all prepared shards with the '{RETRAIN_PRESET}' preset "
-                f"({load_config(RETRAIN_PRESET)['training']['epochs']} epochs, configs/{RETRAIN_PRESET}.yaml; "
+                f"({load_config(RETRAIN_PRESET).training.epochs} epochs, configs/{RETRAIN_PRESET}.yaml; "
                 f"CRRECON_RETRAIN_PRESET picks another), cron '{RETRAIN_CRON}'.",
 )

@@ -17,6 +17,7 @@ from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams, _periodic_gaussian
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import predict
 
 ProgressFn = Callable[[int], None]
@@ -70,11 +71,11 @@ class DesignResult:
     history: list[dict] = field(default_factory=list)  # per step: beta, mean/max projected efficiency
 
 
-def optimize(model: torch.nn.Module, config: dict, wavelengths_nm: np.ndarray, settings: DesignSettings,
+def optimize(model: torch.nn.Module, config: RunConfig, wavelengths_nm: np.ndarray, settings: DesignSettings,
              progress: ProgressFn | None = None) -> DesignResult:
     """Adam on the latent of all N designs at once through the frozen surrogate; deterministic per seed."""
     dev = next(model.parameters()).device
-    pm1 = bool(config["data"].get("map_to_pm1", True))
+    pm1 = config.data.map_to_pm1
     model.eval().requires_grad_(False)
     start = initial_latent(settings.designs, settings.seed)
     latent = torch.tensor(start, device=dev, requires_grad=True)

@@ -82,8 +82,8 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     out_dir = Path(out_dir)
     prepared = load_prepared(prepared_dir, versions)
     k = target_shard(out_dir, shard_index)
-    model, ckpt = load_model(checkpoint, device)
-    n_bins = int(ckpt["config"]["model"].get("params", {}).get("out_len", 30))
+    model, config = load_model(checkpoint, device)
+    n_bins = config.data.out_len
     if n_bins != prepared.bayer.shape[-1]:
         raise DataError(f"{checkpoint}: the model predicts {n_bins} bins, "
                         f"{prepared_dir} holds {prepared.bayer.shape[-1]}")
@@ -91,7 +91,7 @@ def run_design(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     recorded = recorded_simulation(prepared)  # before the optimization: a bad record fails fast
     best_train, best_row = training_best(prepared, settings.bands)
 
-    result = optimize(model, ckpt["config"], lam, settings, progress)
+    result = optimize(model, config, lam, settings, progress)
     raw = simulated = sim_eff = None
     if recorded.settings is not None:
         raw, simulated = simulated_bayer(result.structures, recorded.settings, prepare_settings_of(prepared))

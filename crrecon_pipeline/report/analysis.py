@@ -5,20 +5,28 @@ epoch records (a run's metrics.jsonl, or an old run's seed-format text log)
       -> diagnosis  subset of {overfitting, plateau, divergence, still_improving, too_short, not_learning}
       -> suggestions [{parameter, action, value, reason}]: `value` is the new setting (None: keep as is), `action`
          the same for people; the next run's config is built from the values.
+The suggestions reason from the run's RunConfig (the schema's defaults when a log comes without one) and switch
+models and losses among the registered ones (MODELS, LOSSES): nothing here restates a default or a name.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
+import inspect
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from crrecon_pipeline.losses import LOSSES
+from crrecon_pipeline.models import MODELS, count_parameters
 from crrecon_pipeline.numbers import fmt, pct
 from crrecon_pipeline.train import records
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.trainlog import parse_train_log
 
 DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving", "too_short", "not_learning")
@@ -106,58 +114,125 @@ def diagnose(m: dict) -> list[str]:
     return found
 
 
-def suggest(m: dict, diagnosis: list[str], config: dict | None = None) -> list[dict]:
-    cfg = config or {}
-    model = cfg.get("model", {}).get("name", "cnn_xattn")
-    loss = cfg.get("loss", {}).get("name", "mse_pearson")
-    t = cfg.get("training", {})
-    lr, wd = float(t.get("lr", 1e-3)), float(t.get("weight_decay", 0.005))
-    epochs = int(m.get("total_epochs") or t.get("epochs", 300))
-    batch = int(cfg.get("data", {}).get("batch_size", 400))
-    out: list[dict] = []
+@dataclass
+class Advice:
+    """The suggestions so far, in order; the first diagnosis to touch a setting decides it."""
 
-    def add(parameter, action, value, reason):
-        if all(s["parameter"] != parameter for s in out):  # the first diagnosis to touch a setting decides it
-            out.append({"parameter": parameter, "action": action, "value": value, "reason": reason})
+    items: list[dict] = field(default_factory=list)
 
-    def change(parameter, verb, value, reason):
-        add(parameter, f"{verb} to {value:.2g}" if isinstance(value, float) else f"{verb} to {value}", value, reason)
+    def add(self, parameter: str, action: str, value, reason: str) -> None:
+        if all(s["parameter"] != parameter for s in self.items):
+            self.items.append({"parameter": parameter, "action": action, "value": value, "reason": reason})
 
-    if "divergence" in diagnosis:
-        change("training.lr", "decrease", float(f"{lr * 0.3:.2g}"),
-               f"{m['nonfinite_epochs']} non-finite epochs; val rose to {m['max_val_over_best']:.1f}x its best after epoch {m['best_epoch']}")
-        change("training.grad_clip", "set", 0.5, "clipping harder bounds the update that blew up")
-        change("data.batch_size", "increase", batch * 2, "larger batches give less noisy gradients")
-    if "overfitting" in diagnosis:
-        change("training.weight_decay", "increase", float(f"{wd * 4:.2g}"),
-               f"val loss rose {-m['val_trend']:.0%} over the last {WINDOW} epochs while train fell {m['train_trend']:.0%}")
-        add("training.epochs", f"stop near epoch {m['best_epoch']}", int(m["best_epoch"]),
-            f"the best validation loss came {m['epochs_since_best']} epochs before the end")
-        if model == "cnn_xattn":
-            change("model.name", "switch", "cnn_gru", "a lighter model has less capacity to memorise the training set")
-        add("data.augment_180", "keep true", None, "the 180-degree twins double the data for free")
-    if "plateau" in diagnosis:
-        add("training.lr", f"decrease to {lr * 0.5:.2g} (or restart warmup)", float(f"{lr * 0.5:.2g}"),
-            f"val loss changed {m['window_improvement']:.2%} over the last {WINDOW} epochs")
-        if model == "cnn_gru":
-            change("model.name", "switch", "cnn_xattn", "cross-attention over spatial tokens has more capacity than the GRU")
-        change("loss.name", "switch", "weighted_smooth" if loss == "mse_pearson" else "mse_pearson",
-               "a different objective can move a run stuck on one")
-        change("data.batch_size", "decrease", max(batch // 2, 8), "smaller batches add gradient noise that can escape a plateau")
-    if "still_improving" in diagnosis:
-        change("training.epochs", "increase", int(epochs * 1.5),
-               f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is the latest")
-    if "not_learning" in diagnosis:
-        ratio = m.get("mse_vs_baseline")
-        seen = (f"val MSE is {pct(ratio)} of the mean-spectrum baseline's" if ratio is not None and ratio > NOT_LEARNING_RATIO
-                else f"val loss moved only {pct(m['total_improvement'])} in {m['epochs_completed']} epochs")
-        change("training.lr", "increase", float(f"{lr * 3:.2g}"), f"{seen}: larger steps, or check the data and the loss")
-    if "too_short" in diagnosis:
-        change("training.epochs", "increase", max(2 * WINDOW, 2 * epochs),
-               f"{m['epochs_completed']} epochs are too few to judge a trend (the diagnosis looks at the last {WINDOW})")
-    if not out and m.get("epochs_completed"):
-        add("training.epochs", "keep", None, "no problem detected; compare against other runs before changing settings")
-    return out
+    def change(self, parameter: str, verb: str, value, reason: str) -> None:
+        self.add(parameter, f"{verb} to {value:.2g}" if isinstance(value, float) else f"{verb} to {value}", value,
+                 reason)
+
+
+@functools.cache
+def model_sizes() -> dict[str, int]:
+    """Parameters of each registered model at its constructor's defaults: what "lighter" and "more capacity" mean
+    when a suggestion switches models (a model added to MODELS takes part as it is; the global RNG is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        return {name: count_parameters(cls()) for name, cls in MODELS.items()}
+
+
+def neighbour_model(name: str, step: int) -> str | None:
+    """The registered model next in size to `name` (step -1: the next lighter, +1: the next larger), or None."""
+    sizes = model_sizes()
+    order = sorted(sizes, key=sizes.__getitem__)
+    i = order.index(name) + step
+    return order[i] if 0 <= i < len(order) else None
+
+
+def other_loss(name: str) -> str | None:
+    """The loss a stuck run tries: the schema's default one, or from that the next registered loss."""
+    default, names = RunConfig().loss.name, list(LOSSES)
+    other = default if name != default else names[(names.index(name) + 1) % len(names)]
+    return other if other != name else None
+
+
+def _divergence(advice: Advice, m: dict, cfg: RunConfig) -> None:
+    advice.change("training.lr", "decrease", float(f"{cfg.training.lr * 0.3:.2g}"),
+                  f"{m['nonfinite_epochs']} non-finite epochs; val rose to {m['max_val_over_best']:.1f}x its best "
+                  f"after epoch {m['best_epoch']}")
+    advice.change("training.grad_clip", "set", 0.5, "clipping harder bounds the update that blew up")
+    advice.change("data.batch_size", "increase", cfg.data.batch_size * 2, "larger batches give less noisy gradients")
+
+
+def _overfitting(advice: Advice, m: dict, cfg: RunConfig) -> None:
+    decay = cfg.training.weight_decay * 4 or RunConfig().training.weight_decay  # from 0: the schema's default
+    advice.change("training.weight_decay", "increase", float(f"{decay:.2g}"),
+                  f"val loss rose {-m['val_trend']:.0%} over the last {WINDOW} epochs while train fell "
+                  f"{m['train_trend']:.0%}")
+    advice.add("training.epochs", f"stop near epoch {m['best_epoch']}", int(m["best_epoch"]),
+               f"the best validation loss came {m['epochs_since_best']} epochs before the end")
+    lighter = neighbour_model(cfg.model.name, -1)
+    if lighter:
+        advice.change("model.name", "switch", lighter, f"a lighter model ({model_sizes()[lighter]:,} parameters at "
+                      f"its defaults, {cfg.model.name} {model_sizes()[cfg.model.name]:,}) has less capacity to "
+                      f"memorise the training set")
+    if cfg.data.augment_180:
+        advice.add("data.augment_180", "keep true", None, "the 180-degree twins double the data for free")
+    else:
+        advice.add("data.augment_180", "set to true", True, "the 180-degree twins double the data for free")
+
+
+def _plateau(advice: Advice, m: dict, cfg: RunConfig) -> None:
+    lr = cfg.training.lr
+    advice.add("training.lr", f"decrease to {lr * 0.5:.2g} (or restart warmup)", float(f"{lr * 0.5:.2g}"),
+               f"val loss changed {m['window_improvement']:.2%} over the last {WINDOW} epochs")
+    larger = neighbour_model(cfg.model.name, +1)
+    if larger:
+        advice.change("model.name", "switch", larger, f"a larger model ({model_sizes()[larger]:,} parameters at its "
+                      f"defaults, {cfg.model.name} {model_sizes()[cfg.model.name]:,}) has more capacity")
+    loss = other_loss(cfg.loss.name)
+    if loss:
+        advice.change("loss.name", "switch", loss, "a different objective can move a run stuck on one")
+    advice.change("data.batch_size", "decrease", max(cfg.data.batch_size // 2, 8),
+                  "smaller batches add gradient noise that can escape a plateau")
+
+
+def _still_improving(advice: Advice, m: dict, cfg: RunConfig) -> None:
+    epochs = m.get("total_epochs") or cfg.training.epochs
+    advice.change("training.epochs", "increase", int(epochs * 1.5),
+                  f"val loss still fell {m['window_improvement']:.1%} over the last {WINDOW} epochs and the best is "
+                  f"the latest")
+
+
+def _not_learning(advice: Advice, m: dict, cfg: RunConfig) -> None:
+    ratio = m.get("mse_vs_baseline")
+    seen = (f"val MSE is {pct(ratio)} of the mean-spectrum baseline's"
+            if ratio is not None and ratio > NOT_LEARNING_RATIO
+            else f"val loss moved only {pct(m['total_improvement'])} in {m['epochs_completed']} epochs")
+    advice.change("training.lr", "increase", float(f"{cfg.training.lr * 3:.2g}"),
+                  f"{seen}: larger steps, or check the data and the loss")
+
+
+def _too_short(advice: Advice, m: dict, cfg: RunConfig) -> None:
+    epochs = m.get("total_epochs") or cfg.training.epochs
+    advice.change("training.epochs", "increase", max(2 * WINDOW, 2 * epochs),
+                  f"{m['epochs_completed']} epochs are too few to judge a trend (the diagnosis looks at the last "
+                  f"{WINDOW})")
+
+
+# In this order: the first diagnosis to touch a setting decides it (a diverged run's lr goes down, not up).
+ADVICE = (("divergence", _divergence), ("overfitting", _overfitting), ("plateau", _plateau),
+          ("still_improving", _still_improving), ("not_learning", _not_learning), ("too_short", _too_short))
+
+
+def suggest(m: dict, diagnosis: list[str], config: RunConfig | None = None) -> list[dict]:
+    """[{parameter, action, value, reason}] for the diagnosed problems, reasoned from the run's config (the
+    schema's defaults when the log came without one)."""
+    cfg = config if config is not None else RunConfig()
+    advice = Advice()
+    for name, advise in ADVICE:
+        if name in diagnosis:
+            advise(advice, m, cfg)
+    if not advice.items and m.get("epochs_completed"):
+        advice.add("training.epochs", "keep", None,
+                   "no problem detected; compare against other runs before changing settings")
+    return advice.items
 
 
 def load_history(path: str | Path) -> list[dict]:
@@ -168,20 +243,27 @@ def load_history(path: str | Path) -> list[dict]:
     return parse_train_log(path)
 
 
-def run_history_file(run_dir: str | Path, config: dict | None = None) -> Path:
+def stored_config(run_dir: str | Path) -> RunConfig | None:
+    """The run's config.json (the trainer writes it) validated into its RunConfig; None when there is none (a
+    seed-format log on its own). One that does not validate is a one-line ConfigError naming the file."""
+    path = Path(run_dir) / "config.json"
+    return RunConfig.from_dict(json.loads(path.read_text()), str(path)) if path.is_file() else None
+
+
+def run_history_file(run_dir: str | Path, config: RunConfig | None = None) -> Path:
     """The run's metrics.jsonl, or for runs from before it existed, its text log (output.log_file)."""
     run_dir = Path(run_dir)
     if (run_dir / records.FILENAME).is_file():
         return run_dir / records.FILENAME
-    return run_dir / ((config or {}).get("output", {}).get("log_file") or "train_log.txt")
+    return run_dir / (config or RunConfig()).output.log_file
 
 
-def analyze_log(path: str | Path, config: dict | None = None) -> dict:
+def analyze_log(path: str | Path, config: RunConfig | None = None) -> dict:
     """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions; a
     metrics.jsonl's final record gives the ratio to baseline that `not_learning` also looks at)."""
     path = Path(path)
-    if config is None and (path.parent / "config.json").exists():
-        config = json.loads((path.parent / "config.json").read_text())
+    if config is None:
+        config = stored_config(path.parent)
     history = load_history(path)
     final = records.final_record(records.read_records(path)) if path.suffix == ".jsonl" else None
     metrics = compute_metrics(history, final)
@@ -201,7 +283,7 @@ def analyze_log(path: str | Path, config: dict | None = None) -> dict:
 def analyze_run(run_dir: str | Path) -> dict:
     """A run folder's analysis, from its structured records when it has them."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    config = stored_config(run_dir)
     return analyze_log(run_history_file(run_dir, config), config) | {"final": _final_metrics(run_dir)}
 
 
@@ -237,35 +319,29 @@ def report_markdown(result: dict) -> str:
 
 def _params_for(section: str, name: str, params: dict) -> dict:
     """Keep the parameters the new model/loss also takes (widths, dropouts...), drop the others."""
-    import inspect
-
-    from crrecon_pipeline.losses import LOSSES
-    from crrecon_pipeline.models import MODELS
-
     accepted = inspect.signature((MODELS if section == "model" else LOSSES)[name]).parameters
     return {k: v for k, v in params.items() if k in accepted}
 
 
-def apply_suggestions(config: dict, suggestions: list[dict]) -> dict:
-    """The next run's config: each suggestion's `value` set on a copy of `config` (None means keep)."""
-    nxt = copy.deepcopy(config)
+def apply_suggestions(config: RunConfig, suggestions: list[dict]) -> RunConfig:
+    """The next run's config: each suggestion's `value` set (None means keep), as a new validated RunConfig;
+    `config` is left as it is. A new model or loss keeps the parameters it also takes."""
+    changes = {}
     for s in suggestions:
         if s.get("value") is None:
             continue
         section, _, key = s["parameter"].partition(".")
-        if section not in nxt or key not in nxt[section]:
-            continue
         if key == "name":
-            nxt[section]["params"] = _params_for(section, s["value"], nxt[section].get("params", {}))
-        nxt[section][key] = s["value"]
-    return nxt
+            changes[f"{section}.params"] = _params_for(section, s["value"], getattr(config, section).params)
+        changes[s["parameter"]] = s["value"]
+    return config.with_overrides(changes, "next run")
 
 
 # ------------------------------------------------------------------------------------------------ across runs
 
-SETTING_COLUMNS = {"model": ("model", "name"), "loss": ("loss", "name"), "lr": ("training", "lr"),
-                   "batch_size": ("data", "batch_size"), "epochs": ("training", "epochs"),
-                   "weight_decay": ("training", "weight_decay"), "augment_180": ("data", "augment_180")}
+SETTING_COLUMNS = {"model": "model.name", "loss": "loss.name", "lr": "training.lr", "batch_size": "data.batch_size",
+                   "epochs": "training.epochs", "weight_decay": "training.weight_decay",
+                   "augment_180": "data.augment_180"}
 
 
 def _final_metrics(run: Path) -> dict | None:
@@ -285,10 +361,9 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
         metrics = _final_metrics(run)
         if metrics is None:
             continue
-        config = json.loads((run / "config.json").read_text())
-        row = {"run": run.name, "config": config}
-        for col, (section, key) in SETTING_COLUMNS.items():
-            row[col] = config.get(section, {}).get(key)
+        config = stored_config(run)
+        settings = config.flat()
+        row = {"run": run.name, "config": config} | {col: settings[key] for col, key in SETTING_COLUMNS.items()}
         row["params"] = metrics.get("n_params")
         for key in ("val_mse", "baseline_val_mse", "val_pearson", "best_epoch", "epochs_completed", "samples_per_s"):
             row[key] = metrics.get(key)
@@ -361,5 +436,5 @@ def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
         "best_mse_vs_baseline": float(passing.iloc[0]["mse_vs_baseline"]) if best else None,
         "suggestions_applied": suggestions,
         "next_config": nxt,
-        "next_config_yaml": yaml.safe_dump(nxt, sort_keys=False),
+        "next_config_yaml": yaml.safe_dump(nxt.to_dict(), sort_keys=False),
     }

@@ -12,7 +12,7 @@ from crrecon_pipeline.data.symmetry import symmetry_summary
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS, count_parameters, get_model
 from crrecon_pipeline.numbers import fmt, pct
-from crrecon_pipeline.train.config import flatten
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import PIXELS
 
 
@@ -40,14 +40,16 @@ def field_line(metrics: dict) -> str:
     return f"\nPer-pixel MSE {pixels}; peak wavelength error {fmt(metrics['val_peak_error_nm'])} nm{routing}."
 
 
-def model_card(config: dict, metrics: dict, model: nn.Module | None = None) -> str:
-    model = model or get_model(config["model"]["name"], **config["model"]["params"])
+def model_card(config: RunConfig, metrics: dict, model: nn.Module | None = None) -> str:
+    model = model or get_model(config.model.name, **config.model.params)
     ratio = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else float("nan")
-    doc = (sys.modules[MODELS[config["model"]["name"]].__module__].__doc__ or "").strip().split("\n\n")[0]
-    hyper = "\n".join(f"| `{k}` | {fmt(v)} |" for k, v in flatten(config).items())
+    doc = (sys.modules[MODELS[config.model.name].__module__].__doc__ or "").strip().split("\n\n")[0]
+    hyper = "\n".join(f"| `{k}` | {fmt(v)} |" for k, v in config.flat().items())
+    d = config.data
+    images = symmetry_summary(turn180=d.augment_180, shifts=d.augment_shifts, turn90=d.augment_90)
     training_set = metrics.get("training_set") or {}
     data = "\n".join(f"| {k} | `{v['version']}` | {v['rows']:,} |" for k, v in training_set.items())
-    return f"""### {config['model']['name']} · {count_parameters(model):,} parameters
+    return f"""### {config.model.name} · {count_parameters(model):,} parameters
 
 {doc}
 
@@ -56,11 +58,11 @@ val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum ba
 Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.{field_line(metrics)}
 Device {metrics.get('device')}, {fmt(metrics.get('samples_per_s'))} samples/s.
 
-**Loss** `{config['loss']['name']}`: {loss_formula(config['loss']['name'], config['loss']['params'])}
+**Loss** `{config.loss.name}`: {loss_formula(config.loss.name, config.loss.params)}
 
-**Split**: {metrics.get('train_samples', 0):,} training samples ({symmetry_summary(config['data'])}),
+**Split**: {metrics.get('train_samples', 0):,} training samples ({images}),
 {metrics.get('val_samples', 0):,} validation structures; split by a structure hash shared by all images of a
-structure under the symmetry group (train_ratio {config['data'].get('train_ratio')}).
+structure under the symmetry group (train_ratio {d.train_ratio}).
 
 **Architecture**
 

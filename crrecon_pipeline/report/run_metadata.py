@@ -11,6 +11,7 @@ from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.plots import markdown_image, plot_loss_curves
 from crrecon_pipeline.report.modelcard import model_card
 from crrecon_pipeline.train import records
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import PIXELS
 
 FIELD_KEYS = tuple(f"val_mse_{p}" for p in PIXELS) + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency")
@@ -63,7 +64,7 @@ def progress_line(record: dict) -> str:
     return f"{record['progress']} (batch {record['batch']}/{record['batches']})"
 
 
-def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]:
+def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, object]]:
     """The materialization's metadata as {key: (type, value)}; types: float, int, text, path, md."""
     init = {}
     if metrics.get("init_from"):  # fine-tuned: where the weights came from and what did not fit
@@ -83,8 +84,8 @@ def final_metadata(metrics: dict, config: dict) -> dict[str, tuple[str, object]]
         "device": ("text", metrics["device"]),
         "train_samples": ("int", metrics["train_samples"]),
         "val_samples": ("int", metrics["val_samples"]),
-        "model": ("text", config["model"]["name"]),
-        "loss": ("text", config["loss"]["name"]),
+        "model": ("text", config.model.name),
+        "loss": ("text", config.loss.name),
         "checkpoint": ("path", metrics["best_checkpoint"]),
         "run_dir": ("path", metrics["run_dir"]),
         "metrics_log": ("path", metrics["metrics_log"]),

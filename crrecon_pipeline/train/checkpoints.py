@@ -15,7 +15,7 @@ import torch
 
 from crrecon_pipeline.data.npyio import atomic_output
 from crrecon_pipeline.errors import ConfigError, DataError
-from crrecon_pipeline.train.config import differing_keys
+from crrecon_pipeline.train.config import RunConfig, differing_keys
 
 CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
 RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file")
@@ -45,25 +45,26 @@ def latest(run_dir: Path) -> Path | None:
     return last if last.is_file() else None
 
 
-def check_resumable(state: dict, requested: dict, path: Path) -> list[str]:
-    """The changed keys that a resume may carry over (only those in RESUMABLE_CHANGES); ConfigError otherwise."""
+def check_resumable(state: dict, requested: RunConfig, path: Path) -> list[str]:
+    """The changed keys that a resume may carry over (only those in RESUMABLE_CHANGES); ConfigError otherwise.
+    The checkpoint's config is compared as the plain dict it was stored as (older checkpoints too)."""
     if int(state.get("format", 1)) < CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: made by an older version (format {state.get('format', 1)}); start a new run "
                           f"with --init-weights {path}")
-    changed = differing_keys(state["config"], requested)
+    changed = differing_keys(state["config"], requested.to_dict())
     refused = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
     if refused:
         raise ConfigError(f"{path}: cannot resume, the config differs in {', '.join(refused)} "
                           f"(start a new run, or --init-weights {path} for its weights only)")
-    if requested["training"]["epochs"] < int(state["epoch"]):
-        raise ConfigError(f"{path}: cannot resume, training.epochs={requested['training']['epochs']} but the "
+    if requested.training.epochs < int(state["epoch"]):
+        raise ConfigError(f"{path}: cannot resume, training.epochs={requested.training.epochs} but the "
                           f"checkpoint has already trained {state['epoch']} epochs")
     return changed
 
 
-def load_weights(model: torch.nn.Module, state: dict, requested: dict, path: Path) -> list[str]:
+def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path: Path) -> list[str]:
     """Copy the matching tensors of `state` into `model`; the names skipped for a shape mismatch are returned."""
-    theirs, ours = state["config"]["model"]["name"], requested["model"]["name"]
+    theirs, ours = state["config"]["model"]["name"], requested.model.name
     if theirs != ours:
         raise ConfigError(f"{path}: a {theirs} checkpoint cannot initialize model {ours}")
     own = model.state_dict()
@@ -80,7 +81,7 @@ def load_weights(model: torch.nn.Module, state: dict, requested: dict, path: Pat
     return skipped
 
 
-def check_same_architecture(model: torch.nn.Module, state: dict, requested: dict, path: Path) -> None:
+def check_same_architecture(model: torch.nn.Module, state: dict, requested: RunConfig, path: Path) -> None:
     """A resume needs every tensor to fit; say which does not, in one line (not a size-mismatch traceback)."""
     skipped = load_weights(model, state, requested, path)
     if skipped:

@@ -2,7 +2,10 @@
 output, plus seed) used by the CLI, the launchpad (defs/assets/training.py mirrors it) and every torchrun rank.
 
 Defaults, ranges and field names live here only. Unknown keys are refused at every level with the dotted key named;
-`model.params` / `loss.params` are checked by binding them to the registered constructor's signature. Presets ship
+`model.params` / `loss.params` are checked by binding them to the registered constructor's signature. Every
+RunConfig is validated (that check included) and frozen: the object travels through the trainer, the reports and
+the Dagster layer, a change is a new validated object (`replaced`, `with_overrides`), and `to_dict()` is the plain
+form for files (checkpoints, config.json, the torchrun ranks' YAML), read back by `RunConfig.from_dict`. Presets ship
 inside the package (crrecon_pipeline/presets/*.yaml, read on demand, never at import); the top-level `configs/`
 folder is the user-facing copy of them.
 """
@@ -12,20 +15,22 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crrecon_pipeline.errors import ConfigError
 
 
 class Section(BaseModel):
-    """Unknown keys are an error, not a silently ignored typo (`training.epoch: 1`)."""
+    """Unknown keys are an error, not a silently ignored typo (`training.epoch: 1`). Frozen: what was validated is
+    what every later reader sees (model.params / loss.params are plain dicts: read them, copy before changing)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
 
 def _finite(value: float) -> float:
@@ -88,7 +93,7 @@ class OutputConfig(Section):
 
 
 class RunConfig(Section):
-    """A whole run: the seed's YAML structure."""
+    """A whole run: the seed's YAML structure, validated (constructor parameters included) and never changed."""
 
     seed: int = Field(0, description="seeds the initialization and the shuffling")
     data: DataConfig = DataConfig()
@@ -97,15 +102,60 @@ class RunConfig(Section):
     training: TrainingConfig = TrainingConfig()
     output: OutputConfig = OutputConfig()
 
+    @model_validator(mode="after")
+    def _registered(self) -> RunConfig:
+        """The names are registered, the params bind to their constructors, and a model's out_len is the data's:
+        checked here so that no RunConfig exists that would fail only when the model is built."""
+        from crrecon_pipeline.losses import LOSSES
+        from crrecon_pipeline.models import MODELS
+
+        _check_params("model", self.model.name, self.model.params, MODELS)
+        _check_params("loss", self.loss.name, self.loss.params, LOSSES)
+        out_len = self.model.params.get("out_len")
+        if out_len is not None and out_len != self.data.out_len:
+            raise ConfigError(f"model.params.out_len: {out_len} differs from data.out_len {self.data.out_len}")
+        return self
+
+    @classmethod
+    def from_dict(cls, config: Any, source: str = "config") -> RunConfig:
+        """A plain mapping (a YAML file, config.json, a checkpoint's config) validated, every default filled in;
+        a one-line ConfigError `source: dotted.key: problem` otherwise."""
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(config).__name__}")
+        try:
+            return cls.model_validate(dict(config))
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+
+    def to_dict(self) -> dict:
+        """Plain data (a fresh copy) for checkpoints, config.json, JSON metadata and the torchrun ranks' YAML."""
+        return self.model_dump()
+
+    def flat(self) -> dict:
+        """{'training.epochs': 30, 'model.params.d_model': 64, ...}: the dotted keys with their values."""
+        return flatten(self.to_dict())
+
+    def with_overrides(self, changes: Mapping[str, Any], source: str = "config") -> RunConfig:
+        """A NEW validated config with each dotted key of `changes` set to its value; this one is left as it is."""
+        config = self.to_dict()
+        for key, value in changes.items():
+            assign_dotted(config, key, value, f"{source}: {key}")
+        return RunConfig.from_dict(config, source)
+
+    def replaced(self, key: str, value: Any, source: str = "config") -> RunConfig:
+        """A NEW validated config with one dotted key changed (`replaced("training.init_from", path)`)."""
+        return self.with_overrides({key: value}, source)
+
 
 SECTIONS = tuple(RunConfig.model_fields)
-DEFAULTS: dict = RunConfig().model_dump()
 
 
 # ---------------------------------------------------------------------------------------------------- validation
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "config"
+    if not error["loc"]:  # RunConfig's own check: its message starts with the dotted key
+        return error["msg"].removeprefix("Value error, ")
+    key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     msg = error["msg"].removeprefix("Value error, ")
@@ -129,28 +179,12 @@ def _check_params(section: str, name: str, params: dict, registry: dict) -> None
         raise ConfigError(f"{section}.params: {exc} for {section} {name}") from None
 
 
-def validate(config: dict | BaseModel, source: str = "config") -> dict:
-    """The config as a plain dict with every default filled in; ConfigError naming the dotted key otherwise."""
+def validate(config: Mapping | BaseModel, source: str = "config") -> RunConfig:
+    """The validated RunConfig of a mapping, of the launchpad's dg.Config or of a RunConfig (checked again);
+    ConfigError naming the dotted key otherwise."""
     if isinstance(config, BaseModel):
         config = config.model_dump()
-    if not isinstance(config, dict):
-        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(config).__name__}")
-    try:
-        model = RunConfig.model_validate(config)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
-    from crrecon_pipeline.losses import LOSSES
-    from crrecon_pipeline.models import MODELS
-
-    try:
-        _check_params("model", model.model.name, model.model.params, MODELS)
-        _check_params("loss", model.loss.name, model.loss.params, LOSSES)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    out_len = model.model.params.get("out_len")
-    if out_len is not None and out_len != model.data.out_len:
-        raise ConfigError(f"{source}: model.params.out_len: {out_len} differs from data.out_len {model.data.out_len}")
-    return model.model_dump()
+    return RunConfig.from_dict(config, source)
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -173,22 +207,26 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML ({' '.join(str(exc).split())[:200]})") from None
 
 
+def assign_dotted(config: dict, key: str, value: Any, label: str) -> dict:
+    """Set `training.epochs` in a plain (not yet validated) mapping, in place; `label` starts the error lines."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"{label}: not a dotted key like training.epochs")
+    node = config
+    for depth, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{label}: {'.'.join(parts[:depth + 1])} is not a section")
+    node[parts[-1]] = value
+    return config
+
+
 def set_dotted(config: dict, assignment: str) -> dict:
     """Apply `training.epochs=4` in place (the value is parsed as YAML: numbers, booleans, lists)."""
     if "=" not in assignment:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     key, raw = (s.strip() for s in assignment.split("=", 1))
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {key}: not a dotted key like training.epochs")
-    value = _parse_yaml(raw, f"--set {key}")
-    node = config
-    for depth, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
-    node[parts[-1]] = value
-    return config
+    return assign_dotted(config, key, _parse_yaml(raw, f"--set {key}"), f"--set {key}")
 
 
 def read_config(path: str | Path) -> tuple[dict, str]:
@@ -208,8 +246,9 @@ def read_config(path: str | Path) -> tuple[dict, str]:
     return loaded, source
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """A preset (a YAML path, or a packaged preset's name) over the defaults, then the --set overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A preset (a YAML path, or a packaged preset's name) over the defaults, then the --set overrides, validated
+    once as a whole (an override may repair what the file alone would fail on)."""
     config, source = read_config(path) if path is not None else ({}, "config")
     config = copy.deepcopy(config)
     for item in overrides:

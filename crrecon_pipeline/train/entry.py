@@ -13,10 +13,11 @@ from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.transforms import PrepareSettings
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.train import records
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.loop import train
 
 
-def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | None = None,
+def train_from_config(config: RunConfig, out_dir: str | Path, raw_dir: str | Path | None = None,
                       prepared_dir: str | Path | None = None, resume: str | None = None, device: str = "auto",
                       on_record: records.RecordCallback | None = None, log: Callable[[str], None] | None = None,
                       versions: dict | None = None) -> dict:
@@ -31,7 +32,7 @@ def train_from_config(config: dict, out_dir: str | Path, raw_dir: str | Path | N
             raise ConfigError("under torchrun, run `crrecon preprocess` first and pass --prepared (ranks would race)")
         prepared_dir = out_dir / "prepared"
         log(f"preprocessing {raw_dir} -> {prepared_dir}")
-        preprocess(raw_dir, prepared_dir, PrepareSettings(n_bins=int(config["data"]["out_len"])))
+        preprocess(raw_dir, prepared_dir, PrepareSettings(n_bins=config.data.out_len))
     if prepared_dir is None:
         prepared_dir = default_prepared_dir()
     prepared = load_prepared(prepared_dir, versions)

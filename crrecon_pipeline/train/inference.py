@@ -12,27 +12,30 @@ from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.train import checkpoints
 from crrecon_pipeline.train.batches import unpack_to_inputs
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.setup import build_model, resolve_device
 
 CHUNK_ROWS = 4096  # rows read, checked and predicted at a time: memory stays bounded for any file size
 
 
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, dict]:
+def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, RunConfig]:
+    """(the model in eval mode, the RunConfig it was trained with). The checkpoint stores its config as a plain
+    dict; it is validated again here, so a config this version cannot read is one line naming the file."""
     dev = resolve_device(device)
     ckpt = checkpoints.load(checkpoint, dev)
-    model = build_model(ckpt["config"]).to(dev)
+    config = RunConfig.from_dict(ckpt["config"], f"{checkpoint} (its stored config)")
+    model = build_model(config).to(dev)
     model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
+    return model.eval(), config
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, config: dict, structures: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(model: torch.nn.Module, config: RunConfig, structures: np.ndarray, batch_size: int = 256) -> np.ndarray:
     dev = next(model.parameters()).device
-    pm1 = bool(config["data"].get("map_to_pm1", True))
+    pm1 = config.data.map_to_pm1
     out = [model(unpack_to_inputs(structures[i:i + batch_size], dev, pm1)).float().cpu().numpy()
            for i in range(0, len(structures), batch_size)]
-    out_len = int(config["data"].get("out_len", 30))
-    return np.concatenate(out) if out else np.zeros((0, 2, 2, out_len), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, 2, 2, config.data.out_len), np.float32)
 
 
 def _binary_encoding(rows: np.ndarray, first: int, path: Path) -> frozenset:
@@ -51,13 +54,13 @@ def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: 
     header = read_header(structures_path)
     if header.shape[1:] not in ((1, N_PIX, N_PIX), (N_PIX, N_PIX)):
         raise DataError(f"{structures_path}: structures must have shape (N, 1, 128, 128), got {header.shape}")
-    model, ckpt = load_model(checkpoint, device)
-    out_len = int(ckpt["config"]["data"].get("out_len", 30))
+    model, config = load_model(checkpoint, device)
+    out_len = config.data.out_len
     seen: set = set()
     with AtomicNpyWriter(out_path, (header.shape[0], 2, 2, out_len), np.float32) as writer:
         for first, rows in iter_chunks(header, CHUNK_ROWS):
             seen |= _binary_encoding(rows, first, header.path)
             if not (seen <= {0, 1} or seen <= {0, 255}):
                 raise DataError(f"{header.path}: mixes {{0,1}} and {{0,255}} encodings (rows up to {first + len(rows) - 1})")
-            writer.write(predict(model, ckpt["config"], rows).astype(np.float32))
+            writer.write(predict(model, config, rows).astype(np.float32))
     return {"rows": header.shape[0], "out": str(out_path.resolve()), "shape": [header.shape[0], 2, 2, out_len]}

@@ -32,6 +32,7 @@ from crrecon_pipeline.losses import get_loss
 from crrecon_pipeline.models import count_parameters
 from crrecon_pipeline.train import checkpoints, distributed, records, trainlog
 from crrecon_pipeline.train.batches import DeviceData
+from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model, resolve_device
@@ -50,9 +51,10 @@ def predict_batches(model, data: DeviceData, idx: torch.Tensor, batch_size: int,
 
 @dataclass
 class Run:
-    """Everything setup builds and the epochs update."""
+    """Everything setup builds and the epochs update; `config` is the validated run config, read as typed
+    attributes (stored in checkpoints and config.json as its plain dict)."""
 
-    config: dict
+    config: RunConfig
     run_dir: Path
     dev: torch.device
     ranks: distributed.DistContext
@@ -77,25 +79,31 @@ class Run:
 
     @property
     def epochs(self) -> int:
-        return int(self.config["training"]["epochs"])
+        return self.config.training.epochs
 
     @property
     def batch_size(self) -> int:
-        return int(self.config["data"]["batch_size"])
+        return self.config.data.batch_size
 
     @property
     def pm1(self) -> bool:
-        return bool(self.config["data"]["map_to_pm1"])
+        return self.config.data.map_to_pm1
 
     def autocast(self):
         return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
-    def path(self, key: str) -> Path:
-        """Files named by config, inside the run folder (config.py refuses absolute paths and '..')."""
-        return self.run_dir / self.config["output"][key]
+    @property
+    def log_file(self) -> Path:
+        """output.log_file inside the run folder (config.py refuses absolute paths and '..')."""
+        return self.run_dir / self.config.output.log_file
+
+    @property
+    def output_dir(self) -> Path:
+        """output.dir inside the run folder: figures and sample predictions."""
+        return self.run_dir / self.config.output.dir
 
     def state(self, epoch: int) -> dict:
-        state = {"format": checkpoints.CHECKPOINT_FORMAT, "config": self.config, "epoch": epoch,
+        state = {"format": checkpoints.CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": epoch,
                  "best_val": self.best_val, "history": self.history, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
@@ -105,7 +113,7 @@ class Run:
         return state
 
 
-def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "auto", resume: str | None = None,
+def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: str = "auto", resume: str | None = None,
           on_record: records.RecordCallback | None = None, log: Callable[[str], None] = print) -> dict:
     """Train per `config` on `prepared`; returns the final metrics (also in run_dir/metrics.json). Every record
     (progress, epoch, final) goes to run_dir/metrics.jsonl and to `on_record` (rank 0 only under torchrun)."""
@@ -127,20 +135,20 @@ def train(config: dict, prepared: Prepared, run_dir: str | Path, device: str = "
         ranks.close()
 
 
-def _setup(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, ranks: distributed.DistContext) -> Run:
-    d, t = config["data"], config["training"]
-    torch.manual_seed(int(config["seed"]))
-    if prepared.bayer.shape[-1] != int(d["out_len"]):
-        raise DataError(f"prepared data has {prepared.bayer.shape[-1]} spectral bins, data.out_len is {d['out_len']}")
-    train_rows, val_rows = split_rows(prepared.structures.packed, float(d["train_ratio"]))
+def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.device,
+           ranks: distributed.DistContext) -> Run:
+    d, t = config.data, config.training
+    torch.manual_seed(config.seed)
+    if prepared.bayer.shape[-1] != d.out_len:
+        raise DataError(f"prepared data has {prepared.bayer.shape[-1]} spectral bins, data.out_len is {d.out_len}")
+    train_rows, val_rows = split_rows(prepared.structures.packed, d.train_ratio)
     if len(val_rows) == 0 or len(train_rows) == 0:
-        raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d['train_ratio']}")
-    augment = bool(d["augment_180"])
-    data = DeviceData(prepared, dev, with_rotated=augment,
-                      augmentation=Augmentation(shifts=d["augment_shifts"], turn90=d["augment_90"]))
-    stored = np.concatenate([train_rows, train_rows + data.m]) if augment else train_rows
+        raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d.train_ratio}")
+    data = DeviceData(prepared, dev, with_rotated=d.augment_180,
+                      augmentation=Augmentation(shifts=d.augment_shifts, turn90=d.augment_90))
+    stored = np.concatenate([train_rows, train_rows + data.m]) if d.augment_180 else train_rows
     train_idx = torch.as_tensor(data.samples(stored), device=dev)
-    tail = len(train_idx) % int(d["batch_size"])
+    tail = len(train_idx) % d.batch_size
     if 0 < tail < ranks.world:  # every rank must take part in every step: drop a tail too short to share
         train_idx = train_idx[: len(train_idx) - tail]
 
@@ -155,23 +163,23 @@ def _setup(config: dict, prepared: Prepared, run_dir: Path, dev: torch.device, r
     net = model
     if ranks.world > 1:  # gradients averaged across ranks; `model` stays the plain module (checkpoints, evaluation)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]),
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                   **({"fused": True} if dev.type == "cuda" else {}))
-    steps_per_epoch = math.ceil(len(train_idx) / int(d["batch_size"]))
-    schedule = Schedule.fresh(int(t["epochs"]) * steps_per_epoch, float(t["warmup_ratio"]))
+    steps_per_epoch = math.ceil(len(train_idx) / d.batch_size)
+    schedule = Schedule.fresh(t.epochs * steps_per_epoch, t.warmup_ratio)
     return Run(config=config, run_dir=run_dir, dev=dev, ranks=ranks, prepared=prepared, data=data,
                train_idx=train_idx, val_idx=torch.as_tensor(val_rows, device=dev), model=model, net=net,
-               loss_fn=get_loss(config["loss"]["name"], **config["loss"]["params"]), optimizer=optimizer,
+               loss_fn=get_loss(config.loss.name, **config.loss.params), optimizer=optimizer,
                schedule=schedule, scheduler=schedule.scheduler(optimizer),
-               shuffler=torch.Generator(device="cpu").manual_seed(int(config["seed"])), mean_spectrum=mean_spectrum,
+               shuffler=torch.Generator(device="cpu").manual_seed(config.seed), mean_spectrum=mean_spectrum,
                steps_per_epoch=steps_per_epoch,
-               use_bf16=bool(t["use_amp"]) and dev.type == "cuda" and torch.cuda.is_bf16_supported())
+               use_bf16=t.use_amp and dev.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
 def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     """Resume a run exactly (or with a schedule rebuilt for a new training.epochs), or start from init weights."""
     path = checkpoints.latest(run.run_dir) if resume == "auto" else (Path(resume) if resume else None)
-    init_from = run.config["training"]["init_from"]
+    init_from = run.config.training.init_from
     if path is not None:
         state = checkpoints.load(path, run.dev)
         changed = checkpoints.check_resumable(state, run.config, path)
@@ -195,15 +203,17 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         run.start_epoch, run.best_val, run.history = done + 1, float(state["best_val"]), list(state["history"])
         if run.ranks.is_main:  # lines and records of epochs after the checkpoint are redone: forget them
-            trainlog.drop_epochs_after(run.path("log_file"), done)
+            trainlog.drop_epochs_after(run.log_file, done)
             records.drop_epochs_after(run.run_dir / records.FILENAME, done)
         log(f"resumed from {path} at epoch {done}/{run.epochs}")
     elif init_from:
         _init_weights(run, init_from, log)
     n = len(run.train_idx)
-    log(f"model {run.config['model']['name']}: {count_parameters(run.model):,} parameters on {run.dev}"
+    d = run.config.data
+    images = symmetry_summary(turn180=d.augment_180, shifts=d.augment_shifts, turn90=d.augment_90)
+    log(f"model {run.config.model.name}: {count_parameters(run.model):,} parameters on {run.dev}"
         f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''}; {n} training samples "
-        f"({symmetry_summary(run.config['data'])}), {len(run.val_idx)} validation")
+        f"({images}), {len(run.val_idx)} validation")
     log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in run.prepared.training_set().items()))
 
 
@@ -226,7 +236,7 @@ def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
 def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
     """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
     run.net.train()
-    t = run.config["training"]
+    grad_clip = run.config.training.grad_clip
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
     total, count = torch.zeros((), device=run.dev), 0
     pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
@@ -237,8 +247,8 @@ def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.
             loss = run.loss_fn(run.net(x).float(), y)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if t["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(t["grad_clip"]))
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip)
         run.optimizer.step()
         run.scheduler.step()
         total += loss.detach() * len(idx)
@@ -252,8 +262,8 @@ def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.
 
 def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
     clock = records.Clock(run.start_epoch, run.epochs)
-    save_every = int(run.config["training"]["save_every"])
-    with open(run.path("log_file"), "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
+    save_every = run.config.training.save_every
+    with open(run.log_file, "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
         for epoch in range(run.start_epoch, run.epochs + 1):
             t0 = time.perf_counter()
             train_loss, samples = _run_epoch(run, epoch, clock, metrics_log)
@@ -308,14 +318,14 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
         "val_samples": len(run.val_idx),
         "samples_per_s": float(np.median([h["samples_per_s"] for h in history])) if history else 0.0,
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])) if history else 0.0,
-        "model": run.config["model"]["name"],
-        "loss": run.config["loss"]["name"],
+        "model": run.config.model.name,
+        "loss": run.config.loss.name,
         "run_dir": str(run.run_dir.resolve()),
-        "log": str(run.path("log_file").resolve()),
+        "log": str(run.log_file.resolve()),
         "training_set": run.prepared.training_set(),
         "metrics_log": str((run.run_dir / records.FILENAME).resolve()),
-        "loss_curves": str((run.path("dir") / "loss_curves.png").resolve()),
-        "predictions": str((run.path("dir") / "predictions.png").resolve()),
+        "loss_curves": str((run.output_dir / "loss_curves.png").resolve()),
+        "predictions": str((run.output_dir / "predictions.png").resolve()),
     } | run.init
     return metrics, val_pred
 
@@ -324,13 +334,13 @@ def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: reco
     """Figures, sample predictions, metrics.json / config.json and the final record (rank 0)."""
     from crrecon_pipeline.plots import plot_loss_curves, plot_predictions
 
-    out = run.path("dir")
+    out = run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(out / "val_predictions.npy", val_pred[:64].cpu().numpy())
     plot_loss_curves(run.history, metrics["loss_curves"])
     sample = run.val_idx[:4]
     plot_predictions(run.data.inputs(sample, False)[:, 0].cpu().numpy(), run.data.targets[sample].cpu().numpy(),
                      val_pred[:4].cpu().numpy(), run.prepared.wavelengths_nm, metrics["predictions"])
-    write_text_atomic(run.run_dir / "config.json", json.dumps(run.config, indent=2) + "\n")
+    write_text_atomic(run.run_dir / "config.json", json.dumps(run.config.to_dict(), indent=2) + "\n")
     write_text_atomic(run.run_dir / "metrics.json", json.dumps(records.json_safe(metrics), indent=2) + "\n")
     metrics_log.emit({"kind": "final"} | metrics)

@@ -9,6 +9,7 @@ import torch
 
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.models import MODELS, get_model
+from crrecon_pipeline.train.config import RunConfig
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -28,9 +29,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def build_model(config: dict) -> torch.nn.Module:
-    """The registered model with its params; its out_len is data.out_len unless the params name it."""
-    name, params = config["model"]["name"], dict(config["model"].get("params", {}))
-    if name in MODELS and "out_len" in inspect.signature(MODELS[name]).parameters:
-        params.setdefault("out_len", int(config["data"]["out_len"]))
+def build_model(config: RunConfig) -> torch.nn.Module:
+    """The registered model with its params; its out_len is data.out_len unless the params name it (validation
+    made them agree)."""
+    name, params = config.model.name, dict(config.model.params)
+    if "out_len" in inspect.signature(MODELS[name]).parameters:
+        params.setdefault("out_len", config.data.out_len)
     return get_model(name, **params)

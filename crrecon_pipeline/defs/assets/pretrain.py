@@ -71,7 +71,7 @@ def pretrained_model(context: dg.AssetExecutionContext, config: PretrainedModelC
     with bad_input_fails_step():
         cfg = validate(config.model_dump(exclude={"simulator"}), "run config")
         data = pretrain_data(config.simulator, simulator)
-        prepare = PrepareSettings(binning=filtering.binning, n_bins=int(cfg["data"]["out_len"]))
+        prepare = PrepareSettings(binning=filtering.binning, n_bins=cfg.data.out_len)
         prepared, reused = prepare_pretraining(data, paths.home, prepare, simulator.device,
                                                LogProgress(context.log, data.rows, "simulate pretraining rows"),
                                                log=context.log.info)

@@ -51,13 +51,13 @@ def launchpad_class(core: type[BaseModel], defaults: BaseModel, name: str) -> ty
     return create_model(name, __base__=dg.Config, __doc__=core.__doc__, **fields)
 
 
-TrainedModelConfig = launchpad_class(RunConfig, RunConfig(**load_config(LAUNCHPAD_PRESET)), "TrainedModelConfig")
+TrainedModelConfig = launchpad_class(RunConfig, load_config(LAUNCHPAD_PRESET), "TrainedModelConfig")
 TrainedModelConfig.__doc__ = f"configs/*.yaml in the launchpad; the defaults are the {LAUNCHPAD_PRESET} preset (CPU, minutes)."
 
 
 def run_config_for_preset(name: str) -> dg.RunConfig:
     """A RunConfig for train_job from a packaged preset (used by the schedule and the demo)."""
-    return dg.RunConfig({"trained_model": TrainedModelConfig(**load_config(name))})
+    return dg.RunConfig({"trained_model": TrainedModelConfig(**load_config(name).to_dict())})
 
 
 def dagster_metadata(metadata: dict) -> dict:
@@ -125,7 +125,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
         cfg = resolve_init_from(context.instance, validate(config.model_dump(), "run config"))
-    prepared, excluded = training_data(context, paths, cfg["data"]["augment_180"])
+    prepared, excluded = training_data(context, paths, cfg.data.augment_180)
     lineage = {"training_set": dg.MetadataValue.json(prepared.training_set()),
                "excluded_shards": dg.MetadataValue.json(excluded)}
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
@@ -176,11 +176,11 @@ class _Relay:
         return getattr(self._handler, name)
 
 
-def train_under_pipes(context: dg.AssetExecutionContext, cfg: dict, run_dir: Path, data_args: list[str],
+def train_under_pipes(context: dg.AssetExecutionContext, cfg: RunConfig, run_dir: Path, data_args: list[str],
                       device: TrainingDevice) -> dg.MaterializeResult:
     """Data-parallel training in `device.processes` torchrun ranks; rank 0 reports through Dagster Pipes."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = write_text_atomic(run_dir / "run_config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    config_path = write_text_atomic(run_dir / "run_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     errors: list[str] = []
     live = LiveCurves.for_run(run_dir)
 
