@@ -8,10 +8,12 @@ with exit code 2 and one line naming the file or key and the problem; anything e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,13 +28,55 @@ def _progress(total: int, desc: str, unit: str = "row"):
     return bar, bar.update
 
 
-GEOMETRY_FLAGS = {"period_um": "unit cell period L (um)", "height_um": "pillar height h (um)",
-                  "depth_um": "detector depth z below the pillars (um)", "n_substrate": "index of the medium below",
-                  "cauchy_a": "pillar index n = A + B / lambda^2: A", "cauchy_b": "B (um^2)",
-                  "multislice_slices": "slices through the layer (multislice)",
-                  "multislice_grid": "lateral samples per side in the layer (multislice; 32 makes cheap pretraining rows)",
-                  "multislice_step_nm": "wavelength sub-grid of the layer solve in nm (multislice)"}
-INT_FLAGS = ("multislice_slices", "multislice_grid")
+def add_settings_flags(parser: argparse.ArgumentParser, core: type, names=None, spell=lambda name: name) -> None:
+    """One flag per named field (default: all) of a core settings dataclass: --<spell(name) with dashes>, the
+    field's type, default, choices and help (its metadata), so the CLI states no default of its own."""
+    hints = typing.get_type_hints(core)
+    for f in dataclasses.fields(core):
+        if names is None or f.name in names:
+            flag, choices = spell(f.name).replace("_", "-"), f.metadata.get("choices")
+            text = f.metadata.get("help", "").replace("%", "%%")
+            parser.add_argument("--" + flag, dest=f.name, type=hints[f.name], default=f.default, choices=choices,
+                                metavar=None if choices else flag.upper().replace("-", "_"),
+                                help=f"{text} (default: %(default)s)")
+
+
+class Subcommand(argparse.ArgumentParser):
+    """A subcommand whose settings flags are added when it is used (parsed or asked for help): the settings
+    dataclasses of simulate and design live beside torch code, and `crrecon analyze` need not import torch."""
+
+    def __init__(self, *args, settings=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._settings = settings
+
+    def _add_settings(self) -> None:
+        add, self._settings = self._settings, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_settings()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_settings()
+        return super().format_help()
+
+
+def settings_from(args: argparse.Namespace, core: type, **given):
+    """The core dataclass from the parsed flags of its fields (add_settings_flags) and `given`."""
+    parsed = {f.name: getattr(args, f.name) for f in dataclasses.fields(core) if hasattr(args, f.name)}
+    return core(**(parsed | given))
+
+
+def simulate_flags(s: argparse.ArgumentParser) -> None:
+    from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
+    from crrecon_pipeline.physics.shards import SimulationSettings
+    from crrecon_pipeline.physics.structures import StructureParams
+
+    add_settings_flags(s, SimulationSettings, ["seed"])
+    add_settings_flags(s, StructureParams, ["unfinished_fraction"])
+    add_settings_flags(s, PhysicsParams, SIMULATOR_FIELDS, spell=lambda name: name.removeprefix("multislice_"))
 
 
 def cmd_simulate(args) -> dict:
@@ -42,10 +86,8 @@ def cmd_simulate(args) -> dict:
 
     if not (args.structures is not None or args.rows is None or 1 <= args.shards <= args.rows):
         raise ConfigError(f"--rows {args.rows} --shards {args.shards}: need 1 <= shards <= rows")
-    given = {k: getattr(args, k) for k in GEOMETRY_FLAGS if getattr(args, k) is not None}  # unset: the PhysicsParams default
-    physics = PhysicsParams(fidelity=args.fidelity, **given)
-    settings = SimulationSettings(seed=args.seed, physics=physics,
-                                  structures=StructureParams(unfinished_fraction=args.unfinished_fraction))
+    settings = settings_from(args, SimulationSettings, physics=settings_from(args, PhysicsParams),
+                             structures=settings_from(args, StructureParams))
     t0 = time.perf_counter()
     if args.structures is not None:
         from crrecon_pipeline.data.npyio import read_header
@@ -67,16 +109,28 @@ def cmd_simulate(args) -> dict:
             "rows_per_s": round(rate, 1)}
 
 
+def preprocess_flags(s: argparse.ArgumentParser) -> None:
+    from crrecon_pipeline.data.checks import CheckLimits
+    from crrecon_pipeline.data.transforms import PREPARE_FIELDS, PrepareSettings
+
+    add_settings_flags(s, PrepareSettings, PREPARE_FIELDS, spell=lambda name: {"n_bins": "bins"}.get(name, name))
+    add_settings_flags(s, CheckLimits)
+
+
 def cmd_preprocess(args) -> dict:
+    from crrecon_pipeline.data.checks import CheckLimits
     from crrecon_pipeline.data.prepare import preprocess
     from crrecon_pipeline.data.rawfiles import discover_shards, open_shard
     from crrecon_pipeline.data.transforms import PrepareSettings
 
-    settings = PrepareSettings(binning=args.binning, n_bins=args.bins)
+    try:
+        settings = settings_from(args, PrepareSettings)
+    except ValueError as exc:  # the settings' own range check
+        raise ConfigError(f"preprocess: {exc}") from None
     total = sum(open_shard(args.raw, k, settings.n_wavelengths).rows for k in discover_shards(args.raw))
     bar, update = _progress(total, "preprocess")
     with bar:
-        return preprocess(args.raw, args.out, settings, progress=update)
+        return preprocess(args.raw, args.out, settings, progress=update, limits=settings_from(args, CheckLimits))
 
 
 def cmd_train(args) -> dict:
@@ -142,13 +196,26 @@ def cmd_predict(args) -> dict:
     return predict_file(args.checkpoint, args.structures, args.out, device=args.device)
 
 
+def design_flags(s: argparse.ArgumentParser) -> None:
+    from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
+    from crrecon_pipeline.physics.bands import BAND_EDGES_NM, BAND_WEIGHTS
+
+    add_settings_flags(s, DesignSettings, DESIGN_FIELDS)
+    s.add_argument("--band-edges", default=_numbers(BAND_EDGES_NM), help="B|G|R band boundaries in nm")
+    s.add_argument("--band-weights", default=_numbers(BAND_WEIGHTS), help="weights of the B, G, R bands")
+
+
+def _numbers(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
 def cmd_design(args) -> dict:
     from crrecon_pipeline.design.optimize import DesignSettings
     from crrecon_pipeline.design.run import run_design
     from crrecon_pipeline.physics.bands import bayer_bands
 
-    settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed, blur_sigma_px=args.blur_sigma_px,
-                              bands=bayer_bands(_floats(args.band_edges, "--band-edges"), _floats(args.band_weights, "--band-weights")))
+    bands = bayer_bands(_floats(args.band_edges, "--band-edges"), _floats(args.band_weights, "--band-weights"))
+    settings = settings_from(args, DesignSettings, bands=bands)
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:
         summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, args.device, update)
@@ -166,35 +233,29 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The subcommands; the settings' flags come from the core dataclasses (*_flags, add_settings_flags)."""
     p = argparse.ArgumentParser(prog="crrecon", description="Color-router surrogate pipeline (data, training, analysis).")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Subcommand)
 
-    s = sub.add_parser("simulate", help="write seed-format raw shards from the built-in simulator")
-    s.add_argument("--out", required=True, type=Path)
+    def command(name: str, func, text: str, *required: str, settings=None) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=text, settings=settings)
+        for flag in required:
+            s.add_argument(f"--{flag}", required=True, type=Path)
+        s.set_defaults(func=func)
+        return s
+
+    s = command("simulate", cmd_simulate, "write seed-format raw shards from the built-in simulator", "out",
+                settings=simulate_flags)
     s.add_argument("--rows", type=int, help="generated structures (or --structures)")
     s.add_argument("--structures", type=Path, help="simulate these structures (.npy, (N,[1,]128,128), {0,1}) into shard 0")
     s.add_argument("--shards", type=int, default=2)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--unfinished-fraction", type=float, default=0.47)
-    s.add_argument("--fidelity", choices=["thin", "multislice"], default="thin",
-                   help="thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous)")
-    for name, text in GEOMETRY_FLAGS.items():
-        s.add_argument("--" + name.replace("_", "-").replace("multislice-", ""), dest=name,
-                       type=int if name in INT_FLAGS else float, help=f"{text}; default as in docs/simulator.md")
     s.add_argument("--chunk", type=int, default=1024, help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
-    s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("preprocess", help="raw shards -> filtered Bayer arrays + rotated set")
-    s.add_argument("--raw", required=True, type=Path)
-    s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--binning", choices=["mean", "subsample"], default="mean")
-    s.add_argument("--bins", type=int, default=30, metavar="N",
-                   help="spectral bins per pixel = data.out_len of the runs on it (30; 301: every sample, no binning)")
-    s.set_defaults(func=cmd_preprocess)
+    command("preprocess", cmd_preprocess, "raw shards -> filtered Bayer arrays + rotated set", "raw", "out",
+            settings=preprocess_flags)
 
-    s = sub.add_parser("train", help="train a surrogate from a YAML config")
-    s.add_argument("--config", required=True, type=Path)
+    s = command("train", cmd_train, "train a surrogate from a YAML config", "config")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--raw", type=Path, help="raw shard folder (preprocessed into OUT/prepared)")
     src.add_argument("--prepared", type=Path, help="folder written by `crrecon preprocess`")
@@ -206,33 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-weights", type=Path, metavar="CKPT",
                    help="start from this checkpoint's weights (same model; fresh optimizer, epoch 1) = training.init_from")
     s.add_argument("--device", default="auto")
-    s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("analyze", help="diagnose a train_log.txt and suggest the next run")
-    s.add_argument("--log", required=True, type=Path)
+    s = command("analyze", cmd_analyze, "diagnose a train_log.txt and suggest the next run", "log")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_analyze)
 
-    s = sub.add_parser("predict", help="predict Bayer spectra for structures with a checkpoint")
-    s.add_argument("--checkpoint", required=True, type=Path)
-    s.add_argument("--structures", required=True, type=Path)
-    s.add_argument("--out", required=True, type=Path)
+    s = command("predict", cmd_predict, "predict Bayer spectra for structures with a checkpoint",
+                "checkpoint", "structures", "out")
     s.add_argument("--device", default="auto")
-    s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("design", help="design structures with a trained surrogate; verify them with the simulator")
-    s.add_argument("--checkpoint", required=True, type=Path)
-    s.add_argument("--prepared", required=True, type=Path, help="the prepared folder the model was trained on")
-    s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--designs", type=int, default=8)
-    s.add_argument("--steps", type=int, default=100)
-    s.add_argument("--seed", type=int, default=0)
+    s = command("design", cmd_design, "design structures with a trained surrogate; verify them with the simulator",
+                "checkpoint", "prepared", "out", settings=design_flags)
     s.add_argument("--shard-index", type=int, default=None, help="k of the written shard (default: next free in OUT)")
-    s.add_argument("--blur-sigma-px", type=float, default=3.0, help="minimum feature size (periodic Gaussian blur)")
-    s.add_argument("--band-edges", default="400,500,600,700", help="B|G|R band boundaries in nm")
-    s.add_argument("--band-weights", default="1,1,1", help="weights of the B, G, R bands")
     s.add_argument("--device", default="auto")
-    s.set_defaults(func=cmd_design)
     return p
 
 

@@ -104,6 +104,86 @@ def test_trained_model_metadata_progress_and_analysis(pipeline):
     assert (pipeline["home"] / "reports" / "next_run.yaml").exists()
 
 
+def test_handoff_reads_the_latest_materializations_as_typed_records(pipeline):
+    from crrecon_pipeline.defs.handoff import latest_prepared_version, latest_pretrained_model, latest_trained_model
+
+    instance, home = pipeline["instance"], pipeline["home"]
+    model = latest_trained_model(instance)
+    assert model.checkpoint.is_file() and model.run_dir.is_dir() and model.run_dir.parent == home / "runs"
+    store = PreparedStore(home / "prepared")
+    assert model.versions() == {0: store.latest(0).version, 1: store.latest(1).version}
+    assert latest_pretrained_model(instance) is None
+    rotated = latest_prepared_version(instance, "rotated_bayer", "1")
+    assert rotated.version == store.latest(1).version and rotated.run_id == pipeline["data"][1].run_id
+    assert latest_prepared_version(instance, "rotated_bayer", "7") is None
+
+
+def test_every_check_is_built_from_its_one_definition():
+    """The code location's check specs are the registries' entries (name, asset, description, blocking), the data
+    checks partitioned by shard; the lineage's blocking list is derived from the same registry."""
+    from crrecon_pipeline.data.checks import DATA_CHECKS
+    from crrecon_pipeline.defs.lineage import BLOCKING_CHECKS
+    from crrecon_pipeline.design.verify import DESIGN_CHECKS
+    from crrecon_pipeline.train.metrics import MODEL_CHECKS
+
+    repo = defs.get_repository_def()
+    specs = {spec.name: spec for assets_def in set(repo.assets_defs_by_key.values()) for spec in assets_def.check_specs}
+    groups = [checks for registry in (DATA_CHECKS, MODEL_CHECKS, DESIGN_CHECKS) for checks in registry.values()]
+    registry = {c.name: c for checks in groups for c in checks}
+    assert set(specs) == set(registry) and len(registry) == 10
+    for name, spec in specs.items():
+        check = registry[name]
+        assert spec.asset_key.to_user_string() == check.asset
+        assert (spec.description, spec.blocking) == (check.description, check.blocking)
+        assert (spec.partitions_def is shards) == (check.asset in DATA_CHECKS)
+    assert BLOCKING_CHECKS == {
+        "raw_structures": ["check_binary_structures"],
+        "raw_spectra": ["check_sign_convention"],
+        "filtered_bayer": ["check_row_counts", "check_no_bad_rows", "check_greens_equal", "check_kept_fraction"],
+        "rotated_bayer": ["check_rotation_exact"],
+    }
+
+
+def test_settings_are_generated_from_the_core_dataclasses():
+    """Each resource and config field generated from a core dataclass carries its default and its help; the CLI's
+    flags parse to the core defaults; the names and defaults users rely on stay."""
+    import dataclasses
+
+    from crrecon_pipeline.cli import build_parser, settings_from
+    from crrecon_pipeline.data.checks import CheckLimits
+    from crrecon_pipeline.data.transforms import PrepareSettings
+    from crrecon_pipeline.defs.assets.design import DesignConfig
+    from crrecon_pipeline.defs.assets.pretrain import PretrainSimulator
+    from crrecon_pipeline.design.optimize import DesignSettings
+    from crrecon_pipeline.physics.params import PhysicsParams
+    from crrecon_pipeline.physics.shards import SimulationSettings
+    from crrecon_pipeline.physics.structures import StructureParams
+    from crrecon_pipeline.train.metrics import ModelCheckLimits
+
+    for settings, cores in ((SimulatorResource(), (PhysicsParams, StructureParams, SimulationSettings)),
+                            (FilterSettings(), (PrepareSettings, CheckLimits)), (ModelChecks(), (ModelCheckLimits,)),
+                            (DesignConfig(), (DesignSettings,))):
+        fields = type(settings).model_fields
+        generated = [f for core in cores for f in dataclasses.fields(core) if f.name in fields]
+        assert generated
+        for f in generated:
+            assert getattr(settings, f.name) == f.default and fields[f.name].description == f.metadata["help"], f.name
+    assert SimulatorResource().settings() == SimulationSettings()
+    assert FilterSettings().prepare_settings() == PrepareSettings() and FilterSettings().check_limits() == CheckLimits()
+    assert DesignConfig().settings() == DesignSettings()
+    assert (SimulatorResource().unfinished_fraction, SimulatorResource().fidelity, FilterSettings().n_bins,
+            ModelChecks().max_mse_ratio, DesignConfig().tolerance) == (0.47, "thin", 30, 0.5, 0.05)
+    assert PretrainSimulator().period_um is None and PretrainSimulator().fidelity == "multislice"
+
+    parser = build_parser()
+    args = parser.parse_args(["simulate", "--out", "x"])
+    assert settings_from(args, PhysicsParams) == PhysicsParams() and args.unfinished_fraction == 0.47 and args.seed == 0
+    args = parser.parse_args(["preprocess", "--raw", "r", "--out", "o", "--bins", "301"])
+    assert settings_from(args, PrepareSettings) == PrepareSettings(n_bins=301)
+    args = parser.parse_args(["design", "--checkpoint", "c", "--prepared", "p", "--out", "o", "--steps", "5"])
+    assert settings_from(args, DesignSettings) == DesignSettings(steps=5) and args.band_edges == "400,500,600,700"
+
+
 def test_blocking_check_stops_the_rotated_set(tmp_path):
     """An impossible kept-fraction window fails a blocking check: rotated_bayer must not run in that run."""
     instance = new_instance(["0"])

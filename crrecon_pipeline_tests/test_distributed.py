@@ -110,3 +110,29 @@ def test_bad_input_in_the_ranks_fails_the_step_in_one_line(tmp_path, raw_dir):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     description = failure.step_failure_data.user_failure_data.description
     assert description == "prepared data has 30 spectral bins, data.out_len is 20"
+
+
+def test_pretrained_model_honours_processes(tmp_path):
+    """pretrained_model launches its training the way trained_model does: TrainingDevice(processes=2) trains in two
+    torchrun ranks through Dagster Pipes (rank 0 reports the epochs and the same final metadata)."""
+    import dagster as dg
+
+    from crrecon_pipeline.defs.assets.pretrain import PretrainedModelConfig, pretrained_model
+    from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
+
+    from .test_training import tiny_config
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"paths": CrreconPaths(home=str(tmp_path)), "filtering": FilterSettings(),
+                 "simulator": SimulatorResource(), "device": TrainingDevice(device="cpu", processes=2)}
+    config = PretrainedModelConfig(**tiny_config("training.epochs=1", "training.save_every=0"),
+                                   simulator={"rows": 40, "fidelity": "thin"})
+    result = dg.materialize([pretrained_model], instance=instance, resources=resources,
+                            run_config=dg.RunConfig({"pretrained_model": config}))
+    assert result.success
+    meta = result.asset_materializations_for_node("pretrained_model")[0].metadata
+    assert meta["device"].value == "cpu x 2 ranks" and meta["epochs_completed"].value == 1
+    assert meta["pretrain_rows"].value == 40 and meta["checkpoint"].value.startswith(str(tmp_path / "pretrain"))
+    assert {"val_mse", "baseline_val_mse", "model_card", "simulation"} <= set(meta)
+    observations = instance.fetch_observations(dg.AssetKey("pretrained_model"), limit=10).records
+    assert [r.asset_observation.metadata["epoch"].value for r in observations] == [1]

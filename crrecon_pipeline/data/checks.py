@@ -1,12 +1,17 @@
-"""Data-quality checks on raw and prepared shards: plain functions the Dagster asset checks (and tests) call.
+"""Data-quality checks on raw and prepared shards, each defined ONCE here: its name, the asset it judges, its
+description, whether a failure blocks (and how it is reported) and the plain function that judges it.
 
-Each returns a CheckOutcome; the Dagster layer turns it into an AssetCheckResult.
+The registry DATA_CHECKS (grouped by asset) is what everything else reads: raw_checks / filter_checks /
+rotation_checks run it for `crrecon preprocess` and the assets alike and record the outcomes in a version's
+manifest ({asset, passed, blocking, description, metadata}); the Dagster layer (defs/checks.py) builds its
+AssetCheckSpecs and results from it, and the lineage its list of blocking checks. No Dagster import here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -15,29 +20,79 @@ from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
 from crrecon_pipeline.data.transforms import rotate_bayer, rotate_packed, row_status, structure_encoding
 
 CHUNK_ROWS = 4096
+SEVERITIES = ("error", "warn")
 
 
 @dataclass
 class CheckOutcome:
+    """What a judge found. `warn_only`: this failure is a warning although the check's severity is "error" (a
+    model a little better than the baseline); a "warn" check's failures are warnings anyway."""
+
     passed: bool
     description: str
     metadata: dict = field(default_factory=dict)
     warn_only: bool = False
 
-    def record(self, asset: str) -> dict:
+
+@dataclass(frozen=True)
+class CheckDef:
+    """One check. blocking: a failure stops the assets downstream in that run and keeps the shard out of training
+    (Dagster's AssetCheckSpec.blocking). severity: how a failure is reported and recorded ("warn": the version is
+    still usable, e.g. NaN rows that the filter drops anyway). judge(subject, limits) -> CheckOutcome."""
+
+    name: str
+    asset: str
+    description: str
+    judge: Callable[[Any, Any], CheckOutcome]
+    blocking: bool = True
+    severity: str = "error"
+
+    def __post_init__(self):
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"check {self.name}: severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    def record(self, outcome: CheckOutcome) -> dict:
         """The form kept in a version's manifest (and read back by the Dagster layer and the trainer)."""
-        return {"asset": asset, "passed": bool(self.passed), "blocking": not self.warn_only,
-                "description": self.description, "metadata": self.metadata}
+        return {"asset": self.asset, "passed": bool(outcome.passed),
+                "blocking": self.severity == "error" and not outcome.warn_only,
+                "description": outcome.description, "metadata": outcome.metadata}
+
+    def evaluate(self, subject, limits) -> dict:
+        return self.record(self.judge(subject, limits))
+
+
+def by_asset(*checks: CheckDef) -> dict[str, tuple[CheckDef, ...]]:
+    """A registry: the checks grouped by the asset they judge, in the order given (names unique)."""
+    names = [c.name for c in checks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"check names must be unique, got {names}")
+    grouped: dict[str, tuple[CheckDef, ...]] = {}
+    for check in checks:
+        grouped[check.asset] = grouped.get(check.asset, ()) + (check,)
+    return grouped
+
+
+def blocking_checks(registry: dict[str, tuple[CheckDef, ...]]) -> dict[str, list[str]]:
+    """{asset: names of its blocking checks}."""
+    return {asset: [c.name for c in checks if c.blocking] for asset, checks in registry.items()}
 
 
 @dataclass(frozen=True)
 class CheckLimits:
-    """The limits the data checks enforce (FilterSettings in Dagster; defaults for the CLI)."""
+    """The limits the data checks enforce (the FilterSettings resource is generated from these fields)."""
 
-    kept_fraction_min: float = 0.2
-    kept_fraction_max: float = 1.0
-    max_nonfinite_fraction: float = 0.01
-    green_tolerance: float = 1e-6
+    kept_fraction_min: float = field(default=0.2, metadata={"help": "check_kept_fraction: lowest kept fraction"})
+    kept_fraction_max: float = field(default=1.0, metadata={"help": "check_kept_fraction: highest kept fraction"})
+    max_nonfinite_fraction: float = field(default=0.01, metadata={
+        "help": "check_finite_spectra: the largest fraction of rows with NaN/Inf before it warns"})
+    green_tolerance: float = field(default=1e-6, metadata={"help": "check_greens_equal: largest |G1 - G2| allowed"})
+
+
+class FilteredStage(NamedTuple):
+    """What the filter checks judge: the shard's record (counts, statistics) and the folder of its written files."""
+
+    record: dict
+    folder: Path
 
 
 class RawScan:
@@ -106,33 +161,44 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
 
 
 def raw_checks(scan: dict, limits: CheckLimits) -> dict[str, dict]:
-    """The raw-data checks, as manifest records: one function for the assets and the CLI."""
-    return {
-        "check_binary_structures": check_binary_structures(scan).record("raw_structures"),
-        "check_finite_spectra": check_finite_spectra(scan, limits.max_nonfinite_fraction).record("raw_spectra"),
-        "check_sign_convention": check_sign_convention(scan).record("raw_spectra"),
-    }
+    """The raw-data checks on one scan, as manifest records: one function for the assets and the CLI."""
+    return run_checks("raw_structures", scan, limits) | run_checks("raw_spectra", scan, limits)
+
+
+def filter_checks(record: dict, folder: str | Path, limits: CheckLimits) -> dict[str, dict]:
+    """The checks on a filtered shard (its record and the written files), as manifest records."""
+    return run_checks("filtered_bayer", FilteredStage(record, Path(folder)), limits)
+
+
+def rotation_checks(folder: str | Path, limits: CheckLimits | None = None) -> dict[str, dict]:
+    return run_checks("rotated_bayer", Path(folder), limits or CheckLimits())
+
+
+def run_checks(asset: str, subject, limits: CheckLimits) -> dict[str, dict]:
+    return {check.name: check.evaluate(subject, limits) for check in DATA_CHECKS[asset]}
 
 
 def failed_blocking(checks: dict[str, dict]) -> list[str]:
     return [name for name, c in checks.items() if c["blocking"] and not c["passed"]]
 
 
-def check_binary_structures(scan: dict) -> CheckOutcome:
+# ------------------------------------------------------------------------------------------------ the judges
+
+def check_binary_structures(scan: dict, limits: CheckLimits) -> CheckOutcome:
     enc = scan["structure_encoding"]
     ok = enc in ("0/1", "0/255", "all zero")
     desc = f"structures are binary ({enc})" if ok else f"{scan['structures_path']}: structures are not binary ({enc})"
     return CheckOutcome(ok, desc, {"encoding": enc})
 
 
-def check_finite_spectra(scan: dict, max_fraction: float) -> CheckOutcome:
-    frac = scan["nonfinite_rows"] / max(scan["rows"], 1)
-    return CheckOutcome(frac <= max_fraction,
-                        f"{scan['nonfinite_rows']} of {scan['rows']} rows have NaN/Inf ({frac:.2%}; limit {max_fraction:.2%}); they are dropped",
-                        {"nonfinite_rows": scan["nonfinite_rows"], "nonfinite_fraction": frac}, warn_only=True)
+def check_finite_spectra(scan: dict, limits: CheckLimits) -> CheckOutcome:
+    frac, limit = scan["nonfinite_rows"] / max(scan["rows"], 1), limits.max_nonfinite_fraction
+    return CheckOutcome(frac <= limit, f"{scan['nonfinite_rows']} of {scan['rows']} rows have NaN/Inf ({frac:.2%}; "
+                                       f"limit {limit:.2%}); they are dropped",
+                        {"nonfinite_rows": scan["nonfinite_rows"], "nonfinite_fraction": frac})
 
 
-def check_sign_convention(scan: dict) -> CheckOutcome:
+def check_sign_convention(scan: dict, limits: CheckLimits) -> CheckOutcome:
     mx = scan["spectra_max"]
     ok = mx is None or mx <= 1e-6
     return CheckOutcome(ok, f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the seed format says" if ok
@@ -140,9 +206,8 @@ def check_sign_convention(scan: dict) -> CheckOutcome:
                         {"spectra_min": scan["spectra_min"], "spectra_max": mx})
 
 
-# ------------------------------------------------------------------------------------------------ prepared shards
-
-def check_counts_consistent(record: dict) -> CheckOutcome:
+def check_row_counts(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
+    record = stage.record
     total = record["kept_rows"] + record["dropped_unfinished"] + record["dropped_nonfinite"]
     ok = total == record["raw_rows"]
     return CheckOutcome(ok, f"kept {record['kept_rows']} + unfinished {record['dropped_unfinished']} + non-finite "
@@ -150,9 +215,9 @@ def check_counts_consistent(record: dict) -> CheckOutcome:
                         {k: record[k] for k in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")})
 
 
-def check_no_bad_rows_left(folder: str | Path) -> CheckOutcome:
+def check_no_bad_rows(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
     """Re-reads the written Bayer file: no all-zero row, nothing non-finite, nothing negative."""
-    h = read_header(Path(folder) / "bayer.npy")
+    h = read_header(stage.folder / "bayer.npy")
     zero = nonfinite = negative = 0
     for _, b in iter_chunks(h, 1 << 16):
         flat = b.reshape(len(b), -1)
@@ -164,25 +229,24 @@ def check_no_bad_rows_left(folder: str | Path) -> CheckOutcome:
                         {"rows": h.shape[0], "zero_rows": zero, "nonfinite_rows": nonfinite, "negative_rows": negative})
 
 
-def check_greens_equal(record: dict, tolerance: float = 1e-6) -> CheckOutcome:
-    mism = record["max_green_mismatch"]
+def check_greens_equal(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
+    mism, tolerance = stage.record["max_green_mismatch"], limits.green_tolerance
     return CheckOutcome(mism <= tolerance, f"max |G1 - G2| = {mism:.3g} (tolerance {tolerance:g})", {"max_green_mismatch": mism})
 
 
-def check_kept_fraction(record: dict, low: float, high: float) -> CheckOutcome:
-    frac = record["kept_fraction"]
+def check_kept_fraction(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
+    frac, low, high = stage.record["kept_fraction"], limits.kept_fraction_min, limits.kept_fraction_max
     return CheckOutcome(low <= frac <= high, f"kept fraction {frac:.3f} (expected {low}..{high}; the seed data keeps 0.528)",
                         {"kept_fraction": frac})
 
 
-def check_rotation_exact(folder: str | Path) -> CheckOutcome:
+def check_rotation_exact(folder: Path, limits: CheckLimits) -> CheckOutcome:
     """Turning the rotated set once more gives back the originals, bit for bit."""
-    d = Path(folder)
     pairs = [("structures", rotate_packed), ("bayer", rotate_bayer)]
     mismatched = 0
     rows = 0
     for name, turn in pairs:
-        h0, h1 = read_header(d / f"{name}.npy"), read_header(d / f"{name}_rotated.npy")
+        h0, h1 = read_header(folder / f"{name}.npy"), read_header(folder / f"{name}_rotated.npy")
         if h0.shape != h1.shape:
             return CheckOutcome(False, f"{h1.path}: shape {h1.shape} differs from {h0.shape}")
         for (_, a), (_, b) in zip(iter_chunks(h0, 1 << 14), iter_chunks(h1, 1 << 14)):
@@ -192,26 +256,23 @@ def check_rotation_exact(folder: str | Path) -> CheckOutcome:
                                          f"({mismatched} mismatches)", {"rows": rows, "mismatched_rows": mismatched})
 
 
-def filter_checks(record: dict, folder: str | Path, limits: CheckLimits) -> dict[str, dict]:
-    """The checks on a filtered shard (its record and the written files), as manifest records."""
-    return {
-        "check_row_counts": check_counts_consistent(record).record("filtered_bayer"),
-        "check_no_bad_rows": check_no_bad_rows_left(folder).record("filtered_bayer"),
-        "check_greens_equal": check_greens_equal(record, limits.green_tolerance).record("filtered_bayer"),
-        "check_kept_fraction": check_kept_fraction(record, limits.kept_fraction_min, limits.kept_fraction_max).record("filtered_bayer"),
-    }
+# ------------------------------------------------------------------------------------------------ the registry
 
-
-def rotation_checks(folder: str | Path) -> dict[str, dict]:
-    return {"check_rotation_exact": check_rotation_exact(folder).record("rotated_bayer")}
-
-
-def check_beats_baseline(metrics: dict, max_ratio: float = 0.5) -> CheckOutcome:
-    """val MSE against the mean-spectrum baseline on the same split: a pass at ratio <= max_ratio; between
-    max_ratio and 1 a warning (better than the mean, not good); at 1 or above a failure (no better than the mean)."""
-    mse, base = metrics["val_mse"], metrics["baseline_val_mse"]
-    ratio = mse / base if base else float("inf")
-    passed = bool(ratio <= max_ratio)
-    verdict = "pass" if passed else ("warn: better than the mean spectrum, not by enough" if ratio < 1 else "fail: no better than the mean spectrum")
-    return CheckOutcome(passed, f"val MSE {mse:.3g} vs baseline {base:.3g}: ratio {ratio:.3g} (limit {max_ratio:g}; {verdict})",
-                        {"ratio": float(f"{ratio:.4g}"), "max_ratio": max_ratio}, warn_only=not passed and ratio < 1)
+DATA_CHECKS = by_asset(
+    CheckDef("check_binary_structures", "raw_structures", "structures are {0,1} or {0,255}", check_binary_structures),
+    CheckDef("check_finite_spectra", "raw_spectra",
+             "rows with NaN/Inf stay under FilterSettings.max_nonfinite_fraction (they are dropped)",
+             check_finite_spectra, blocking=False, severity="warn"),
+    CheckDef("check_sign_convention", "raw_spectra",
+             "raw spectra are stored negative (a flipped export would train on wrong signs)", check_sign_convention),
+    CheckDef("check_row_counts", "filtered_bayer", "kept + dropped_unfinished + dropped_nonfinite = raw_rows",
+             check_row_counts),
+    CheckDef("check_no_bad_rows", "filtered_bayer",
+             "no all-zero, non-finite or negative row is left in the written Bayer file", check_no_bad_rows),
+    CheckDef("check_greens_equal", "filtered_bayer", "the two green pixels agree (diagonal-symmetric structures)",
+             check_greens_equal),
+    CheckDef("check_kept_fraction", "filtered_bayer",
+             "the kept fraction lies in FilterSettings [kept_fraction_min, kept_fraction_max]", check_kept_fraction),
+    CheckDef("check_rotation_exact", "rotated_bayer",
+             "turning the rotated set once more gives back the originals exactly", check_rotation_exact),
+)

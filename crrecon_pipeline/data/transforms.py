@@ -3,13 +3,16 @@ the 180-degree turn. Pure numpy on chunks; shared by the streaming pass, the che
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from crrecon_pipeline.grid import N_PIX
 
 BINNING_MODES = ("mean", "subsample")
+# What a user sets for the preparation: the FilterSettings resource's fields and `crrecon preprocess`'s flags
+# (chunk_rows bounds memory; it does not change the data).
+PREPARE_FIELDS = ("binning", "n_bins", "wavelength_first_nm", "wavelength_last_nm", "n_wavelengths")
 
 # Reverses the bit order inside a byte: turning a packed structure by 180 degrees reverses its flat bit string.
 _BIT_REVERSE = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
@@ -20,12 +23,16 @@ _BIT_REVERSE_16 = ((_BIT_REVERSE[_WORD & 0xFF].astype(np.uint16) << 8) | _BIT_RE
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    binning: str = "mean"  # "mean": each bin integrates its band; "subsample": the research code's samples
-    n_bins: int = 30  # data.out_len: 30 (the research code), n_wavelengths (301) = every sample, no binning
-    wavelength_first_nm: float = 400.0  # raw grid: sample 0 .. sample W-1 (a frequency-ordered export runs 700 -> 400)
-    wavelength_last_nm: float = 700.0
-    n_wavelengths: int = 301
-    chunk_rows: int = 4096
+    binning: str = field(default="mean", metadata={
+        "help": "mean: each bin integrates its band (a pixel does); subsample: the research code's samples",
+        "choices": BINNING_MODES})
+    n_bins: int = field(default=30, metadata={
+        "help": "spectral bins per pixel = data.out_len of the runs on it (30; 301: every sample, no binning)"})
+    wavelength_first_nm: float = field(default=400.0, metadata={
+        "help": "wavelength of raw sample 0 (a frequency-ordered export runs 700 -> 400)"})
+    wavelength_last_nm: float = field(default=700.0, metadata={"help": "wavelength of the last raw sample"})
+    n_wavelengths: int = field(default=301, metadata={"help": "samples per raw spectrum"})
+    chunk_rows: int = field(default=4096, metadata={"help": "rows read at a time (bounds memory; not in the output)"})
 
     def __post_init__(self):
         if self.binning not in BINNING_MODES:

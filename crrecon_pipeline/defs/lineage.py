@@ -1,52 +1,50 @@
 """What the asset graph says about each shard: which prepared version its latest materialization holds, and
 whether the blocking checks along its lineage passed. trained_model trains on exactly this, never on "whatever
-files are on disk"."""
+files are on disk".
 
+Read through Dagster's public API only: the latest materialization of each asset of the chain for the shard
+(DagsterInstance.fetch_materializations) and the check evaluations of that materialization's run
+(DagsterInstance.all_logs of type ASSET_CHECK_EVALUATION). The data checks run in the step that materializes the
+asset they judge, so those evaluations are the latest ones of the shard. Which checks block comes from the
+registry (data.checks.DATA_CHECKS), where each check is defined."""
 
 import dagster as dg
-from dagster._core.event_api import PartitionKeyFilter  # partition filter of the check-execution query
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from crrecon_pipeline.data.checks import DATA_CHECKS, blocking_checks
 from crrecon_pipeline.data.rawfiles import parse_shard_key
+from crrecon_pipeline.defs.handoff import latest_materialization, latest_prepared_version
 from crrecon_pipeline.defs.partitions import shards
-from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.train.config import RunConfig
 
 # The blocking checks along a shard's lineage, per asset (check_finite_spectra only warns: the rows are dropped).
-BLOCKING_CHECKS = {
-    "raw_structures": ["check_binary_structures"],
-    "raw_spectra": ["check_sign_convention"],
-    "filtered_bayer": ["check_row_counts", "check_no_bad_rows", "check_greens_equal", "check_kept_fraction"],
-    "rotated_bayer": ["check_rotation_exact"],
-}
+BLOCKING_CHECKS = blocking_checks(DATA_CHECKS)
 
 
 def shard_of(partition_key: str) -> int:
     return parse_shard_key(partition_key)
 
 
-def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: str):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
-    return records[0] if records else None
+def run_check_evaluations(instance: dg.DagsterInstance, run_id: str, partition: str) -> dict:
+    """{AssetCheckKey: AssetCheckEvaluation} of one run for one shard (the last one where a check ran twice)."""
+    found = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.asset_check_evaluation_data
+        if evaluation.partition in (None, partition):
+            found[evaluation.asset_check_key] = evaluation
+    return found
 
 
-def latest_version(instance: dg.DagsterInstance, asset: str, partition: str) -> str | None:
-    record = latest_materialization(instance, asset, partition)
-    if record is None:
-        return None
-    version = record.asset_materialization.metadata.get("version")
-    return version.value if version is not None else None
-
-
-def _latest_checks(instance: dg.DagsterInstance, assets: list[str], partition: str) -> dict:
-    keys = [dg.AssetCheckKey(dg.AssetKey(a), name) for a in assets for name in BLOCKING_CHECKS[a]]
-    return instance.event_log_storage.get_latest_asset_check_execution_by_key(keys, partition_filter=PartitionKeyFilter(key=partition))
-
-
-def _description(record) -> str:
-    data = record.event.dagster_event.asset_check_evaluation_data if record.event and record.event.dagster_event else None
-    return (getattr(data, "description", None) or "no description").splitlines()[0]
+def _failed_along(instance: dg.DagsterInstance, chain: list[str], partition: str, evaluations) -> str | None:
+    """The first blocking check of the chain that failed on its asset's latest materialization, as a reason."""
+    for asset in chain:
+        mat = latest_materialization(instance, asset, partition)
+        if mat is None:
+            continue
+        for name in BLOCKING_CHECKS[asset]:
+            evaluation = evaluations(mat.run_id).get(dg.AssetCheckKey(dg.AssetKey(asset), name))
+            if evaluation is not None and not evaluation.passed:
+                first_line = (evaluation.description or "no description").splitlines()[0]
+                return f"{asset} {name} failed (run {mat.run_id[:8]}): {first_line}"
+    return None
 
 
 def shard_lineage(instance: dg.DagsterInstance, partition: str, augment_180: bool) -> tuple[str | None, str]:
@@ -57,21 +55,26 @@ def shard_lineage(instance: dg.DagsterInstance, partition: str, augment_180: boo
         return None, str(exc)
     target = "rotated_bayer" if augment_180 else "filtered_bayer"
     chain = ["raw_structures", "raw_spectra", "filtered_bayer"] + (["rotated_bayer"] if augment_180 else [])
-    latest = _latest_checks(instance, chain, partition)
-    for key, record in latest.items():
-        if record.status == AssetCheckExecutionRecordStatus.FAILED:
-            return None, f"{key.asset_key.to_user_string()} {key.name} failed (run {record.run_id[:8]}): {_description(record)}"
-    mat = latest_materialization(instance, target, partition)
-    if mat is None:
+    by_run: dict[str, dict] = {}
+
+    def evaluations(run_id: str) -> dict:
+        if run_id not in by_run:
+            by_run[run_id] = run_check_evaluations(instance, run_id, partition)
+        return by_run[run_id]
+
+    failed = _failed_along(instance, chain, partition, evaluations)
+    if failed:
+        return None, failed
+    prepared = latest_prepared_version(instance, target, partition)
+    if prepared is None:
         return None, f"never prepared: {target} has no materialization"
-    version = mat.asset_materialization.metadata.get("version")
-    if version is None:
-        return None, f"{target} (run {mat.run_id[:8]}) records no prepared version"
+    if prepared.version is None:
+        return None, f"{target} (run {prepared.run_id[:8]}) records no prepared version"
     for name in BLOCKING_CHECKS[target]:
-        record = latest.get(dg.AssetCheckKey(dg.AssetKey(target), name))
-        if record is None or record.run_id != mat.run_id or record.status != AssetCheckExecutionRecordStatus.SUCCEEDED:
-            return None, f"{target} {name} did not pass on version {version.value} (run {mat.run_id[:8]})"
-    return version.value, ""
+        evaluation = evaluations(prepared.run_id).get(dg.AssetCheckKey(dg.AssetKey(target), name))
+        if evaluation is None or not evaluation.passed:
+            return None, f"{target} {name} did not pass on version {prepared.version} (run {prepared.run_id[:8]})"
+    return prepared.version, ""
 
 
 def training_versions(instance: dg.DagsterInstance, augment_180: bool) -> tuple[dict[int, str], dict[str, str]]:
@@ -84,16 +87,3 @@ def training_versions(instance: dg.DagsterInstance, augment_180: bool) -> tuple[
         else:
             chosen[shard_of(partition)] = version
     return chosen, excluded
-
-
-def resolve_init_from(instance: dg.DagsterInstance, cfg: RunConfig) -> RunConfig:
-    """training.init_from = "pretrained_model": a new config naming the checkpoint of that asset's latest
-    materialization (`cfg` itself is left as it is); any other value: `cfg`."""
-    if cfg.training.init_from != "pretrained_model":
-        return cfg
-    event = instance.get_latest_materialization_event(dg.AssetKey("pretrained_model"))
-    checkpoint = event.asset_materialization.metadata.get("checkpoint") if event is not None else None
-    if checkpoint is None:
-        raise ConfigError("training.init_from: pretrained_model has no materialization with a checkpoint yet "
-                          "(materialize pretrained_model first, or give a checkpoint path, or \"\" for none)")
-    return cfg.replaced("training.init_from", checkpoint.value, "training.init_from (pretrained_model)")

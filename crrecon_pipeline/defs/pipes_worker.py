@@ -1,8 +1,9 @@
-"""One torchrun rank started by trained_model through Dagster Pipes (`python -m crrecon_pipeline.defs.pipes_worker`).
+"""One torchrun rank started through Dagster Pipes by trained_model or pretrained_model (defs/launch.py;
+`python -m crrecon_pipeline.defs.pipes_worker`).
 
 Every rank trains; rank 0 alone opens the Pipes session and sends the trainer's records (progress, epoch, final)
 as custom messages, which the asset turns into the same log lines and observations as a single-process run, and
-reports the final metadata (reporting.final_metadata: the same keys). A bad input ends with one line, sent to the
+reports the final metadata (report.run_metadata.final_metadata: the same keys). A bad input ends with one line, sent to the
 asset as an {"kind": "error"} record, and exit code 2.
 """
 

@@ -21,17 +21,21 @@ from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import predict
 
 ProgressFn = Callable[[int], None]
+# What a user sets for a design run (the design run config's fields and `crrecon design`'s flags); the bands are
+# given as edges and weights (physics.bands.bayer_bands).
+DESIGN_FIELDS = ("designs", "steps", "seed", "lr", "beta_start", "beta_end", "blur_sigma_px")
 
 
 @dataclass(frozen=True)
 class DesignSettings:
-    designs: int = 8
-    steps: int = 100
-    seed: int = 0
-    lr: float = 0.05
-    beta_start: float = 4.0  # tanh sharpness at the first step ...
-    beta_end: float = 128.0  # ... and at the last (geometric schedule)
-    blur_sigma_px: float = 3.0  # periodic Gaussian blur of the latent: the minimum feature size
+    designs: int = field(default=8, metadata={"help": "structures optimized together, from random starts"})
+    steps: int = field(default=100, metadata={"help": "Adam steps on the latent density"})
+    seed: int = field(default=0, metadata={"help": "random starts (the generator's rows 0..designs-1 of this seed)"})
+    lr: float = field(default=0.05, metadata={"help": "Adam learning rate on the latent"})
+    beta_start: float = field(default=4.0, metadata={"help": "tanh sharpness at the first step (geometric schedule)"})
+    beta_end: float = field(default=128.0, metadata={"help": "tanh sharpness at the last step"})
+    blur_sigma_px: float = field(default=3.0, metadata={
+        "help": "minimum feature size (periodic Gaussian blur, pixels)"})
     bands: tuple[Band, ...] = DEFAULT_BANDS
 
     def __post_init__(self):

@@ -2,16 +2,18 @@
 
 When the prepared data came from the built-in simulator, the raw folder holds simulation.json. Its settings must
 reproduce a few training rows' spectra (so a stale or foreign record is never trusted); then each design is
-simulated with exactly those settings and scored through the same binning as the training data."""
+simulated with exactly those settings and scored through the same binning as the training data. The check on a
+design run (check_design_verified) is registered here in the style of data.checks.DATA_CHECKS."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.data.transforms import PrepareSettings, bin_spectra, to_bayer
 from crrecon_pipeline.errors import DataError
@@ -93,3 +95,36 @@ def training_best(prepared: Prepared, bands: tuple[Band, ...] = DEFAULT_BANDS) -
     eff = np.concatenate([routing_efficiency(np.asarray(b), prepared.wavelengths_nm, bands) for b in sets])
     best = int(np.argmax(eff))
     return float(eff[best]), best
+
+
+@dataclass(frozen=True)
+class DesignCheckLimits:
+    """Limits of the check on a design run (the design run config's `tolerance` is generated from this field)."""
+
+    tolerance: float = field(default=0.05, metadata={
+        "help": "check_design_verified: largest |predicted - simulated| allowed"})
+
+
+def efficiency_gaps(summary: dict) -> list[float]:
+    """|predicted - simulated| routing efficiency per design of a verified run (run_design's summary)."""
+    if not summary["verified"]:
+        return []
+    return [abs(d["predicted_efficiency"] - d["simulated_efficiency"]) for d in summary["designs"]]
+
+
+def check_design_verified(summary: dict, limits: DesignCheckLimits) -> CheckOutcome:
+    """Every design's surrogate efficiency within `tolerance` of the simulator's; a run that could not be simulated
+    (no matching simulation.json) is a warning, not a failure of the designs."""
+    if not summary["verified"]:
+        return CheckOutcome(False, f"not verified: {summary['verification']}", warn_only=True)
+    gaps = efficiency_gaps(summary)
+    return CheckOutcome(bool(max(gaps) <= limits.tolerance),
+                        f"largest |predicted - simulated| {max(gaps):.4f} (tolerance {limits.tolerance})",
+                        {"max_abs_gap": max(gaps), "tolerance": limits.tolerance, "gaps": gaps})
+
+
+DESIGN_CHECKS = by_asset(
+    CheckDef("check_design_verified", "designed_structures",
+             "every design's surrogate efficiency is within `tolerance` of the simulator's", check_design_verified,
+             blocking=False),
+)

@@ -25,7 +25,11 @@ class Band:
     weight: float = 1.0
 
 
-def bayer_bands(edges_nm=(400.0, 500.0, 600.0, 700.0), weights=(1.0, 1.0, 1.0)) -> tuple[Band, ...]:
+BAND_EDGES_NM = (400.0, 500.0, 600.0, 700.0)  # B | G | R band boundaries
+BAND_WEIGHTS = (1.0, 1.0, 1.0)  # weights of the B, G, R bands
+
+
+def bayer_bands(edges_nm=BAND_EDGES_NM, weights=BAND_WEIGHTS) -> tuple[Band, ...]:
     """B over edges[0..1], G1 + G2 over edges[1..2], R over edges[2..3], with the given weights."""
     edges, weights = [float(e) for e in edges_nm], [float(w) for w in weights]
     if len(edges) != 4 or any(b <= a for a, b in zip(edges, edges[1:])):

@@ -4,7 +4,7 @@ config are generated from its fields, so a default is written here only."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -14,24 +14,40 @@ from crrecon_pipeline.grid import N_PIX, N_WAVELENGTHS
 FIDELITIES = ("thin", "multislice")
 
 
+# The user's cell: geometry and materials (the simulator resource, `crrecon simulate` flags, pretraining overrides).
+GEOMETRY = ("period_um", "height_um", "depth_um", "n_substrate", "cauchy_a", "cauchy_b")
+# How finely the multi-slice fidelity resolves the layer (the pretraining rows use a coarse setting).
+RESOLUTION = ("multislice_slices", "multislice_grid", "multislice_step_nm")
+# What a user sets for the built-in simulator: the simulator resource's fields and `crrecon simulate`'s flags.
+SIMULATOR_FIELDS = ("fidelity", *GEOMETRY, *RESOLUTION)
+
+
+def _help(text: str, **more) -> dict:
+    return {"help": text, **more}
+
+
 @dataclass(frozen=True)
 class PhysicsParams:
     """Geometry and materials; the defaults mirror the research group's FDTD setup (docs/simulator.md)."""
 
-    period_um: float = 2.0  # L, unit cell (2 x 2 Bayer pixels of 1 um)
-    height_um: float = 0.6  # h, pillar height
-    depth_um: float = 2.5  # z, detector plane below the pillars
-    n_substrate: float = 1.0  # n_s, medium between pillars and detector (air)
-    cauchy_a: float = 1.996  # n_hi = A + B / lambda^2 (lambda in um): SiN
-    cauchy_b: float = 0.0166
-    n_low: float = 1.0  # index where the pattern is 0
-    wavelength_min_nm: float = 400.0
-    wavelength_max_nm: float = 700.0
-    n_wavelengths: int = N_WAVELENGTHS
-    fidelity: str = "thin"  # "thin" (this module) or "multislice" (physics/multislice.py: wave propagation in slices)
-    multislice_slices: int = 40  # slices through the pillar layer
-    multislice_step_nm: float = 10.0  # wavelength sub-grid of the layer solve, interpolated to every sample
-    multislice_grid: int = N_PIX  # lateral samples per side inside the layer (a multiple or divisor of 128)
+    period_um: float = field(default=2.0, metadata=_help("unit cell period L (um): 2 x 2 Bayer pixels of 1 um"))
+    height_um: float = field(default=0.6, metadata=_help("pillar height h (um)"))
+    depth_um: float = field(default=2.5, metadata=_help("detector depth z below the pillars (um)"))
+    n_substrate: float = field(default=1.0, metadata=_help("index n_s of the medium below the pillars (air)"))
+    cauchy_a: float = field(default=1.996, metadata=_help("pillar index n = A + B / lambda^2 (lambda in um): A (SiN)"))
+    cauchy_b: float = field(default=0.0166, metadata=_help("pillar index n = A + B / lambda^2: B (um^2)"))
+    n_low: float = field(default=1.0, metadata=_help("index where the pattern is 0"))
+    wavelength_min_nm: float = field(default=400.0, metadata=_help("first simulated wavelength (nm)"))
+    wavelength_max_nm: float = field(default=700.0, metadata=_help("last simulated wavelength (nm)"))
+    n_wavelengths: int = field(default=N_WAVELENGTHS, metadata=_help("wavelength samples"))
+    fidelity: str = field(default="thin", metadata=_help(
+        "thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous solvers)",
+        choices=FIDELITIES))
+    multislice_slices: int = field(default=40, metadata=_help("slices through the pillar layer (multislice)"))
+    multislice_step_nm: float = field(default=10.0, metadata=_help(
+        "wavelength sub-grid of the layer solve in nm, interpolated to every sample (multislice)"))
+    multislice_grid: int = field(default=N_PIX, metadata=_help(
+        "lateral samples per side in the layer, a multiple or divisor of 128 (multislice; 32 makes cheap rows)"))
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:

@@ -27,7 +27,7 @@ ProgressFn = Callable[[int], None]
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "structure seed: row r of a seed is the same bytes however sharded"})
     physics: PhysicsParams = field(default_factory=PhysicsParams)
     structures: StructureParams = field(default_factory=StructureParams)
 
@@ -47,21 +47,6 @@ class SimulationSettings:
                 raise ValueError(f"simulation settings: unknown {key} key(s) {unknown}")
             parts[key] = kind(**values)
         return cls(seed=int(record.get("seed", 0)), **parts)
-
-
-def settings_table(settings: SimulationSettings) -> str:
-    """The simulator settings as a markdown table (for the raw assets' metadata in the UI)."""
-    p = settings.physics
-    rows = [("fidelity", p.fidelity), ("seed", settings.seed), ("cell period L", f"{p.period_um} µm"),
-            ("pillar height h", f"{p.height_um} µm"), ("detector depth z", f"{p.depth_um} µm"),
-            ("substrate index n_s", p.n_substrate), ("pillar index", f"{p.cauchy_a} + {p.cauchy_b} / λ² (λ in µm)"),
-            ("background index", p.n_low),
-            ("wavelengths", f"{p.wavelength_min_nm:g}–{p.wavelength_max_nm:g} nm, {p.n_wavelengths} samples")]
-    if p.fidelity == "multislice":
-        rows += [("slices", p.multislice_slices), ("layer solved every", f"{p.multislice_step_nm:g} nm (spline between)"),
-                 ("layer grid", f"{p.multislice_grid} × {p.multislice_grid}")]
-    rows.append(("unfinished fraction", settings.structures.unfinished_fraction))
-    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def shard_ranges(rows: int, shards: int) -> list[tuple[int, int]]:

@@ -10,7 +10,7 @@ by (seed, block), so row r of a seed is the same bytes however the rows are chun
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -22,11 +22,12 @@ ROWS_PER_BLOCK = 256
 
 @dataclass(frozen=True)
 class StructureParams:
-    seed_size: int = 16
-    blur_sigma_px: float = 2.0
-    fill_mean: float = 0.32
-    fill_spread: float = 0.08  # target fill drawn uniformly in fill_mean +- fill_spread
-    unfinished_fraction: float = 0.47  # rows written as unfinished simulations (all-zero spectra)
+    seed_size: int = field(default=16, metadata={"help": "side of the random seed pattern (pixels)"})
+    blur_sigma_px: float = field(default=2.0, metadata={"help": "periodic Gaussian blur after upsampling (pixels)"})
+    fill_mean: float = field(default=0.32, metadata={"help": "mean target fill fraction"})
+    fill_spread: float = field(default=0.08, metadata={"help": "target fill drawn uniformly in fill_mean +- this"})
+    unfinished_fraction: float = field(default=0.47, metadata={
+        "help": "fraction of rows written as unfinished simulations (all-zero spectra), as in the research data"})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""The dataset profile (the seed's analyze_data.py): sizes, ranges, per-pixel spectra, fill fractions, pictures."""
+"""The dataset profile (the seed's analyze_data.py): sizes, ranges, per-pixel spectra, fill fractions, pictures;
+and the preview picture of one prepared shard version."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from crrecon_pipeline.data.prepared import Prepared
-from crrecon_pipeline.plots import PIXELS, _save
+from crrecon_pipeline.data.store import ShardVersion
+from crrecon_pipeline.data.transforms import PrepareSettings, unpack_structures
+from crrecon_pipeline.plots import PIXELS, _save, plot_predictions
 
 COUNTS = ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")
 
@@ -69,3 +72,17 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
         "diagonal_symmetric_fraction": symmetric,
         "wavelengths_nm": [float(lam[0]), float(lam[-1])],
     }
+
+
+def shard_preview(version: ShardVersion, settings: PrepareSettings) -> Path:
+    """A few kept structures of a version and their Bayer spectra, drawn once, beside the version's folder (the
+    version itself stays as committed)."""
+    path = version.path.parent / f"preview_{version.version}.png"
+    if not path.exists():
+        bayer = np.load(version.file("bayer.npy"), mmap_mode="r")
+        packed = np.load(version.file("structures.npy"), mmap_mode="r")
+        pick = np.linspace(0, version.rows - 1, min(3, version.rows)).astype(int)
+        plot_predictions(unpack_structures(np.asarray(packed[pick])), np.asarray(bayer[pick]), None,
+                         settings.bin_centers_nm(), path,
+                         title=f"Shard {version.shard}: kept structures and their Bayer spectra")
+    return path

@@ -14,20 +14,32 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import Prepared, load_prepared
 from crrecon_pipeline.data.transforms import PrepareSettings
+from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.physics.shards import ProgressFn, SimulationSettings, write_dataset
+
+# The pretraining rows' physics unless the run says otherwise: a coarse multi-slice simulation (32 x 32 grid, 8 slices,
+# a 30 nm step: ~300 rows/s on 2 cores), as cheap as thin and a far better start for rigorous data (docs/benchmarks.md). Their
+# structures come from their own seed, and no row is unfinished.
+PRETRAIN_PHYSICS = {"fidelity": "multislice", "multislice_slices": 8, "multislice_grid": 32, "multislice_step_nm": 30.0}
+PRETRAIN_SEED = 1000
 
 
 @dataclass(frozen=True)
 class PretrainData:
     settings: SimulationSettings
-    rows: int
-    shards: int = 1
+    rows: int = field(default=4000, metadata={"help": "simulated rows (every one finished: no unfinished rows)"})
+    shards: int = field(default=1, metadata={"help": "raw shard files the rows are written in"})
+
+    def __post_init__(self):
+        if self.rows < 10 or not 1 <= self.shards <= self.rows:
+            raise ConfigError(f"pretraining rows: need rows >= 10 and 1 <= shards <= rows, got rows={self.rows}, "
+                              f"shards={self.shards}")
 
     def digest(self) -> str:
         """The folder name: what decides the rows (settings, row count, shard split), hashed."""

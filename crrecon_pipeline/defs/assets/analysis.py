@@ -9,27 +9,22 @@ from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.assets.training import trained_model
+from crrecon_pipeline.defs.handoff import required_trained_model
 from crrecon_pipeline.defs.lineage import training_versions
 from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks
 from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.plots import markdown_image
 from crrecon_pipeline.report.analysis import EXPLAIN, analyze_run, compare_runs, report_markdown
 from crrecon_pipeline.report.profile import profile_dataset
-
-
-def _latest_run_dir(context) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
-    if event is None:
-        raise dg.Failure(description="trained_model has no materialization yet")
-    return event.asset_materialization.metadata["run_dir"].value
+from crrecon_pipeline.report.tables import launchpad_yaml, pixel_table, setting_effects, shard_rows_table
 
 
 @dg.asset(deps=[trained_model], group_name="analysis", kinds={"python"},
           description="The latest run's log: metrics, diagnosis (" + ", ".join(EXPLAIN) + "), suggestions.")
 def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    from pathlib import Path
-
-    run_dir = Path(_latest_run_dir(context))
+    run_dir = required_trained_model(context.instance).run_dir
+    if run_dir is None:
+        raise dg.Failure(description="trained_model's latest materialization names no run_dir", allow_retries=False)
     with bad_input_fails_step():
         result = analyze_run(run_dir)  # its metrics.jsonl; the text log (output.log_file) for older runs
     write_text_atomic(run_dir / "analysis.json", json.dumps({k: v for k, v in result.items() if k not in ("history", "final")}, indent=2) + "\n")
@@ -57,17 +52,13 @@ def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths, model
         raise dg.Failure(description=f"{paths.runs_path()}: no finished runs to compare")
     yaml_text = result["next_config_yaml"]
     write_text_atomic(paths.reports_path() / "next_run.yaml", yaml_text)
-    effects = "\n".join(f"- **{k}**: " + ", ".join(f"{v} → {100 * r:.3g} %" for v, r in d.items()) for k, d in result["effects"].items())
-    effects = ("Mean val MSE as % of the mean-spectrum baseline's (lower is better), by setting:\n\n" + effects
-               if effects else "only one value of each setting seen so far")
-    launchpad = "ops:\n  trained_model:\n    config:\n" + "".join(f"      {line}\n" for line in yaml_text.splitlines())
     return dg.MaterializeResult(metadata={
         "runs": result["runs"],
         "best_run": result["best_run"],
         "best_val_mse_pct_of_baseline": percent(result["best_mse_vs_baseline"]),
         "leaderboard": dg.MetadataValue.md(result["markdown"]),
-        "setting_effects": dg.MetadataValue.md(effects),
-        "next_run_config": dg.MetadataValue.md(f"```yaml\n{launchpad}```"),
+        "setting_effects": dg.MetadataValue.md(setting_effects(result["effects"])),
+        "next_run_config": dg.MetadataValue.md(launchpad_yaml("trained_model", yaml_text)),
     })
 
 
@@ -83,22 +74,14 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
     picture = paths.reports_path() / "dataset_profile.png"
     prof = profile_dataset(prepared, picture)
     write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")
-    pixels = "\n".join(f"| {k} | {v['mean']:.4g} | {v['std']:.4g} | {v['min']:.4g} | {v['max']:.4g} |" for k, v in prof["per_pixel"].items())
-    shard_rows = "\n".join(f"| {r['shard']} | `{r['version']}` | {r['raw_rows']:,} | {r['kept_rows']:,} | {r['dropped_unfinished']:,} | "
-                           f"{r['dropped_nonfinite']:,} |" for r in prof["per_shard"])
-    totals = (f"| **all {prof['shards']}** | | **{prof['raw_rows']:,}** | **{prof['kept_rows']:,}** | "
-              f"**{prof['dropped_unfinished']:,}** | **{prof['dropped_nonfinite']:,}** |")
-    left_out = "".join(f"\n- shard {k}: {reason}" for k, reason in excluded.items())
-    rows_md = ("| shard | version | raw rows | kept | dropped: unfinished (all-zero spectra) | dropped: NaN/Inf |\n"
-               f"|---|---|---|---|---|---|\n{shard_rows}\n{totals}\n" + (f"\nLeft out (lineage):{left_out}\n" if left_out else ""))
     return dg.MaterializeResult(metadata={
         "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
         "dropped_unfinished": prof["dropped_unfinished"], "dropped_nonfinite": prof["dropped_nonfinite"],
         "kept_fraction_pct": percent(prof["kept_rows"] / max(prof["raw_rows"], 1)),
         "rotated_rows": prof["rotated_rows"], "fill_mean": rounded(prof["fill_mean"]), "fill_std": rounded(prof["fill_std"]),
         "diagonal_symmetric_pct": percent(prof["diagonal_symmetric_fraction"]),
-        "rows_by_shard": dg.MetadataValue.md(rows_md),
+        "rows_by_shard": dg.MetadataValue.md(shard_rows_table(prof, excluded)),
         "excluded_shards": dg.MetadataValue.json(excluded),
-        "per_pixel": dg.MetadataValue.md(f"| pixel | mean | std | min | max |\n|---|---|---|---|---|\n{pixels}"),
+        "per_pixel": dg.MetadataValue.md(pixel_table(prof["per_pixel"])),
         "profile": dg.MetadataValue.md(markdown_image(picture, "dataset profile")),
     })

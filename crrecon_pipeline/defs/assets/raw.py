@@ -9,22 +9,15 @@ import dagster as dg
 
 from crrecon_pipeline.data.checks import raw_checks, scan_raw_shard
 from crrecon_pipeline.data.npyio import write_text_atomic
-from crrecon_pipeline.defs.assets.common import bad_input_fails_step, check_result_from_record
+from crrecon_pipeline.defs.assets.common import bad_input_fails_step
+from crrecon_pipeline.defs.checks import RAW_CHECKS, check_result_from_record
 from crrecon_pipeline.defs.lineage import shard_of
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource
 from crrecon_pipeline.numbers import rounded, rounded_all, shape_text
-from crrecon_pipeline.physics.shards import settings_table, write_shard
-
-RAW_CHECKS = [
-    dg.AssetCheckSpec("check_binary_structures", asset="raw_structures", partitions_def=shards, blocking=True,
-                      description="structures are {0,1} or {0,255}"),
-    dg.AssetCheckSpec("check_finite_spectra", asset="raw_spectra", partitions_def=shards,
-                      description="rows with NaN/Inf stay under FilterSettings.max_nonfinite_fraction (they are dropped)"),
-    dg.AssetCheckSpec("check_sign_convention", asset="raw_spectra", partitions_def=shards, blocking=True,
-                      description="raw spectra are stored negative (a flipped export would train on wrong signs)"),
-]
+from crrecon_pipeline.physics.shards import write_shard
+from crrecon_pipeline.report.tables import settings_table
 
 
 @dg.multi_asset(

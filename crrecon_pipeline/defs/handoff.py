@@ -1,0 +1,106 @@
+"""What one asset hands the next through the Dagster instance, read back as typed records from the latest
+materialization's metadata, in this one module.
+
+The metadata keys are a contract (stored materializations, the UI and tools read them): filtered_bayer and
+rotated_bayer write `version` (version_metadata below); trained_model and pretrained_model write `checkpoint` and
+`run_dir` (report.run_metadata.final_metadata), trained_model also `training_set` ({shard: {version, rows}})."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from crrecon_pipeline.data.store import ShardVersion
+from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.train.config import RunConfig
+
+
+@dataclass(frozen=True)
+class PreparedVersionRecord:
+    """A shard's latest materialization of filtered_bayer or rotated_bayer: which immutable version it holds."""
+
+    asset: str
+    partition: str
+    version: str | None  # None: that materialization records no prepared version
+    run_id: str
+
+
+@dataclass(frozen=True)
+class TrainedModelRecord:
+    """The latest materialization of trained_model or pretrained_model."""
+
+    asset: str
+    checkpoint: Path
+    run_dir: Path | None  # None where the materialization does not say (e.g. one reported from outside a run)
+    training_set: dict  # {shard: {version, rows}} it trained on; {} when not recorded
+    run_id: str
+
+    def versions(self) -> dict[int, str] | None:
+        """{shard: version} the model trained on, or None (not recorded: each shard's LATEST)."""
+        return {int(k): v["version"] for k, v in self.training_set.items()} or None
+
+
+def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: str | None = None):
+    """The latest materialization record of `asset` (of its `partition`), or None."""
+    key = dg.AssetKey(asset)
+    if partition is not None:
+        key = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition])
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0] if records else None
+
+
+def _values(record) -> dict:
+    return {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+
+
+def latest_prepared_version(instance: dg.DagsterInstance, asset: str, partition: str) -> PreparedVersionRecord | None:
+    """None when the shard has no materialization of `asset`."""
+    record = latest_materialization(instance, asset, partition)
+    if record is None:
+        return None
+    return PreparedVersionRecord(asset, partition, _values(record).get("version"), record.run_id)
+
+
+def latest_model(instance: dg.DagsterInstance, asset: str) -> TrainedModelRecord | None:
+    """None when `asset` has no materialization that names a checkpoint."""
+    record = latest_materialization(instance, asset)
+    values = _values(record) if record is not None else {}
+    if values.get("checkpoint") is None:
+        return None
+    run_dir = values.get("run_dir")
+    return TrainedModelRecord(asset, Path(values["checkpoint"]), Path(run_dir) if run_dir else None,
+                              dict(values.get("training_set") or {}), record.run_id)
+
+
+def latest_trained_model(instance: dg.DagsterInstance) -> TrainedModelRecord | None:
+    return latest_model(instance, "trained_model")
+
+
+def latest_pretrained_model(instance: dg.DagsterInstance) -> TrainedModelRecord | None:
+    return latest_model(instance, "pretrained_model")
+
+
+def required_trained_model(instance: dg.DagsterInstance) -> TrainedModelRecord:
+    """The latest trained model, or a step failure saying there is none (the assets that start from it)."""
+    model = latest_trained_model(instance)
+    if model is None:
+        raise dg.Failure(description="trained_model has no materialization yet", allow_retries=False)
+    return model
+
+
+def resolve_init_from(instance: dg.DagsterInstance, cfg: RunConfig) -> RunConfig:
+    """training.init_from = "pretrained_model": a new config naming the checkpoint of that asset's latest
+    materialization (`cfg` itself is left as it is); any other value: `cfg`."""
+    if cfg.training.init_from != "pretrained_model":
+        return cfg
+    pretrained = latest_pretrained_model(instance)
+    if pretrained is None:
+        raise ConfigError("training.init_from: pretrained_model has no materialization with a checkpoint yet "
+                          "(materialize pretrained_model first, or give a checkpoint path, or \"\" for none)")
+    return cfg.replaced("training.init_from", str(pretrained.checkpoint), "training.init_from (pretrained_model)")
+
+
+def version_metadata(version: ShardVersion) -> dict:
+    """What filtered_bayer and rotated_bayer write: the immutable version they hold, its folder and its manifest."""
+    return {"version": version.version, "version_path": dg.MetadataValue.path(str(version.path)),
+            "manifest": dg.MetadataValue.path(str(version.path / "manifest.json"))}
