@@ -171,7 +171,7 @@ def test_from_dict_names_the_dotted_key_and_no_unchecked_config_exists():
 
 
 def test_resolve_init_from_returns_a_new_config_and_leaves_the_original():
-    from crrecon_pipeline.defs.lineage import resolve_init_from
+    from crrecon_pipeline.defs.handoff import resolve_init_from
 
     instance = dg.DagsterInstance.ephemeral()
     cfg = load_config("quick", ["training.init_from=pretrained_model"])

@@ -125,7 +125,7 @@ def test_pretrained_model_honours_processes(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     resources = {"paths": CrreconPaths(home=str(tmp_path)), "filtering": FilterSettings(),
                  "simulator": SimulatorResource(), "device": TrainingDevice(device="cpu", processes=2)}
-    config = PretrainedModelConfig(**tiny_config("training.epochs=1", "training.save_every=0"),
+    config = PretrainedModelConfig(**tiny_config("training.epochs=1", "training.save_every=0").to_dict(),
                                    simulator={"rows": 40, "fidelity": "thin"})
     result = dg.materialize([pretrained_model], instance=instance, resources=resources,
                             run_config=dg.RunConfig({"pretrained_model": config}))
