@@ -53,8 +53,8 @@ def naive_power(s: np.ndarray, p: PhysicsParams) -> np.ndarray:
 
 
 def naive_multislice(s: np.ndarray, p: PhysicsParams) -> np.ndarray:
-    """The multi-slice model of physics/multislice.py taken literally: complex128, one wavelength at a time, every one of
-    the 301 samples solved (no sub-grid), all 128 x 128 orders through the quadrant integrals."""
+    """The multi-slice model of physics/multislice.py taken literally: complex128, one wavelength at a time, every one
+    of the 301 samples solved (no sub-grid), all 128 x 128 orders through the quadrant integrals."""
     n = 128
     m = np.fft.fftfreq(n, 1.0 / n)
     f2 = (m[:, None] ** 2 + m[None, :] ** 2) / p.period_um**2

@@ -33,8 +33,8 @@ def _env(name: str, default: str):
 
 
 defs = dg.Definitions(
-    assets=[raw_shard, filtered_bayer, rotated_bayer, pretrained_model, trained_model, training_log_analysis, run_comparison, dataset_profile,
-            designed_structures],
+    assets=[raw_shard, filtered_bayer, rotated_bayer, pretrained_model, trained_model, training_log_analysis,
+            run_comparison, dataset_profile, designed_structures],
     jobs=[prepare_data_job, pretrain_job, train_job, design_job],
     schedules=[weekly_retraining],
     sensors=[new_shard_sensor],

@@ -127,14 +127,16 @@ def test_cli_json_and_text(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["epochs_completed"] == 12 and out["best_epoch"] == 12 and out["diagnosis"] == ["still_improving"]
     assert all(set(s) == {"parameter", "action", "value", "reason"} for s in out["suggestions"])
-    text = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(log)], capture_output=True, text=True)
+    text = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(log)],
+                          capture_output=True, text=True)
     assert "Diagnosis: still_improving" in text.stdout
     nan_log = write_log(tmp_path / "nan_log.txt", [1.0, float("nan")], [1.0, float("nan")])
     res = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(nan_log), "--json"],
                          capture_output=True, text=True)
     strict = json.loads(res.stdout.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert strict["diagnosis"] == ["divergence"] and strict["history"][1]["val_loss"] is None
-    missing = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze", "--log", str(tmp_path / "nope.txt")],
+    missing = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "analyze",
+                              "--log", str(tmp_path / "nope.txt")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.txt" in missing.stderr
 
@@ -142,7 +144,8 @@ def test_cli_json_and_text(tmp_path):
 def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
     train(tiny_config("training.epochs=4"), p, tmp_path / "runs" / "a", device="cpu", log=lambda m: None)
-    train(tiny_config("training.epochs=2", "training.lr=0.0005"), p, tmp_path / "runs" / "b", device="cpu", log=lambda m: None)
+    train(tiny_config("training.epochs=2", "training.lr=0.0005"), p, tmp_path / "runs" / "b", device="cpu",
+          log=lambda m: None)
     result = analyze_log(tmp_path / "runs" / "a" / "train_log.txt")
     assert result["epochs_completed"] == 4 and result["best_val"] > 0
     structured = analyze_run(tmp_path / "runs" / "a")  # from metrics.jsonl: the same epochs, at full precision
@@ -179,7 +182,8 @@ def test_a_short_run_that_barely_moved_is_too_short_and_not_learning(tmp_path):
     result = analyze_log(write_log(tmp_path / "train_log.txt", [0.009, 0.0087, 0.0085], [0.0086, 0.0084, 0.0083]))
     assert result["diagnosis"] == ["too_short", "not_learning"]
     params = {s["parameter"]: s for s in result["suggestions"]}
-    assert params["training.lr"]["value"] == pytest.approx(3e-3) and "moved only 3.49 %" in params["training.lr"]["reason"]
+    assert (params["training.lr"]["value"] == pytest.approx(3e-3)
+            and "moved only 3.49 %" in params["training.lr"]["reason"])
     assert params["training.epochs"]["value"] == 10 and params["training.epochs"]["action"] == "increase to 10"
     fast = analyze_log(write_log(tmp_path / "fast.txt", [1.0, 0.5, 0.3], [1.0, 0.55, 0.35]))
     assert fast["diagnosis"] == ["still_improving", "too_short"]  # learning fast, but too early to call

@@ -110,7 +110,8 @@ def test_launchpad_run_config_is_validated_by_the_schema(tmp_path):
                                ({"output": {"log_file": "../../x.txt"}}, "output.log_file"),
                                ({"model": {"params": {"depth": 3}}}, "model.params.depth")):
         result = dg.materialize([trained_model], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-                                resources={"paths": CrreconPaths(home=str(tmp_path)), "device": TrainingDevice(device="cpu"),
+                                resources={"paths": CrreconPaths(home=str(tmp_path)),
+                                           "device": TrainingDevice(device="cpu"),
                                            "model_checks": ModelChecks()},
                                 run_config={"ops": {"trained_model": {"config": override}}})
         assert not result.success
@@ -125,7 +126,9 @@ def test_unknown_launchpad_keys_are_refused_before_the_run(tmp_path):
     from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
 
     with pytest.raises(dg.DagsterInvalidConfigError, match="epoch"):
-        dg.materialize([trained_model], resources={"paths": CrreconPaths(home=str(tmp_path)), "device": TrainingDevice(), "model_checks": ModelChecks()},
+        dg.materialize([trained_model],
+                       resources={"paths": CrreconPaths(home=str(tmp_path)), "device": TrainingDevice(),
+                                  "model_checks": ModelChecks()},
                        run_config={"ops": {"trained_model": {"config": {"training": {"epoch": 1}}}}})
 
 

@@ -48,7 +48,8 @@ def test_bayer_layout_and_rotation():
     rgb = np.stack([np.full(30, 1.0), np.full(30, 2.0), np.full(30, 3.0)])[None]
     bayer = to_bayer(rgb)
     assert bayer.shape == (1, 2, 2, 30)
-    assert (bayer[0, 0, 0] == 1).all() and (bayer[0, 0, 1] == 2).all() and (bayer[0, 1, 0] == 2).all() and (bayer[0, 1, 1] == 3).all()
+    assert ((bayer[0, 0, 0] == 1).all() and (bayer[0, 0, 1] == 2).all()
+            and (bayer[0, 1, 0] == 2).all() and (bayer[0, 1, 1] == 3).all())
     rot = rotate_bayer(bayer)
     assert (rot[0, 0, 0] == 3).all() and (rot[0, 1, 1] == 1).all()
     np.testing.assert_array_equal(rotate_bayer(rot), bayer)
@@ -111,7 +112,8 @@ def test_load_prepared_on_simulated_data(raw_dir, prepared_dir):
 
 def snapshot(out) -> dict:
     """Every committed file's bytes, and what load_prepared returns (which versions)."""
-    files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".staging" not in p.parts}
+    files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+             if p.is_file() and ".staging" not in p.parts}
     return {"files": files, "training_set": load_prepared(out).training_set()}
 
 
@@ -124,7 +126,8 @@ def assert_intact(out, before: dict) -> None:
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)],
+                          capture_output=True, text=True)
 
 
 def _bad_cases():

@@ -32,7 +32,8 @@ FEW = DesignSettings(designs=3, steps=15, seed=5)
 def checkpoint(prepared_dir, tmp_path_factory):
     """A tiny surrogate trained for 2 epochs on the simulated session data."""
     run = tmp_path_factory.mktemp("design_run")
-    metrics = train(tiny_config("training.epochs=2"), load_prepared(prepared_dir), run, device="cpu", log=lambda m: None)
+    metrics = train(tiny_config("training.epochs=2"), load_prepared(prepared_dir), run, device="cpu",
+                    log=lambda m: None)
     return metrics["best_checkpoint"]
 
 
@@ -125,7 +126,8 @@ def test_run_design_simulates_with_recorded_settings(checkpoint, raw_dir, prepar
     on_disk = json.loads((out / "designs.json").read_text())
     assert on_disk["designs"] == summary["designs"] and on_disk["files"][0].endswith("binary_dataset_128_0.npy")
     # a second run picks the next shard index; an explicit collision is refused
-    assert run_design(checkpoint, prepared_dir, out, DesignSettings(designs=1, steps=2), device="cpu")["shard_index"] == 1
+    assert run_design(checkpoint, prepared_dir, out, DesignSettings(designs=1, steps=2),
+                      device="cpu")["shard_index"] == 1
     with pytest.raises(ValueError, match="already exists"):
         run_design(checkpoint, prepared_dir, out, FEW, shard_index=0, device="cpu")
 
@@ -179,7 +181,8 @@ def test_cli_design(checkpoint, prepared_dir, tmp_path, capsys):
     assert main(args + ["--band-weights", "1,x,1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "missing.pt: checkpoint not found" in err[-3] and "already exists" in err[-2] and "--band-weights" in err[-1]
-    assert sorted(p.name for p in (tmp_path / "o").glob("*.npy")) == ["binary_dataset_128_0.npy", "spectra_latest_0.npy"]
+    assert (sorted(p.name for p in (tmp_path / "o").glob("*.npy"))
+            == ["binary_dataset_128_0.npy", "spectra_latest_0.npy"])
 
 
 def test_designed_structures_asset_and_check(checkpoint, prepared_dir, tmp_path):

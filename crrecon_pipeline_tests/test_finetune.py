@@ -22,7 +22,8 @@ TINY = TRAINING_TINY + ["training.epochs=2", "training.save_every=0"]  # later -
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)],
+                          capture_output=True, text=True)
 
 
 def test_bin_spectra_301_is_the_samples_and_other_counts_follow_the_mean_rule():
@@ -125,14 +126,16 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     assert metas[0]["pretrain_dir"].value == metas[1]["pretrain_dir"].value
     assert {"val_mse", "baseline_val_mse", "val_pearson", "model_card", "checkpoint"} <= set(metas[0])
     pretrained_ckpt = metas[1]["checkpoint"].value
-    assert str(home / "pretrain") in pretrained_ckpt and load_checkpoint(pretrained_ckpt)["model"]["scale.mean"].shape[-1] == 20
+    assert (str(home / "pretrain") in pretrained_ckpt
+            and load_checkpoint(pretrained_ckpt)["model"]["scale.mean"].shape[-1] == 20)
 
     dg.materialize([raw_shard, filtered_bayer, rotated_bayer], partition_key="0", instance=instance, resources=res)
     result = dg.materialize([trained_model], instance=instance, resources=res,
                             run_config=fine_tune_run_config)
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
     assert meta["init_from"].value == pretrained_ckpt
-    assert set(meta["init_skipped"].value.split(", ")) == {"mix.weight", "mix.bias", "scale.mean"}  # the out_len-shaped tensors
+    # the out_len-shaped tensors
+    assert set(meta["init_skipped"].value.split(", ")) == {"mix.weight", "mix.bias", "scale.mean"}
     state = load_checkpoint(meta["checkpoint"].value)
     assert state["config"]["training"]["init_from"] == pretrained_ckpt
     assert state["model"]["scale.mean"].shape[-1] == 30

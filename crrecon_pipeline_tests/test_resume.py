@@ -121,7 +121,8 @@ def test_another_models_checkpoint_is_refused_in_one_line(two_epochs, tmp_path, 
 def test_nan_loss_stops_with_the_epoch_named(prepared_dir, tmp_path, capsys):
     out = tmp_path / "nan"
     sets = sum((["--set", s] for s in TINY + ["training.epochs=3", "training.lr=1e30", "training.grad_clip=0"]), [])
-    rc = cli.main(["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(out), "--device", "cpu", *sets])
+    rc = cli.main(["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(out), "--device", "cpu",
+                   *sets])
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert rc == 2 and "training diverged at epoch 1/3" in err[-1], err
@@ -146,10 +147,10 @@ def test_cli_one_line_errors_leave_no_temp_files(two_epochs, prepared_dir, raw_d
         ([*predict, str(tmp_path / "s.npy"), "--out", str(tmp_path / "folder")], "is a folder"),
         ([*predict, str(tmp_path / "bad.npy"), "--out", str(tmp_path / "p.npy")], "rows 32..39"),
         ([*predict, str(tmp_path / "s.npy"), "--out", str(tmp_path / "p.npy"), "--device", "foo"], "--device foo"),
-        (["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(tmp_path / "afile"), "--device", "cpu"],
-         "afile"),
-        (["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(tmp_path / "x"), "--device", "cpu",
-          "--init-weights", str(tmp_path / "nope.pt")], "nope.pt"),
+        (["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(tmp_path / "afile"),
+          "--device", "cpu"], "afile"),
+        (["train", "--config", "quick", "--prepared", str(prepared_dir), "--out", str(tmp_path / "x"),
+          "--device", "cpu", "--init-weights", str(tmp_path / "nope.pt")], "nope.pt"),
     ]
     if not torch.cuda.is_available():
         cases.append(([*predict, str(tmp_path / "s.npy"), "--out", str(tmp_path / "p.npy"), "--device", "cuda"],

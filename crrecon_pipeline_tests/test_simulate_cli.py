@@ -25,12 +25,14 @@ def structures(n, seed=4):
 
 
 def test_settings_round_trip_and_simulation_json(tmp_path):
-    settings = SimulationSettings(seed=5, physics=PhysicsParams(fidelity="multislice", period_um=1.6, multislice_slices=12),
+    settings = SimulationSettings(seed=5,
+                                  physics=PhysicsParams(fidelity="multislice", period_um=1.6, multislice_slices=12),
                                   structures=StructureParams(fill_mean=0.3))
     assert SimulationSettings.from_dict(settings.to_dict()) == settings
     write_dataset(tmp_path, rows=4, shards=1, settings=SimulationSettings(seed=2))
     record = json.loads((tmp_path / "simulation.json").read_text())
-    assert SimulationSettings.from_dict(record) == SimulationSettings(seed=2) and record["physics"]["fidelity"] == "thin"
+    assert (SimulationSettings.from_dict(record) == SimulationSettings(seed=2)
+            and record["physics"]["fidelity"] == "thin")
     old = {"seed": 1, "physics": {"period_um": 2.0}}  # a record from before the fidelity setting
     assert SimulationSettings.from_dict(old).physics.fidelity == "thin"
     with pytest.raises(ValueError, match="unknown physics key"):
@@ -102,10 +104,12 @@ def test_raw_asset_records_the_simulator_settings(tmp_path):
     meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("raw_shard")}
     spectra = meta["raw_spectra"]
     assert spectra["simulator_fidelity"].value == "multislice"
-    assert "| slices | 8 |" in spectra["simulator"].value and "| substrate index n_s | 1.46 |" in spectra["simulator"].value
+    assert ("| slices | 8 |" in spectra["simulator"].value
+            and "| substrate index n_s | 1.46 |" in spectra["simulator"].value)
     recorded = spectra["simulation_settings"].value
     assert recorded["rows"] == {"start": 0, "stop": 2}
     settings = SimulationSettings.from_dict(recorded)
     assert settings == sim.settings()
     s = np.load(tmp_path / "raw" / "binary_dataset_128_0.npy")
-    np.testing.assert_allclose(np.load(tmp_path / "raw" / "spectra_latest_0.npy"), simulate_spectra(s, settings.physics), atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "raw" / "spectra_latest_0.npy"),
+                               simulate_spectra(s, settings.physics), atol=1e-6)

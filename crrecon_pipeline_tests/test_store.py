@@ -98,7 +98,8 @@ def test_pruning_keeps_the_last_few_and_never_a_foreign_file(tmp_path):
     first = None
     for seed in range(6):  # six different inputs for shard 0 (random rows: the physics does not matter here)
         rng = np.random.default_rng(seed)
-        write_raw_pair(raw, 0, (rng.random((20, 1, 128, 128)) < 0.3).astype(np.uint8), -rng.random((20, 3, 301), np.float32))
+        write_raw_pair(raw, 0, (rng.random((20, 1, 128, 128)) < 0.3).astype(np.uint8),
+                       -rng.random((20, 3, 301), np.float32))
         v = prepare_shard(raw, 0, out)
         if first is None:
             first = v
@@ -150,13 +151,15 @@ def test_inconsistent_version_is_refused_by_name(tmp_path, two_datasets):
 
 def test_cli_applies_the_same_checks_and_refuses_bad_names(tmp_path, raw_dir):
     flipped = tmp_path / "flipped"
-    write_raw_pair(flipped, 0, np.load(raw_dir / "binary_dataset_128_0.npy"), -np.load(raw_dir / "spectra_latest_0.npy"))
+    write_raw_pair(flipped, 0, np.load(raw_dir / "binary_dataset_128_0.npy"),
+                   -np.load(raw_dir / "spectra_latest_0.npy"))
     res = run_cli("preprocess", "--raw", flipped, "--out", tmp_path / "out")
     assert res.returncode == 2 and "check_sign_convention" in res.stderr and "spectra_latest_0.npy" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
     padded = tmp_path / "padded"
-    write_raw_pair(padded, 0, np.load(raw_dir / "binary_dataset_128_0.npy")[:50], np.load(raw_dir / "spectra_latest_0.npy")[:50])
+    write_raw_pair(padded, 0, np.load(raw_dir / "binary_dataset_128_0.npy")[:50],
+                   np.load(raw_dir / "spectra_latest_0.npy")[:50])
     for f in padded.iterdir():
         f.rename(f.with_name(f.name.replace("_0.npy", "_007.npy")))
     ok = run_cli("preprocess", "--raw", padded, "--out", tmp_path / "out7")
@@ -235,7 +238,8 @@ def test_nothing_to_train_on_fails_in_one_line(tmp_path):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.user_failure_data.description
-    assert "nothing to train on" in message and "abc" in message and "not a shard index" in message and "\n" not in message
+    assert ("nothing to train on" in message and "abc" in message and "not a shard index" in message
+            and "\n" not in message)
 
 
 def test_baseline_check_judges_its_own_run(lineage):
@@ -244,7 +248,8 @@ def test_baseline_check_judges_its_own_run(lineage):
     result = train(lineage, "training.epochs=1", "training.lr=1e-9", max_ratio=0.5,
                    assets=(trained_model, training_log_analysis, run_comparison))
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
-    evaluation = next(e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    evaluation = next(e.asset_check_evaluation_data for e in result.all_events
+                      if e.event_type_value == "ASSET_CHECK_EVALUATION")
     assert evaluation.check_name == "check_beats_baseline" and evaluation.passed is False
     ratio = meta["val_mse"].value / meta["baseline_val_mse"].value
     assert evaluation.metadata["ratio"].value == pytest.approx(ratio, rel=1e-3) and ratio > 0.5

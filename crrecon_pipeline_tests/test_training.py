@@ -167,13 +167,17 @@ def test_predict_cli(prepared_dir, tmp_path, raw_dir):
     train(tiny_config("training.epochs=1"), p, tmp_path / "run", device="cpu", log=lambda m: None)
     structures = np.load(raw_dir / "binary_dataset_128_0.npy")[:5]
     np.save(tmp_path / "s.npy", structures)
-    res = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"),
-                          "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "pred.npy")], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "predict",
+                          "--checkpoint", str(tmp_path / "run" / "best.pt"),
+                          "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "pred.npy")],
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     pred = np.load(tmp_path / "pred.npy")
     assert pred.shape == (5, 2, 2, 30) and np.isfinite(pred).all()
-    bad = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "predict", "--checkpoint", str(tmp_path / "s.npy"),
-                          "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", "predict",
+                          "--checkpoint", str(tmp_path / "s.npy"),
+                          "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "x.npy")],
+                         capture_output=True, text=True)
     assert bad.returncode == 2 and "s.npy" in bad.stderr and "Traceback" not in bad.stderr
 
 

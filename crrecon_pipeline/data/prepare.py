@@ -90,7 +90,8 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
         bad = np.argwhere((chunk != 0) & (chunk != 1) & (chunk != 255))[0]
         raise DataError(f"{path}: non-binary structures (value {chunk[tuple(bad)]} at row {first_row + bad[0]})")
     if encoding == "mixed" or (encoding and stats.structure_values and stats.structure_values != encoding):
-        raise DataError(f"{path}: structures mix 0/1 and 0/255 encodings (rows {first_row}..{first_row + len(chunk) - 1})")
+        raise DataError(f"{path}: structures mix 0/1 and 0/255 encodings "
+                        f"(rows {first_row}..{first_row + len(chunk) - 1})")
     stats.structure_values = encoding or stats.structure_values
     return encoding
 
@@ -124,7 +125,8 @@ def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: Progre
                 stats.bayer_min = np.minimum(stats.bayer_min, ch.min(axis=(0, 2))).tolist()
                 stats.bayer_max = np.maximum(stats.bayer_max, ch.max(axis=(0, 2))).tolist()
                 stats.bayer_sum = (np.asarray(stats.bayer_sum) + ch.sum(axis=(0, 2), dtype=np.float64)).tolist()
-                stats.max_green_mismatch = max(stats.max_green_mismatch, float(np.abs(bayer[:, 0, 1] - bayer[:, 1, 0]).max()))
+                stats.max_green_mismatch = max(stats.max_green_mismatch,
+                                               float(np.abs(bayer[:, 0, 1] - bayer[:, 1, 0]).max()))
                 stats.negative_after_flip += int(np.count_nonzero(bayer < 0))
             if progress:
                 progress(len(st))
@@ -198,7 +200,8 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
         versions.append(rotated)
     PreparedStore(out_dir).update_pointers({v.shard: v.version for v in versions}, replace=True)
     records = [v.manifest["record"] for v in versions]
-    total = {key: sum(r[key] for r in records) for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
+    total = {key: sum(r[key] for r in records)
+             for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
     return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}
 
 

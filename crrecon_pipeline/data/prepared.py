@@ -81,14 +81,18 @@ def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Pre
     else:
         chosen = {int(k): store.open(int(k), v) for k, v in sorted(versions.items(), key=lambda kv: int(kv[0]))}
     if not chosen:
-        legacy = " (an old flat layout is there: run `crrecon preprocess` again)" if any(Path(prepared_dir).glob("shard_*.json")) else ""
-        raise DataError(f"{prepared_dir}: no prepared shards (run `crrecon preprocess` or materialize filtered_bayer){legacy}")
+        legacy = (" (an old flat layout is there: run `crrecon preprocess` again)"
+                  if any(Path(prepared_dir).glob("shard_*.json")) else "")
+        raise DataError(f"{prepared_dir}: no prepared shards "
+                        f"(run `crrecon preprocess` or materialize filtered_bayer){legacy}")
     shards = sorted(chosen)
     picked = [chosen[k] for k in shards]
     settings = {json.dumps(PrepareSettings(**v.manifest["settings"]).identity(), sort_keys=True) for v in picked}
     if len(settings) > 1:
-        raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); prepare them alike")
-    records = [v.manifest["record"] | {"settings": v.manifest["settings"], "raw_files": [src["path"] for src in v.manifest["sources"]]}
+        raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); "
+                        "prepare them alike")
+    records = [v.manifest["record"] | {"settings": v.manifest["settings"],
+                                       "raw_files": [src["path"] for src in v.manifest["sources"]]}
                for v in picked]
     offsets = np.concatenate([[0], np.cumsum([r["raw_rows"] for r in records])[:-1]])
 

@@ -19,7 +19,8 @@ def main(preset: str = "quick") -> int:
     raw = paths.raw_dir.get_value() if isinstance(paths.raw_dir, dg.EnvVar) else paths.raw_dir
     keys = [str(k) for k in (discover_shards(raw) if raw else range(defs.resources["simulator"].initial_shards))]
     print(f"data root {home}; raw shards from {raw or 'the built-in simulator'}: {keys}", flush=True)
-    instance.add_dynamic_partitions(shards.name, [k for k in keys if not instance.has_dynamic_partition(shards.name, k)])
+    instance.add_dynamic_partitions(shards.name,
+                                    [k for k in keys if not instance.has_dynamic_partition(shards.name, k)])
 
     t0 = time.time()
     prepare = defs.resolve_job_def("prepare_data_job")
@@ -30,7 +31,8 @@ def main(preset: str = "quick") -> int:
             return 1
         meta = result.asset_materializations_for_node("filtered_bayer")[0].metadata
         print(f"shard {k}: kept {meta['kept_rows'].value} of {meta['raw_rows'].value} rows "
-              f"({meta['dropped_unfinished'].value} unfinished, {meta['dropped_nonfinite'].value} non-finite)", flush=True)
+              f"({meta['dropped_unfinished'].value} unfinished, {meta['dropped_nonfinite'].value} non-finite)",
+              flush=True)
     print(f"data ready in {time.time() - t0:.0f} s; training {preset}.yaml ...", flush=True)
 
     result = defs.resolve_job_def("train_job").execute_in_process(
@@ -40,7 +42,8 @@ def main(preset: str = "quick") -> int:
         return 1
     meta = result.asset_materializations_for_node("trained_model")[0].metadata
     print(f"trained_model: val MSE {meta['val_mse'].value:.3g} vs baseline {meta['baseline_val_mse'].value:.3g} "
-          f"({meta['val_mse_pct_of_baseline'].value:.3g} % of the baseline), Pearson {meta['val_pearson'].value:.4f}; checkpoint {meta['checkpoint'].value}")
+          f"({meta['val_mse_pct_of_baseline'].value:.3g} % of the baseline), Pearson {meta['val_pearson'].value:.4f}; "
+          f"checkpoint {meta['checkpoint'].value}")
     diag = result.asset_materializations_for_node("training_log_analysis")[0].metadata["diagnosis"].value
     print(f"analysis: {diag}. Total {time.time() - t0:.0f} s. Now `make dev` and open http://127.0.0.1:3000")
     return 0

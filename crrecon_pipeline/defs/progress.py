@@ -13,6 +13,7 @@ class LogProgress:
         self.done += n
         if self.done / self.total >= self.next_mark or self.done >= self.total:
             rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-            self.log.info(f"{self.what}: {self.done}/{self.total} {self.unit} ({self.done / self.total:.0%}, {rate:,.0f} {self.unit}/s)")
+            self.log.info(f"{self.what}: {self.done}/{self.total} {self.unit} "
+                          f"({self.done / self.total:.0%}, {rate:,.0f} {self.unit}/s)")
             while self.next_mark <= self.done / self.total:
                 self.next_mark += self.step

@@ -24,7 +24,8 @@ def complete_shards(raw_dir, n_wavelengths: int, now: float, stable_seconds: flo
     if not raw_dir.is_dir():
         return {}
     names = {p.name for p in raw_dir.iterdir()}
-    keys = {int(m.group(1)) for n in names if (m := STRUCTURE_RE.match(n))} & {int(m.group(1)) for n in names if (m := SPECTRA_RE.match(n))}
+    keys = ({int(m.group(1)) for n in names if (m := STRUCTURE_RE.match(n))}
+            & {int(m.group(1)) for n in names if (m := SPECTRA_RE.match(n))})
     found = {}
     for k in sorted(keys):
         try:
@@ -41,7 +42,8 @@ def complete_shards(raw_dir, n_wavelengths: int, now: float, stable_seconds: flo
 
 
 @dg.sensor(job=prepare_data_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="New shard pair in CRRECON_RAW_DIR (both files complete and stable) -> add partition, prepare once.")
+           description="New shard pair in CRRECON_RAW_DIR (both files complete and stable) -> add partition, "
+                       "prepare once.")
 def new_shard_sensor(context: dg.SensorEvaluationContext, paths: CrreconPaths, simulator: SimulatorResource,
                      filtering: FilterSettings) -> dg.SensorResult | dg.SkipReason:
     seen = json.loads(context.cursor) if context.cursor else {}

@@ -4,7 +4,8 @@ function carries them to the detector, and each pixel reads the power falling on
 That is the shape of the physics (docs/simulator.md: exit field -> angular-spectrum propagation -> flux per quadrant),
 so the network only has to learn the layer's local response; the interference that routes the light is built in.
 Everything is circular or elementwise in Fourier space, so a half-period shift of the structure moves the power to
-the neighbouring quadrant exactly as in data/symmetry.py: the shift group is built in (data.augment_shifts adds nothing).
+the neighbouring quadrant exactly as in data/symmetry.py: the shift group is built in
+(data.augment_shifts adds nothing).
 
     (B, 1, 128, 128) -> Backbone -> (B, C, s, s) -> 1x1 conv -> K complex fields t_k      (B, K, s, s)
       -> u_k = ifft2(H_k * fft2(t_k))                  H_k: learned, one per field        (B, K, s, s)

@@ -79,7 +79,8 @@ def compute_metrics(records: list[dict], final: dict | None = None) -> dict:
         "val_trend": float(_rel_change(recent_val[0], recent_val[-1])) if w else 0.0,
         "train_trend": float(_rel_change(recent_train[0], recent_train[-1])) if w else 0.0,
         "nonfinite_epochs": int((~np.isfinite(train) | ~finite).sum()),
-        "max_val_over_best": float(np.nanmax(val[best_i:]) / val[best_i]) if best_i is not None and val[best_i] > 0 else float("nan"),
+        "max_val_over_best": (float(np.nanmax(val[best_i:]) / val[best_i])
+                              if best_i is not None and val[best_i] > 0 else float("nan")),
         "epochs_since_best": int(epochs[-1] - epochs[best_i]) if best_i is not None else None,
         "mse_vs_baseline": (final["val_mse"] / final["baseline_val_mse"]
                             if final and final.get("val_mse") is not None and final.get("baseline_val_mse") else None),
@@ -289,7 +290,8 @@ def analyze_run(run_dir: str | Path) -> dict:
 
 def _summary_lines(result: dict) -> list[str]:
     m = result["metrics"]
-    lines = [f"Epochs completed: {result['epochs_completed']}" + (f" of {m['total_epochs']}" if m.get("total_epochs") else "")]
+    lines = [f"Epochs completed: {result['epochs_completed']}"
+             + (f" of {m['total_epochs']}" if m.get("total_epochs") else "")]
     if result["best_val"] is not None:
         lines += [f"Best val loss: {result['best_val']:.4g} at epoch {result['best_epoch']}",
                   f"Final train / val loss: {m['final_train']:.4g} / {m['final_val']:.4g} "
@@ -312,7 +314,8 @@ def format_report(result: dict) -> str:
 def report_markdown(result: dict) -> str:
     """The same report for the Dagster UI: each diagnosis explained, one bullet a line, suggestions as a table."""
     diagnosis = ", ".join(f"**{d}** ({EXPLAIN[d]})" for d in result["diagnosis"]) or "none"
-    table = "".join(f"| `{s['parameter']}` | {s['action']} | {fmt(s['value'])} | {s['reason']} |\n" for s in result["suggestions"])
+    table = "".join(f"| `{s['parameter']}` | {s['action']} | {fmt(s['value'])} | {s['reason']} |\n"
+                    for s in result["suggestions"])
     return (f"**Diagnosis:** {diagnosis}\n\n" + "".join(f"- {line}\n" for line in _summary_lines(result))
             + f"\n| parameter | action | value | reason |\n|---|---|---|---|\n{table}")
 
@@ -367,7 +370,8 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
         row["params"] = metrics.get("n_params")
         for key in ("val_mse", "baseline_val_mse", "val_pearson", "best_epoch", "epochs_completed", "samples_per_s"):
             row[key] = metrics.get(key)
-        row["mse_vs_baseline"] = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else None
+        row["mse_vs_baseline"] = (metrics["val_mse"] / metrics["baseline_val_mse"]
+                                  if metrics.get("baseline_val_mse") else None)
         rows.append(row)
     return rows
 
@@ -398,7 +402,8 @@ def markdown_table(rows: list[dict]) -> str:
             return run_link(str(v))
         if col == "mse_vs_baseline":
             return pct(v)
-        return fmt(int(v) if isinstance(v, float) and v.is_integer() and col in ("params", "epochs_completed", "best_epoch", "batch_size") else v)
+        return fmt(int(v) if isinstance(v, float) and v.is_integer()
+                   and col in ("params", "epochs_completed", "best_epoch", "batch_size") else v)
 
     lines = ["| " + " | ".join(LEADERBOARD[c] for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(c, r[c]) for c in cols) + " |" for r in rows]

@@ -18,13 +18,16 @@ from crrecon_pipeline.train.metrics import PIXELS
 
 def architecture(model: nn.Module) -> str:
     """Top-level blocks with their types and parameter counts."""
-    rows = [f"| `{name}` | {type(child).__name__} | {count_parameters(child):,} |" for name, child in model.named_children()]
-    return "| block | type | parameters |\n|---|---|---|\n" + "\n".join(rows) + f"\n| **total** | | **{count_parameters(model):,}** |"
+    rows = [f"| `{name}` | {type(child).__name__} | {count_parameters(child):,} |"
+            for name, child in model.named_children()]
+    return ("| block | type | parameters |\n|---|---|---|\n" + "\n".join(rows)
+            + f"\n| **total** | | **{count_parameters(model):,}** |")
 
 
 def loss_formula(name: str, params: dict) -> str:
     cls = LOSSES[name]
-    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not inspect.Parameter.empty}
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
     weights = defaults | params
     formula = getattr(cls, "FORMULA", None)
     return formula.format(**weights) if formula else f"{name}({', '.join(f'{k}={v}' for k, v in weights.items())})"
@@ -49,12 +52,14 @@ def model_card(config: RunConfig, metrics: dict, model: nn.Module | None = None)
     images = symmetry_summary(turn180=d.augment_180, shifts=d.augment_shifts, turn90=d.augment_90)
     training_set = metrics.get("training_set") or {}
     data = "\n".join(f"| {k} | `{v['version']}` | {v['rows']:,} |" for k, v in training_set.items())
+    best_epoch, epochs_completed = metrics.get("best_epoch"), metrics.get("epochs_completed")
+    baseline = fmt(metrics["baseline_val_mse"])
     return f"""### {config.model.name} · {count_parameters(model):,} parameters
 
 {doc}
 
-**Results** (validation split, best checkpoint (lowest val loss) of epoch {metrics.get('best_epoch')} of {metrics.get('epochs_completed')}):
-val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum baseline's {fmt(metrics['baseline_val_mse'])};
+**Results** (validation split, best checkpoint (lowest val loss) of epoch {best_epoch} of {epochs_completed}):
+val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum baseline's {baseline};
 Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.{field_line(metrics)}
 Device {metrics.get('device')}, {fmt(metrics.get('samples_per_s'))} samples/s.
 

@@ -14,7 +14,8 @@ from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import PIXELS
 
-FIELD_KEYS = tuple(f"val_mse_{p}" for p in PIXELS) + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency")
+FIELD_KEYS = (tuple(f"val_mse_{p}" for p in PIXELS)
+              + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency"))
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
@@ -47,13 +48,15 @@ class LiveCurves:
 
     def update(self, record: dict) -> str | None:
         """Take an epoch record; the figure as markdown when one is due, else None."""
-        self.history.append({k: float("nan") if record[k] is None else record[k] for k in self.CURVES})  # null: diverged
+        # null: diverged
+        self.history.append({k: float("nan") if record[k] is None else record[k] for k in self.CURVES})
         since = time.perf_counter() - self.last_t
         due = record["epoch"] - self.last_epoch >= self.every_epochs or since >= self.every_s
         if not due or since < self.cost / self.max_share:
             return None
         t = time.perf_counter()
-        plot_loss_curves(self.history, self.path, title=f"Training curves so far (epoch {record['epoch']}/{record['epochs']})")
+        plot_loss_curves(self.history, self.path,
+                         title=f"Training curves so far (epoch {record['epoch']}/{record['epochs']})")
         figure = markdown_image(self.path, f"loss curves, epoch {record['epoch']}")
         self.last_t, self.last_epoch = time.perf_counter(), record["epoch"]
         self.cost = self.last_t - t

@@ -71,7 +71,8 @@ def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path
     weights = state["model"]
     unknown = sorted(set(weights) - set(own))
     if unknown:
-        raise ConfigError(f"{path}: not weights of this {ours} architecture (unexpected tensors {', '.join(unknown[:3])}"
+        raise ConfigError(f"{path}: not weights of this {ours} architecture "
+                          f"(unexpected tensors {', '.join(unknown[:3])}"
                           f"{' ...' if len(unknown) > 3 else ''})")
     matching = {k: v for k, v in weights.items() if v.shape == own[k].shape}
     skipped = sorted(k for k in weights if k not in matching)

@@ -190,7 +190,8 @@ def validate(config: Mapping | BaseModel, source: str = "config") -> RunConfig:
 # ---------------------------------------------------------------------------------------------------- loading
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("crrecon_pipeline").joinpath("presets").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files("crrecon_pipeline").joinpath("presets").iterdir()
+                  if p.name.endswith(".yaml"))
 
 
 def preset_text(name: str) -> str:

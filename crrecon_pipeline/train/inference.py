@@ -46,7 +46,8 @@ def _binary_encoding(rows: np.ndarray, first: int, path: Path) -> frozenset:
     return values
 
 
-def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: str | Path, device: str = "auto") -> dict:
+def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: str | Path,
+                 device: str = "auto") -> dict:
     """Every row is checked (binary, one encoding for the file) while streaming; the output appears only whole."""
     out_path = Path(out_path)
     if out_path.is_dir():
@@ -61,6 +62,7 @@ def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: 
         for first, rows in iter_chunks(header, CHUNK_ROWS):
             seen |= _binary_encoding(rows, first, header.path)
             if not (seen <= {0, 1} or seen <= {0, 255}):
-                raise DataError(f"{header.path}: mixes {{0,1}} and {{0,255}} encodings (rows up to {first + len(rows) - 1})")
+                raise DataError(f"{header.path}: mixes {{0,1}} and {{0,255}} encodings "
+                                f"(rows up to {first + len(rows) - 1})")
             writer.write(predict(model, config, rows).astype(np.float32))
     return {"rows": header.shape[0], "out": str(out_path.resolve()), "shape": [header.shape[0], 2, 2, out_len]}

@@ -214,7 +214,8 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     log(f"model {run.config.model.name}: {count_parameters(run.model):,} parameters on {run.dev}"
         f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''}; {n} training samples "
         f"({images}), {len(run.val_idx)} validation")
-    log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)" for k, v in run.prepared.training_set().items()))
+    log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)"
+                                     for k, v in run.prepared.training_set().items()))
 
 
 def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
