@@ -103,7 +103,8 @@ def cmd_simulate(args) -> dict:
         rows = args.rows
         bar, update = _progress(rows, "simulate")
         with bar:
-            files = write_dataset(args.out, rows, args.shards, settings, chunk=args.chunk, device=args.device, progress=update)
+            files = write_dataset(args.out, rows, args.shards, settings, chunk=args.chunk, device=args.device,
+                                  progress=update)
     rate = rows / (time.perf_counter() - t0)
     return {"rows": rows, "shards": len(files), "out": str(Path(args.out).resolve()), "fidelity": args.fidelity,
             "rows_per_s": round(rate, 1)}
@@ -166,8 +167,8 @@ class TrainProgress:
 
         if record["kind"] == "progress":
             if self.bar is None:
-                self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}", unit="batch",
-                                file=sys.stderr, leave=False, disable=None)
+                self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}",
+                                unit="batch", file=sys.stderr, leave=False, disable=None)
             self.bar.update(record["batch"] - self.bar.n)
             self.bar.set_postfix_str(record["progress"].split(" · ", 1)[-1])
         elif record["kind"] == "epoch":
@@ -234,7 +235,8 @@ def _floats(text: str, option: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The subcommands; the settings' flags come from the core dataclasses (*_flags, add_settings_flags)."""
-    p = argparse.ArgumentParser(prog="crrecon", description="Color-router surrogate pipeline (data, training, analysis).")
+    p = argparse.ArgumentParser(prog="crrecon",
+                                description="Color-router surrogate pipeline (data, training, analysis).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Subcommand)
 
     def command(name: str, func, text: str, *required: str, settings=None) -> argparse.ArgumentParser:
@@ -247,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("simulate", cmd_simulate, "write seed-format raw shards from the built-in simulator", "out",
                 settings=simulate_flags)
     s.add_argument("--rows", type=int, help="generated structures (or --structures)")
-    s.add_argument("--structures", type=Path, help="simulate these structures (.npy, (N,[1,]128,128), {0,1}) into shard 0")
+    s.add_argument("--structures", type=Path,
+                   help="simulate these structures (.npy, (N,[1,]128,128), {0,1}) into shard 0")
     s.add_argument("--shards", type=int, default=2)
     s.add_argument("--chunk", type=int, default=1024, help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
@@ -265,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON {shard: version} pinning exact prepared versions (default: each shard's LATEST)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. training.epochs=4")
     s.add_argument("--init-weights", type=Path, metavar="CKPT",
-                   help="start from this checkpoint's weights (same model; fresh optimizer, epoch 1) = training.init_from")
+                   help="start from this checkpoint's weights (same model; fresh optimizer, epoch 1) "
+                        "= training.init_from")
     s.add_argument("--device", default="auto")
 
     s = command("analyze", cmd_analyze, "diagnose a train_log.txt and suggest the next run", "log")

@@ -113,7 +113,8 @@ class RawScan:
         if finite.all():
             self.sp_min, self.sp_max = min(self.sp_min, float(sp.min())), max(self.sp_max, float(sp.max()))
         elif finite.any():
-            self.sp_min, self.sp_max = min(self.sp_min, float(sp[finite].min())), max(self.sp_max, float(sp[finite].max()))
+            good = sp[finite]
+            self.sp_min, self.sp_max = min(self.sp_min, float(good.min())), max(self.sp_max, float(good.max()))
 
     def result(self, sha256: dict[str, str] | None = None) -> dict:
         raw = self.raw
@@ -201,9 +202,9 @@ def check_finite_spectra(scan: dict, limits: CheckLimits) -> CheckOutcome:
 def check_sign_convention(scan: dict, limits: CheckLimits) -> CheckOutcome:
     mx = scan["spectra_max"]
     ok = mx is None or mx <= 1e-6
-    return CheckOutcome(ok, f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the seed format says" if ok
-                        else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the seed format stores them negative",
-                        {"spectra_min": scan["spectra_min"], "spectra_max": mx})
+    text = (f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the seed format says" if ok
+            else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the seed format stores them negative")
+    return CheckOutcome(ok, text, {"spectra_min": scan["spectra_min"], "spectra_max": mx})
 
 
 def check_row_counts(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
@@ -225,18 +226,21 @@ def check_no_bad_rows(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome
         zero += int((flat == 0).all(axis=1).sum())
         negative += int((flat < 0).any(axis=1).sum())
     ok = zero == 0 and nonfinite == 0 and negative == 0
-    return CheckOutcome(ok, f"{h.shape[0]} kept rows: {zero} all-zero, {nonfinite} non-finite, {negative} with negative values",
+    return CheckOutcome(ok, f"{h.shape[0]} kept rows: {zero} all-zero, {nonfinite} non-finite, "
+                            f"{negative} with negative values",
                         {"rows": h.shape[0], "zero_rows": zero, "nonfinite_rows": nonfinite, "negative_rows": negative})
 
 
 def check_greens_equal(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
     mism, tolerance = stage.record["max_green_mismatch"], limits.green_tolerance
-    return CheckOutcome(mism <= tolerance, f"max |G1 - G2| = {mism:.3g} (tolerance {tolerance:g})", {"max_green_mismatch": mism})
+    return CheckOutcome(mism <= tolerance, f"max |G1 - G2| = {mism:.3g} (tolerance {tolerance:g})",
+                        {"max_green_mismatch": mism})
 
 
 def check_kept_fraction(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
     frac, low, high = stage.record["kept_fraction"], limits.kept_fraction_min, limits.kept_fraction_max
-    return CheckOutcome(low <= frac <= high, f"kept fraction {frac:.3f} (expected {low}..{high}; the seed data keeps 0.528)",
+    return CheckOutcome(low <= frac <= high,
+                        f"kept fraction {frac:.3f} (expected {low}..{high}; the seed data keeps 0.528)",
                         {"kept_fraction": frac})
 
 
@@ -252,7 +256,8 @@ def check_rotation_exact(folder: Path, limits: CheckLimits) -> CheckOutcome:
         for (_, a), (_, b) in zip(iter_chunks(h0, 1 << 14), iter_chunks(h1, 1 << 14)):
             mismatched += int((turn(b).reshape(len(b), -1) != a.reshape(len(a), -1)).any(axis=1).sum())
         rows = h0.shape[0]
-    return CheckOutcome(mismatched == 0, f"{rows} rows: turning the rotated set again reproduces {'every' if not mismatched else 'not every'} original "
+    every = "every" if not mismatched else "not every"
+    return CheckOutcome(mismatched == 0, f"{rows} rows: turning the rotated set again reproduces {every} original "
                                          f"({mismatched} mismatches)", {"rows": rows, "mismatched_rows": mismatched})
 
 

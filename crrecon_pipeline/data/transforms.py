@@ -1,5 +1,6 @@
-"""Row-wise transforms of the preprocessing: filter status, binning 301 -> n_bins (30; 301 = every sample), the Bayer layout, bit packing and
-the 180-degree turn. Pure numpy on chunks; shared by the streaming pass, the checks and the trainer."""
+"""Row-wise transforms of the preprocessing: filter status, binning 301 -> n_bins (30; 301 = every sample), the
+Bayer layout, bit packing and the 180-degree turn. Pure numpy on chunks; shared by the streaming pass, the checks
+and the trainer."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 
 Every rank trains; rank 0 alone opens the Pipes session and sends the trainer's records (progress, epoch, final)
 as custom messages, which the asset turns into the same log lines and observations as a single-process run, and
-reports the final metadata (report.run_metadata.final_metadata: the same keys). A bad input ends with one line, sent to the
-asset as an {"kind": "error"} record, and exit code 2.
+reports the final metadata (report.run_metadata.final_metadata: the same keys). A bad input ends with one line, sent
+to the asset as an {"kind": "error"} record, and exit code 2.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ class PhysicsParams:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"physics {name} must be positive, got {getattr(self, name)}")
         if self.depth_um < 0 or self.multislice_slices < 1:
-            raise ConfigError(f"physics depth_um must be >= 0 and multislice_slices >= 1, got {self.depth_um}, {self.multislice_slices}")
+            raise ConfigError(f"physics depth_um must be >= 0 and multislice_slices >= 1, "
+                              f"got {self.depth_um}, {self.multislice_slices}")
         g = self.multislice_grid
         if g < 8 or not (g % N_PIX == 0 or N_PIX % g == 0):
             raise ConfigError(f"physics multislice_grid must divide or be a multiple of {N_PIX}, got {g}")

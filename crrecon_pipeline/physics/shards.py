@@ -83,17 +83,20 @@ def write_shard(out_dir: str | Path, shard: int, start: int, stop: int, settings
 
 
 def write_dataset(out_dir: str | Path, rows: int, shards: int = 2, settings: SimulationSettings | None = None,
-                  chunk: int = 1024, device: str = "cpu", progress: ProgressFn | None = None) -> list[tuple[Path, Path]]:
+                  chunk: int = 1024, device: str = "cpu",
+                  progress: ProgressFn | None = None) -> list[tuple[Path, Path]]:
     settings = settings or SimulationSettings()
     out_dir = Path(out_dir)
     plan = make_plan(settings.physics, device)
     ranges = shard_ranges(rows, shards)
-    written = [write_shard(out_dir, k, a, b, settings, chunk, device, progress, plan) for k, (a, b) in enumerate(ranges)]
+    written = [write_shard(out_dir, k, a, b, settings, chunk, device, progress, plan)
+               for k, (a, b) in enumerate(ranges)]
     _write_record(out_dir, settings, rows, ranges)
     return written
 
 
-def _write_record(out_dir: Path, settings: SimulationSettings, rows: int, ranges: list[tuple[int, int]], **extra) -> None:
+def _write_record(out_dir: Path, settings: SimulationSettings, rows: int, ranges: list[tuple[int, int]],
+                  **extra) -> None:
     """simulation.json beside the shards: the settings (SimulationSettings.from_dict reads them back) and the rows."""
     record = settings.to_dict() | extra | {
         "rows": rows, "shards": [{"shard": k, "start": a, "stop": b} for k, (a, b) in enumerate(ranges)]}
@@ -112,8 +115,9 @@ def _binary_rows(path: Path, rows: np.ndarray, seen: set) -> np.ndarray:
     return (rows != 0).astype(np.uint8)
 
 
-def simulate_structures_file(structures_file: str | Path, out_dir: str | Path, settings: SimulationSettings | None = None,
-                             chunk: int = 1024, device: str = "cpu", progress: ProgressFn | None = None) -> tuple[Path, Path]:
+def simulate_structures_file(structures_file: str | Path, out_dir: str | Path,
+                             settings: SimulationSettings | None = None, chunk: int = 1024, device: str = "cpu",
+                             progress: ProgressFn | None = None) -> tuple[Path, Path]:
     """Simulate the user's structures ((N, 1, 128, 128) or (N, 128, 128), {0,1} or {0,255}) into shard 0 of out_dir.
 
     Streamed in chunks; both files appear only when every row is written (bad input leaves out_dir as it was).

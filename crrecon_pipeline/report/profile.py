@@ -27,7 +27,8 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
     fill = structures.reshape(len(pick), -1).mean(axis=1)
     symmetric = float((structures == structures.transpose(0, 2, 1)).all(axis=(1, 2)).mean())
     per_pixel = {name: {"mean": float(bayer[:, a, b].mean()), "std": float(bayer[:, a, b].std()),
-                        "min": float(bayer[:, a, b].min()), "max": float(bayer[:, a, b].max())} for name, (a, b), _ in PIXELS}
+                        "min": float(bayer[:, a, b].min()), "max": float(bayer[:, a, b].max())}
+                 for name, (a, b), _ in PIXELS}
     raw_rows = sum(r["raw_rows"] for r in prepared.shards)
 
     fig, axes = plt.subplots(2, 4, figsize=(11, 5))

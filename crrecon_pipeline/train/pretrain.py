@@ -24,8 +24,8 @@ from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.physics.shards import ProgressFn, SimulationSettings, write_dataset
 
 # The pretraining rows' physics unless the run says otherwise: a coarse multi-slice simulation (32 x 32 grid, 8 slices,
-# a 30 nm step: ~300 rows/s on 2 cores), as cheap as thin and a far better start for rigorous data (docs/benchmarks.md). Their
-# structures come from their own seed, and no row is unfinished.
+# a 30 nm step: ~300 rows/s on 2 cores), as cheap as thin and a far better start for rigorous data
+# (docs/benchmarks.md). Their structures come from their own seed, and no row is unfinished.
 PRETRAIN_PHYSICS = {"fidelity": "multislice", "multislice_slices": 8, "multislice_grid": 32, "multislice_step_nm": 30.0}
 PRETRAIN_SEED = 1000
 
