@@ -28,7 +28,8 @@ DATA_ASSETS = [raw_shard, filtered_bayer, rotated_bayer]
 def resources(home, raw_dir="", **filtering):
     return {"paths": CrreconPaths(home=str(home), raw_dir=str(raw_dir)),
             "simulator": SimulatorResource(rows_per_shard=300, initial_shards=2, seed=3),
-            "filtering": FilterSettings(**filtering), "device": TrainingDevice(device="cpu"), "model_checks": ModelChecks()}
+            "filtering": FilterSettings(**filtering), "device": TrainingDevice(device="cpu"),
+            "model_checks": ModelChecks()}
 
 
 def new_instance(keys=("0", "1")):
@@ -56,10 +57,12 @@ def pipeline(tmp_path_factory):
     """Both simulated shards prepared, then a tiny training and the analyses, in one temporary instance."""
     home = tmp_path_factory.mktemp("home")
     instance = new_instance()
-    data = [dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(home)) for k in ("0", "1")]
+    data = [dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(home))
+            for k in ("0", "1")]
     cfg = TrainedModelConfig(**tiny_config("training.epochs=3").to_dict())
     train = dg.materialize([trained_model, training_log_analysis, run_comparison, dataset_profile],
-                           instance=instance, resources=resources(home), run_config=dg.RunConfig({"trained_model": cfg}),
+                           instance=instance, resources=resources(home),
+                           run_config=dg.RunConfig({"trained_model": cfg}),
                            selection=None)
     return {"home": home, "instance": instance, "data": data, "train": train}
 

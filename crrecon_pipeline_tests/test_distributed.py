@@ -22,7 +22,8 @@ def test_two_ranks_match_one_process(prepared_dir, tmp_path):
     sets = sum((["--set", s] for s in TINY + ["training.epochs=2", "training.lr=0.0003"]), [])
     args = ["train", "--config", "configs/quick.yaml", "--prepared", str(prepared_dir), "--device", "cpu", *sets]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-port", "29517", "-m", "crrecon_pipeline.cli", *args,
+    ddp = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-port", "29517",
+                          "-m", "crrecon_pipeline.cli", *args,
                           "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *args, "--out", str(tmp_path / "one")],
@@ -39,7 +40,8 @@ def test_two_ranks_match_one_process(prepared_dir, tmp_path):
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     print(f"max weight difference 2 ranks vs 1 process: {worst:.2e}")
     assert worst < 1e-3, worst
-    assert reports[0]["val_mse"] == pytest.approx(json.loads(single.stdout.strip().splitlines()[-1])["val_mse"], rel=2e-2)
+    assert reports[0]["val_mse"] == pytest.approx(json.loads(single.stdout.strip().splitlines()[-1])["val_mse"],
+                                                  rel=2e-2)
     assert torch.equal(a["scale.mean"], b["scale.mean"])
 
 
@@ -65,12 +67,14 @@ def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp
 
     instance = new_instance(["0", "1"])
     for k in ("0", "1"):  # the lineage decides what trains: prepare both shards through the assets
-        assert dg.materialize(DATA_ASSETS, partition_key=k, instance=instance, resources=resources(tmp_path, raw_dir)).success
+        assert dg.materialize(DATA_ASSETS, partition_key=k, instance=instance,
+                              resources=resources(tmp_path, raw_dir)).success
     run_config = dg.RunConfig({"trained_model": TrainedModelConfig(**tiny_config("training.epochs=2").to_dict())})
     results = {}
     for processes in (2, 1):
         result = dg.materialize([trained_model], instance=instance, run_config=run_config,
-                                resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=processes)})
+                                resources=resources(tmp_path, raw_dir)
+                                | {"device": TrainingDevice(device="cpu", processes=processes)})
         assert result.success
         observations = [r.asset_observation.metadata for r in
                         instance.fetch_observations(dg.AssetKey("trained_model"), limit=10).records
@@ -85,7 +89,8 @@ def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp
     assert "data:image/png;base64" in ddp["loss_curves"].value
     assert sorted(o["epoch"].value for o in ddp_obs) == [1, 2]
     for obs in (ddp_obs, one_obs):
-        assert all(set(o) - {"loss_curves"} == set(one_obs[0]) - {"loss_curves"} and o["progress"].value.startswith(f"epoch {o['epoch'].value}/2")
+        assert all(set(o) - {"loss_curves"} == set(one_obs[0]) - {"loss_curves"}
+                   and o["progress"].value.startswith(f"epoch {o['epoch'].value}/2")
                    and o["eta_s"].value >= 0 for o in obs)
     assert any("(batch " in m for m in ddp_logs), "progress lines within an epoch come through Pipes"
 
@@ -101,11 +106,13 @@ def test_bad_input_in_the_ranks_fails_the_step_in_one_line(tmp_path, raw_dir):
     from .test_training import tiny_config
 
     instance = new_instance(["0"])
-    assert dg.materialize(DATA_ASSETS, partition_key="0", instance=instance, resources=resources(tmp_path, raw_dir)).success
+    assert dg.materialize(DATA_ASSETS, partition_key="0", instance=instance,
+                          resources=resources(tmp_path, raw_dir)).success
     cfg = TrainedModelConfig(**tiny_config("training.epochs=1", "data.out_len=20", "model.params.out_len=20").to_dict())
     result = dg.materialize([trained_model], instance=instance, raise_on_error=False,
                             run_config=dg.RunConfig({"trained_model": cfg}),
-                            resources=resources(tmp_path, raw_dir) | {"device": TrainingDevice(device="cpu", processes=2)})
+                            resources=resources(tmp_path, raw_dir)
+                            | {"device": TrainingDevice(device="cpu", processes=2)})
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     description = failure.step_failure_data.user_failure_data.description

@@ -27,7 +27,8 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
         raise dg.Failure(description="trained_model's latest materialization names no run_dir", allow_retries=False)
     with bad_input_fails_step():
         result = analyze_run(run_dir)  # its metrics.jsonl; the text log (output.log_file) for older runs
-    write_text_atomic(run_dir / "analysis.json", json.dumps({k: v for k, v in result.items() if k not in ("history", "final")}, indent=2) + "\n")
+    write_text_atomic(run_dir / "analysis.json",
+                      json.dumps({k: v for k, v in result.items() if k not in ("history", "final")}, indent=2) + "\n")
     m = result["metrics"]
     figure = (result["final"] or {}).get("loss_curves") or run_dir / "loss_curves.png"
     report = f"{report_markdown(result)}\n{markdown_image(figure, 'loss curves')}"
@@ -45,8 +46,10 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
 
 @dg.asset(deps=[training_log_analysis], group_name="analysis", kinds={"pandas"},
           description="Every run's config and results side by side, which settings helped, and a recommended next "
-                      "run config from the best run that passed check_beats_baseline (YAML for the launchpad, also in CRRECON_HOME/reports/next_run.yaml).")
-def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths, model_checks: ModelChecks) -> dg.MaterializeResult:
+                      "run config from the best run that passed check_beats_baseline (YAML for the launchpad, also in "
+                      "CRRECON_HOME/reports/next_run.yaml).")
+def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths,
+                   model_checks: ModelChecks) -> dg.MaterializeResult:
     result = compare_runs(paths.runs_path(), max_ratio=model_checks.max_mse_ratio)
     if not result["runs"]:
         raise dg.Failure(description=f"{paths.runs_path()}: no finished runs to compare")
@@ -64,7 +67,8 @@ def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths, model
 
 @dg.asset(deps=["rotated_bayer"], group_name="analysis", kinds={"numpy"},
           description="The data training sees (the lineage's shard versions), all shards together: rows kept and "
-                      "dropped by reason per shard and in total, value ranges, per-pixel spectra, fill fractions, pictures.")
+                      "dropped by reason per shard and in total, value ranges, per-pixel spectra, fill fractions, "
+                      "pictures.")
 def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> dg.MaterializeResult:
     chosen, excluded = training_versions(context.instance, augment_180=True)
     if not chosen:
@@ -78,7 +82,8 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
         "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
         "dropped_unfinished": prof["dropped_unfinished"], "dropped_nonfinite": prof["dropped_nonfinite"],
         "kept_fraction_pct": percent(prof["kept_rows"] / max(prof["raw_rows"], 1)),
-        "rotated_rows": prof["rotated_rows"], "fill_mean": rounded(prof["fill_mean"]), "fill_std": rounded(prof["fill_std"]),
+        "rotated_rows": prof["rotated_rows"], "fill_mean": rounded(prof["fill_mean"]),
+        "fill_std": rounded(prof["fill_std"]),
         "diagonal_symmetric_pct": percent(prof["diagonal_symmetric_fraction"]),
         "rows_by_shard": dg.MetadataValue.md(shard_rows_table(prof, excluded)),
         "excluded_shards": dg.MetadataValue.json(excluded),

@@ -69,13 +69,15 @@ def design_metadata(summary: dict, out: Path) -> dict:
         "verified": verified,
         "verification": summary["verification"],
         "efficiencies": dg.MetadataValue.md(design_table(designs)),
-        "designs_picture": dg.MetadataValue.md(markdown_image(out / "designs.png", "designs: simulated vs predicted spectra")),
+        "designs_picture": dg.MetadataValue.md(markdown_image(out / "designs.png",
+                                                              "designs: simulated vs predicted spectra")),
         "progress_picture": dg.MetadataValue.md(markdown_image(out / "design_progress.png", "efficiency per step")),
         "out": dg.MetadataValue.path(summary["out"]),
         "shard_files": dg.MetadataValue.json(summary["files"]),
     }
     if verified:
         metadata |= {"best_simulated_efficiency": rounded(best["simulated_efficiency"]),
-                     "best_pct_of_training_best": percent(best["simulated_efficiency"] / summary["training_best_efficiency"]),
+                     "best_pct_of_training_best": percent(best["simulated_efficiency"]
+                                                          / summary["training_best_efficiency"]),
                      "max_abs_gap": rounded(max(efficiency_gaps(summary)))}
     return metadata

@@ -41,7 +41,8 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
                                 progress=LogProgress(context.log, rows, f"filter shard {shard}"))
     record = version.manifest["record"]
     context.log.info(f"shard {shard}: kept {record['kept_rows']} of {record['raw_rows']} "
-                     f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']}) -> {version.version}")
+                     f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']}) "
+                     f"-> {version.version}")
     metadata = {
         "shard": shard,  # the overview shows one partition's materialization: say which
         "raw_rows": record["raw_rows"],
@@ -81,6 +82,7 @@ def rotated_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths):
         filtered = PreparedStore(paths.prepared_path()).open(shard, parent)
         version = rotate_version(paths.prepared_path(), filtered)
     context.log.info(f"shard {shard}: {version.rows} rotated rows -> {version.version} (from {parent})")
-    yield dg.MaterializeResult(metadata={"shard": shard, "rows": version.rows, "parent_version": parent, **version_metadata(version)},
+    yield dg.MaterializeResult(metadata={"shard": shard, "rows": version.rows, "parent_version": parent,
+                                         **version_metadata(version)},
                                data_version=dg.DataVersion(version.version))
     yield from check_results_from(version, ROTATION_CHECKS)

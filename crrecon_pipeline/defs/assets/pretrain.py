@@ -52,9 +52,9 @@ def pretrain_data(sim: PretrainSimulator, resource: SimulatorResource) -> Pretra
     kinds={"pytorch", "gpu"},
     pool="gpu",
     op_tags=GPU_TAGS,
-    description="Train the surrogate on built-in simulator rows in the user's geometry (a coarse multislice by default: cheap) for "
-                "trained_model to fine-tune (training.init_from: pretrained_model); rows and prepared store in "
-                "CRRECON_HOME/pretrain/<settings digest>, reused when present.",
+    description="Train the surrogate on built-in simulator rows in the user's geometry (a coarse multislice by "
+                "default: cheap) for trained_model to fine-tune (training.init_from: pretrained_model); rows and "
+                "prepared store in CRRECON_HOME/pretrain/<settings digest>, reused when present.",
 )
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainedModelConfig, paths: CrreconPaths,
                      simulator: SimulatorResource, filtering: FilterSettings, device: TrainingDevice):

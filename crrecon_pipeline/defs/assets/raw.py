@@ -23,9 +23,11 @@ from crrecon_pipeline.report.tables import settings_table
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("raw_structures", group_name="raw", kinds={"numpy"},
-                     description="`binary_dataset_128_<k>.npy`: (N, 1, 128, 128) uint8 structures of one shard (partition = shard index k)"),
+                     description="`binary_dataset_128_<k>.npy`: (N, 1, 128, 128) uint8 structures of one shard "
+                                 "(partition = shard index k)"),
         dg.AssetSpec("raw_spectra", group_name="raw", kinds={"numpy"},
-                     description="`spectra_latest_<k>.npy`: (N, 3, 301) float32 R, G, B spectra of one shard, stored negative"),
+                     description="`spectra_latest_<k>.npy`: (N, 3, 301) float32 R, G, B spectra of one shard, "
+                                 "stored negative"),
     ],
     partitions_def=shards,
     check_specs=RAW_CHECKS,
@@ -46,21 +48,25 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         write_text_atomic(raw_dir / "simulation.json", json.dumps(settings.to_dict(), indent=2) + "\n")
         sim_meta = {"source": "built-in simulator", "simulator_fidelity": settings.physics.fidelity,
                     "simulator": dg.MetadataValue.md(settings_table(settings)),
-                    "simulation_settings": dg.MetadataValue.json(rounded_all(settings.to_dict() | {"rows": {"start": start, "stop": stop}}))}
+                    "simulation_settings": dg.MetadataValue.json(
+                        rounded_all(settings.to_dict() | {"rows": {"start": start, "stop": stop}}))}
     else:
         sim_meta = {"source": "CRRECON_RAW_DIR"}
     with bad_input_fails_step():
         scan = scan_raw_shard(raw_dir, shard, filtering.n_wavelengths)
-    context.log.info(f"shard {shard}: {scan['rows']} rows, {scan['unfinished_rows']} unfinished, {scan['nonfinite_rows']} non-finite")
+    context.log.info(f"shard {shard}: {scan['rows']} rows, {scan['unfinished_rows']} unfinished, "
+                     f"{scan['nonfinite_rows']} non-finite")
     common = {"rows": scan["rows"], **sim_meta}
-    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan["structures_sha256"]), metadata=common | {
+    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan["structures_sha256"]),
+                               metadata=common | {
         "path": dg.MetadataValue.path(scan["structures_path"]),
         "sha256": scan["structures_sha256"],
         "shape": shape_text(scan["structures_shape"]),
         "dtype": scan["structures_dtype"],
         "encoding": scan["structure_encoding"],
     })
-    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan["spectra_sha256"]), metadata=common | {
+    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan["spectra_sha256"]),
+                               metadata=common | {
         "path": dg.MetadataValue.path(scan["spectra_path"]),
         "sha256": scan["spectra_sha256"],
         "shape": shape_text(scan["spectra_shape"]),

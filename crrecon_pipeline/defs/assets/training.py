@@ -19,7 +19,8 @@ from crrecon_pipeline.train.metrics import MODEL_CHECKS
 LAUNCHPAD_PRESET = "quick"
 
 TrainedModelConfig = launchpad_class(RunConfig, load_config(LAUNCHPAD_PRESET), "TrainedModelConfig")
-TrainedModelConfig.__doc__ = f"configs/*.yaml in the launchpad; the defaults are the {LAUNCHPAD_PRESET} preset (CPU, minutes)."
+TrainedModelConfig.__doc__ = (f"configs/*.yaml in the launchpad; the defaults are the {LAUNCHPAD_PRESET} preset "
+                              "(CPU, minutes).")
 
 
 def run_config_for_preset(name: str) -> dg.RunConfig:
@@ -39,7 +40,8 @@ def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augmen
         prepared = load_prepared(paths.prepared_path(), chosen)
     for shard, version in prepared.versions.items():  # the manifest's own record of the checks must agree
         if not version.checks_passed:
-            raise dg.Failure(description=f"{version.path}: the manifest records failed checks; re-prepare shard {shard}",
+            raise dg.Failure(description=f"{version.path}: the manifest records failed checks; "
+                                         f"re-prepare shard {shard}",
                              allow_retries=False)
     return prepared, excluded
 
