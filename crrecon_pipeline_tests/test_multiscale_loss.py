@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from crrecon_pipeline.losses import get_loss
+from crrecon_pipeline.losses import LOSSES, get_loss
 
 L = 30
 K = torch.arange(L, dtype=torch.float64)
@@ -66,3 +66,19 @@ def test_a_run_config_can_train_with_it(prepared_dir, tmp_path):
     config = tiny_config("training.epochs=2", "loss.name=multiscale", "loss.params={w_d2: 0.5}")
     metrics = train_from_config(config, out_dir=tmp_path / "run", prepared_dir=prepared_dir, device="cpu")
     assert metrics["epochs_completed"] == 2 and np.isfinite(metrics["val_mse"])
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_reports_named_terms_that_sum_to_its_value(name):
+    """The loss contract (losses/terms.py): weighted terms by name, their sum the optimized value, gradients too."""
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(6, 2, 2, 30, generator=g, requires_grad=True)
+    target = torch.rand(6, 2, 2, 30, generator=g)
+    loss = get_loss(name)
+    terms = loss.terms(pred, target)
+    assert terms and all(t.dim() == 0 and torch.isfinite(t) for t in terms.values())
+    total = loss(pred, target)
+    assert torch.allclose(sum(terms.values()), total, rtol=1e-6, atol=0)
+    assert len(terms) >= 2  # every registered loss has more than one term at its defaults
+    total.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()

@@ -1,5 +1,6 @@
 """The training losses: (pred, target) Bayer spectra -> a scalar, one loss per file, registered by name in LOSSES
-(a plain dict: a new loss is one module here and one line below; docs/extending.md). May import: errors,
+(a plain dict: a new loss is one module here and one line below; docs/extending.md). Every loss is a
+losses.terms.TermLoss: named weighted terms that sum to the total. May import: errors,
 registry, torch. Never data/, train/ or Dagster."""
 
 from torch import nn

@@ -2,7 +2,8 @@
 invariant to scale and offset)."""
 
 import torch
-from torch import nn
+
+from crrecon_pipeline.losses.terms import TermLoss
 
 
 def pearson_per_spectrum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -12,7 +13,7 @@ def pearson_per_spectrum(pred: torch.Tensor, target: torch.Tensor, eps: float = 
     return (p * t).sum(-1) / (p.norm(dim=-1) * t.norm(dim=-1) + eps)
 
 
-class MSEPearson(nn.Module):
+class MSEPearson(TermLoss):
     FORMULA = ("L = {w_mse} · MSE(ŷ, y) + {w_corr} · (1 − r̄),  "
                "r̄ = mean Pearson correlation of ŷ and y along wavelength, per pixel spectrum")
 
@@ -20,6 +21,8 @@ class MSEPearson(nn.Module):
         super().__init__()
         self.w_mse, self.w_corr = w_mse, w_corr
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mse = torch.mean((pred - target) ** 2)
-        return self.w_mse * mse + self.w_corr * (1 - pearson_per_spectrum(pred, target).mean())
+    def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"mse": self.w_mse * torch.mean((pred - target) ** 2)}
+        if self.w_corr:
+            out["corr"] = self.w_corr * (1 - pearson_per_spectrum(pred, target).mean())
+        return out

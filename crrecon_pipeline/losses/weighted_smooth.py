@@ -1,17 +1,19 @@
 """weighted_smooth: w_mse * MSE + w_smooth * mean squared difference of adjacent bins of the prediction."""
 
 import torch
-from torch import nn
+
+from crrecon_pipeline.losses.terms import TermLoss
 
 
-class WeightedSmooth(nn.Module):
+class WeightedSmooth(TermLoss):
     FORMULA = "L = {w_mse} · MSE(ŷ, y) + {w_smooth} · mean((ŷ[λ+1] − ŷ[λ])²)"
 
     def __init__(self, w_mse: float = 1.0, w_smooth: float = 0.1):
         super().__init__()
         self.w_mse, self.w_smooth = w_mse, w_smooth
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mse = torch.mean((pred - target) ** 2)
-        smooth = torch.mean((pred[..., 1:] - pred[..., :-1]) ** 2)
-        return self.w_mse * mse + self.w_smooth * smooth
+    def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"mse": self.w_mse * torch.mean((pred - target) ** 2)}
+        if self.w_smooth:
+            out["smooth"] = self.w_smooth * torch.mean((pred[..., 1:] - pred[..., :-1]) ** 2)
+        return out
