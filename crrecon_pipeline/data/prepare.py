@@ -37,11 +37,11 @@ from crrecon_pipeline.data.transforms import (
     PrepareSettings,
     bin_spectra,
     count_set_bits,
-    pack_structures,
+    encoding_from_scan,
+    pack_and_scan,
     rotate_bayer,
     rotate_packed,
     row_status,
-    structure_encoding,
     to_bayer,
 )
 from crrecon_pipeline.errors import DataError
@@ -83,9 +83,10 @@ class ShardStats:
         return d
 
 
-def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> str | None:
-    """Structures must be {0,1} or {0,255}, one encoding per shard; returns the chunk's encoding."""
-    encoding = structure_encoding(chunk)
+def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats,
+                  encoding: str | None) -> str | None:
+    """Structures must be {0,1} or {0,255}, one encoding per shard; returns the chunk's encoding (as
+    structure_encoding gives it)."""
     if encoding == "non-binary":
         bad = np.argwhere((chunk != 0) & (chunk != 1) & (chunk != 255))[0]
         raise DataError(f"{path}: non-binary structures (value {chunk[tuple(bad)]} at row {first_row + bad[0]})")
@@ -98,15 +99,17 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
 
 def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
     """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
-    Every structure row is packed (cheaper than gathering the kept rows first), then the kept rows are taken."""
+    Every structure row is packed and scanned on the structures' hashing thread, a cache-sized piece at a time
+    right after its digest update (cheaper than gathering the kept rows first), then the kept rows are taken."""
     stats = ShardStats(shard=raw.index, raw_rows=raw.rows, n_bins=settings.n_bins)
     scan = RawScan(raw)
     reader = ShardReader(raw, settings.chunk_rows)
     with AtomicNpyWriter(staging / "structures.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
             AtomicNpyWriter(staging / "bayer.npy", (None, 2, 2, settings.n_bins), np.float32) as w_bayer, \
             AtomicNpyWriter(staging / "rows.npy", (None,), np.int64) as w_rows:
-        for first, st, sp in reader:
-            encoding = _check_binary(st, raw.structures.path, first, stats)
+        for first, st, sp, pieces in reader.chunks_with(pack_and_scan):
+            encoding = _check_binary(st, raw.structures.path, first, stats,
+                                     encoding_from_scan(st, [top for _, top in pieces]))
             finite, unfinished = row_status(sp)
             scan.update(st, sp, finite, unfinished, encoding)
             keep = finite & ~unfinished
@@ -114,7 +117,7 @@ def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: Progre
             stats.dropped_unfinished += int(np.count_nonzero(unfinished))
             idx = np.nonzero(keep)[0]
             if len(idx):
-                packed = pack_structures(st)[idx]
+                packed = np.concatenate([p for p, _ in pieces])[idx]
                 bayer = to_bayer(-bin_spectra(sp[idx], settings))
                 w_struct.write(packed)
                 w_bayer.write(bayer)
