@@ -189,23 +189,36 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
                progress: ProgressFn | None = None, limits: CheckLimits | None = None) -> dict:
     """Every shard of a raw folder into the store at out_dir, all or nothing: each shard's filtered and rotated
     versions are committed, and LATEST.json then names exactly these versions in one atomic replacement, once
-    every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was."""
+    every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was.
+
+    Shard k's rotated version is made on a second thread while shard k + 1 is filtered: the filter pass is bound by
+    hashing the raw structures on one core, and the turn, its check and the commits fill the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
     settings = settings or PrepareSettings()
     shards = discover_shards(raw_dir)
     for k in shards:  # every header first: fail before any work on a bad shard
         open_shard(raw_dir, k, settings.n_wavelengths)
-    versions = []
-    for k in shards:
-        filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
-        refuse_failed_checks(filtered)
-        rotated = rotate_version(out_dir, filtered, make_latest=False)
-        refuse_failed_checks(rotated)
-        versions.append(rotated)
+    versions, pending = [], None
+    with ThreadPoolExecutor(1) as turner:
+        for k in shards:
+            filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
+            refuse_failed_checks(filtered)
+            if pending is not None:
+                versions.append(pending.result())
+            pending = turner.submit(_rotated_checked, out_dir, filtered)
+        versions.append(pending.result())
     PreparedStore(out_dir).update_pointers({v.shard: v.version for v in versions}, replace=True)
     records = [v.manifest["record"] for v in versions]
     total = {key: sum(r[key] for r in records)
              for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
     return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}
+
+
+def _rotated_checked(out_dir: str | Path, filtered: ShardVersion) -> ShardVersion:
+    rotated = rotate_version(out_dir, filtered, make_latest=False)
+    refuse_failed_checks(rotated)
+    return rotated
 
 
 def refuse_failed_checks(v: ShardVersion) -> None:
