@@ -2,7 +2,9 @@
 rotated set, the raw and data checks, sha256 of every raw byte, the versioned store's atomic commit) against the
 straightforward numpy script a competent user writes in an afternoon (per shard: np.load both files, boolean
 mask, sign flip, band means, packbits, the 180-degree set, np.save; no hashing, no checks). Both run on the same
-page-cached raw files, alternately, each in its own process under /usr/bin/time -v for its peak RSS.
+page-cached raw files, alternately, each in its own process under /usr/bin/time -v for its peak RSS and CPU time
+(user + system: steadier than wall time on a shared machine, and it shows the work the hashing adds). The machine
+(CPU model, cores, cache sizes from lscpu, load average) is printed beside the ratio: the ratio depends on it.
 
     python benchmarks/bench_preprocess.py [--raw DIR] [--rows 200000] [--repeat 3]
 """
@@ -59,7 +61,20 @@ print(v.manifest["record"]["raw_rows"] / (time.perf_counter() - t))
 '''
 
 
-def timed(code: str, raw: Path, out: Path) -> tuple[float, float, str]:
+def machine() -> str:
+    """CPU model, cores and caches (lscpu), and the load average: what the ratio was measured on."""
+    try:
+        info = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True,
+                                                                   check=True).stdout.splitlines() if ":" in line)
+    except (OSError, subprocess.CalledProcessError):
+        info = {}
+    keys = ("Model name", "CPU(s)", "L1d cache", "L2 cache", "L3 cache")
+    parts = [f"{k}: {info[k].strip()}" for k in keys if k in info]
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    return "; ".join(parts + [f"load average {' '.join(load)}"])
+
+
+def timed(code: str, raw: Path, out: Path) -> tuple[float, float, str, float]:
     t = time.perf_counter()
     res = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code, str(raw), str(out)], capture_output=True,
                          text=True, cwd=ROOT)
@@ -67,7 +82,9 @@ def timed(code: str, raw: Path, out: Path) -> tuple[float, float, str]:
     if res.returncode != 0:
         raise SystemExit(res.stderr[-2000:])
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1))
-    return wall, rss_kib / 1024, res.stdout.strip().splitlines()[-1]
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", res.stderr).group(1))
+              for kind in ("User", "System"))
+    return wall, rss_kib / 1024, res.stdout.strip().splitlines()[-1], cpu
 
 
 def main() -> None:
@@ -89,28 +106,37 @@ def main() -> None:
                 while f.read(1 << 26):
                     pass
         walls: dict[str, list] = {"reference": [], "crrecon": []}
+        cpus: dict[str, list] = {"reference": [], "crrecon": []}
         rss: dict[str, float] = {}
+        before = machine()
         for i in range(args.repeat):
             for name, code in (("reference", REFERENCE), ("crrecon", PROJECT)):  # alternate: same machine state
                 out = tmp / f"out-{name}"
-                wall, peak, _ = timed(code, raw, out)
+                wall, peak, _, cpu = timed(code, raw, out)
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 rss[name] = max(rss.get(name, 0), peak)
                 shutil.rmtree(out, ignore_errors=True)
         out = tmp / "out-filter"
-        _, _, rate = timed(FILTER_ONE_SHARD, raw, out)
+        _, _, rate, _ = timed(FILTER_ONE_SHARD, raw, out)
         shutil.rmtree(out, ignore_errors=True)
+        print(f"machine: {before} (before); load average {machine().rsplit('load average ', 1)[-1]} (after)")
         print(f"raw: {raw} ({size:.2f} GiB), {args.repeat} alternating runs each")
         for name in walls:
             print(f"{name:10s} wall median {statistics.median(walls[name]):6.2f} s "
-                  f"(all: {', '.join(f'{w:.2f}' for w in walls[name])})   peak RSS {rss[name]:6.0f} MiB")
+                  f"(all: {', '.join(f'{w:.2f}' for w in walls[name])})   CPU median "
+                  f"{statistics.median(cpus[name]):6.2f} s   peak RSS {rss[name]:6.0f} MiB")
         ratio = statistics.median(walls["reference"]) / statistics.median(walls["crrecon"])
+        per_run = [r / c for r, c in zip(walls["reference"], walls["crrecon"])]
+        cpu_ratio = statistics.median(cpus["reference"]) / statistics.median(cpus["crrecon"])
         total_rows = args.rows if args.raw is None else None
-        print(f"crrecon preprocess is {ratio:.2f}x faster than the reference (target >= 2, goal 3), "
+        print(f"crrecon preprocess is {ratio:.2f}x faster than the reference (median of walls; median of the "
+              f"per-pair ratios {statistics.median(per_run):.2f}x; target >= 3), using {cpu_ratio:.2f}x less CPU, "
               f"peak RSS {rss['crrecon']:.0f} MiB (target <= 1024), sha256 of every raw byte included")
         print(f"filtered_bayer's core (prepare_shard, one shard, no rotation): {float(rate):,.0f} rows/s")
-        print(json.dumps({"walls": walls, "peak_rss_mib": rss, "ratio": ratio, "prepare_shard_rows_per_s": float(rate),
-                          "rows": total_rows}))
+        print(json.dumps({"walls": walls, "cpu_s": cpus, "peak_rss_mib": rss, "ratio": ratio,
+                          "pair_ratio_median": statistics.median(per_run), "cpu_ratio": cpu_ratio,
+                          "prepare_shard_rows_per_s": float(rate), "rows": total_rows, "machine": before}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -8,6 +8,7 @@ with exit code 2 and one line naming the file or key and the problem; anything e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,13 +17,15 @@ import time
 import typing
 from pathlib import Path
 
-from tqdm import tqdm
-
 from crrecon_pipeline.errors import USER_ERRORS, ConfigError, one_line
 from crrecon_pipeline.train.records import json_safe
 
 
 def _progress(total: int, desc: str, unit: str = "row"):
+    if not sys.stderr.isatty():  # tqdm's disable=None rule, without importing tqdm (0.1 s) for a bar never drawn
+        return contextlib.nullcontext(), None
+    from tqdm import tqdm
+
     bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True,
                disable=None)  # disable=None: quiet when stderr is not a terminal (logs, CI)
     return bar, bar.update
@@ -167,6 +170,8 @@ class TrainProgress:
 
         if record["kind"] == "progress":
             if self.bar is None:
+                from tqdm import tqdm
+
                 self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}",
                                 unit="batch", file=sys.stderr, leave=False, disable=None)
             self.bar.update(record["batch"] - self.bar.n)

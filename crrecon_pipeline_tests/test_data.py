@@ -7,14 +7,22 @@ import sys
 import numpy as np
 import pytest
 
+from crrecon_pipeline.data.checks import CheckLimits, check_rotation_exact
+from crrecon_pipeline.data.npyio import save_atomic
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
 from crrecon_pipeline.data.transforms import (
+    ROTATE_BLOCK_ROWS,
     PrepareSettings,
     bin_spectra,
+    count_rotation_mismatches,
+    encoding_from_scan,
+    pack_and_scan,
     pack_structures,
     rotate_bayer,
     rotate_packed,
+    structure_encoding,
     to_bayer,
     unpack_structures,
 )
@@ -63,6 +71,91 @@ def test_packing_and_packed_rotation():
     np.testing.assert_array_equal(unpack_structures(rotate_packed(packed)), s[:, ::-1, ::-1])
     np.testing.assert_array_equal(rotate_packed(rotate_packed(packed)), packed)
 
+
+
+@pytest.mark.parametrize("rows", [0, 1, ROTATE_BLOCK_ROWS - 1, ROTATE_BLOCK_ROWS, ROTATE_BLOCK_ROWS + 1,
+                                  5 * ROTATE_BLOCK_ROWS + 3])
+@pytest.mark.parametrize("fill", [0.03, 0.5, 0.97])
+def test_packed_rotation_property_over_random_rows(rows, fill):
+    """Any packed rows (any fill, row counts around the block size, a non-contiguous input) turn exactly as
+    np.rot90(s, 2) and s[::-1, ::-1] turn the unpacked structures."""
+    rng = np.random.default_rng(rows * 1000 + int(fill * 100))
+    s = (rng.random((rows, 128, 128)) < fill).astype(np.uint8)
+    packed = pack_structures(s)
+    turned = rotate_packed(packed)
+    assert turned.shape == packed.shape and turned.dtype == np.uint8
+    np.testing.assert_array_equal(unpack_structures(turned), np.rot90(s, 2, axes=(1, 2)))
+    np.testing.assert_array_equal(unpack_structures(turned), s[:, ::-1, ::-1])
+    np.testing.assert_array_equal(rotate_packed(turned), packed)
+    np.testing.assert_array_equal(rotate_packed(packed[::-1]), turned[::-1])  # a negative-stride view
+    assert count_rotation_mismatches(packed, turned) == 0
+
+
+def test_packed_rotation_moves_every_single_bit_to_its_mirror():
+    """Each of the 16384 one-bit structures: bit k of the flat string lands on bit 16383 - k."""
+    k = np.arange(128 * 128)
+    s = np.zeros((len(k), 128 * 128), np.uint8)
+    s[k, k] = 1
+    turned = unpack_structures(rotate_packed(pack_structures(s))).reshape(len(k), -1)
+    assert (turned.sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(turned.argmax(axis=1), 128 * 128 - 1 - k)
+
+
+def test_rotation_check_finds_one_flipped_bit(tmp_path):
+    """The check re-reads the written files: one flipped bit in one rotated row (or one changed Bayer value)
+    makes exactly one mismatched row and fails the check."""
+    rng = np.random.default_rng(9)
+    packed = pack_structures((rng.random((300, 128, 128)) > 0.5).astype(np.uint8))
+    bayer = rng.random((300, 2, 2, 30)).astype(np.float32)
+    for name, a in (("structures", packed), ("structures_rotated", rotate_packed(packed)),
+                    ("bayer", bayer), ("bayer_rotated", rotate_bayer(bayer))):
+        save_atomic(tmp_path / f"{name}.npy", a)
+    assert check_rotation_exact(tmp_path, CheckLimits()).passed
+    bad = rotate_packed(packed)
+    bad[217, 1999] ^= 0x10
+    assert count_rotation_mismatches(packed, bad) == 1
+    save_atomic(tmp_path / "structures_rotated.npy", bad)
+    outcome = check_rotation_exact(tmp_path, CheckLimits())
+    assert not outcome.passed and outcome.metadata["mismatched_rows"] == 1
+    save_atomic(tmp_path / "structures_rotated.npy", rotate_packed(packed))
+    bad_bayer = rotate_bayer(bayer)
+    bad_bayer[3, 0, 1, 7] = np.nextafter(bad_bayer[3, 0, 1, 7], 2)
+    save_atomic(tmp_path / "bayer_rotated.npy", bad_bayer)
+    outcome = check_rotation_exact(tmp_path, CheckLimits())
+    assert not outcome.passed and outcome.metadata["mismatched_rows"] == 1
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 100, 4096])
+def test_reader_piece_job_packs_scans_and_hashes_every_byte(tmp_path, chunk_rows):
+    """The structures' thread hashes and packs in pieces: the digests are those of the whole files, the packed
+    rows those of pack_structures, whatever the chunk size (pieces of 32 rows here: 77 rows span several)."""
+    import hashlib
+
+    rng = np.random.default_rng(11)
+    st = (rng.random((77, 1, 128, 128)) > 0.5).astype(np.uint8)
+    sp = -rng.random((77, 3, 301)).astype(np.float32)
+    write_raw_pair(tmp_path, 0, st, sp)
+    reader = ShardReader(open_shard(tmp_path, 0), chunk_rows)
+    packed, firsts = [], []
+    for first, chunk_st, chunk_sp, pieces in reader.chunks_with(pack_and_scan):
+        firsts.append(first)
+        np.testing.assert_array_equal(chunk_st, st[first:first + len(chunk_st)])
+        np.testing.assert_array_equal(chunk_sp, sp[first:first + len(chunk_sp)])
+        assert encoding_from_scan(chunk_st, [top for _, top in pieces]) == structure_encoding(chunk_st)
+        packed.append(np.concatenate([p for p, _ in pieces]))
+    assert firsts == list(range(0, 77, chunk_rows))
+    np.testing.assert_array_equal(np.concatenate(packed), pack_structures(st))
+    for key, name in (("structures", "binary_dataset_128_0.npy"), ("spectra", "spectra_latest_0.npy")):
+        assert reader.sha256[key] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("values, dtype", [((0, 1), np.uint8), ((0, 255), np.uint8), ((0,), np.uint8),
+                                           ((0, 1, 255), np.uint8), ((0, 1, 7), np.uint8), ((-1, 0, 1), np.int16),
+                                           ((0, 1), np.int64)])
+def test_encoding_from_the_pieces_scan_is_structure_encoding(values, dtype):
+    chunk = np.random.default_rng(3).choice(np.array(values, dtype=dtype), (10, 1, 128, 128))
+    pieces = [pack_and_scan(chunk[i:i + 3]) for i in range(0, 10, 3)]
+    assert encoding_from_scan(chunk, [top for _, top in pieces]) == structure_encoding(chunk)
 
 def _handmade(folder, encoding=1):
     rng = np.random.default_rng(5)

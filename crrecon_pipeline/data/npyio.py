@@ -108,11 +108,26 @@ def _header_bytes(shape: tuple[int, ...], dtype: np.dtype, total: int | None = N
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", total - 10) + body + b" " * (total - used) + b"\n"
 
 
+WRITEBACK_BYTES = 32 << 20  # written bytes after which the writer starts their write-back in the background
+_WRITEBACK = None  # one thread for every writer: fdatasync waits on the disk, not on a core
+
+
+def _writeback_pool():
+    global _WRITEBACK
+    if _WRITEBACK is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _WRITEBACK = ThreadPoolExecutor(1, thread_name_prefix="npy-writeback")
+    return _WRITEBACK
+
+
 class AtomicNpyWriter:
     """Write an (n, ...) array chunk by chunk; the file appears at `path` only when all rows are written.
 
     shape[0] may be None when the row count is only known at the end (a filtered stream): the header is
-    then rewritten in place at commit, within the room reserved for it.
+    then rewritten in place at commit, within the room reserved for it. Every WRITEBACK_BYTES the data written so
+    far is fdatasync'ed on a background thread, so the fsync at commit (still the durability point) finds little
+    left to wait for, and the disk works while the pass computes.
     """
 
     def __init__(self, path: str | os.PathLike, shape: tuple, dtype):
@@ -126,6 +141,7 @@ class AtomicNpyWriter:
         self._f = os.fdopen(fd, "wb")
         self._header_len = len(_header_bytes(self.shape, self.dtype))
         self._f.write(_header_bytes(self.shape, self.dtype))
+        self._unsynced, self._syncing = 0, None
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -135,6 +151,15 @@ class AtomicNpyWriter:
             raise ValueError(f"{self.path}: more rows than the declared {self.declared}")
         self._f.write(memoryview(rows.reshape(-1).view(np.uint8)))
         self.rows_written += len(rows)
+        self._unsynced += rows.nbytes
+        if self._unsynced >= WRITEBACK_BYTES and (self._syncing is None or self._syncing.done()):
+            self._f.flush()
+            self._syncing, self._unsynced = _writeback_pool().submit(os.fdatasync, self._f.fileno()), 0
+
+    def _wait_writeback(self) -> None:
+        if self._syncing is not None:
+            self._syncing.exception()  # a failure shows again in the fsync at commit, or does not matter (abort)
+            self._syncing = None
 
     def commit(self) -> Path:
         if self.declared is None:
@@ -143,6 +168,7 @@ class AtomicNpyWriter:
         elif self.rows_written != self.declared:
             raise ValueError(f"{self.path}: {self.rows_written} rows written, {self.declared} declared")
         try:
+            self._wait_writeback()
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
@@ -153,6 +179,7 @@ class AtomicNpyWriter:
         return self.path
 
     def abort(self) -> None:
+        self._wait_writeback()
         if not self._f.closed:
             self._f.close()
         self._tmp.unlink(missing_ok=True)

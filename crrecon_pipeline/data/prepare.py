@@ -37,11 +37,11 @@ from crrecon_pipeline.data.transforms import (
     PrepareSettings,
     bin_spectra,
     count_set_bits,
-    pack_structures,
+    encoding_from_scan,
+    pack_and_scan,
     rotate_bayer,
     rotate_packed,
     row_status,
-    structure_encoding,
     to_bayer,
 )
 from crrecon_pipeline.errors import DataError
@@ -83,9 +83,10 @@ class ShardStats:
         return d
 
 
-def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats) -> str | None:
-    """Structures must be {0,1} or {0,255}, one encoding per shard; returns the chunk's encoding."""
-    encoding = structure_encoding(chunk)
+def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats,
+                  encoding: str | None) -> str | None:
+    """Structures must be {0,1} or {0,255}, one encoding per shard; returns the chunk's encoding (as
+    structure_encoding gives it)."""
     if encoding == "non-binary":
         bad = np.argwhere((chunk != 0) & (chunk != 1) & (chunk != 255))[0]
         raise DataError(f"{path}: non-binary structures (value {chunk[tuple(bad)]} at row {first_row + bad[0]})")
@@ -98,15 +99,17 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
 
 def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
     """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
-    Every structure row is packed (cheaper than gathering the kept rows first), then the kept rows are taken."""
+    Every structure row is packed and scanned on the structures' hashing thread, a cache-sized piece at a time
+    right after its digest update (cheaper than gathering the kept rows first), then the kept rows are taken."""
     stats = ShardStats(shard=raw.index, raw_rows=raw.rows, n_bins=settings.n_bins)
     scan = RawScan(raw)
     reader = ShardReader(raw, settings.chunk_rows)
     with AtomicNpyWriter(staging / "structures.npy", (None, PACKED_BYTES), np.uint8) as w_struct, \
             AtomicNpyWriter(staging / "bayer.npy", (None, 2, 2, settings.n_bins), np.float32) as w_bayer, \
             AtomicNpyWriter(staging / "rows.npy", (None,), np.int64) as w_rows:
-        for first, st, sp in reader:
-            encoding = _check_binary(st, raw.structures.path, first, stats)
+        for first, st, sp, pieces in reader.chunks_with(pack_and_scan):
+            encoding = _check_binary(st, raw.structures.path, first, stats,
+                                     encoding_from_scan(st, [top for _, top in pieces]))
             finite, unfinished = row_status(sp)
             scan.update(st, sp, finite, unfinished, encoding)
             keep = finite & ~unfinished
@@ -114,7 +117,7 @@ def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: Progre
             stats.dropped_unfinished += int(np.count_nonzero(unfinished))
             idx = np.nonzero(keep)[0]
             if len(idx):
-                packed = pack_structures(st)[idx]
+                packed = np.concatenate([p for p, _ in pieces])[idx]
                 bayer = to_bayer(-bin_spectra(sp[idx], settings))
                 w_struct.write(packed)
                 w_bayer.write(bayer)
@@ -186,23 +189,36 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
                progress: ProgressFn | None = None, limits: CheckLimits | None = None) -> dict:
     """Every shard of a raw folder into the store at out_dir, all or nothing: each shard's filtered and rotated
     versions are committed, and LATEST.json then names exactly these versions in one atomic replacement, once
-    every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was."""
+    every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was.
+
+    Shard k's rotated version is made on a second thread while shard k + 1 is filtered: the filter pass is bound by
+    hashing the raw structures on one core, and the turn, its check and the commits fill the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
     settings = settings or PrepareSettings()
     shards = discover_shards(raw_dir)
     for k in shards:  # every header first: fail before any work on a bad shard
         open_shard(raw_dir, k, settings.n_wavelengths)
-    versions = []
-    for k in shards:
-        filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
-        refuse_failed_checks(filtered)
-        rotated = rotate_version(out_dir, filtered, make_latest=False)
-        refuse_failed_checks(rotated)
-        versions.append(rotated)
+    versions, pending = [], None
+    with ThreadPoolExecutor(1) as turner:
+        for k in shards:
+            filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
+            refuse_failed_checks(filtered)
+            if pending is not None:
+                versions.append(pending.result())
+            pending = turner.submit(_rotated_checked, out_dir, filtered)
+        versions.append(pending.result())
     PreparedStore(out_dir).update_pointers({v.shard: v.version for v in versions}, replace=True)
     records = [v.manifest["record"] for v in versions]
     total = {key: sum(r[key] for r in records)
              for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
     return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}
+
+
+def _rotated_checked(out_dir: str | Path, filtered: ShardVersion) -> ShardVersion:
+    rotated = rotate_version(out_dir, filtered, make_latest=False)
+    refuse_failed_checks(rotated)
+    return rotated
 
 
 def refuse_failed_checks(v: ShardVersion) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -125,6 +126,9 @@ def open_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None
     return RawShard(shard, st, sp)
 
 
+PIECE_BYTES = 1 << 19  # what the structures' thread hashes, then hands to the piece job while it is still in cache
+
+
 class ShardReader:
     """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) while the
     caller works on the chunk: the raw data is read exactly once per pass.
@@ -133,6 +137,11 @@ class ShardReader:
     resident memory is a few chunks whatever the file size. Each file is hashed in order on its own thread
     (hashlib releases the GIL), so hashing the two files and the caller's work share the cores; at most two
     chunks per file are in flight. A yielded chunk stays valid until the one after the next is requested.
+
+    `chunks_with(piece_job)` also runs piece_job(rows) on the structures' thread, on each piece of PIECE_BYTES
+    right after hashing it: the piece is read from memory once, for the digest, and the job (packing, the
+    encoding scan) finds it in the core's cache instead of reading the whole chunk again. The reader works one
+    chunk ahead, so the caller rarely waits for the results of the chunk it gets.
     """
 
     def __init__(self, raw: RawShard, chunk_rows: int = 4096):
@@ -141,8 +150,13 @@ class ShardReader:
         self.sha256: dict[str, str] = {}
 
     def __iter__(self):
+        for first, st, sp, _ in self.chunks_with(None):
+            yield first, st, sp
+
+    def chunks_with(self, piece_job: Callable[[np.ndarray], object] | None):
+        """(first row, structures, spectra, [piece_job(piece) for each piece of the structures]) per chunk; the
+        list is empty without a job."""
         import hashlib
-        import mmap
         from concurrent.futures import ThreadPoolExecutor
 
         headers = (self.raw.structures, self.raw.spectra)
@@ -150,30 +164,32 @@ class ShardReader:
         pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]  # one ordered hash stream per file
         in_flight: list[list] = [[], []]
         files = [open(h.path, "rb") for h in headers]
+        piece_rows = max(1, PIECE_BYTES // max(headers[0].row_bytes, 1))
         try:
             for h, f, header in zip(hashes, files, headers):
                 h.update(f.read(header.offset))
+            ahead = None
             for first in range(0, self.raw.rows, self.chunk_rows):
                 count = min(self.chunk_rows, self.raw.rows - first)
                 arrays = []
                 for i, (f, header) in enumerate(zip(files, headers)):
                     while len(in_flight[i]) >= 2:
                         in_flight[i].pop(0).result()
-                    start = header.offset + first * header.row_bytes
-                    base = start - start % mmap.ALLOCATIONGRANULARITY
-                    length = start - base + count * header.row_bytes
-                    try:
-                        window = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=base)
-                    except (ValueError, OSError) as exc:  # the file shrank under us
-                        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} "
-                                        f"({exc})") from None
-                    window.madvise(mmap.MADV_SEQUENTIAL)
-                    view = memoryview(window)[start - base:]
-                    in_flight[i].append(pools[i].submit(hashes[i].update, view))
-                    arrays.append(np.frombuffer(window, header.dtype, count * int(np.prod(header.shape[1:])),
-                                                start - base).reshape((count,) + header.shape[1:]))
-                    del view, window  # the arrays and the hash job keep the map alive exactly as long as needed
-                yield first, arrays[0], arrays[1]
+                    view, array = _map_rows(f, header, first, count)
+                    if i == 0 and piece_job is not None:
+                        job = pools[0].submit(_hash_pieces, hashes[0], view, array, piece_rows, piece_job)
+                    else:
+                        job = pools[i].submit(hashes[i].update, view)
+                    in_flight[i].append(job)
+                    arrays.append(array)
+                    del view  # the arrays and the hash job keep the map alive exactly as long as needed
+                if ahead is not None:
+                    yield ahead[0], ahead[1], ahead[2], ahead[3].result() if piece_job else []
+                ahead = (first, arrays[0], arrays[1], in_flight[0][-1])
+                del arrays
+            if ahead is not None:
+                yield ahead[0], ahead[1], ahead[2], ahead[3].result() if piece_job else []
+            ahead = None
             for i in range(2):
                 for fut in in_flight[i]:
                     fut.result()
@@ -193,3 +209,29 @@ class ShardReader:
         return [{"name": h.path.name, "path": str(h.path.resolve()), "size": h.path.stat().st_size,
                  "sha256": self.sha256[key]}
                 for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]
+
+
+def _map_rows(f, header: NpyHeader, first: int, count: int) -> tuple[memoryview, np.ndarray]:
+    """Rows first .. first + count - 1 of an open .npy file as (bytes, array) over one read-only memory map."""
+    import mmap
+
+    start = header.offset + first * header.row_bytes
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    length = start - base + count * header.row_bytes
+    try:
+        window = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=base)
+    except (ValueError, OSError) as exc:  # the file shrank under us
+        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} ({exc})") from None
+    window.madvise(mmap.MADV_SEQUENTIAL)
+    array = np.frombuffer(window, header.dtype, count * int(np.prod(header.shape[1:])), start - base)
+    return memoryview(window)[start - base:], array.reshape((count,) + header.shape[1:])
+
+
+def _hash_pieces(hasher, view: memoryview, rows: np.ndarray, piece_rows: int, piece_job) -> list:
+    """Hash a chunk in order, a piece at a time, each piece handed to piece_job while it is in cache."""
+    row_bytes = len(view) // max(len(rows), 1)
+    out = []
+    for start in range(0, len(rows), piece_rows):
+        hasher.update(view[start * row_bytes:(start + piece_rows) * row_bytes])
+        out.append(piece_job(rows[start:start + piece_rows]))
+    return out

@@ -127,9 +127,9 @@ class PreparedStore:
         """A fresh staging folder on the store's file system (so commit is one rename); removed on failure."""
         self.clean_staging()
         staging = self.root / ".staging" / f"{kind}.{os.getpid()}.{secrets.token_hex(4)}"
-        staging.mkdir(parents=True)
-        _ACTIVE.add(str(staging))
+        _ACTIVE.add(str(staging))  # before it exists: another thread's clean_staging must never take it
         try:
+            staging.mkdir(parents=True)
             yield staging
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -15,11 +15,13 @@ BINNING_MODES = ("mean", "subsample")
 # (chunk_rows bounds memory; it does not change the data).
 PREPARE_FIELDS = ("binning", "n_bins", "wavelength_first_nm", "wavelength_last_nm", "n_wavelengths")
 
-# Reverses the bit order inside a byte: turning a packed structure by 180 degrees reverses its flat bit string.
-_BIT_REVERSE = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
-# The same for a 16-bit word (bytes swapped, each reversed): half the table look-ups of the byte table.
-_WORD = np.arange(1 << 16)
-_BIT_REVERSE_16 = ((_BIT_REVERSE[_WORD & 0xFF].astype(np.uint16) << 8) | _BIT_REVERSE[_WORD >> 8]).astype(np.uint16)
+# The 180-degree turn reverses a packed row's flat bit string: the row's 64-bit words in reverse order, each word's
+# bytes in reverse order (a big- to little-endian copy) and the bits inside every byte reversed (three mask-and-shift
+# swaps: neighbouring bits, pairs, nibbles). No look-up table: the cost is a few streaming passes over blocks of rows
+# small enough to stay in any core's L2 cache, whatever its size (a 64 Ki-entry table did not, on some CPUs).
+_BIT_SWAPS = tuple((np.uint64(shift), np.uint64(mask)) for shift, mask in
+                   ((1, 0x5555555555555555), (2, 0x3333333333333333), (4, 0x0F0F0F0F0F0F0F0F)))
+ROTATE_BLOCK_ROWS = 64  # 64 rows x 2 KiB = 128 KiB, plus as much scratch: in L2 on any current x86 or ARM core
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,11 @@ def bin_spectra(spectra: np.ndarray, settings: PrepareSettings) -> np.ndarray:
 
 
 def count_set_bits(packed: np.ndarray) -> int:
-    """Ones in bit-packed rows (the fill of the structures without unpacking them)."""
+    """Ones in bit-packed rows (the fill of the structures without unpacking them); counted on 64-bit words where
+    the rows allow it (8x fewer elements to sum)."""
+    packed = np.ascontiguousarray(packed)
+    if packed.ndim == 2 and packed.dtype == np.uint8 and packed.shape[1] % 8 == 0:
+        packed = packed.view(np.uint64)
     return int(np.bitwise_count(packed).sum(dtype=np.int64))
 
 
@@ -106,7 +112,23 @@ def rotate_bayer(bayer: np.ndarray) -> np.ndarray:
 
 def pack_structures(structures: np.ndarray) -> np.ndarray:
     """(n, [1,] 128, 128) {0,1} or {0,255} -> (n, 2048) uint8 (packbits packs any non-zero value as 1)."""
-    return np.packbits(structures.reshape(len(structures), -1), axis=1)
+    return np.packbits(structures.reshape(len(structures), int(np.prod(structures.shape[1:]))), axis=1)
+
+
+def pack_and_scan(piece: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """(packed rows, largest value) of a piece of raw structures, for the reader's structures thread (the piece is
+    still in cache from hashing). The largest value decides the encoding of uint8 data in one pass; for other
+    dtypes it is None and structure_encoding judges the whole chunk."""
+    top = int(piece.max()) if piece.dtype == np.uint8 and piece.size else None
+    return pack_structures(piece), top
+
+
+def encoding_from_scan(chunk: np.ndarray, tops: list[int | None]) -> str | None:
+    """structure_encoding(chunk), knowing the pieces' largest values: {0, 1} data (the common case) costs nothing
+    more; anything else takes structure_encoding's exact passes."""
+    if not tops or any(t is None for t in tops) or max(tops) > 1:
+        return structure_encoding(chunk)
+    return "0/1" if max(tops) else None
 
 
 def unpack_structures(packed: np.ndarray) -> np.ndarray:
@@ -115,10 +137,42 @@ def unpack_structures(packed: np.ndarray) -> np.ndarray:
 
 
 def rotate_packed(packed: np.ndarray) -> np.ndarray:
-    """180-degree turn of packed structures without unpacking: s[::-1, ::-1] is the flat bit string reversed,
-    i.e. the (little-endian) 16-bit words in reverse order, each bit-reversed."""
-    words = np.ascontiguousarray(packed).view("<u2")[:, ::-1]
-    return np.take(_BIT_REVERSE_16, words).astype("<u2", copy=False).view(np.uint8)
+    """180-degree turn of packed (n, bytes) structures without unpacking: s[::-1, ::-1] is the row's flat bit
+    string reversed. Blocks of ROTATE_BLOCK_ROWS rows: word order and byte order reversed in one copy, then the
+    bits of every byte swapped in place (the cost does not depend on a table staying in cache)."""
+    src = np.ascontiguousarray(packed, dtype=np.uint8)
+    if src.ndim != 2 or src.shape[1] % 8:
+        raise ValueError(f"packed structures must be (n, bytes) with bytes a multiple of 8, got {src.shape}")
+    out = np.empty_like(src)
+    words, turned = src.view(">u8"), out.view("<u8")  # big- to little-endian copy: each word's bytes reversed
+    scratch = np.empty((min(ROTATE_BLOCK_ROWS, len(src)), words.shape[1]), np.uint64)
+    for start in range(0, len(src), ROTATE_BLOCK_ROWS):
+        block = turned[start:start + ROTATE_BLOCK_ROWS]
+        np.copyto(block, words[start:start + ROTATE_BLOCK_ROWS, ::-1])
+        _reverse_bits_in_bytes(block, scratch[:len(block)])
+    return out
+
+
+def _reverse_bits_in_bytes(words: np.ndarray, scratch: np.ndarray) -> None:
+    """In place on uint64 words: x = ((x >> s) & m) | ((x & m) << s) for s = 1, 2, 4 (the masks are the same in
+    every byte, so the result does not depend on the words' byte order)."""
+    for shift, mask in _BIT_SWAPS:
+        np.right_shift(words, shift, out=scratch)
+        scratch &= mask
+        words &= mask
+        words <<= shift
+        words |= scratch
+
+
+def count_rotation_mismatches(originals: np.ndarray, rotated: np.ndarray) -> int:
+    """Rows of `rotated` whose turn is not the original row, bit for bit: one fused pass over blocks that stay in
+    cache (turn, compare as 64-bit words), no full-size temporary."""
+    mismatched = 0
+    for start in range(0, len(rotated), ROTATE_BLOCK_ROWS * 4):
+        stop = start + ROTATE_BLOCK_ROWS * 4
+        back = rotate_packed(rotated[start:stop]).view(np.uint64)
+        mismatched += int((back != np.ascontiguousarray(originals[start:stop]).view(np.uint64)).any(axis=1).sum())
+    return mismatched
 
 
 def structure_encoding(chunk: np.ndarray) -> str | None:
