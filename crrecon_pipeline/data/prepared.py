@@ -71,6 +71,15 @@ def read_training_set(path: str | Path) -> dict[int, str]:
         raise DataError(f"{path}: not a training set ({{shard: version}}): {exc}") from None
 
 
+def refuse_failed_versions(prepared_dir: str | Path, picked: list[ShardVersion]) -> None:
+    """The lineage rule for pinned versions too: a version whose manifest records a failed blocking check (a
+    `crrecon preprocess` that failed still commits it, unpointed) never reaches training."""
+    for v in picked:
+        reason = v.refusal()
+        if reason:
+            raise DataError(f"{prepared_dir}: {reason}")
+
+
 def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Prepared:
     """The prepared data, concatenated in shard order: by default the LATEST version of every shard in the store;
     `versions` ({shard: version name}) picks exact versions instead (what the lineage says passed its checks).
@@ -87,6 +96,7 @@ def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Pre
                         f"(run `crrecon preprocess` or materialize filtered_bayer){legacy}")
     shards = sorted(chosen)
     picked = [chosen[k] for k in shards]
+    refuse_failed_versions(prepared_dir, picked)
     settings = {json.dumps(PrepareSettings(**v.manifest["settings"]).identity(), sort_keys=True) for v in picked}
     if len(settings) > 1:
         raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); "

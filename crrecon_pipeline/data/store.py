@@ -65,7 +65,19 @@ class ShardVersion:
 
     @property
     def checks_passed(self) -> bool:
-        return all(c["passed"] or not c["blocking"] for c in self.manifest.get("checks", {}).values())
+        return self.failed_checks() == []
+
+    def failed_checks(self) -> list[str]:
+        """The blocking checks this version's manifest records as failed (a version LATEST never points to)."""
+        return [name for name, c in self.manifest.get("checks", {}).items() if c["blocking"] and not c["passed"]]
+
+    def refusal(self) -> str | None:
+        """Why training must not use this version, in one line naming the shard, the version and the check."""
+        failed = self.failed_checks()
+        if not failed:
+            return None
+        more = f" (and {', '.join(failed[1:])})" if failed[1:] else ""
+        return f"shard {self.shard} version {self.version}: {failed[0]} failed{more}; re-prepare the shard"
 
     def file(self, name: str) -> Path:
         return self.path / name
