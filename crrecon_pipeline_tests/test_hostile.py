@@ -1,7 +1,10 @@
 """Bad input and faults (issue #20): each defect a hostile or careless user found, with the test that keeps it fixed.
 Every `crrecon` refusal is one line on stderr and exit code 2, never a traceback, never a temporary file left."""
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +28,11 @@ def crrecon(capsys, *args) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def assert_refused(rc: int, err: str, *names: str) -> None:
+def assert_refused(rc: int, err: str, *names: str, progress: bool = False) -> None:
+    """Exit 2 and one line (after the progress lines a command printed before it failed, when `progress`)."""
     lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (rc, err)
+    lines = [line for line in lines if "error:" in line] if progress else lines
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err and "error:" in lines[0], (rc, err)
     for name in names:
         assert name in lines[0], (name, lines[0])
 
@@ -80,3 +85,78 @@ def test_dagster_leaves_out_a_version_whose_manifest_records_a_failed_check(tmp_
     kept, refused = split(training.CrreconPaths(home=str(home)), {0: good.version, 1: bad.version})
     assert kept == {0: good.version}
     assert list(refused) == ["1"] and "check_sign_convention" in refused["1"] and bad.version in refused["1"]
+
+
+# ---------------------------------------------------------------------------------------------- item 7
+
+class FullDiskFile:
+    """A file on a disk that fills after `room` bytes: writes fail with ENOSPC, and so does the flush on close
+    (buffered bytes), as a real full disk does."""
+
+    def __init__(self, real, room: int):
+        self._real, self._room, self._failed = real, room, False
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes if not isinstance(data, str) else len(data.encode())
+        if n > self._room:
+            self._failed = True
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= n
+        return self._real.write(data)
+
+    def close(self) -> None:
+        self._real.close()
+        if self._failed and not getattr(self, "_closed_once", False):
+            self._closed_once = True
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def fill_disk(monkeypatch, folder: Path, room: int = 0) -> None:
+    """Every file opened through os.fdopen under `folder` (the atomic writers' temporaries) sees a full disk."""
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        return FullDiskFile(f, room) if where.startswith(str(folder)) else f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def no_temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, prepared_dir) -> Path:
+    from crrecon_pipeline.train.config import load_config
+    from crrecon_pipeline.train.entry import train_from_config
+
+    out = tmp_path_factory.mktemp("run_tiny")
+    train_from_config(load_config("configs/quick.yaml", TINY + ["training.epochs=1"]), out, prepared_dir=prepared_dir,
+                      device="cpu", log=lambda m: None)
+    return out / "best.pt"
+
+
+def test_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path, capsys, monkeypatch, raw_dir,
+                                                                        prepared_dir, checkpoint):
+    fill_disk(monkeypatch, tmp_path, room=1000)
+    rc, _, err = crrecon(capsys, "predict", "--checkpoint", checkpoint, "--structures",
+                         raw_dir / "binary_dataset_128_0.npy", "--out", tmp_path / "pred.npy", "--device", "cpu")
+    assert_refused(rc, err, "pred.npy", "No space left")
+    rc, _, err = crrecon(capsys, "simulate", "--out", tmp_path / "sim", "--rows", 20, "--shards", 1)
+    assert_refused(rc, err, "binary_dataset_128_0.npy", "No space left")
+    rc, _, err = crrecon(capsys, "train", "--config", "configs/quick.yaml", "--prepared", prepared_dir, "--out",
+                         tmp_path / "run", *tiny_sets(), "--set", "training.epochs=1", "--device", "cpu")
+    assert_refused(rc, err, "best.pt", "No space left", progress=True)
+    assert no_temporaries(tmp_path) == []
+    assert not (tmp_path / "pred.npy").exists() and not (tmp_path / "run" / "best.pt").exists()

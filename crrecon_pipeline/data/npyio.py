@@ -30,6 +30,13 @@ def _mkstemp_like_open(path: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
+def named(exc: OSError, path: Path) -> OSError:
+    """The OSError with the file it was writing named (a full disk's `[Errno 28]` alone says not which file)."""
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 @dataclass(frozen=True)
 class NpyHeader:
     path: Path
@@ -125,7 +132,14 @@ class AtomicNpyWriter:
         fd, self._tmp = _mkstemp_like_open(self.path)
         self._f = os.fdopen(fd, "wb")
         self._header_len = len(_header_bytes(self.shape, self.dtype))
-        self._f.write(_header_bytes(self.shape, self.dtype))
+        self._write(_header_bytes(self.shape, self.dtype))
+
+    def _write(self, data) -> None:
+        try:
+            self._f.write(data)
+        except OSError as exc:  # a full disk: the temporary goes, the error names the output
+            self.abort()
+            raise named(exc, self.path) from None
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -133,29 +147,38 @@ class AtomicNpyWriter:
             raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]} do not fit {self.shape[1:]}")
         if self.declared is not None and self.rows_written + len(rows) > self.declared:
             raise ValueError(f"{self.path}: more rows than the declared {self.declared}")
-        self._f.write(memoryview(rows.reshape(-1).view(np.uint8)))
+        self._write(memoryview(rows.reshape(-1).view(np.uint8)))
         self.rows_written += len(rows)
 
     def commit(self) -> Path:
         if self.declared is None:
             self._f.seek(0)
-            self._f.write(_header_bytes((self.rows_written,) + self.shape[1:], self.dtype, self._header_len))
+            self._write(_header_bytes((self.rows_written,) + self.shape[1:], self.dtype, self._header_len))
         elif self.rows_written != self.declared:
+            self.abort()
             raise ValueError(f"{self.path}: {self.rows_written} rows written, {self.declared} declared")
         try:
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
             os.replace(self._tmp, self.path)
-        except BaseException:  # a full disk or a folder in the way: no temporary file left behind
+        except OSError as exc:  # a full disk or a folder in the way: no temporary file left behind
+            self.abort()
+            raise named(exc, self.path) from None
+        except BaseException:
             self.abort()
             raise
         return self.path
 
     def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        self._tmp.unlink(missing_ok=True)
+        """Remove the temporary; closing may flush buffered rows and fail on a full disk: it is removed anyway."""
+        try:
+            if not self._f.closed:
+                self._f.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "AtomicNpyWriter":
         return self
@@ -187,6 +210,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the error names the file, not only `[Errno 28]`
+        tmp.unlink(missing_ok=True)
+        raise named(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

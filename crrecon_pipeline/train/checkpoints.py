@@ -23,8 +23,11 @@ RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_fr
 
 def save_atomic(state: dict, path: Path) -> None:
     """torch.save through npyio.atomic_output: a kill or a full disk mid-write never leaves a truncated checkpoint."""
-    with atomic_output(path) as f:
-        torch.save(state, f)
+    try:
+        with atomic_output(path) as f:
+            torch.save(state, f)
+    except RuntimeError as exc:  # torch's writer reports a failed write (a full disk) as an enforce failure
+        raise OSError(f"{path}: cannot write the checkpoint ({' '.join(str(exc).split())[:160]})") from None
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
