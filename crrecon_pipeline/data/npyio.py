@@ -7,6 +7,7 @@ fsynced and renamed into place only when complete: a crash or bad input never le
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -46,7 +47,7 @@ class NpyHeader:
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape[1:]) * self.dtype.itemsize  # Python ints: a huge header shape cannot overflow
 
 
 def check_regular_file(path: Path) -> None:

@@ -192,7 +192,8 @@ class PreparedStore:
             return removed
         for p in staging_root.iterdir():
             parts = p.name.split(".")
-            if len(parts) != 3 or parts[0] not in KINDS or not parts[1].isdigit() or str(p) in _ACTIVE:
+            ours = len(parts) == 3 and parts[0] in KINDS and parts[1].isascii() and parts[1].isdigit()
+            if not ours or str(p) in _ACTIVE:
                 continue  # not ours, or in progress here
             pid = int(parts[1])
             if pid == os.getpid() or not _alive(pid):

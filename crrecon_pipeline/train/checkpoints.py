@@ -40,7 +40,19 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
         raise DataError(f"{path}: not a loadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"{path}: not a crrecon checkpoint (no model/config)")
+    check_layout(state, path)
     return state
+
+
+def check_layout(state: dict, path: Path) -> None:
+    """What every use of a checkpoint reads: weights as named tensors, a config dict naming its model."""
+    weights, config = state["model"], state["config"]
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise DataError(f"{path}: not a crrecon checkpoint (its model is not a set of named tensors)")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise DataError(f"{path}: not a crrecon checkpoint (its config names no model)")
 
 
 def latest(run_dir: Path) -> Path | None:
