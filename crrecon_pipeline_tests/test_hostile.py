@@ -160,3 +160,108 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path,
     assert_refused(rc, err, "best.pt", "No space left", progress=True)
     assert no_temporaries(tmp_path) == []
     assert not (tmp_path / "pred.npy").exists() and not (tmp_path / "run" / "best.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------- item 9
+
+REQUIRED = {"simulate": ["--out", "{tmp}/sim"], "preprocess": ["--raw", "{tmp}/none", "--out", "{tmp}/p"],
+            "design": ["--checkpoint", "{tmp}/none.pt", "--prepared", "{tmp}/none", "--out", "{tmp}/d"]}
+
+
+def numeric_flags() -> list[tuple[str, str]]:
+    """(subcommand, --flag) for every flag whose value is a number, read from the parser itself."""
+    from crrecon_pipeline.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    found = []
+    for name, parser in sub.choices.items():
+        parser.format_help()  # the settings flags are added on first use
+        for action in parser._actions:
+            kind = getattr(action.type, "__name__", None)
+            if kind in ("int", "float") and action.option_strings:
+                found.append((name, action.option_strings[0]))
+    return found
+
+
+def test_every_numeric_flag_refuses_out_of_range_values_in_one_line(tmp_path, capsys):
+    flags = numeric_flags()
+    assert {("simulate", "--chunk"), ("simulate", "--unfinished-fraction"), ("design", "--blur-sigma-px"),
+            ("preprocess", "--bins"), ("simulate", "--period-um")} <= set(flags)
+    for command, flag in flags:
+        for value in ("0", "-1", "nan", "inf", "1e30"):
+            args = [a.format(tmp=tmp_path) for a in REQUIRED.get(command, [])]
+            rc, out, err = crrecon(capsys, command, *args, flag, value)
+            lines = err.strip().splitlines()
+            assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (command, flag, value, err)
+            if value in ("nan", "inf", "1e30"):
+                assert flag in lines[0], (command, flag, value, lines[0])
+    assert not list(tmp_path.rglob("*.npy")) and not (tmp_path / "sim" / "simulation.json").exists()
+
+
+def test_core_settings_refuse_what_the_flags_refuse():
+    from crrecon_pipeline.design.optimize import DesignSettings
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.physics.structures import StructureParams
+
+    with pytest.raises(ConfigError, match="blur_sigma_px"):
+        DesignSettings(blur_sigma_px=float("nan"))
+    with pytest.raises(ConfigError, match="unfinished_fraction"):
+        StructureParams(unfinished_fraction=2.0)
+
+
+# ---------------------------------------------------------------------------------------------- item 8
+
+def test_huge_header_shape_is_one_line(tmp_path, capsys, raw_dir):
+    from crrecon_pipeline.data.npyio import _header_bytes
+
+    raw = tmp_path / "raw"
+    write_raw_pair(raw, 0, np.load(raw_dir / "binary_dataset_128_0.npy")[:200],
+                   np.load(raw_dir / "spectra_latest_0.npy")[:200])
+    spectra = raw / "spectra_latest_0.npy"
+    spectra.write_bytes(_header_bytes((200, 3, 2**70), np.dtype(np.float32)) + b"\0" * 4096)
+    rc, _, err = crrecon(capsys, "preprocess", "--raw", raw, "--out", tmp_path / "out")
+    assert_refused(rc, err, "spectra_latest_0.npy", "truncated")
+
+
+@pytest.mark.parametrize("state", [{"model": {}, "config": "abc"}, {"model": "nope", "config": {}},
+                                   {"model": {"x": 5}, "config": {"model": {"name": "cnn_field"}}},
+                                   {"model": {"x": "tensor"}}, "wrong weights"])
+def test_malformed_checkpoints_are_one_line(tmp_path, capsys, state, checkpoint, raw_dir, prepared_dir):
+    import torch
+
+    if state == "wrong weights":  # a real config, weights of another model
+        real = torch.load(checkpoint, weights_only=True)
+        state = {"model": {"x": torch.ones(3)}, "config": real["config"], "format": real["format"]}
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    rc, _, err = crrecon(capsys, "predict", "--checkpoint", path, "--structures", raw_dir / "binary_dataset_128_0.npy",
+                         "--out", tmp_path / "pred.npy", "--device", "cpu")
+    assert_refused(rc, err, "bad.pt")
+    rc, _, err = crrecon(capsys, "train", "--config", "configs/quick.yaml", "--prepared", prepared_dir, "--out",
+                         tmp_path / "run", *tiny_sets(), "--init-weights", path, "--device", "cpu")
+    assert_refused(rc, err, "bad.pt", progress=True)
+    assert not (tmp_path / "pred.npy").exists()
+
+
+@pytest.mark.parametrize("record", [{"kind": "epoch", "epoch": 1}, {"kind": "epoch", "epoch": "one", "epochs": 2,
+                                                                   "train_loss": 1.0, "val_loss": 1.0}])
+def test_analyze_a_record_missing_keys_is_one_line(tmp_path, capsys, record):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps(record) + "\n")
+    rc, _, err = crrecon(capsys, "analyze", "--log", log)
+    assert_refused(rc, err, "metrics.jsonl", "line 1")
+
+
+@pytest.mark.parametrize("key", ["²", "٣", "1²"])
+def test_non_ascii_digits_are_no_shard_index(tmp_path, key):
+    from crrecon_pipeline.data.rawfiles import discover_shards, parse_shard_key
+
+    with pytest.raises(DataError, match="not a shard index"):
+        parse_shard_key(key)
+    write_raw_pair(tmp_path, 0, np.zeros((2, 1, 128, 128), np.uint8), np.zeros((2, 3, 301), np.float32))
+    for f in list(tmp_path.iterdir()):
+        f.rename(f.with_name(f.name.replace("_0.npy", f"_{key}.npy")))
+    with pytest.raises(DataError, match="no raw shards"):
+        discover_shards(tmp_path)
+    (tmp_path / "store" / ".staging" / f"filtered.{key}.abcd").mkdir(parents=True)
+    assert PreparedStore(tmp_path / "store").clean_staging() == []

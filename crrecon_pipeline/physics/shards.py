@@ -21,15 +21,20 @@ from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.simulate import make_plan, simulate_power
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams
+from crrecon_pipeline.ranges import check_ranges, ranged
 
 ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    seed: int = field(default=0, metadata={"help": "structure seed: row r of a seed is the same bytes however sharded"})
+    seed: int = field(default=0, metadata=ranged(
+        "structure seed: row r of a seed is the same bytes however sharded", 0, 2**63 - 1))
     physics: PhysicsParams = field(default_factory=PhysicsParams)
     structures: StructureParams = field(default_factory=StructureParams)
+
+    def __post_init__(self):
+        check_ranges(self, "simulation")
 
     def to_dict(self) -> dict:
         return {"seed": self.seed, "physics": self.physics.to_dict(), "structures": self.structures.to_dict()}
