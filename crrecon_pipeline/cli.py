@@ -18,8 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from crrecon_pipeline.errors import USER_ERRORS, ConfigError, one_line
-from crrecon_pipeline.ranges import Range
+from crrecon_pipeline.errors import USER_ERRORS, ConfigError, Range, one_line
 from crrecon_pipeline.train.records import json_safe
 
 

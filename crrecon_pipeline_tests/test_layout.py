@@ -10,10 +10,10 @@ from pathlib import Path
 import crrecon_pipeline
 
 PACKAGE = Path(crrecon_pipeline.__file__).parent
-BOTTOM = {"grid", "errors", "numbers", "ranges", "registry", "plots"}
+BOTTOM = {"grid", "errors", "numbers", "registry", "plots"}
 # what each part of the package may import (besides itself and the bottom modules)
 ALLOWED = {
-    "grid": set(), "errors": set(), "numbers": set(), "ranges": {"errors"}, "registry": {"errors"}, "plots": {"grid"},
+    "grid": set(), "errors": set(), "numbers": set(), "registry": {"errors"}, "plots": {"grid"},
     "data": BOTTOM,
     "physics": BOTTOM | {"data"},
     "models": BOTTOM,

@@ -18,7 +18,7 @@ import numpy as np
 from crrecon_pipeline.data.npyio import iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
 from crrecon_pipeline.data.transforms import rotate_bayer, rotate_packed, row_status, structure_encoding
-from crrecon_pipeline.ranges import check_ranges, ranged
+from crrecon_pipeline.errors import check_ranges, ranged
 
 CHUNK_ROWS = 4096
 SEVERITIES = ("error", "warn")

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from crrecon_pipeline.errors import check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
-from crrecon_pipeline.ranges import check_ranges, ranged
 
 BINNING_MODES = ("mean", "subsample")
 # What a user sets for the preparation: the FilterSettings resource's fields and `crrecon preprocess`'s flags

@@ -13,11 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.errors import ConfigError, check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams, _periodic_gaussian
-from crrecon_pipeline.ranges import check_ranges, ranged
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import predict
 

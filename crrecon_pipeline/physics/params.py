@@ -8,9 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.errors import ConfigError, Range, check_ranges
 from crrecon_pipeline.grid import N_PIX, N_WAVELENGTHS
-from crrecon_pipeline.ranges import Range, check_ranges
 
 FIDELITIES = ("thin", "multislice")
 

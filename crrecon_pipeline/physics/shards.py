@@ -16,12 +16,11 @@ import torch
 
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header, write_text_atomic
 from crrecon_pipeline.data.rawfiles import spectra_path, structure_path
-from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.errors import DataError, check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.simulate import make_plan, simulate_power
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams
-from crrecon_pipeline.ranges import check_ranges, ranged
 
 ProgressFn = Callable[[int], None]
 

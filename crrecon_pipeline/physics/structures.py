@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from crrecon_pipeline.errors import check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
-from crrecon_pipeline.ranges import check_ranges, ranged
 
 ROWS_PER_BLOCK = 256
 
