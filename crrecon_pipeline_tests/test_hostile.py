@@ -265,3 +265,22 @@ def test_non_ascii_digits_are_no_shard_index(tmp_path, key):
         discover_shards(tmp_path)
     (tmp_path / "store" / ".staging" / f"filtered.{key}.abcd").mkdir(parents=True)
     assert PreparedStore(tmp_path / "store").clean_staging() == []
+
+
+# ---------------------------------------------------------------------------------------------- item 11
+
+def test_duplicate_yaml_keys_are_refused_by_name(tmp_path):
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.train.config import load_config
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("data:\n  batch_size: 32\n  batch_size: 64\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: data\.batch_size is given twice \(line 3\)"):
+        load_config(path)
+    path.write_text("training:\n  epochs: 3\ntraining:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="training is given twice"):
+        load_config(path)
+    path.write_text("data:\n  batch_size: 32\ntraining:\n  batch_size: 64\n")  # same name, two sections: fine
+    with pytest.raises(ConfigError, match="training.batch_size"):  # refused as an unknown key, not as a duplicate
+        load_config(path)
+    assert load_config("configs/quick.yaml").data.batch_size > 0

@@ -201,9 +201,35 @@ def preset_text(name: str) -> str:
     return resources.files("crrecon_pipeline").joinpath("presets", f"{name}.yaml").read_text()
 
 
+class DuplicateKey(Exception):
+    def __init__(self, path: str, line: int):
+        super().__init__(path, line)
+        self.path, self.line = path, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently), naming
+    its dotted path; the path of each mapping is tracked from the key that leads to it."""
+
+    def construct_mapping(self, node, deep=False):
+        prefix = getattr(node, "_dotted", "")
+        seen = set()
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            dotted = f"{prefix}{key}"
+            if key in seen:
+                raise DuplicateKey(dotted, key_node.start_mark.line + 1)
+            seen.add(key)
+            if isinstance(value_node, yaml.MappingNode):
+                value_node._dotted = f"{dotted}."
+        return super().construct_mapping(node, deep)
+
+
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as exc:
+        raise ConfigError(f"{source}: {exc.path} is given twice (line {exc.line}); keep one") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML ({' '.join(str(exc).split())[:200]})") from None
 
