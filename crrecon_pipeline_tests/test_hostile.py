@@ -284,3 +284,21 @@ def test_duplicate_yaml_keys_are_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="training.batch_size"):  # refused as an unknown key, not as a duplicate
         load_config(path)
     assert load_config("configs/quick.yaml").data.batch_size > 0
+
+
+# ---------------------------------------------------------------------------------------------- item 10
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_pickled_checkpoint_refusal_says_it_will_not_be_unpickled(tmp_path, capsys, raw_dir):
+    import torch
+
+    path = tmp_path / "pickled.pt"
+    torch.save({"model": Payload(), "config": {}}, path)
+    rc, out, err = crrecon(capsys, "predict", "--checkpoint", path, "--structures",
+                           raw_dir / "binary_dataset_128_0.npy", "--out", tmp_path / "p.npy", "--device", "cpu")
+    assert_refused(rc, err, "pickled.pt", "not a plain checkpoint", "will not unpickle")
+    assert "weights_only" not in err and "False" not in err and "unpickled!" not in out + err

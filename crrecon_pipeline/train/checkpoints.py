@@ -37,7 +37,7 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is bad input
-        raise DataError(f"{path}: not a loadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
+        raise DataError(unloadable(path, exc)) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"{path}: not a crrecon checkpoint (no model/config)")
     check_layout(state, path)
@@ -53,6 +53,15 @@ def check_layout(state: dict, path: Path) -> None:
     model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise DataError(f"{path}: not a crrecon checkpoint (its config names no model)")
+
+
+def unloadable(path: Path, exc: Exception) -> str:
+    """Why a file is no checkpoint, in words that never suggest the unsafe way round (weights_only=False)."""
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (f"{path}: not a plain checkpoint: it holds pickled Python objects, which crrecon will not unpickle "
+                "(they could run code); save the weights as tensors and plain containers")
+    return f"{path}: not a loadable checkpoint ({text.split('. ')[0][:160]})"
 
 
 def latest(run_dir: Path) -> Path | None:
