@@ -302,3 +302,26 @@ def test_pickled_checkpoint_refusal_says_it_will_not_be_unpickled(tmp_path, caps
                            raw_dir / "binary_dataset_128_0.npy", "--out", tmp_path / "p.npy", "--device", "cpu")
     assert_refused(rc, err, "pickled.pt", "not a plain checkpoint", "will not unpickle")
     assert "weights_only" not in err and "False" not in err and "unpickled!" not in out + err
+
+
+# ---------------------------------------------------------------------------------------------- item 6
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "last.pt", "outputs", "epoch_0002.pt", "config.json"])
+def test_log_file_may_not_be_one_of_the_runs_own_files(name):
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.train.config import load_config
+
+    with pytest.raises(ConfigError, match=rf"output(\.log_file)?: .*{name}"):
+        load_config("configs/quick.yaml", [f"output.log_file={name}"])
+    assert load_config("configs/quick.yaml", ["output.log_file=logs/train.txt"]).output.log_file == "logs/train.txt"
+
+
+def test_log_file_through_a_symlink_out_of_the_run_folder_is_refused(tmp_path, capsys, prepared_dir):
+    outside, run = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    run.mkdir()
+    (run / "logs").symlink_to(outside)
+    rc, _, err = crrecon(capsys, "train", "--config", "configs/quick.yaml", "--prepared", prepared_dir, "--out", run,
+                         *tiny_sets(), "--set", "output.log_file=logs/train.txt", "--device", "cpu")
+    assert_refused(rc, err, "output.log_file", "symlink", progress=True)
+    assert list(outside.iterdir()) == []

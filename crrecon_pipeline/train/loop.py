@@ -94,13 +94,13 @@ class Run:
 
     @property
     def log_file(self) -> Path:
-        """output.log_file inside the run folder (config.py refuses absolute paths and '..')."""
-        return self.run_dir / self.config.output.log_file
+        """output.log_file inside the run folder (config.py refuses absolute paths and '..', this a symlink out)."""
+        return trainlog.confined_path(self.run_dir, self.config.output.log_file, "output.log_file")
 
     @property
     def output_dir(self) -> Path:
         """output.dir inside the run folder: figures and sample predictions."""
-        return self.run_dir / self.config.output.dir
+        return trainlog.confined_path(self.run_dir, self.config.output.dir, "output.dir")
 
     def state(self, epoch: int) -> dict:
         state = {"format": checkpoints.CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": epoch,
