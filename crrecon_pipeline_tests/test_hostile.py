@@ -325,3 +325,20 @@ def test_log_file_through_a_symlink_out_of_the_run_folder_is_refused(tmp_path, c
                          *tiny_sets(), "--set", "output.log_file=logs/train.txt", "--device", "cpu")
     assert_refused(rc, err, "output.log_file", "symlink", progress=True)
     assert list(outside.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- item 5
+
+def test_resume_on_a_changed_training_set_is_refused_by_name(tmp_path, capsys, checkpoint, flipped_store):
+    import shutil
+
+    out, _, _ = flipped_store
+    rotated = next(v for v in PreparedStore(out).versions(0) if v.kind == "rotated")
+    run = shutil.copytree(checkpoint.parent, tmp_path / "run")
+    ts = tmp_path / "ts.json"
+    ts.write_text(json.dumps({"0": rotated.version}))
+    rc, _, err = crrecon(capsys, "train", "--config", "configs/quick.yaml", "--prepared", out, "--out", run,
+                         "--training-set", ts, *tiny_sets(), "--set", "training.epochs=2", "--resume", "auto",
+                         "--device", "cpu")
+    assert_refused(rc, err, "last.pt", "training set differs", "shard 1", progress=True)
+    assert (run / "metrics.json").read_text() == (checkpoint.parent / "metrics.json").read_text()

@@ -86,6 +86,20 @@ def check_resumable(state: dict, requested: RunConfig, path: Path) -> list[str]:
     return changed
 
 
+def check_same_training_set(state: dict, requested: dict, path: Path) -> None:
+    """A changed training set is a changed config: a resume continues on the data its checkpoint was trained on.
+    Checkpoints from before the training set was stored carry no record of it and are not judged."""
+    stored = state.get("training_set")
+    if stored is None:
+        return
+    shards = sorted(set(stored) | set(requested), key=lambda k: (len(k), k))
+    changed = [f"shard {k} {stored.get(k, {}).get('version', 'none')} -> {requested.get(k, {}).get('version', 'none')}"
+               for k in shards if stored.get(k, {}).get("version") != requested.get(k, {}).get("version")]
+    if changed:
+        raise ConfigError(f"{path}: cannot resume, the training set differs ({'; '.join(changed)}); start a new run, "
+                          f"or --init-weights {path} for its weights only")
+
+
 def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path: Path) -> list[str]:
     """Copy the matching tensors of `state` into `model`; the names skipped for a shape mismatch are returned."""
     theirs, ours = state["config"]["model"]["name"], requested.model.name

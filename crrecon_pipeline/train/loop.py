@@ -107,7 +107,8 @@ class Run:
                  "best_val": self.best_val, "history": self.history, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
-                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model)}
+                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model),
+                 "training_set": self.prepared.training_set()}
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -183,6 +184,7 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     if path is not None:
         state = checkpoints.load(path, run.dev)
         changed = checkpoints.check_resumable(state, run.config, path)
+        checkpoints.check_same_training_set(state, run.prepared.training_set(), path)
         checkpoints.check_same_architecture(run.model, state, run.config, path)
         run.model.load_state_dict(state["model"])
         done = int(state["epoch"])
