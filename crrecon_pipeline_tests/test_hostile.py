@@ -342,3 +342,27 @@ def test_resume_on_a_changed_training_set_is_refused_by_name(tmp_path, capsys, c
                          "--device", "cpu")
     assert_refused(rc, err, "last.pt", "training set differs", "shard 1", progress=True)
     assert (run / "metrics.json").read_text() == (checkpoint.parent / "metrics.json").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- item 2
+
+def test_a_foreign_file_in_a_pruned_version_never_blocks_the_store(tmp_path):
+    from crrecon_pipeline.data.prepare import prepare_shard
+
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+
+    def prepare(seed: int):
+        rng = np.random.default_rng(seed)
+        write_raw_pair(raw, 0, (rng.random((20, 1, 128, 128)) < 0.3).astype(np.uint8),
+                       -rng.random((20, 3, 301), np.float32))
+        return prepare_shard(raw, 0, out)
+
+    first = prepare(0)
+    (first.path / "notes.txt").write_text("a user's note")
+    for seed in range(1, 5):  # first is pruned; its folder stays for the note
+        prepare(seed)
+    assert (first.path / "notes.txt").exists() and not (first.path / "manifest.json").exists()
+    again = prepare(0)  # the same input again: the same version name
+    assert again.version == first.version and PreparedStore(out).latest(0).version == first.version
+    notes = [p for p in (out / "shard_0").rglob("notes.txt")]
+    assert [p.read_text() for p in notes] == ["a user's note"] and notes[0].parent.name.startswith(first.version)

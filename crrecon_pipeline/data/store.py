@@ -10,7 +10,8 @@ parent version), so preparing the same input twice, even concurrently, yields on
 finds the folder taken and its staging copy is dropped. A kill at any instant leaves every committed version and
 LATEST.json as they were (it is replaced in one rename, under a lock); its staging folder is removed by the next
 writer. The store only ever deletes what it wrote:
-staging folders, and files listed in the manifest of a version it prunes (a foreign file keeps its folder alive).
+staging folders, and files listed in the manifest of a version it prunes (a foreign file keeps its folder alive;
+should that version be committed again, the folder moves aside to <version>.foreign-<token>, the file in it).
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class PreparedStore:
         _fsync_dir(staging)
         final = self.shard_dir(shard) / version
         final.parent.mkdir(parents=True, exist_ok=True)
+        _move_leftover_aside(final)
         try:
             os.rename(staging, final)
         except OSError as exc:
@@ -219,6 +221,16 @@ class PreparedStore:
                 pass  # someone else's file lives there: leave the folder
             dropped.append(v.version)
         return dropped
+
+
+def _move_leftover_aside(final: Path) -> None:
+    """A pruned version's folder that someone's file kept alive (no manifest) would block the rename that commits
+    the same version again: it moves beside it, as <version>.foreign-<token>, with the user's files intact."""
+    if final.is_dir() and not (final / MANIFEST).is_file():
+        try:
+            os.rename(final, final.with_name(f"{final.name}.foreign-{secrets.token_hex(4)}"))
+        except FileNotFoundError:
+            pass  # another process moved it first
 
 
 def describe_files(folder: Path, names: list[str]) -> dict:
