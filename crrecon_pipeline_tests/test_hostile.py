@@ -366,3 +366,28 @@ def test_a_foreign_file_in_a_pruned_version_never_blocks_the_store(tmp_path):
     assert again.version == first.version and PreparedStore(out).latest(0).version == first.version
     notes = [p for p in (out / "shard_0").rglob("notes.txt")]
     assert [p.read_text() for p in notes] == ["a user's note"] and notes[0].parent.name.startswith(first.version)
+
+
+# ---------------------------------------------------------------------------------------------- item 4
+
+@pytest.mark.parametrize("tamper", ["nan bayer", "rotated over structures"])
+def test_load_prepared_verifies_content(tmp_path, raw_dir, tamper):
+    from crrecon_pipeline.data.prepared import load_prepared
+
+    out = tmp_path / "prepared"
+    preprocess(raw_dir, out)
+    load_prepared(out)  # untouched: loads
+    v = PreparedStore(out).latest(1)
+    if tamper == "nan bayer":
+        target = v.file("bayer.npy")
+        data = np.load(target)
+        data[:] = np.nan
+        with open(target, "r+b") as f:  # in place, same size and shape
+            f.seek(len(target.read_bytes()) - data.nbytes)
+            f.write(data.tobytes())
+    else:
+        target = v.file("structures.npy")
+        with open(target, "r+b") as f:
+            f.write(v.file("structures_rotated.npy").read_bytes())
+    with pytest.raises(DataError, match=f"{target.name}.*content changed.*shard 1"):
+        load_prepared(out)
