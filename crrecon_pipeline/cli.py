@@ -160,7 +160,22 @@ def cmd_preprocess(args) -> dict:
     total = sum(open_shard(args.raw, k, settings.n_wavelengths).rows for k in discover_shards(args.raw))
     bar, update = _progress(total, "preprocess")
     with bar:
-        return preprocess(args.raw, args.out, settings, progress=update, limits=settings_from(args, CheckLimits))
+        result = preprocess(args.raw, args.out, settings, progress=update, limits=settings_from(args, CheckLimits))
+    warn_failed_checks(args.out, result["versions"])
+    return result
+
+
+def warn_failed_checks(out: Path, versions: dict[str, str]) -> None:
+    """The warning checks that failed (e.g. check_finite_spectra above its limit: the rows were dropped, the
+    shard is usable) on stderr, one line each, as Dagster shows them in yellow."""
+    from crrecon_pipeline.data.store import PreparedStore
+
+    store = PreparedStore(out)
+    for shard, version in versions.items():
+        for name, check in store.open(int(shard), version).manifest["checks"].items():
+            if not check["passed"] and not check["blocking"]:
+                print(f"crrecon preprocess: warning: shard {shard}: {name} failed: {check['description']}",
+                      file=sys.stderr)
 
 
 def cmd_train(args) -> dict:

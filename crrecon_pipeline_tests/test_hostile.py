@@ -391,3 +391,26 @@ def test_load_prepared_verifies_content(tmp_path, raw_dir, tamper):
             f.write(v.file("structures_rotated.npy").read_bytes())
     with pytest.raises(DataError, match=f"{target.name}.*content changed.*shard 1"):
         load_prepared(out)
+
+
+# ---------------------------------------------------------------------------------------------- item 12 (decided)
+
+def test_nan_rows_above_the_limit_warn_on_stderr(tmp_path, capsys, raw_dir):
+    raw = tmp_path / "raw"
+    spectra = np.load(raw_dir / "spectra_latest_0.npy")
+    spectra[::10] = np.nan  # 10 % of the rows
+    write_raw_pair(raw, 0, np.load(raw_dir / "binary_dataset_128_0.npy"), spectra)
+    rc, out, err = crrecon(capsys, "preprocess", "--raw", raw, "--out", tmp_path / "out")
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["dropped_nonfinite"] == 30
+    assert "warning: shard 0: check_finite_spectra failed: 30 of 300 rows" in err
+
+
+def test_analyze_a_file_that_is_no_log_is_refused(tmp_path, capsys):
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    for name in ("metrics.jsonl", "train_log.txt"):
+        (tmp_path / name).write_bytes(noise)
+        rc, _, err = crrecon(capsys, "analyze", "--log", tmp_path / name)
+        assert_refused(rc, err, name, "not a")
+    (tmp_path / "started.txt").write_text("starting\n")  # a text log with no epoch yet: 0 epochs, not an error
+    rc, out, _ = crrecon(capsys, "analyze", "--log", tmp_path / "started.txt", "--json")
+    assert rc == 0 and json.loads(out)["epochs_completed"] == 0
