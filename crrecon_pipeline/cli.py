@@ -17,7 +17,7 @@ import time
 import typing
 from pathlib import Path
 
-from crrecon_pipeline.errors import USER_ERRORS, ConfigError, one_line
+from crrecon_pipeline.errors import USER_ERRORS, ConfigError, Range, one_line
 from crrecon_pipeline.train.records import json_safe
 
 
@@ -31,6 +31,26 @@ def _progress(total: int, desc: str, unit: str = "row"):
     return bar, bar.update
 
 
+def ranged_type(kind: type, bounds: Range | None):
+    """An argparse type: the value parsed as `kind` and, for a ranged field, inside its range (NaN, infinities
+    and 1e30 refused by argparse in one line, exit 2, before any work)."""
+    if kind not in (int, float):
+        return kind
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: not {'an integer' if kind is int else 'a number'}") from None
+        problem = (bounds or Range(-1e300, 1e300)).problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text}: {problem}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, core: type, names=None, spell=lambda name: name) -> None:
     """One flag per named field (default: all) of a core settings dataclass: --<spell(name) with dashes>, the
     field's type, default, choices and help (its metadata), so the CLI states no default of its own."""
@@ -38,13 +58,22 @@ def add_settings_flags(parser: argparse.ArgumentParser, core: type, names=None, 
     for f in dataclasses.fields(core):
         if names is None or f.name in names:
             flag, choices = spell(f.name).replace("_", "-"), f.metadata.get("choices")
-            text = f.metadata.get("help", "").replace("%", "%%")
-            parser.add_argument("--" + flag, dest=f.name, type=hints[f.name], default=f.default, choices=choices,
+            bounds = f.metadata.get("range")
+            text = (f.metadata.get("help", "") + (f", {bounds}" if bounds else "")).replace("%", "%%")
+            kind = ranged_type(hints[f.name], bounds)
+            parser.add_argument("--" + flag, dest=f.name, type=kind, default=f.default, choices=choices,
                                 metavar=None if choices else flag.upper().replace("-", "_"),
                                 help=f"{text} (default: %(default)s)")
 
 
-class Subcommand(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (`crrecon simulate: error: argument --chunk: ...`), exit 2, like every refusal."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+class Subcommand(OneLineParser):
     """A subcommand whose settings flags are added when it is used (parsed or asked for help): the settings
     dataclasses of simulate and design live beside torch code, and `crrecon analyze` need not import torch."""
 
@@ -134,7 +163,22 @@ def cmd_preprocess(args) -> dict:
     total = sum(open_shard(args.raw, k, settings.n_wavelengths).rows for k in discover_shards(args.raw))
     bar, update = _progress(total, "preprocess")
     with bar:
-        return preprocess(args.raw, args.out, settings, progress=update, limits=settings_from(args, CheckLimits))
+        result = preprocess(args.raw, args.out, settings, progress=update, limits=settings_from(args, CheckLimits))
+    warn_failed_checks(args.out, result["versions"])
+    return result
+
+
+def warn_failed_checks(out: Path, versions: dict[str, str]) -> None:
+    """The warning checks that failed (e.g. check_finite_spectra above its limit: the rows were dropped, the
+    shard is usable) on stderr, one line each, as Dagster shows them in yellow."""
+    from crrecon_pipeline.data.store import PreparedStore
+
+    store = PreparedStore(out)
+    for shard, version in versions.items():
+        for name, check in store.open(int(shard), version).manifest["checks"].items():
+            if not check["passed"] and not check["blocking"]:
+                print(f"crrecon preprocess: warning: shard {shard}: {name} failed: {check['description']}",
+                      file=sys.stderr)
 
 
 def cmd_train(args) -> dict:
@@ -233,14 +277,17 @@ def cmd_design(args) -> dict:
 
 def _floats(text: str, option: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",")]
+        values = [float(x) for x in text.split(",")]
     except ValueError:
         raise ConfigError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not all(Range(0, 1e6).problem(v) is None for v in values):
+        raise ConfigError(f"{option}: expected finite numbers in [0, 1e6], got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The subcommands; the settings' flags come from the core dataclasses (*_flags, add_settings_flags)."""
-    p = argparse.ArgumentParser(prog="crrecon",
+    p = OneLineParser(prog="crrecon",
                                 description="Color-router surrogate pipeline (data, training, analysis).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Subcommand)
 
@@ -253,11 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("simulate", cmd_simulate, "write seed-format raw shards from the built-in simulator", "out",
                 settings=simulate_flags)
-    s.add_argument("--rows", type=int, help="generated structures (or --structures)")
+    s.add_argument("--rows", type=ranged_type(int, Range(1, 10**9)), help="generated structures (or --structures)")
     s.add_argument("--structures", type=Path,
                    help="simulate these structures (.npy, (N,[1,]128,128), {0,1}) into shard 0")
-    s.add_argument("--shards", type=int, default=2)
-    s.add_argument("--chunk", type=int, default=1024, help="rows simulated at a time (bounds memory)")
+    s.add_argument("--shards", type=ranged_type(int, Range(1, 10**6)), default=2)
+    s.add_argument("--chunk", type=ranged_type(int, Range(1, 2**20)), default=1024,
+                   help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
 
     command("preprocess", cmd_preprocess, "raw shards -> filtered Bayer arrays + rotated set", "raw", "out",
@@ -286,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("design", cmd_design, "design structures with a trained surrogate; verify them with the simulator",
                 "checkpoint", "prepared", "out", settings=design_flags)
-    s.add_argument("--shard-index", type=int, default=None, help="k of the written shard (default: next free in OUT)")
+    s.add_argument("--shard-index", type=ranged_type(int, Range(0, 10**9)), default=None,
+                   help="k of the written shard (default: next free in OUT)")
     s.add_argument("--device", default="auto")
     return p
 

@@ -23,6 +23,7 @@ from crrecon_pipeline.data.transforms import (
     row_status,
     structure_encoding,
 )
+from crrecon_pipeline.errors import check_ranges, ranged
 
 CHUNK_ROWS = 4096
 SEVERITIES = ("error", "warn")
@@ -86,11 +87,15 @@ def blocking_checks(registry: dict[str, tuple[CheckDef, ...]]) -> dict[str, list
 class CheckLimits:
     """The limits the data checks enforce (the FilterSettings resource is generated from these fields)."""
 
-    kept_fraction_min: float = field(default=0.2, metadata={"help": "check_kept_fraction: lowest kept fraction"})
-    kept_fraction_max: float = field(default=1.0, metadata={"help": "check_kept_fraction: highest kept fraction"})
-    max_nonfinite_fraction: float = field(default=0.01, metadata={
-        "help": "check_finite_spectra: the largest fraction of rows with NaN/Inf before it warns"})
-    green_tolerance: float = field(default=1e-6, metadata={"help": "check_greens_equal: largest |G1 - G2| allowed"})
+    kept_fraction_min: float = field(default=0.2, metadata=ranged("check_kept_fraction: lowest kept fraction", 0, 1))
+    kept_fraction_max: float = field(default=1.0, metadata=ranged("check_kept_fraction: highest kept fraction", 0, 1))
+    max_nonfinite_fraction: float = field(default=0.01, metadata=ranged(
+        "check_finite_spectra: the largest fraction of rows with NaN/Inf before it warns", 0, 1))
+    green_tolerance: float = field(default=1e-6, metadata=ranged(
+        "check_greens_equal: largest |G1 - G2| allowed", 0, 1))
+
+    def __post_init__(self):
+        check_ranges(self, "limits")
 
 
 class FilteredStage(NamedTuple):

@@ -7,6 +7,7 @@ fsynced and renamed into place only when complete: a crash or bad input never le
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -30,6 +31,13 @@ def _mkstemp_like_open(path: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
+def named(exc: OSError, path: Path) -> OSError:
+    """The OSError with the file it was writing named (a full disk's `[Errno 28]` alone says not which file)."""
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 @dataclass(frozen=True)
 class NpyHeader:
     path: Path
@@ -39,7 +47,7 @@ class NpyHeader:
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape[1:]) * self.dtype.itemsize  # Python ints: a huge header shape cannot overflow
 
 
 def check_regular_file(path: Path) -> None:
@@ -140,8 +148,15 @@ class AtomicNpyWriter:
         fd, self._tmp = _mkstemp_like_open(self.path)
         self._f = os.fdopen(fd, "wb")
         self._header_len = len(_header_bytes(self.shape, self.dtype))
-        self._f.write(_header_bytes(self.shape, self.dtype))
+        self._write(_header_bytes(self.shape, self.dtype))
         self._unsynced, self._syncing = 0, None
+
+    def _write(self, data) -> None:
+        try:
+            self._f.write(data)
+        except OSError as exc:  # a full disk: the temporary goes, the error names the output
+            self.abort()
+            raise named(exc, self.path) from None
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -149,7 +164,7 @@ class AtomicNpyWriter:
             raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]} do not fit {self.shape[1:]}")
         if self.declared is not None and self.rows_written + len(rows) > self.declared:
             raise ValueError(f"{self.path}: more rows than the declared {self.declared}")
-        self._f.write(memoryview(rows.reshape(-1).view(np.uint8)))
+        self._write(memoryview(rows.reshape(-1).view(np.uint8)))
         self.rows_written += len(rows)
         self._unsynced += rows.nbytes
         if self._unsynced >= WRITEBACK_BYTES and (self._syncing is None or self._syncing.done()):
@@ -164,8 +179,9 @@ class AtomicNpyWriter:
     def commit(self) -> Path:
         if self.declared is None:
             self._f.seek(0)
-            self._f.write(_header_bytes((self.rows_written,) + self.shape[1:], self.dtype, self._header_len))
+            self._write(_header_bytes((self.rows_written,) + self.shape[1:], self.dtype, self._header_len))
         elif self.rows_written != self.declared:
+            self.abort()
             raise ValueError(f"{self.path}: {self.rows_written} rows written, {self.declared} declared")
         try:
             self._wait_writeback()
@@ -173,16 +189,24 @@ class AtomicNpyWriter:
             os.fsync(self._f.fileno())
             self._f.close()
             os.replace(self._tmp, self.path)
-        except BaseException:  # a full disk or a folder in the way: no temporary file left behind
+        except OSError as exc:  # a full disk or a folder in the way: no temporary file left behind
+            self.abort()
+            raise named(exc, self.path) from None
+        except BaseException:
             self.abort()
             raise
         return self.path
 
     def abort(self) -> None:
-        self._wait_writeback()
-        if not self._f.closed:
-            self._f.close()
-        self._tmp.unlink(missing_ok=True)
+        """Remove the temporary; closing may flush buffered rows and fail on a full disk: it is removed anyway."""
+        try:
+            self._wait_writeback()
+            if not self._f.closed:
+                self._f.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "AtomicNpyWriter":
         return self
@@ -214,6 +238,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the error names the file, not only `[Errno 28]`
+        tmp.unlink(missing_ok=True)
+        raise named(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crrecon_pipeline.data.store import PreparedStore, ShardVersion
+from crrecon_pipeline.data.store import PreparedStore, ShardVersion, verify_content
 from crrecon_pipeline.data.transforms import (
     PrepareSettings,
     unpack_structures,
@@ -71,10 +71,20 @@ def read_training_set(path: str | Path) -> dict[int, str]:
         raise DataError(f"{path}: not a training set ({{shard: version}}): {exc}") from None
 
 
-def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Prepared:
+def refuse_failed_versions(prepared_dir: str | Path, picked: list[ShardVersion]) -> None:
+    """The lineage rule for pinned versions too: a version whose manifest records a failed blocking check (a
+    `crrecon preprocess` that failed still commits it, unpointed) never reaches training."""
+    for v in picked:
+        reason = v.refusal()
+        if reason:
+            raise DataError(f"{prepared_dir}: {reason}")
+
+
+def load_prepared(prepared_dir: str | Path, versions: dict | None = None, verify: bool = True) -> Prepared:
     """The prepared data, concatenated in shard order: by default the LATEST version of every shard in the store;
     `versions` ({shard: version name}) picks exact versions instead (what the lineage says passed its checks).
-    Each version's manifest is verified against its files; an inconsistent shard is refused by name."""
+    Each version's manifest is verified against its files (sizes, shapes and, with `verify`, the sha256 of every
+    byte, streamed); an inconsistent shard is refused by name."""
     store = PreparedStore(prepared_dir)
     if versions is None:
         chosen = store.latest_all()
@@ -87,6 +97,10 @@ def load_prepared(prepared_dir: str | Path, versions: dict | None = None) -> Pre
                         f"(run `crrecon preprocess` or materialize filtered_bayer){legacy}")
     shards = sorted(chosen)
     picked = [chosen[k] for k in shards]
+    refuse_failed_versions(prepared_dir, picked)
+    if verify:
+        for v in picked:
+            verify_content(v)
     settings = {json.dumps(PrepareSettings(**v.manifest["settings"]).identity(), sort_keys=True) for v in picked}
     if len(settings) > 1:
         raise DataError(f"{prepared_dir}: shards {shards} were prepared with different settings (binning, grid); "

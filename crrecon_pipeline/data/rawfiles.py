@@ -17,8 +17,8 @@ from crrecon_pipeline.data.npyio import NpyHeader, read_header
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX
 
-STRUCTURE_RE = re.compile(r"^binary_dataset_128_(\d+)\.npy$")
-SPECTRA_RE = re.compile(r"^spectra_latest_(\d+)\.npy$")
+STRUCTURE_RE = re.compile(r"^binary_dataset_128_([0-9]+)\.npy$")  # ASCII digits only: '٣' is no shard index
+SPECTRA_RE = re.compile(r"^spectra_latest_([0-9]+)\.npy$")
 
 
 def structure_path(raw_dir: str | Path, shard: int | str) -> Path:
@@ -32,7 +32,7 @@ def spectra_path(raw_dir: str | Path, shard: int | str) -> Path:
 def parse_shard_key(key: str) -> int:
     """A partition key or CLI value -> shard index; anything but a plain non-negative integer is refused."""
     text = str(key).strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # '²' or '٣' pass isdigit() but are no index
         raise DataError(f"shard {key!r}: not a shard index (expected a non-negative integer, e.g. 0 or 12)")
     return int(text)
 

@@ -10,7 +10,8 @@ parent version), so preparing the same input twice, even concurrently, yields on
 finds the folder taken and its staging copy is dropped. A kill at any instant leaves every committed version and
 LATEST.json as they were (it is replaced in one rename, under a lock); its staging folder is removed by the next
 writer. The store only ever deletes what it wrote:
-staging folders, and files listed in the manifest of a version it prunes (a foreign file keeps its folder alive).
+staging folders, and files listed in the manifest of a version it prunes (a foreign file keeps its folder alive;
+should that version be committed again, the folder moves aside to <version>.foreign-<token>, the file in it).
 """
 
 from __future__ import annotations
@@ -65,7 +66,19 @@ class ShardVersion:
 
     @property
     def checks_passed(self) -> bool:
-        return all(c["passed"] or not c["blocking"] for c in self.manifest.get("checks", {}).values())
+        return self.failed_checks() == []
+
+    def failed_checks(self) -> list[str]:
+        """The blocking checks this version's manifest records as failed (a version LATEST never points to)."""
+        return [name for name, c in self.manifest.get("checks", {}).items() if c["blocking"] and not c["passed"]]
+
+    def refusal(self) -> str | None:
+        """Why training must not use this version, in one line naming the shard, the version and the check."""
+        failed = self.failed_checks()
+        if not failed:
+            return None
+        more = f" (and {', '.join(failed[1:])})" if failed[1:] else ""
+        return f"shard {self.shard} version {self.version}: {failed[0]} failed{more}; re-prepare the shard"
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -146,6 +159,7 @@ class PreparedStore:
         _fsync_dir(staging)
         final = self.shard_dir(shard) / version
         final.parent.mkdir(parents=True, exist_ok=True)
+        _move_leftover_aside(final)
         try:
             os.rename(staging, final)
         except OSError as exc:
@@ -180,7 +194,8 @@ class PreparedStore:
             return removed
         for p in staging_root.iterdir():
             parts = p.name.split(".")
-            if len(parts) != 3 or parts[0] not in KINDS or not parts[1].isdigit() or str(p) in _ACTIVE:
+            ours = len(parts) == 3 and parts[0] in KINDS and parts[1].isascii() and parts[1].isdigit()
+            if not ours or str(p) in _ACTIVE:
                 continue  # not ours, or in progress here
             pid = int(parts[1])
             if pid == os.getpid() or not _alive(pid):
@@ -208,12 +223,41 @@ class PreparedStore:
         return dropped
 
 
+def _move_leftover_aside(final: Path) -> None:
+    """A pruned version's folder that someone's file kept alive (no manifest) would block the rename that commits
+    the same version again: it moves beside it, as <version>.foreign-<token>, with the user's files intact."""
+    if final.is_dir() and not (final / MANIFEST).is_file():
+        try:
+            os.rename(final, final.with_name(f"{final.name}.foreign-{secrets.token_hex(4)}"))
+        except FileNotFoundError:
+            pass  # another process moved it first
+
+
 def describe_files(folder: Path, names: list[str]) -> dict:
     out = {}
     for name in names:
         h = read_header(folder / name)
-        out[name] = {"size": (folder / name).stat().st_size, "shape": list(h.shape), "dtype": str(h.dtype)}
+        out[name] = {"size": (folder / name).stat().st_size, "shape": list(h.shape), "dtype": str(h.dtype),
+                     "sha256": file_sha256(folder / name)}
     return out
+
+
+def file_sha256(path: Path, block: int = 1 << 22) -> str:
+    """The sha256 of a file's bytes, read in blocks of 4 MiB (memory stays one block for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_content(v: ShardVersion) -> None:
+    """Every listed file has the bytes its manifest's sha256 records: a file overwritten at the same size (NaN
+    spectra, another array of the same shape) is refused by name. Manifests from before the digests: sizes only."""
+    for name, want in v.manifest["files"].items():
+        if "sha256" in want and file_sha256(v.path / name) != want["sha256"]:
+            raise DataError(f"{v.path / name}: its content changed since shard {v.shard} version {v.version} was "
+                            "committed (sha256 differs from the manifest); re-prepare the shard")
 
 
 def verify(v: ShardVersion) -> None:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from crrecon_pipeline.errors import check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 
 BINNING_MODES = ("mean", "subsample")
@@ -29,17 +30,20 @@ class PrepareSettings:
     binning: str = field(default="mean", metadata={
         "help": "mean: each bin integrates its band (a pixel does); subsample: the research code's samples",
         "choices": BINNING_MODES})
-    n_bins: int = field(default=30, metadata={
-        "help": "spectral bins per pixel = data.out_len of the runs on it (30; 301: every sample, no binning)"})
-    wavelength_first_nm: float = field(default=400.0, metadata={
-        "help": "wavelength of raw sample 0 (a frequency-ordered export runs 700 -> 400)"})
-    wavelength_last_nm: float = field(default=700.0, metadata={"help": "wavelength of the last raw sample"})
-    n_wavelengths: int = field(default=301, metadata={"help": "samples per raw spectrum"})
-    chunk_rows: int = field(default=4096, metadata={"help": "rows read at a time (bounds memory; not in the output)"})
+    n_bins: int = field(default=30, metadata=ranged(
+        "spectral bins per pixel = data.out_len of the runs on it (30; 301: every sample, no binning)", 1, 100_000))
+    wavelength_first_nm: float = field(default=400.0, metadata=ranged(
+        "wavelength of raw sample 0 (a frequency-ordered export runs 700 -> 400)", 0, 100_000, lo_open=True))
+    wavelength_last_nm: float = field(default=700.0, metadata=ranged(
+        "wavelength of the last raw sample", 0, 100_000, lo_open=True))
+    n_wavelengths: int = field(default=301, metadata=ranged("samples per raw spectrum", 2, 100_000))
+    chunk_rows: int = field(default=4096, metadata=ranged(
+        "rows read at a time (bounds memory; not in the output)", 1, 2**24))
 
     def __post_init__(self):
         if self.binning not in BINNING_MODES:
             raise ValueError(f"binning must be one of {BINNING_MODES}, got {self.binning!r}")
+        check_ranges(self, "prepare")
         if not 1 <= self.n_bins <= self.n_wavelengths:
             raise ValueError(f"n_bins must be between 1 and n_wavelengths ({self.n_wavelengths}), got {self.n_bins}")
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.errors import ConfigError, check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams, _periodic_gaussian
@@ -28,17 +28,20 @@ DESIGN_FIELDS = ("designs", "steps", "seed", "lr", "beta_start", "beta_end", "bl
 
 @dataclass(frozen=True)
 class DesignSettings:
-    designs: int = field(default=8, metadata={"help": "structures optimized together, from random starts"})
-    steps: int = field(default=100, metadata={"help": "Adam steps on the latent density"})
-    seed: int = field(default=0, metadata={"help": "random starts (the generator's rows 0..designs-1 of this seed)"})
-    lr: float = field(default=0.05, metadata={"help": "Adam learning rate on the latent"})
-    beta_start: float = field(default=4.0, metadata={"help": "tanh sharpness at the first step (geometric schedule)"})
-    beta_end: float = field(default=128.0, metadata={"help": "tanh sharpness at the last step"})
-    blur_sigma_px: float = field(default=3.0, metadata={
-        "help": "minimum feature size (periodic Gaussian blur, pixels)"})
+    designs: int = field(default=8, metadata=ranged("structures optimized together, from random starts", 1, 4096))
+    steps: int = field(default=100, metadata=ranged("Adam steps on the latent density", 1, 1_000_000))
+    seed: int = field(default=0, metadata=ranged(
+        "random starts (the generator's rows 0..designs-1 of this seed)", 0, 2**63 - 1))
+    lr: float = field(default=0.05, metadata=ranged("Adam learning rate on the latent", 0, 100, lo_open=True))
+    beta_start: float = field(default=4.0, metadata=ranged(
+        "tanh sharpness at the first step (geometric schedule)", 0, 1e6, lo_open=True))
+    beta_end: float = field(default=128.0, metadata=ranged("tanh sharpness at the last step", 0, 1e6, lo_open=True))
+    blur_sigma_px: float = field(default=3.0, metadata=ranged(
+        "minimum feature size (periodic Gaussian blur, pixels)", 0, 64))
     bands: tuple[Band, ...] = DEFAULT_BANDS
 
     def __post_init__(self):
+        check_ranges(self, "design")
         if self.designs < 1 or self.steps < 1:
             raise ConfigError(f"need designs >= 1 and steps >= 1, got designs={self.designs}, steps={self.steps}")
         if not 0 < self.beta_start <= self.beta_end or self.lr <= 0 or self.blur_sigma_px < 0:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.errors import ConfigError, Range, check_ranges
 from crrecon_pipeline.grid import N_PIX, N_WAVELENGTHS
 
 FIDELITIES = ("thin", "multislice")
@@ -30,28 +30,39 @@ def _help(text: str, **more) -> dict:
 class PhysicsParams:
     """Geometry and materials; the defaults mirror the research group's FDTD setup (docs/simulator.md)."""
 
-    period_um: float = field(default=2.0, metadata=_help("unit cell period L (um): 2 x 2 Bayer pixels of 1 um"))
-    height_um: float = field(default=0.6, metadata=_help("pillar height h (um)"))
-    depth_um: float = field(default=2.5, metadata=_help("detector depth z below the pillars (um)"))
-    n_substrate: float = field(default=1.0, metadata=_help("index n_s of the medium below the pillars (air)"))
-    cauchy_a: float = field(default=1.996, metadata=_help("pillar index n = A + B / lambda^2 (lambda in um): A (SiN)"))
-    cauchy_b: float = field(default=0.0166, metadata=_help("pillar index n = A + B / lambda^2: B (um^2)"))
-    n_low: float = field(default=1.0, metadata=_help("index where the pattern is 0"))
-    wavelength_min_nm: float = field(default=400.0, metadata=_help("first simulated wavelength (nm)"))
-    wavelength_max_nm: float = field(default=700.0, metadata=_help("last simulated wavelength (nm)"))
-    n_wavelengths: int = field(default=N_WAVELENGTHS, metadata=_help("wavelength samples"))
+    period_um: float = field(default=2.0, metadata=_help(
+        "unit cell period L (um): 2 x 2 Bayer pixels of 1 um", range=Range(0, 100, lo_open=True)))
+    height_um: float = field(default=0.6, metadata=_help("pillar height h (um)", range=Range(0, 100, lo_open=True)))
+    depth_um: float = field(default=2.5, metadata=_help(
+        "detector depth z below the pillars (um)", range=Range(0, 1000)))
+    n_substrate: float = field(default=1.0, metadata=_help(
+        "index n_s of the medium below the pillars (air)", range=Range(0, 10, lo_open=True)))
+    cauchy_a: float = field(default=1.996, metadata=_help(
+        "pillar index n = A + B / lambda^2 (lambda in um): A (SiN)", range=Range(0, 10, lo_open=True)))
+    cauchy_b: float = field(default=0.0166, metadata=_help(
+        "pillar index n = A + B / lambda^2: B (um^2)", range=Range(-1, 1)))
+    n_low: float = field(default=1.0, metadata=_help("index where the pattern is 0", range=Range(0, 10, lo_open=True)))
+    wavelength_min_nm: float = field(default=400.0, metadata=_help(
+        "first simulated wavelength (nm)", range=Range(0, 100_000, lo_open=True)))
+    wavelength_max_nm: float = field(default=700.0, metadata=_help(
+        "last simulated wavelength (nm)", range=Range(0, 100_000, lo_open=True)))
+    n_wavelengths: int = field(default=N_WAVELENGTHS, metadata=_help("wavelength samples", range=Range(2, 100_000)))
     fidelity: str = field(default="thin", metadata=_help(
         "thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous solvers)",
         choices=FIDELITIES))
-    multislice_slices: int = field(default=40, metadata=_help("slices through the pillar layer (multislice)"))
+    multislice_slices: int = field(default=40, metadata=_help(
+        "slices through the pillar layer (multislice)", range=Range(1, 10_000)))
     multislice_step_nm: float = field(default=10.0, metadata=_help(
-        "wavelength sub-grid of the layer solve in nm, interpolated to every sample (multislice)"))
+        "wavelength sub-grid of the layer solve in nm, interpolated to every sample (multislice)",
+        range=Range(0, 1000, lo_open=True)))
     multislice_grid: int = field(default=N_PIX, metadata=_help(
-        "lateral samples per side in the layer, a multiple or divisor of 128 (multislice; 32 makes cheap rows)"))
+        "lateral samples per side in the layer, a multiple or divisor of 128 (multislice; 32 makes cheap rows)",
+        range=Range(8, 4096)))
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:
             raise ConfigError(f"physics fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
+        check_ranges(self, "physics")
         for name in ("period_um", "height_um", "n_substrate", "cauchy_a", "n_low", "multislice_step_nm"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"physics {name} must be positive, got {getattr(self, name)}")

@@ -16,7 +16,7 @@ import torch
 
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header, write_text_atomic
 from crrecon_pipeline.data.rawfiles import spectra_path, structure_path
-from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.errors import DataError, check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.simulate import make_plan, simulate_power
@@ -27,9 +27,13 @@ ProgressFn = Callable[[int], None]
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    seed: int = field(default=0, metadata={"help": "structure seed: row r of a seed is the same bytes however sharded"})
+    seed: int = field(default=0, metadata=ranged(
+        "structure seed: row r of a seed is the same bytes however sharded", 0, 2**63 - 1))
     physics: PhysicsParams = field(default_factory=PhysicsParams)
     structures: StructureParams = field(default_factory=StructureParams)
+
+    def __post_init__(self):
+        check_ranges(self, "simulation")
 
     def to_dict(self) -> dict:
         return {"seed": self.seed, "physics": self.physics.to_dict(), "structures": self.structures.to_dict()}

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from crrecon_pipeline.errors import check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 
 ROWS_PER_BLOCK = 256
@@ -22,12 +23,17 @@ ROWS_PER_BLOCK = 256
 
 @dataclass(frozen=True)
 class StructureParams:
-    seed_size: int = field(default=16, metadata={"help": "side of the random seed pattern (pixels)"})
-    blur_sigma_px: float = field(default=2.0, metadata={"help": "periodic Gaussian blur after upsampling (pixels)"})
-    fill_mean: float = field(default=0.32, metadata={"help": "mean target fill fraction"})
-    fill_spread: float = field(default=0.08, metadata={"help": "target fill drawn uniformly in fill_mean +- this"})
-    unfinished_fraction: float = field(default=0.47, metadata={
-        "help": "fraction of rows written as unfinished simulations (all-zero spectra), as in the research data"})
+    seed_size: int = field(default=16, metadata=ranged("side of the random seed pattern (pixels)", 1, 128))
+    blur_sigma_px: float = field(default=2.0, metadata=ranged(
+        "periodic Gaussian blur after upsampling (pixels)", 0, 64))
+    fill_mean: float = field(default=0.32, metadata=ranged("mean target fill fraction", 0, 1))
+    fill_spread: float = field(default=0.08, metadata=ranged(
+        "target fill drawn uniformly in fill_mean +- this", 0, 1))
+    unfinished_fraction: float = field(default=0.47, metadata=ranged(
+        "fraction of rows written as unfinished simulations (all-zero spectra), as in the research data", 0, 1))
+
+    def __post_init__(self):
+        check_ranges(self, "structures")
 
     def to_dict(self) -> dict:
         return asdict(self)

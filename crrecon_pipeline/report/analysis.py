@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS, count_parameters
 from crrecon_pipeline.numbers import fmt, pct
@@ -259,6 +260,25 @@ def run_history_file(run_dir: str | Path, config: RunConfig | None = None) -> Pa
     return run_dir / (config or RunConfig()).output.log_file
 
 
+def refuse_unrecognized(path: Path, history: list[dict]) -> None:
+    """A log with no epoch yet is fine (a run that just started); a file that is no log at all is bad input,
+    not "0 epochs": a metrics.jsonl without a single record, or a text log that is binary."""
+    if history:
+        return
+    if path.suffix == ".jsonl":
+        if not records.read_records(path):
+            raise DataError(f"{path}: no crrecon records in it (not a metrics.jsonl)")
+        return
+    head = path.read_bytes()[:65536]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a character cut at the end of the sample
+            raise DataError(f"{path}: not a text log (binary content)") from None
+    if b"\0" in head:
+        raise DataError(f"{path}: not a text log (binary content)")
+
+
 def analyze_log(path: str | Path, config: RunConfig | None = None) -> dict:
     """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions; a
     metrics.jsonl's final record gives the ratio to baseline that `not_learning` also looks at)."""
@@ -266,6 +286,7 @@ def analyze_log(path: str | Path, config: RunConfig | None = None) -> dict:
     if config is None:
         config = stored_config(path.parent)
     history = load_history(path)
+    refuse_unrecognized(path, history)
     final = records.final_record(records.read_records(path)) if path.suffix == ".jsonl" else None
     metrics = compute_metrics(history, final)
     diagnosis = diagnose(metrics)

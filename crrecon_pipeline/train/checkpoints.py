@@ -23,8 +23,11 @@ RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_fr
 
 def save_atomic(state: dict, path: Path) -> None:
     """torch.save through npyio.atomic_output: a kill or a full disk mid-write never leaves a truncated checkpoint."""
-    with atomic_output(path) as f:
-        torch.save(state, f)
+    try:
+        with atomic_output(path) as f:
+            torch.save(state, f)
+    except RuntimeError as exc:  # torch's writer reports a failed write (a full disk) as an enforce failure
+        raise OSError(f"{path}: cannot write the checkpoint ({' '.join(str(exc).split())[:160]})") from None
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
@@ -34,10 +37,31 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is bad input
-        raise DataError(f"{path}: not a loadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
+        raise DataError(unloadable(path, exc)) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"{path}: not a crrecon checkpoint (no model/config)")
+    check_layout(state, path)
     return state
+
+
+def check_layout(state: dict, path: Path) -> None:
+    """What every use of a checkpoint reads: weights as named tensors, a config dict naming its model."""
+    weights, config = state["model"], state["config"]
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise DataError(f"{path}: not a crrecon checkpoint (its model is not a set of named tensors)")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise DataError(f"{path}: not a crrecon checkpoint (its config names no model)")
+
+
+def unloadable(path: Path, exc: Exception) -> str:
+    """Why a file is no checkpoint, in words that never suggest the unsafe way round (weights_only=False)."""
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (f"{path}: not a plain checkpoint: it holds pickled Python objects, which crrecon will not unpickle "
+                "(they could run code); save the weights as tensors and plain containers")
+    return f"{path}: not a loadable checkpoint ({text.split('. ')[0][:160]})"
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -60,6 +84,20 @@ def check_resumable(state: dict, requested: RunConfig, path: Path) -> list[str]:
         raise ConfigError(f"{path}: cannot resume, training.epochs={requested.training.epochs} but the "
                           f"checkpoint has already trained {state['epoch']} epochs")
     return changed
+
+
+def check_same_training_set(state: dict, requested: dict, path: Path) -> None:
+    """A changed training set is a changed config: a resume continues on the data its checkpoint was trained on.
+    Checkpoints from before the training set was stored carry no record of it and are not judged."""
+    stored = state.get("training_set")
+    if stored is None:
+        return
+    shards = sorted(set(stored) | set(requested), key=lambda k: (len(k), k))
+    changed = [f"shard {k} {stored.get(k, {}).get('version', 'none')} -> {requested.get(k, {}).get('version', 'none')}"
+               for k in shards if stored.get(k, {}).get("version") != requested.get(k, {}).get("version")]
+    if changed:
+        raise ConfigError(f"{path}: cannot resume, the training set differs ({'; '.join(changed)}); start a new run, "
+                          f"or --init-weights {path} for its weights only")
 
 
 def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path: Path) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -46,6 +47,28 @@ def _inside_run_folder(value: str) -> str:
     if ".." in PurePosixPath(value.replace("\\", "/")).parts:
         raise ValueError("must stay inside the run folder (no '..')")
     return value
+
+
+# The run folder's own files (train/loop.py, defs/launch.py, report/): a log file by one of these names would mix
+# with or destroy them.
+RUN_FILES = ("metrics.jsonl", "metrics.json", "config.json", "last.pt", "best.pt", "training_set.json",
+             "run_config.yaml", "analysis.json", "prepared")
+
+
+def _not_a_run_file(value: str) -> str:
+    """output.log_file names no file the run writes itself (epoch_NNNN.pt included)."""
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if parts and (parts[0] in RUN_FILES or re.fullmatch(r"epoch_\d+\.pt", parts[0])):
+        raise ValueError(f"{parts[0]!r} is one of the run's own files ({', '.join(RUN_FILES)}, epoch_NNNN.pt)")
+    return value
+
+
+def _log_outside_output_dir(output):
+    """The text log is neither output.dir nor the folder it must be created in."""
+    log, out = (PurePosixPath(v.replace("\\", "/")) for v in (output.log_file, output.dir))
+    if log == out or log in out.parents:
+        raise ValueError(f"output.log_file {output.log_file!r} collides with output.dir {output.dir!r}")
+    return output
 
 
 class DataConfig(Section):
@@ -90,6 +113,8 @@ class OutputConfig(Section):
     log_file: str = Field("train_log.txt", description="seed-format text log, inside the run folder")
 
     _confined = field_validator("dir", "log_file")(_inside_run_folder)
+    _not_reserved = field_validator("log_file")(lambda value: _not_a_run_file(value))
+    _apart = model_validator(mode="after")(lambda self: _log_outside_output_dir(self))
 
 
 class RunConfig(Section):
@@ -201,9 +226,35 @@ def preset_text(name: str) -> str:
     return resources.files("crrecon_pipeline").joinpath("presets", f"{name}.yaml").read_text()
 
 
+class DuplicateKey(Exception):
+    def __init__(self, path: str, line: int):
+        super().__init__(path, line)
+        self.path, self.line = path, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently), naming
+    its dotted path; the path of each mapping is tracked from the key that leads to it."""
+
+    def construct_mapping(self, node, deep=False):
+        prefix = getattr(node, "_dotted", "")
+        seen = set()
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            dotted = f"{prefix}{key}"
+            if key in seen:
+                raise DuplicateKey(dotted, key_node.start_mark.line + 1)
+            seen.add(key)
+            if isinstance(value_node, yaml.MappingNode):
+                value_node._dotted = f"{dotted}."
+        return super().construct_mapping(node, deep)
+
+
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as exc:
+        raise ConfigError(f"{source}: {exc.path} is given twice (line {exc.line}); keep one") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML ({' '.join(str(exc).split())[:200]})") from None
 

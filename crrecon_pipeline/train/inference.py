@@ -25,7 +25,11 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.M
     ckpt = checkpoints.load(checkpoint, dev)
     config = RunConfig.from_dict(ckpt["config"], f"{checkpoint} (its stored config)")
     model = build_model(config).to(dev)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors: the file does not fit its config
+        raise DataError(f"{checkpoint}: its weights do not fit its {config.model.name} config "
+                        f"({' '.join(str(exc).split())[:160]})") from None
     return model.eval(), config
 
 

@@ -94,20 +94,21 @@ class Run:
 
     @property
     def log_file(self) -> Path:
-        """output.log_file inside the run folder (config.py refuses absolute paths and '..')."""
-        return self.run_dir / self.config.output.log_file
+        """output.log_file inside the run folder (config.py refuses absolute paths and '..', this a symlink out)."""
+        return trainlog.confined_path(self.run_dir, self.config.output.log_file, "output.log_file")
 
     @property
     def output_dir(self) -> Path:
         """output.dir inside the run folder: figures and sample predictions."""
-        return self.run_dir / self.config.output.dir
+        return trainlog.confined_path(self.run_dir, self.config.output.dir, "output.dir")
 
     def state(self, epoch: int) -> dict:
         state = {"format": checkpoints.CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": epoch,
                  "best_val": self.best_val, "history": self.history, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
-                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model)}
+                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model),
+                 "training_set": self.prepared.training_set()}
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -183,6 +184,7 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     if path is not None:
         state = checkpoints.load(path, run.dev)
         changed = checkpoints.check_resumable(state, run.config, path)
+        checkpoints.check_same_training_set(state, run.prepared.training_set(), path)
         checkpoints.check_same_architecture(run.model, state, run.config, path)
         run.model.load_state_dict(state["model"])
         done = int(state["epoch"])

@@ -121,14 +121,29 @@ def read_records(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: metrics file not found")
     out = []
-    for line in path.read_text(errors="replace").splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict) and "kind" in record:
+            check_record(record, path, number)
             out.append(record)
     return out
+
+
+EPOCH_KEYS = {"epoch": int, "epochs": int, "train_loss": (int, float, type(None)), "val_loss": (int, float, type(None))}
+
+
+def check_record(record: dict, path: Path, number: int) -> None:
+    """An epoch record has what the analysis reads, with the right types; otherwise one line naming the line."""
+    if record["kind"] != "epoch":
+        return
+    for key, kind in EPOCH_KEYS.items():
+        if key not in record:
+            raise DataError(f"{path}: line {number}: an epoch record without {key!r}")
+        if isinstance(record[key], bool) or not isinstance(record[key], kind):
+            raise DataError(f"{path}: line {number}: {key}={record[key]!r} is not a number")
 
 
 def epoch_history(records: list[dict]) -> list[dict]:

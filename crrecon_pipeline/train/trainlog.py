@@ -6,11 +6,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.errors import ConfigError, DataError
 
 LINE_RE = re.compile(r"\[EPOCH\]\s+(\d+)\s*/\s*(\d+)\s+(.*)")
 FIELD_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|NaN|inf|-inf|Infinity|-Infinity)")
 REQUIRED = ("train_loss", "val_loss")
+
+
+def confined_path(run_dir: Path, relative: str, key: str) -> Path:
+    """run_dir / relative, refused when a symlink on the way leads outside the run folder (config.py refuses
+    absolute paths and '..'; only the file system can say where a link points)."""
+    path = Path(run_dir) / relative
+    resolved, root = path.resolve(), Path(run_dir).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ConfigError(f"{key} {relative!r}: leads to {resolved} through a symlink, outside the run folder {root}")
+    return path
 
 
 def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_val: float, lr: float) -> str:

@@ -6,6 +6,7 @@ launchpad. It trains on the shard versions the lineage says passed their checks;
 import dagster as dg
 
 from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.checks import BASELINE_CHECKS, judged
 from crrecon_pipeline.defs.handoff import resolve_init_from
@@ -29,8 +30,12 @@ def run_config_for_preset(name: str) -> dg.RunConfig:
 
 
 def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augment_180: bool):
-    """The shard versions the lineage says passed their checks, loaded exactly; the others named with a reason."""
+    """The shard versions the lineage says passed their checks, loaded exactly; the others named with a reason.
+    A version whose own manifest records a failed blocking check (a shard re-prepared into a version committed
+    earlier with failed checks) is left out with that reason too, not failing the run."""
     chosen, excluded = training_versions(context.instance, augment_180)
+    chosen, refused = _manifest_refusals(paths, chosen)
+    excluded = dict(sorted((excluded | refused).items(), key=lambda kv: (len(kv[0]), kv[0])))
     for partition, reason in excluded.items():
         context.log.warning(f"shard {partition} left out of training: {reason}")
     if not chosen:
@@ -38,12 +43,20 @@ def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augmen
         raise dg.Failure(description=f"nothing to train on: no shard passed its checks ({detail})", allow_retries=False)
     with bad_input_fails_step():
         prepared = load_prepared(paths.prepared_path(), chosen)
-    for shard, version in prepared.versions.items():  # the manifest's own record of the checks must agree
-        if not version.checks_passed:
-            raise dg.Failure(description=f"{version.path}: the manifest records failed checks; "
-                                         f"re-prepare shard {shard}",
-                             allow_retries=False)
     return prepared, excluded
+
+
+def _manifest_refusals(paths: CrreconPaths, chosen: dict[int, str]) -> tuple[dict[int, str], dict[str, str]]:
+    """Split the lineage's choice by what each version's manifest records: ({shard: version}, {partition: reason})."""
+    store, kept, refused = PreparedStore(paths.prepared_path()), {}, {}
+    for shard, version in chosen.items():
+        with bad_input_fails_step():
+            reason = store.open(shard, version).refusal()
+        if reason:
+            refused[str(shard)] = f"the manifest records a failed check: {reason}"
+        else:
+            kept[shard] = version
+    return kept, refused
 
 
 @dg.asset(
