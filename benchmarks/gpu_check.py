@@ -280,7 +280,7 @@ def largest_batch(run, scale: Scale) -> int:
     fits, batch = 0, run.batch_size
     while batch <= scale.max_batch:
         try:
-            step._step(run, fixed_batches(run, 1, batch)[0])
+            step.take_step(run, fixed_batches(run, 1, batch)[0])
             sync(run.dev)
             fits, batch = batch, batch * 2
         except torch.cuda.OutOfMemoryError:

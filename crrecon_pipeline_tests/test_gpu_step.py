@@ -99,3 +99,16 @@ def test_out_of_memory_is_one_line_with_the_batch_that_fits(prepared_dir, tmp_pa
     assert "training.accumulate >= 4" in message
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())  # the probe changed nothing
     assert all(p.grad is None for p in run.model.parameters())
+
+
+def test_the_gpu_execution_keys_may_change_on_resume(prepared_dir, tmp_path):
+    """A run started on a large GPU resumes on a smaller one with accumulation, or compiled (same trained model)."""
+    from crrecon_pipeline.train.checkpoints import check_resumable
+
+    run = make_run(prepared_dir, tmp_path)
+    state = run.state(1)
+    changed = check_resumable(state, tiny_config("training.use_amp=false", "training.accumulate=4",
+                                                 "training.compile=true", "training.channels_last=false"), tmp_path)
+    assert set(changed) == {"training.accumulate", "training.compile", "training.channels_last"}
+    with pytest.raises(ConfigError, match="training.lr"):
+        check_resumable(state, tiny_config("training.use_amp=false", "training.lr=0.1"), tmp_path)

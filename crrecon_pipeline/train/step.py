@@ -42,12 +42,14 @@ def train_step(run, idx: torch.Tensor) -> torch.Tensor:
     one optimizer and scheduler step. Returns sum(loss x samples) as a 0-d device tensor (never read here).
     Each micro-batch's mean loss is weighted by its share of the batch, so the gradient is the whole batch's."""
     try:
-        return _step(run, idx)
+        return take_step(run, idx)
     except torch.cuda.OutOfMemoryError:
-        raise out_of_memory(run, idx) from None
+        pass  # the probe runs after the except block: its traceback holds the failed step's activations
+    raise out_of_memory(run, idx)
 
 
-def _step(run, idx: torch.Tensor) -> torch.Tensor:
+def take_step(run, idx: torch.Tensor) -> torch.Tensor:
+    """train_step without the out-of-memory translation (torch's error passes: gpu_check probes batch sizes)."""
     t = run.config.training
     parts = _micro_batches(idx, t.accumulate)
     channels_last = uses_channels_last(run)
