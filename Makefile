@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(abspath .dagster_home)
 export CRRECON_HOME ?= $(abspath data)
 
-.PHONY: install demo dev test lint bench clean validate
+.PHONY: install demo dev test lint bench clean validate gpu-check
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml
@@ -47,3 +47,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) data .dagster_home/* *.egg-info
+
+# The GPU check (benchmarks/gpu_check.py): correctness CPU vs CUDA and throughput, <= ~5 min on one GPU; the JSON
+# goes to $(OUT)/gpu_check.json when OUT is set. Without CUDA: one line, then a short CPU smoke run.
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py

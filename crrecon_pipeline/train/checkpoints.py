@@ -18,7 +18,8 @@ from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.train.config import RunConfig, differing_keys
 
 CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
-RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file")
+RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file",
+                     "training.compile", "training.channels_last", "training.accumulate")  # GPU execution (#23)
 
 
 def save_atomic(state: dict, path: Path) -> None:

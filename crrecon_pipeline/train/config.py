@@ -104,6 +104,12 @@ class TrainingConfig(Section):
     init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1; "
                                            "tensors of another shape skipped and listed); in Dagster also "
                                            "'pretrained_model' (its latest checkpoint); empty: random initialization")
+    # GPU execution (#23)
+    compile: bool = Field(False, description="torch.compile the model for training (first steps slower, then faster)")
+    compile_backend: str = Field("inductor", description="torch.compile backend: inductor (default), eager, ...")
+    channels_last: bool = Field(True, description="channels-last inputs and weights for the CNNs, on CUDA only")
+    accumulate: int = Field(1, ge=1, description="micro-batches per step (gradients summed): a batch that does not "
+                                                 "fit in GPU memory trains as data.batch_size / accumulate at a time")
 
     _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio")(_finite)
 

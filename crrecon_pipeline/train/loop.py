@@ -30,7 +30,7 @@ from crrecon_pipeline.data.symmetry import Augmentation, symmetry_summary
 from crrecon_pipeline.errors import ConfigError, DataError, TrainingDiverged
 from crrecon_pipeline.losses import get_loss
 from crrecon_pipeline.models import count_parameters
-from crrecon_pipeline.train import checkpoints, distributed, records, trainlog
+from crrecon_pipeline.train import checkpoints, distributed, records, step, trainlog
 from crrecon_pipeline.train.batches import DeviceData
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
@@ -159,11 +159,12 @@ def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.devi
     train_targets = data.targets[torch.as_tensor(train_rows, device=dev)]
     mean_spectrum = train_targets.mean(0)
     model.scale.set_stats(mean_spectrum, train_targets.std())
-    if dev.type == "cuda":
+    if dev.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model
     if ranks.world > 1:  # gradients averaged across ranks; `model` stays the plain module (checkpoints, evaluation)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net = step.compiled(net, t)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                   **({"fused": True} if dev.type == "cuda" else {}))
     steps_per_epoch = math.ceil(len(train_idx) / d.batch_size)
@@ -239,22 +240,12 @@ def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
 def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
     """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
     run.net.train()
-    grad_clip = run.config.training.grad_clip
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
     total, count = torch.zeros((), device=run.dev), 0
     pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
     for b, start in enumerate(range(0, len(order), run.batch_size), 1):
         idx = run.ranks.share(order[start:start + run.batch_size])
-        x, y = run.data.inputs(idx, run.pm1), run.data.target(idx)
-        with run.autocast():
-            loss = run.loss_fn(run.net(x).float(), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip)
-        run.optimizer.step()
-        run.scheduler.step()
-        total += loss.detach() * len(idx)
+        total += step.train_step(run, idx)  # a device tensor: no host sync per batch (step.py)
         count += len(idx)
         if pacer.due(b):  # the epoch record covers the end of the epoch
             metrics_log.emit({"kind": "progress", "epoch": epoch, "epochs": run.epochs, "batch": b,
