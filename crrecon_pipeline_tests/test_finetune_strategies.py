@@ -14,6 +14,8 @@ from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.losses import LOSSES, get_loss
 from crrecon_pipeline.models import MODELS
 from crrecon_pipeline.models.backbone import project_bayer_sum
+from crrecon_pipeline.report.modelcard import model_card
+from crrecon_pipeline.report.run_metadata import final_metadata
 from crrecon_pipeline.train import checkpoints
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.early_stop import epochs_without_improvement
@@ -74,6 +76,9 @@ def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prep
     assert len(after["optimizer"]["state"]) == len(model.mix.state_dict())
     assert any(f"{metrics['trainable_params']:,} trainable" in line for line in lines)
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["frozen_params"] == frozen
+    meta = final_metadata(metrics, cfg)
+    assert meta["frozen_params"] == ("int", frozen) and meta["trainable_params"][1] == metrics["trainable_params"]
+    assert f"{frozen:,} frozen" in meta["model_card"][1] and "Final loss terms" in meta["model_card"][1]
 
 
 def test_frozen_modules_stay_in_eval_mode_during_training(prepared_dir, tmp_path, monkeypatch):
@@ -193,6 +198,8 @@ def test_resume_with_changed_loss_weights_freeze_and_patience_is_recorded(pretra
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "resume_changes" and r["epoch"] == 2 for r in records)
     assert metrics["epochs_completed"] == 3
+    card = model_card(cfg, metrics)
+    assert "`loss.params.w_mse` 1.0 → 2.0" in card and "frozen groups: encoder" in card
 
 
 def test_resume_with_a_changed_model_is_still_refused(pretrained, prepared_dir, tmp_path):
