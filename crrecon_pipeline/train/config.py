@@ -116,6 +116,9 @@ class TrainingConfig(Section):
                                                        "null: run every epoch")
     min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="floor of the cosine schedule, as a fraction of "
                                                              "training.lr")
+    resume_from: str = Field("", description="continue an earlier run's checkpoint (with changed loss.params, "
+                                             "freeze or early_stopping): a last.pt path; in Dagster also a run id "
+                                             "or 'latest' (trained_model's latest run); empty: a new run")
 
     _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio", "min_lr_ratio")(_finite)
 

@@ -79,6 +79,7 @@ class Run:
     frozen: dict = field(default_factory=dict)  # trainable_params / frozen_params / frozen_groups (train/freeze.py)
     resume_changes: list = field(default_factory=list)  # [{key, old, new}] of a resume with changed weights
     stopped_at: int | None = None  # the last epoch run when early stopping ended the run
+    compare_from: int = 0  # epochs up to this one had other loss weights: best / early stopping ignore them
 
     @property
     def epochs(self) -> int:
@@ -110,7 +111,8 @@ class Run:
                  "best_val": self.best_val, "history": self.history, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
-                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model)}
+                 "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model),
+                 "compare_from": self.compare_from}
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -191,6 +193,8 @@ def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.devi
 def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     """Resume a run exactly (or with a schedule rebuilt for a new training.epochs), or start from init weights."""
     path = checkpoints.latest(run.run_dir) if resume == "auto" else (Path(resume) if resume else None)
+    if path is None and run.config.training.resume_from:  # an earlier run's checkpoint, continued in this folder
+        path = _resume_from_path(run.config.training.resume_from)
     init_from = run.config.training.init_from
     if path is not None:
         state = checkpoints.load(path, run.dev)
@@ -221,6 +225,10 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
         if run.dev.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         run.start_epoch, run.best_val, run.history = done + 1, float(state["best_val"]), list(state["history"])
+        run.compare_from = int(state.get("compare_from", 0))
+        if any(k.startswith("loss.params") for k in changed):  # losses of other weights are not comparable
+            run.best_val, run.compare_from = float("inf"), done
+            log(f"loss.params changed: best checkpoint and early stopping count from epoch {done + 1}")
         if run.ranks.is_main:  # lines and records of epochs after the checkpoint are redone: forget them
             trainlog.drop_epochs_after(run.log_file, done)
             records.drop_epochs_after(run.run_dir / records.FILENAME, done)
@@ -236,6 +244,13 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
         f"({images}), {len(run.val_idx)} validation")
     log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)"
                                      for k, v in run.prepared.training_set().items()))
+
+
+def _resume_from_path(resume_from: str) -> Path:
+    if resume_from == "latest" or not resume_from.endswith(".pt"):
+        raise ConfigError(f"training.resume_from: {resume_from!r} names a Dagster run; outside Dagster give the "
+                          f"checkpoint path (its run folder's last.pt) or use --resume")
+    return Path(resume_from)
 
 
 def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
@@ -287,7 +302,8 @@ def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
     save_every = run.config.training.save_every
     with open(run.log_file, "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
         for epoch in range(run.start_epoch, run.epochs + 1):
-            if early_stop.exhausted(run.history, run.config.training.early_stopping):
+            compared = [h for h in run.history if h["epoch"] > run.compare_from]
+            if early_stop.exhausted(compared, run.config.training.early_stopping):
                 run.stopped_at = epoch - 1
                 break
             t0 = time.perf_counter()
