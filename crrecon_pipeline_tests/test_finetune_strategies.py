@@ -4,6 +4,7 @@ changed loss weights / freeze / patience (recorded) while a changed model is sti
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,45 @@ def test_load_weights_centre_crops_1d_kernels():
     assert torch.equal(cropped, wide[:, :, 1:6])
     assert checkpoints.centre_crop_kernel(wide, torch.Size([2, 3, 4])) is None
     assert checkpoints.centre_crop_kernel(wide, torch.Size([2, 4, 5])) is None
+    # load_weights applies it to Conv1d kernels only (a (2, 2, L) buffer of another L is skipped, not cropped)
+    small, big = torch.nn.Sequential(torch.nn.Conv1d(3, 2, 5)), torch.nn.Sequential(torch.nn.Conv1d(3, 2, 7))
+    small.register_buffer("mean", torch.zeros(2, 2, 20))
+    big.register_buffer("mean", torch.ones(2, 2, 30))
+    cfg = tiny_config()
+    state = {"config": cfg.to_dict(), "model": big.state_dict()}
+    skipped = checkpoints.load_weights(small, state, cfg, Path("big.pt"))
+    assert skipped == ["mean"] and torch.equal(small[0].weight, big[0].weight[:, :, 1:6])
+
+
+def test_kill_and_resume_with_freeze_and_early_stopping_is_exact(prepared_dir, tmp_path):
+    """SIGKILL a CLI run (encoder frozen, early stopping made to fire at epoch 3) after its first epoch, resume it:
+    the same weights, the same stopping epoch as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sets = sum((["--set", s] for s in TINY + ["training.epochs=6", "training.freeze=[encoder]",
+                                              "training.early_stopping={patience: 2, min_delta: 1.0}"]), [])
+    cmd = [sys.executable, "-m", "crrecon_pipeline.cli", "train", "--config", "configs/quick.yaml",
+           "--prepared", str(prepared_dir), "--device", "cpu", *sets]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = killed / "train_log.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 1):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 1 <= checkpoints.load(killed / "last.pt")["epoch"] < 3
+    resumed = subprocess.run(cmd + ["--out", str(killed), "--resume", "auto"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    clean = subprocess.run(cmd + ["--out", str(tmp_path / "clean")], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    results = [json.loads(r.stdout.strip().splitlines()[-1]) for r in (resumed, clean)]
+    assert [r["stopped_at_epoch"] for r in results] == [3, 3]
+    a = checkpoints.load(killed / "last.pt")["model"]
+    b = checkpoints.load(tmp_path / "clean" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
+    assert results[0]["val_mse"] == results[1]["val_mse"]

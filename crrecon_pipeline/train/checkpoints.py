@@ -99,8 +99,9 @@ def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path
                           f"(unexpected tensors {', '.join(unknown[:3])}"
                           f"{' ...' if len(unknown) > 3 else ''})")
     matching = {k: v for k, v in weights.items() if v.shape == own[k].shape}
-    for k, v in weights.items():
-        if k not in matching and (cropped := centre_crop_kernel(v, own[k].shape)) is not None:
+    kernels = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Conv1d)}
+    for k, v in weights.items():  # a 1-D conv kernel of another length: centre-cropped, not skipped
+        if k not in matching and k in kernels and (cropped := centre_crop_kernel(v, own[k].shape)) is not None:
             matching[k] = cropped
     skipped = sorted(k for k in weights if k not in matching)
     if not matching:
