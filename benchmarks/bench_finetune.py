@@ -1,11 +1,14 @@
 """Fine-tuning across fidelities: a surrogate pretrained on cheap rows (thin element, or a coarse multislice), then
-fine-tuned on a small set from another physics model (the multislice fidelity, same geometry), against the same model
-trained from scratch on that small set. Both arms use the same config, split (by structure hash) and number of
-fine-tuning epochs; they run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the small set's
-validation split.
+fine-tuned on ~100 rows (--ft-train-rows; the rest of the small set held out) from another physics model (the
+multislice fidelity, same geometry), against the same model trained from scratch on those rows. Arms (issue 21):
+scratch, full fine-tune, head only (encoder + decoder frozen), encoder frozen, each with and without early stopping,
+and the unit-free `spectral` loss for the full fine-tune. Every arm uses the same config, split (by structure hash)
+and epoch budget; they run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the held-out
+rows, Pearson, epochs run, trainable parameters, wall time (a markdown table last).
 
     python benchmarks/bench_finetune.py [--pretrain-rows 4000] [--ft-raw /work/ms_raw] [--ft-rows 300]
-        [--pretrain-fidelity thin|multislice] [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1] [--config quick]
+        [--pretrain-fidelity thin|multislice] [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1 2] [--config quick]
+        [--ft-train-rows 100] [--patience 5] [--head-lr 3e-4] [--decoder-lr 3e-4]
         [--set key=value ...]
 
 Without --ft-raw (a folder of seed-format multislice shards, e.g. `crrecon simulate --fidelity multislice`), the
@@ -71,7 +74,11 @@ def main() -> None:
     ap.add_argument("--pretrain-slices", type=int, default=8, help="multislice pretraining: slices")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--ft-epochs", type=int, default=20)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--ft-train-rows", type=int, default=100, help="training rows of the small set (rest: held out)")
+    ap.add_argument("--patience", type=int, default=5, help="early-stopping arms: epochs without improvement")
+    ap.add_argument("--head-lr", type=float, default=3e-4, help="head-only arm's lr (research code: 1e-4..5e-4)")
+    ap.add_argument("--decoder-lr", type=float, default=3e-4, help="encoder-frozen arm's lr")
     ap.add_argument("--config", default="quick")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--device", default="auto")
@@ -99,23 +106,50 @@ def main() -> None:
               f"{args.pretrain_epochs} epochs in {time.perf_counter() - t0 - simulated:.0f} s, "
               f"val/baseline {pretrained['val_mse'] / pretrained['baseline_val_mse']:.3f} (on its own rows)")
 
-        results = {"scratch": [], "fine_tuned": []}
-        for seed in args.seeds:  # alternately, same seed and split for both arms
-            for arm, extra in (("scratch", []),
-                               ("fine_tuned", [f"training.init_from={pretrained['best_checkpoint']}"])):
-                cfg = load_config(args.config, args.set + [f"training.epochs={args.ft_epochs}", f"seed={seed}",
-                                                           "training.save_every=0", *extra])
+        rows = min(args.ft_train_rows, len(small) - 1)
+        split = [f"data.train_ratio={rows / len(small):.6f}"]  # ~ft-train-rows training rows, the rest held out
+        init = [f"training.init_from={pretrained['best_checkpoint']}"]
+        results = {}
+        for seed in args.seeds:  # every arm on the same seed and split, alternately
+            for arm, (config, extra) in arms(args, init).items():
+                cfg = load_config(config, args.set + split + [f"training.epochs={args.ft_epochs}", f"seed={seed}",
+                                                              "training.save_every=0", *extra])
                 t = time.perf_counter()
                 m = train(cfg, small, work / f"{arm}_{seed}", device=args.device, log=quiet)
-                ratio = m["val_mse"] / m["baseline_val_mse"]
-                results[arm].append(ratio)
-                print(json.dumps({"arm": arm, "seed": seed, "val_over_baseline": round(ratio, 4),
-                                  "val_pearson": round(m["val_pearson"], 4), "val_samples": m["val_samples"],
-                                  "seconds": round(time.perf_counter() - t, 1), "device": m["device"]}))
-        s, f = np.mean(results["scratch"]), np.mean(results["fine_tuned"])
-        print(f"val MSE / mean baseline on the small set: scratch {s:.3f}, pretrained + fine-tuned {f:.3f} "
-              f"({s / f:.2f}x lower error fine-tuned; mean over seeds {args.seeds})")
+                row = {"arm": arm, "seed": seed, "val_over_baseline": round(m["val_mse"] / m["baseline_val_mse"], 4),
+                       "val_pearson": round(m["val_pearson"], 4), "epochs_run": m["epochs_completed"],
+                       "trainable_params": m["trainable_params"], "train_rows": rows,
+                       "seconds": round(time.perf_counter() - t, 1), "device": m["device"]}
+                results.setdefault(arm, []).append(row)
+                print(json.dumps(row))
+        print_table(results)
 
+
+def arms(args, init: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Scratch, full fine-tune, head only, encoder frozen (each with and without early stopping), and the spectral
+    loss (unit-free) against the config's loss for the full fine-tune: {arm: (preset, overrides)}."""
+    stop = [f"training.early_stopping={{patience: {args.patience}}}"]
+    head = ["training.freeze=[encoder, decoder]", f"training.lr={args.head_lr}", "training.warmup_ratio=0"]
+    encoder = ["training.freeze=[encoder]", f"training.lr={args.decoder_lr}"]
+    base = {"scratch": [], "full": init, "head": init + head, "encoder_frozen": init + encoder}
+    out = {}
+    for name, extra in base.items():
+        out[name] = (args.config, extra)
+        out[f"{name}+early_stop"] = (args.config, extra + stop)
+    out["full+spectral"] = (args.config, init + ["loss.name=spectral",
+                                                 "loss.params={w_mse: 1, w_grad: 0.5, unit_free: true}"])
+    return out
+
+
+def print_table(results: dict) -> None:
+    print("| arm | val MSE / mean baseline | Pearson | epochs run | trainable params | wall s |")
+    print("|---|---|---|---|---|---|")
+    scratch = np.mean([r["val_over_baseline"] for r in results["scratch"]])
+    for arm, rows in results.items():
+        ratio = np.mean([r["val_over_baseline"] for r in rows])
+        print(f"| {arm} | {ratio:.3f} ({ratio / scratch:.2f}x scratch) | "
+              f"{np.mean([r['val_pearson'] for r in rows]):.3f} | {np.mean([r['epochs_run'] for r in rows]):.1f} | "
+              f"{rows[0]['trainable_params']:,} | {np.mean([r['seconds'] for r in rows]):.1f} |")
 
 if __name__ == "__main__":
     main()

@@ -3,10 +3,12 @@ blocking checks block), training with progress events, analyses, the sensor and 
 
 import os
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
+import torch
 
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.definitions import defs
@@ -284,3 +286,25 @@ def test_dagster_definitions_validate(tmp_path):
                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "All code locations passed validation" in res.stderr + res.stdout
+
+
+def test_resume_from_latest_continues_the_earlier_run_with_a_changed_weight(pipeline):
+    """training.resume_from: 'latest' (issue 21): a new run continues the latest trained_model's checkpoint with a
+    changed loss weight, recorded in its model card; a run id that has no checkpoint is one line."""
+    res = resources(pipeline["home"])
+    earlier = pipeline["train"].asset_materializations_for_node("trained_model")[0].metadata
+    cfg = TrainedModelConfig(**tiny_config("training.epochs=4", "training.resume_from=latest",
+                                           "loss.params.w_mse=3.0").to_dict())
+    result = dg.materialize([trained_model], instance=pipeline["instance"], resources=res,
+                            run_config=dg.RunConfig({"trained_model": cfg}))
+    meta = result.asset_materializations_for_node("trained_model")[0].metadata
+    assert meta["epochs_completed"].value == 4 and meta["run_dir"].value != earlier["run_dir"].value
+    assert "`loss.params.w_mse` 1.0 → 3.0" in meta["model_card"].value
+    state = torch.load(Path(meta["run_dir"].value) / "last.pt", weights_only=True)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    assert state["config"]["training"]["resume_from"] == str(Path(earlier["run_dir"].value) / "last.pt")
+    bad = TrainedModelConfig(**tiny_config("training.resume_from=no-such-run").to_dict())
+    failed = dg.materialize([trained_model], instance=pipeline["instance"], resources=res, raise_on_error=False,
+                            run_config=dg.RunConfig({"trained_model": bad}))
+    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "training.resume_from: 'no-such-run': no checkpoint" in failure.step_failure_data.error.message

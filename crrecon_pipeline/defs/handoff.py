@@ -100,6 +100,28 @@ def resolve_init_from(instance: dg.DagsterInstance, cfg: RunConfig) -> RunConfig
     return cfg.replaced("training.init_from", str(pretrained.checkpoint), "training.init_from (pretrained_model)")
 
 
+def resolve_resume_from(instance: dg.DagsterInstance, cfg: RunConfig, runs: Path) -> RunConfig:
+    """training.resume_from = a run id or "latest" (trained_model's latest materialization): a new config naming
+    that run's last.pt, so this run continues it (with the config's changed loss weights / freeze / patience);
+    a path or "" is left as it is."""
+    given = cfg.training.resume_from
+    if not given or given.endswith(".pt"):
+        return cfg
+    if given == "latest":
+        model = latest_trained_model(instance)
+        if model is None or model.run_dir is None:
+            raise ConfigError("training.resume_from: 'latest' but trained_model has no materialization naming its "
+                              "run folder yet")
+        run_dir = model.run_dir
+    else:
+        run_dir = runs / given
+    checkpoint = run_dir / "last.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"training.resume_from: {given!r}: no checkpoint {checkpoint} (a run id of trained_model, "
+                          f"or 'latest')")
+    return cfg.replaced("training.resume_from", str(checkpoint), f"training.resume_from ({given})")
+
+
 def version_metadata(version: ShardVersion) -> dict:
     """What filtered_bayer and rotated_bayer write: the immutable version they hold, its folder and its manifest."""
     return {"version": version.version, "version_path": dg.MetadataValue.path(str(version.path)),

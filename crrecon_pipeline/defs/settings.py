@@ -45,6 +45,15 @@ def build(core: type, settings: BaseModel, **given):
     return core(**({name: getattr(settings, name) for name in names} | given))
 
 
+def optional_section(annotation) -> type[BaseModel] | None:
+    """X for an `X | None` field whose X is a pydantic section; None for any other annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and type(None) in typing.get_args(annotation) and isinstance(args[0], type) \
+            and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
 def launchpad_class(core: type[BaseModel], defaults: BaseModel, name: str) -> type[dg.Config]:
     """A dg.Config with the fields, types and descriptions of the core section `core` and the values of `defaults`
     as its defaults (plain defaults, not factories: Dagster shows those in the launchpad, model.params included).
@@ -52,9 +61,13 @@ def launchpad_class(core: type[BaseModel], defaults: BaseModel, name: str) -> ty
     fields = {}
     for key, info in core.model_fields.items():
         value = getattr(defaults, key)
+        optional = optional_section(info.annotation)
         if isinstance(value, BaseModel):
             section = launchpad_class(type(value), value, f"{key.capitalize()}Section")
             fields[key] = (section, Field(default=section(), description=info.description))
+        elif optional is not None:  # a section that is off (None) unless given, e.g. model.constraint
+            section = launchpad_class(optional, optional(), f"{key.capitalize()}Section")
+            fields[key] = (typing.Optional[section], Field(default=None, description=info.description))
         else:
             fields[key] = (info.annotation, Field(default=copy.deepcopy(value), description=info.description))
     return create_model(name, __base__=dg.Config, __doc__=core.__doc__, **fields)

@@ -7,10 +7,12 @@ from torch import nn
 
 from crrecon_pipeline.losses.mse_pearson import MSEPearson
 from crrecon_pipeline.losses.multiscale import MultiScale
+from crrecon_pipeline.losses.spectral import Spectral
 from crrecon_pipeline.losses.weighted_smooth import WeightedSmooth
 from crrecon_pipeline.registry import build
 
-LOSSES = {"mse_pearson": MSEPearson, "weighted_smooth": WeightedSmooth, "multiscale": MultiScale}
+LOSSES = {"mse_pearson": MSEPearson, "weighted_smooth": WeightedSmooth, "multiscale": MultiScale,
+          "spectral": Spectral}
 
 
 def get_loss(name: str, **params) -> nn.Module:

@@ -64,13 +64,27 @@ class OutputScale(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(2, 2, out_len))
         self.register_buffer("std", torch.ones(()))
+        self.bounds: tuple[float, float] | None = None  # model.constraint, set by the builder (not a weight)
+
+    def set_constraint(self, sum_min: float, sum_max: float) -> None:
+        self.bounds = (float(sum_min), float(sum_max))
 
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean)
         self.std.copy_(std)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.mean + self.std * raw
+        out = self.mean + self.std * raw
+        return out if self.bounds is None else project_bayer_sum(out, *self.bounds)
+
+
+def project_bayer_sum(spectra: torch.Tensor, sum_min: float, sum_max: float) -> torch.Tensor:
+    """The research code's hard constraint: per bin, s = R + (G1 + G2)/2 + B is moved into [sum_min, sum_max] by
+    one shift c added to all four pixels (s changes by 3c), the smallest change that makes the output plausible.
+    (B, 2, 2, L) -> (B, 2, 2, L); the identity where s is already inside."""
+    total = spectra[:, 0, 0] + 0.5 * (spectra[:, 0, 1] + spectra[:, 1, 0]) + spectra[:, 1, 1]  # (B, L)
+    shift = (total.clamp(sum_min, sum_max) - total) / 3.0
+    return spectra + shift[:, None, None, :]
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:

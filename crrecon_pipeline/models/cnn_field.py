@@ -35,6 +35,10 @@ class Propagation(nn.Module):
 
 
 class CNNField(nn.Module):
+    # training.freeze names these: attribute prefixes of the parameters in each group (train/freeze.py); the
+    # head is the linear map from the fields' powers to the spectra (~1 % of the parameters)
+    PARAM_GROUPS = {"encoder": ("backbone",), "decoder": ("to_field", "propagation"), "head": ("mix",)}
+
     def __init__(self, out_len: int = 30, channels=(32, 64, 96), blocks_per_stage: int = 1, in_pool: int = 2,
                  fields: int = 64, cnn_dropout: float = 0.0, use_circular_padding: bool = True):
         super().__init__()

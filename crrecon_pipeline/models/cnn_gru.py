@@ -10,6 +10,9 @@ from crrecon_pipeline.models.backbone import Backbone, OutputScale
 
 
 class CNNGRU(nn.Module):
+    # training.freeze names these: attribute prefixes of the parameters in each group (train/freeze.py)
+    PARAM_GROUPS = {"encoder": ("backbone",), "decoder": ("context", "h0", "bin_embed", "gru"), "head": ("head",)}
+
     def __init__(self, out_len: int = 30, d_model: int = 256, gru_layers: int = 2, cnn_dropout: float = 0.05,
                  tr_dropout: float = 0.1, head_dropout: float = 0.2, use_circular_padding: bool = True,
                  channels=(64, 96, 128, 192, 256), blocks_per_stage: int = 2, in_pool: int = 1):

@@ -10,6 +10,10 @@ from crrecon_pipeline.models.backbone import Backbone, OutputScale, sinusoidal_e
 
 
 class CNNXAttn(nn.Module):
+    # training.freeze names these: attribute prefixes of the parameters in each group (train/freeze.py)
+    PARAM_GROUPS = {"encoder": ("backbone", "token_proj", "token_pos"), "decoder": ("queries", "decoder", "norm"),
+                    "head": ("head",)}
+
     def __init__(self, out_len: int = 30, d_model: int = 256, nhead: int = 8, dec_layers: int = 4,
                  cnn_dropout: float = 0.05, tr_dropout: float = 0.1, head_dropout: float = 0.2,
                  use_circular_padding: bool = True, channels=(64, 96, 128, 192, 256), blocks_per_stage: int = 2,

@@ -43,6 +43,24 @@ def field_line(metrics: dict) -> str:
     return f"\nPer-pixel MSE {pixels}; peak wavelength error {fmt(metrics['val_peak_error_nm'])} nm{routing}."
 
 
+def finetune_lines(metrics: dict) -> str:
+    """Trainable / frozen parameters, early stopping, per-term final losses and resume changes, where reported."""
+    lines = []
+    if "frozen_params" in metrics:
+        groups = ", ".join(metrics.get("frozen_groups") or []) or "none"
+        lines.append(f"**Parameters**: {metrics['trainable_params']:,} trainable, {metrics['frozen_params']:,} frozen "
+                     f"(frozen groups: {groups}).")
+    if metrics.get("stopped_early"):
+        lines.append(f"**Early stopping**: stopped after epoch {metrics['stopped_at_epoch']} (no improvement "
+                     f"within the patience).")
+    if metrics.get("loss_terms"):
+        terms = ", ".join(f"`{k}` {fmt(v)}" for k, v in metrics["loss_terms"].items())
+        lines.append(f"**Final loss terms** (validation, weighted, summing to the loss): {terms}.")
+    for change in metrics.get("resume_changes") or []:
+        lines.append(f"**Resumed with a change**: `{change['key']}` {change['old']!r} → {change['new']!r}.")
+    return ("\n\n" + "\n\n".join(lines)) if lines else ""
+
+
 def model_card(config: RunConfig, metrics: dict, model: nn.Module | None = None) -> str:
     model = model or get_model(config.model.name, **config.model.params)
     ratio = metrics["val_mse"] / metrics["baseline_val_mse"] if metrics.get("baseline_val_mse") else float("nan")
@@ -63,7 +81,7 @@ val MSE **{fmt(metrics['val_mse'])}** = **{pct(ratio)}** of the mean-spectrum ba
 Pearson {fmt(metrics['val_pearson'])}; MAE {fmt(metrics.get('val_mae'))}.{field_line(metrics)}
 Device {metrics.get('device')}, {fmt(metrics.get('samples_per_s'))} samples/s.
 
-**Loss** `{config.loss.name}`: {loss_formula(config.loss.name, config.loss.params)}
+**Loss** `{config.loss.name}`: {loss_formula(config.loss.name, config.loss.params)}{finetune_lines(metrics)}
 
 **Split**: {metrics.get('train_samples', 0):,} training samples ({images}),
 {metrics.get('val_samples', 0):,} validation structures; split by a structure hash shared by all images of a

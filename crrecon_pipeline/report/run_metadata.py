@@ -83,6 +83,8 @@ def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, obj
         "epochs_completed": ("int", metrics["epochs_completed"]),
         "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
         "n_params": ("int", metrics["n_params"]),
+        **{k: ("int", metrics[k]) for k in ("trainable_params", "frozen_params") if k in metrics},
+        **({"stopped_early_at_epoch": ("int", metrics["stopped_at_epoch"])} if metrics.get("stopped_early") else {}),
         "samples_per_s": ("float", rounded(metrics["samples_per_s"])),
         "device": ("text", metrics["device"]),
         "train_samples": ("int", metrics["train_samples"]),

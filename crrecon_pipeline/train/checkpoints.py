@@ -3,7 +3,7 @@
 - resume (`--resume`): the checkpoint's config must equal the requested one, except for keys that do not change
   what is trained (RESUMABLE_CHANGES); a changed `training.epochs` rebuilds the schedule (training.Schedule).
 - init (`--init-weights` / `training.init_from`): weights only, from a checkpoint of the same model; tensors whose
-  shape differs (e.g. another out_len) are skipped and listed.
+  shape differs (e.g. another out_len) are skipped and listed; a 1-D conv kernel of another length is centre-cropped.
 Checkpoints from elsewhere are untrusted: tensors and plain containers only (weights_only).
 """
 
@@ -15,11 +15,14 @@ import torch
 
 from crrecon_pipeline.data.npyio import atomic_output
 from crrecon_pipeline.errors import ConfigError, DataError
-from crrecon_pipeline.train.config import RunConfig, differing_keys
+from crrecon_pipeline.train.config import RunConfig, differing_keys, flatten
 
 CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
 RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file",
-                     "training.compile", "training.channels_last", "training.accumulate")  # GPU execution (#23)
+                     "training.compile", "training.channels_last", "training.accumulate",  # GPU execution (#23)
+                     # fine-tuning (#21): stop a run, change a loss weight / what is frozen / the patience, go on
+                     "loss.params", "training.freeze", "training.early_stopping", "training.resume_from")
+RECORDED_CHANGES = ("loss.params", "training.freeze", "training.early_stopping")  # listed in the log and model card
 
 
 def save_atomic(state: dict, path: Path) -> None:
@@ -101,6 +104,27 @@ def check_same_training_set(state: dict, requested: dict, path: Path) -> None:
                           f"or --init-weights {path} for its weights only")
 
 
+def resume_changes(state: dict, requested: RunConfig, changed: list[str]) -> list[dict]:
+    """[{key, old, new}] for the changed keys that change what is trained (RECORDED_CHANGES), for the records."""
+    theirs, ours = flatten(state["config"]), requested.flat()
+    return [{"key": k, "old": theirs.get(k), "new": ours.get(k)} for k in changed if k.startswith(RECORDED_CHANGES)]
+
+
+def centre_crop_kernel(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """A 1-D conv kernel (out, in, k) of another length k, centre-cropped (or zero-padded around the centre) to
+    `shape`, as the research code's pretrained_from does; None for any other shape change."""
+    if weight.ndim != 3 or weight.shape[:2] != shape[:2] or (weight.shape[2] - shape[2]) % 2:
+        return None
+    k, target = weight.shape[2], shape[2]
+    if k > target:
+        start = (k - target) // 2
+        return weight[:, :, start:start + target].clone()
+    out = weight.new_zeros(shape)
+    start = (target - k) // 2
+    out[:, :, start:start + k] = weight
+    return out
+
+
 def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path: Path) -> list[str]:
     """Copy the matching tensors of `state` into `model`; the names skipped for a shape mismatch are returned."""
     theirs, ours = state["config"]["model"]["name"], requested.model.name
@@ -114,6 +138,10 @@ def load_weights(model: torch.nn.Module, state: dict, requested: RunConfig, path
                           f"(unexpected tensors {', '.join(unknown[:3])}"
                           f"{' ...' if len(unknown) > 3 else ''})")
     matching = {k: v for k, v in weights.items() if v.shape == own[k].shape}
+    kernels = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Conv1d)}
+    for k, v in weights.items():  # a 1-D conv kernel of another length: centre-cropped, not skipped
+        if k not in matching and k in kernels and (cropped := centre_crop_kernel(v, own[k].shape)) is not None:
+            matching[k] = cropped
     skipped = sorted(k for k in weights if k not in matching)
     if not matching:
         raise ConfigError(f"{path}: no tensor of the checkpoint fits model {ours} (every shape differs)")

@@ -83,14 +83,40 @@ class DataConfig(Section):
     out_len: int = Field(30, ge=1, description="spectral bins per pixel; must match the prepared data")
 
 
+class ConstraintConfig(Section):
+    """The research code's hard output constraint: per bin, R + (G1 + G2)/2 + B inside [sum_min, sum_max]."""
+
+    sum_min: float = Field(0.45, description="lowest R + (G1 + G2)/2 + B per bin, in the model's output units")
+    sum_max: float = Field(0.95, description="highest R + (G1 + G2)/2 + B per bin, in the model's output units")
+
+    _finite_sums = field_validator("sum_min", "sum_max")(_finite)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConstraintConfig:
+        if self.sum_min > self.sum_max:
+            raise ValueError(f"sum_min {self.sum_min} is above sum_max {self.sum_max}")
+        return self
+
+
 class ModelConfig(Section):
     name: str = Field("cnn_xattn", description="registered model (crrecon_pipeline/models)")
     params: dict[str, Any] = Field({}, description="keyword arguments of the model's constructor")
+    constraint: ConstraintConfig | None = Field(None, description="hard projection of every output: per bin "
+                                                "R + (G1 + G2)/2 + B into [sum_min, sum_max] by one uniform shift "
+                                                "of the four pixels; null: off")
 
 
 class LossConfig(Section):
     name: str = Field("mse_pearson", description="registered loss (crrecon_pipeline/losses)")
     params: dict[str, Any] = Field({}, description="keyword arguments of the loss's constructor")
+
+
+class EarlyStoppingConfig(Section):
+    patience: int = Field(10, ge=1, description="epochs without improvement before the run ends")
+    min_delta: float = Field(0.0, ge=0, description="an improvement is a validation loss below the best by more "
+                                                    "than this")
+
+    _finite_delta = field_validator("min_delta")(_finite)
 
 
 class TrainingConfig(Section):
@@ -110,8 +136,20 @@ class TrainingConfig(Section):
     channels_last: bool = Field(True, description="channels-last inputs and weights for the CNNs, on CUDA only")
     accumulate: int = Field(1, ge=1, description="micro-batches per step (gradients summed): a batch that does not "
                                                  "fit in GPU memory trains as data.batch_size / accumulate at a time")
+    # fine-tuning (#21)
+    freeze: list[str] = Field([], description="parameter groups of the model kept frozen (no gradient, no optimizer "
+                                              "state, norm layers in eval mode); the groups are the model's "
+                                              "PARAM_GROUPS, e.g. encoder, decoder, head")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="stop after `patience` epochs whose "
+                                                       "validation loss did not improve by more than min_delta; "
+                                                       "null: run every epoch")
+    min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="floor of the cosine schedule, as a fraction of "
+                                                             "training.lr")
+    resume_from: str = Field("", description="continue an earlier run's checkpoint (with changed loss.params, "
+                                             "freeze or early_stopping): a last.pt path; in Dagster also a run id "
+                                             "or 'latest' (trained_model's latest run); empty: a new run")
 
-    _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio")(_finite)
+    _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio", "min_lr_ratio")(_finite)
 
 
 class OutputConfig(Section):
@@ -142,6 +180,7 @@ class RunConfig(Section):
 
         _check_params("model", self.model.name, self.model.params, MODELS)
         _check_params("loss", self.loss.name, self.loss.params, LOSSES)
+        _check_freeze(self.model.name, self.training.freeze, MODELS)
         out_len = self.model.params.get("out_len")
         if out_len is not None and out_len != self.data.out_len:
             raise ConfigError(f"model.params.out_len: {out_len} differs from data.out_len {self.data.out_len}")
@@ -208,6 +247,14 @@ def _check_params(section: str, name: str, params: dict, registry: dict) -> None
         signature.bind(**params)
     except TypeError as exc:
         raise ConfigError(f"{section}.params: {exc} for {section} {name}") from None
+
+
+def _check_freeze(name: str, groups: list[str], registry: dict) -> None:
+    declared = getattr(registry[name], "PARAM_GROUPS", {})
+    for group in groups:
+        if group not in declared:
+            raise ConfigError(f"training.freeze: unknown group {group!r} of model {name} "
+                              f"(its groups: {', '.join(declared) or 'none'})")
 
 
 def validate(config: Mapping | BaseModel, source: str = "config") -> RunConfig:

@@ -30,7 +30,7 @@ from crrecon_pipeline.data.symmetry import Augmentation, symmetry_summary
 from crrecon_pipeline.errors import ConfigError, DataError, TrainingDiverged
 from crrecon_pipeline.losses import get_loss
 from crrecon_pipeline.models import count_parameters
-from crrecon_pipeline.train import checkpoints, distributed, records, step, trainlog
+from crrecon_pipeline.train import checkpoints, distributed, early_stop, freeze, records, step, trainlog
 from crrecon_pipeline.train.batches import DeviceData
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
@@ -76,6 +76,10 @@ class Run:
     best_val: float = float("inf")
     history: list = field(default_factory=list)
     init: dict = field(default_factory=dict)  # init_from / init_skipped when the weights came from a checkpoint
+    frozen: dict = field(default_factory=dict)  # trainable_params / frozen_params / frozen_groups (train/freeze.py)
+    resume_changes: list = field(default_factory=list)  # [{key, old, new}] of a resume with changed weights
+    stopped_at: int | None = None  # the last epoch run when early stopping ended the run
+    compare_from: int = 0  # epochs up to this one had other loss weights: best / early stopping ignore them
 
     @property
     def epochs(self) -> int:
@@ -108,7 +112,7 @@ class Run:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
                  "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model),
-                 "training_set": self.prepared.training_set()}
+                 "training_set": self.prepared.training_set(), "compare_from": self.compare_from}
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -127,6 +131,9 @@ def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: st
         say = log if ranks.is_main else (lambda msg: None)
         _restore(run, resume, say)
         with records.MetricsLog(run_dir / records.FILENAME, on_record, enabled=ranks.is_main) as metrics_log:
+            if run.resume_changes:
+                metrics_log.emit({"kind": "resume_changes", "epoch": run.start_epoch - 1,
+                                  "changes": run.resume_changes})
             _train_epochs(run, metrics_log)
             metrics, val_pred = _evaluate(run)
             if ranks.is_main:
@@ -161,26 +168,34 @@ def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.devi
     model.scale.set_stats(mean_spectrum, train_targets.std())
     if dev.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = model
+    frozen = freeze.apply_freeze(model, t.freeze)
+    if not frozen["trainable_params"]:
+        raise ConfigError(f"training.freeze: {', '.join(t.freeze)} leaves no parameter of {config.model.name} to train")
+    net = model  # frozen before DDP: it registers only the parameters that require grad
     if ranks.world > 1:  # gradients averaged across ranks; `model` stays the plain module (checkpoints, evaluation)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     net = step.compiled(net, t)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+    optimizer = torch.optim.AdamW(freeze.trainable_parameters(model), lr=t.lr, weight_decay=t.weight_decay,
                                   **({"fused": True} if dev.type == "cuda" else {}))
     steps_per_epoch = math.ceil(len(train_idx) / d.batch_size)
-    schedule = Schedule.fresh(t.epochs * steps_per_epoch, t.warmup_ratio)
+    schedule = Schedule.fresh(t.epochs * steps_per_epoch, t.warmup_ratio, t.min_lr_ratio)
+    loss_fn = get_loss(config.loss.name, **config.loss.params).to(dev)
+    if hasattr(loss_fn, "calibrate"):  # a unit-free loss measures its terms for the mean-spectrum predictor
+        loss_fn.calibrate(train_targets)
     return Run(config=config, run_dir=run_dir, dev=dev, ranks=ranks, prepared=prepared, data=data,
                train_idx=train_idx, val_idx=torch.as_tensor(val_rows, device=dev), model=model, net=net,
-               loss_fn=get_loss(config.loss.name, **config.loss.params), optimizer=optimizer,
+               loss_fn=loss_fn, optimizer=optimizer,
                schedule=schedule, scheduler=schedule.scheduler(optimizer),
                shuffler=torch.Generator(device="cpu").manual_seed(config.seed), mean_spectrum=mean_spectrum,
-               steps_per_epoch=steps_per_epoch,
+               steps_per_epoch=steps_per_epoch, frozen=frozen,
                use_bf16=t.use_amp and dev.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
 def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     """Resume a run exactly (or with a schedule rebuilt for a new training.epochs), or start from init weights."""
     path = checkpoints.latest(run.run_dir) if resume == "auto" else (Path(resume) if resume else None)
+    if path is None and run.config.training.resume_from:  # an earlier run's checkpoint, continued in this folder
+        path = _resume_from_path(run.config.training.resume_from)
     init_from = run.config.training.init_from
     if path is not None:
         state = checkpoints.load(path, run.dev)
@@ -192,8 +207,15 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
         saved = Schedule(**state["schedule"])
         run.schedule = saved.extended(run.schedule.total) if "training.epochs" in changed else saved
         run.scheduler = run.schedule.scheduler(run.optimizer)  # before the optimizer state: it sets the lr at step 0
-        run.optimizer.load_state_dict(state["optimizer"])
+        if "training.freeze" in changed:  # other parameters train now: their AdamW moments start afresh
+            log(f"training.freeze {state['config']['training'].get('freeze', [])} -> {list(run.config.training.freeze)}"
+                f": optimizer state reset for the new set of trainable parameters")
+        else:
+            run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
+        run.resume_changes = checkpoints.resume_changes(state, run.config, changed)
+        for change in run.resume_changes:
+            log(f"resume: {change['key']} {change['old']!r} -> {change['new']!r}")
         if "training.epochs" in changed:  # continue on the schedule of a run of the new length
             base = run.scheduler.base_lrs
             for group, lr in zip(run.optimizer.param_groups, base):
@@ -205,6 +227,10 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
         if run.dev.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         run.start_epoch, run.best_val, run.history = done + 1, float(state["best_val"]), list(state["history"])
+        run.compare_from = int(state.get("compare_from", 0))
+        if any(k.startswith("loss.params") for k in changed):  # losses of other weights are not comparable
+            run.best_val, run.compare_from = float("inf"), done
+            log(f"loss.params changed: best checkpoint and early stopping count from epoch {done + 1}")
         if run.ranks.is_main:  # lines and records of epochs after the checkpoint are redone: forget them
             trainlog.drop_epochs_after(run.log_file, done)
             records.drop_epochs_after(run.run_dir / records.FILENAME, done)
@@ -215,10 +241,18 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
     d = run.config.data
     images = symmetry_summary(turn180=d.augment_180, shifts=d.augment_shifts, turn90=d.augment_90)
     log(f"model {run.config.model.name}: {count_parameters(run.model):,} parameters on {run.dev}"
-        f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''}; {n} training samples "
+        f"{f' x {run.ranks.world} ranks' if run.ranks.world > 1 else ''} ({run.frozen['trainable_params']:,} "
+        f"trainable, {run.frozen['frozen_params']:,} frozen); {n} training samples "
         f"({images}), {len(run.val_idx)} validation")
     log("training set: " + ", ".join(f"shard {k} {v['version']} ({v['rows']} rows)"
                                      for k, v in run.prepared.training_set().items()))
+
+
+def _resume_from_path(resume_from: str) -> Path:
+    if resume_from == "latest" or not resume_from.endswith(".pt"):
+        raise ConfigError(f"training.resume_from: {resume_from!r} names a Dagster run; outside Dagster give the "
+                          f"checkpoint path (its run folder's last.pt) or use --resume")
+    return Path(resume_from)
 
 
 def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
@@ -240,6 +274,7 @@ def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
 def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
     """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
     run.net.train()
+    freeze.hold_frozen(run.model)
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
     total, count = torch.zeros((), device=run.dev), 0
     pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
@@ -259,6 +294,10 @@ def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
     save_every = run.config.training.save_every
     with open(run.log_file, "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
         for epoch in range(run.start_epoch, run.epochs + 1):
+            compared = [h for h in run.history if h["epoch"] > run.compare_from]
+            if early_stop.exhausted(compared, run.config.training.early_stopping):
+                run.stopped_at = epoch - 1
+                break
             t0 = time.perf_counter()
             train_loss, samples = _run_epoch(run, epoch, clock, metrics_log)
             val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
@@ -320,7 +359,11 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
         "metrics_log": str((run.run_dir / records.FILENAME).resolve()),
         "loss_curves": str((run.output_dir / "loss_curves.png").resolve()),
         "predictions": str((run.output_dir / "predictions.png").resolve()),
-    } | run.init
+        "stopped_early": run.stopped_at is not None,
+        "stopped_at_epoch": run.stopped_at,
+        "loss_terms": {k: float(v) for k, v in run.loss_fn.terms(val_pred, val_true).items()},
+        "resume_changes": run.resume_changes,
+    } | run.init | run.frozen
     return metrics, val_pred
 
 

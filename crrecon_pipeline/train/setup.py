@@ -1,5 +1,6 @@
 """What the trainer and inference both need before the first batch: the device (auto / cpu / cuda[:i], refused
-in one line when the machine lacks it) and the registered model built from a run config."""
+in one line when the machine lacks it) and the registered model built from a run config
+(model.constraint applied in its forward pass)."""
 
 from __future__ import annotations
 
@@ -35,4 +36,7 @@ def build_model(config: RunConfig) -> torch.nn.Module:
     name, params = config.model.name, dict(config.model.params)
     if "out_len" in inspect.signature(MODELS[name]).parameters:
         params.setdefault("out_len", config.data.out_len)
-    return get_model(name, **params)
+    model = get_model(name, **params)
+    if config.model.constraint is not None:  # every registered model ends in an OutputScale (models/backbone.py)
+        model.scale.set_constraint(config.model.constraint.sum_min, config.model.constraint.sum_max)
+    return model

@@ -9,7 +9,7 @@ from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.checks import BASELINE_CHECKS, judged
-from crrecon_pipeline.defs.handoff import resolve_init_from
+from crrecon_pipeline.defs.handoff import resolve_init_from, resolve_resume_from
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.lineage import training_versions
 from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
@@ -74,6 +74,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
         cfg = resolve_init_from(context.instance, validate(config.model_dump(), "run config"))
+        # training.resume_from: continue an earlier run's checkpoint (a run id, or "latest") in this run's folder
+        cfg = resolve_resume_from(context.instance, cfg, paths.runs_path())
     prepared, excluded = training_data(context, paths, cfg.data.augment_180)
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
     run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)
