@@ -183,7 +183,7 @@ def test_progress_with_an_eta_is_visible_while_training_runs(materialized):
     live = materialized.live
     assert live is not None, "no progress observation with an ETA was visible while the training run was running"
     assert live["status"] == "STARTED" and 1 <= live["epoch"] < EPOCHS
-    assert live["progress"].startswith(f"epoch {live['epoch']}/{EPOCHS} · ") and " %" in live["progress"]
+    assert live["progress"].startswith("run ") and f" % · epoch {live['epoch']}/{EPOCHS}" in live["progress"]
     assert "ETA" in live["progress"] and live["eta_s"] > 0
     assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(live) and "n_params" not in live  # curves only
 

@@ -15,7 +15,13 @@ from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.resources import TrainingDevice
-from crrecon_pipeline.report.run_metadata import LiveCurves, final_metadata, observation_metadata, progress_line
+from crrecon_pipeline.report.run_metadata import (
+    SAMPLE_FIGURES,
+    LiveCurves,
+    final_metadata,
+    observation_metadata,
+    progress_line,
+)
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.distributed import torchrun_command
 from crrecon_pipeline.train.loop import train
@@ -63,6 +69,9 @@ def report_record(context: dg.AssetExecutionContext, record: dict, live: LiveCur
     elif record["kind"] == "epoch":
         context.log.info(epoch_summary(record))
         metadata = observation_metadata(record)
+        for key in SAMPLE_FIGURES:  # the live sample views (markdown images) on the epochs they were drawn
+            if key in metadata:
+                metadata[key] = dg.MetadataValue.md(metadata[key])
         figure = live.update(record) if live is not None else None
         if figure:
             metadata["loss_curves"] = dg.MetadataValue.md(figure)

@@ -16,12 +16,24 @@ from crrecon_pipeline.train.metrics import PIXELS
 
 FIELD_KEYS = (tuple(f"val_mse_{p}" for p in PIXELS)
               + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency"))
+SAMPLE_FIGURES = ("samples_val", "samples_train")
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
+def term_metadata(record: dict) -> dict:
+    """Each weighted loss term as its own number: `train_loss_<term>`, `val_loss_<term>` (they sum to the loss)."""
+    return {f"{split}_loss_{name}": rounded(value) for split in ("train", "val")
+            for name, value in (record.get(f"{split}_terms") or {}).items() if value is not None}
+
+
 def observation_metadata(record: dict) -> dict:
-    """An epoch record -> the per-epoch observation: the curves, `progress` text and `eta_s` (no constants)."""
+    """An epoch record -> the per-epoch observation: the curves, each loss term, `progress` text and `eta_s`, and
+    the sample views (markdown images) on the epochs they were drawn (no constants)."""
     out = {k: (record[k] if k == "epoch" else rounded(record[k])) for k in OBSERVED if record.get(k) is not None}
+    out |= term_metadata(record)
+    for split, path in (record.get("sample_figures") or {}).items():
+        if Path(path).is_file():
+            out[f"samples_{split}"] = markdown_image(path, f"{split} samples: true vs predicted")
     return out | {"progress": record["progress"]}
 
 
@@ -64,7 +76,9 @@ class LiveCurves:
 
 
 def progress_line(record: dict) -> str:
-    return f"{record['progress']} (batch {record['batch']}/{record['batches']})"
+    """The progress text (it names the batch) and the loss of the batches since the previous line."""
+    loss = f" · train loss {record['train_loss']:.4g}" if record.get("train_loss") is not None else ""
+    return f"{record['progress']}{loss}"
 
 
 def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, object]]:
@@ -79,6 +93,7 @@ def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, obj
         "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
         "val_pearson": ("float", rounded(metrics["val_pearson"])),
         "val_mae": ("float", rounded(metrics["val_mae"])),
+        **{f"val_loss_{name}": ("float", rounded(v)) for name, v in (metrics.get("val_terms") or {}).items()},
         **{k: ("float", rounded(metrics[k])) for k in FIELD_KEYS if k in metrics},
         "epochs_completed": ("int", metrics["epochs_completed"]),
         "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss

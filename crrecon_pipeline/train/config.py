@@ -88,6 +88,9 @@ class TrainingConfig(Section):
 class OutputConfig(Section):
     dir: str = Field("outputs", description="folder for figures and sample predictions, inside the run folder")
     log_file: str = Field("train_log.txt", description="seed-format text log, inside the run folder")
+    tensorboard: bool = Field(True, description="write TensorBoard event files into <run folder>/tensorboard "
+                                                "(per-step and per-epoch loss terms, lr, samples/s, sample "
+                                                "figures, hyper-parameters): tensorboard --logdir $CRRECON_HOME/runs")
 
     _confined = field_validator("dir", "log_file")(_inside_run_folder)
 

@@ -30,10 +30,12 @@ from crrecon_pipeline.data.symmetry import Augmentation, symmetry_summary
 from crrecon_pipeline.errors import ConfigError, DataError, TrainingDiverged
 from crrecon_pipeline.losses import get_loss
 from crrecon_pipeline.models import count_parameters
-from crrecon_pipeline.train import checkpoints, distributed, records, trainlog
+from crrecon_pipeline.train import checkpoints, distributed, metric_log, records, trainlog
 from crrecon_pipeline.train.batches import DeviceData
 from crrecon_pipeline.train.config import RunConfig
+from crrecon_pipeline.train.metric_log import TermAccumulator
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
+from crrecon_pipeline.train.samples import SampleViews
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model, resolve_device
 from crrecon_pipeline.train.split import split_rows
@@ -47,6 +49,12 @@ def predict_batches(model, data: DeviceData, idx: torch.Tensor, batch_size: int,
         with autocast():
             out.append(model(data.inputs(idx[start:start + batch_size], pm1)).float())
     return torch.cat(out) if out else torch.empty(0, 2, 2, data.targets.shape[-1], device=data.packed.device)
+
+
+def _terms(loss_fn, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The loss's weighted terms as numbers (they sum to the loss): one host read for all of them."""
+    terms = loss_fn.terms(pred, target)
+    return dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
 
 
 @dataclass
@@ -125,7 +133,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: st
         run = _setup(config, prepared, run_dir, ranks.device(requested), ranks)
         say = log if ranks.is_main else (lambda msg: None)
         _restore(run, resume, say)
-        with records.MetricsLog(run_dir / records.FILENAME, on_record, enabled=ranks.is_main) as metrics_log:
+        with metric_log.open_logger(run_dir, config, on_record, enabled=ranks.is_main) as metrics_log:
             _train_epochs(run, metrics_log)
             metrics, val_pred = _evaluate(run)
             if ranks.is_main:
@@ -234,18 +242,21 @@ def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
         + (f"; {len(skipped)} tensors of another shape skipped: {', '.join(skipped)}" if skipped else ""))
 
 
-def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
-    """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
+def _run_epoch(run: Run, epoch: int, clock: records.Clock,
+               metrics_log: metric_log.MetricLogger) -> tuple[float, int, dict]:
+    """One pass over the training split; returns (mean training loss over all ranks, samples seen, the mean of
+    each loss term over all ranks)."""
     run.net.train()
     grad_clip = run.config.training.grad_clip
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
     total, count = torch.zeros((), device=run.dev), 0
     pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
+    terms = TermAccumulator()  # summed on the device; read (one host sync) only at progress records
     for b, start in enumerate(range(0, len(order), run.batch_size), 1):
         idx = run.ranks.share(order[start:start + run.batch_size])
         x, y = run.data.inputs(idx, run.pm1), run.data.target(idx)
         with run.autocast():
-            loss = run.loss_fn(run.net(x).float(), y)
+            loss = terms.add(run.loss_fn.terms(run.net(x).float(), y), len(idx))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -256,29 +267,35 @@ def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.
         count += len(idx)
         if pacer.due(b):  # the epoch record covers the end of the epoch
             metrics_log.emit({"kind": "progress", "epoch": epoch, "epochs": run.epochs, "batch": b,
-                              "batches": run.steps_per_epoch} | clock.stamp(epoch, b / run.steps_per_epoch))
+                              "batches": run.steps_per_epoch, "lr": run.scheduler.get_last_lr()[0]}
+                             | terms.window() | clock.stamp(epoch, b / run.steps_per_epoch, b))
     train_loss = float(run.ranks.sum(total)) / float(run.ranks.sum(torch.tensor(float(count), device=run.dev)))
-    return train_loss, len(order)
+    return train_loss, len(order), terms.epoch_means(run.ranks.sum)
 
 
-def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
-    clock = records.Clock(run.start_epoch, run.epochs)
+def _train_epochs(run: Run, metrics_log: metric_log.MetricLogger) -> None:
+    clock = records.Clock(run.start_epoch, run.epochs, run.steps_per_epoch)
+    views = SampleViews(run, predict_batches) if run.ranks.is_main else None
     save_every = run.config.training.save_every
     with open(run.log_file, "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
         for epoch in range(run.start_epoch, run.epochs + 1):
             t0 = time.perf_counter()
-            train_loss, samples = _run_epoch(run, epoch, clock, metrics_log)
+            train_loss, samples, train_terms = _run_epoch(run, epoch, clock, metrics_log)
             val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
-            val_loss = float(run.loss_fn(val_pred, run.data.target(run.val_idx)))
+            val_terms = _terms(run.loss_fn, val_pred, run.data.target(run.val_idx))
+            val_loss = sum(val_terms.values())
             seconds = time.perf_counter() - t0
             improved = val_loss < run.best_val
             run.best_val = min(run.best_val, val_loss)
             lr = run.scheduler.get_last_lr()[0]
             record = {"kind": "epoch", "epoch": epoch, "epochs": run.epochs, "train_loss": train_loss,
                       "val_loss": val_loss, "best_val": run.best_val, "lr": lr, "samples_per_s": samples / seconds,
-                      "seconds": seconds} | clock.stamp(epoch, 1.0)
+                      "seconds": seconds, "train_terms": train_terms, "val_terms": val_terms,
+                      "val_mse_per_pixel": float(torch.mean((val_pred - run.data.target(run.val_idx)) ** 2))}
+            record |= clock.stamp(epoch, 1.0, run.steps_per_epoch)
             run.history.append({k: v for k, v in record.items() if k not in ("kind", "progress")})
             if run.ranks.is_main:
+                record["sample_figures"] = views.update(epoch)
                 log_file.write(trainlog.log_line(epoch, run.epochs, train_loss, val_loss, run.best_val, lr) + "\n")
                 log_file.flush()
                 os.fsync(log_file.fileno())
@@ -307,6 +324,7 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
     val_true = run.data.target(run.val_idx)
     metrics = regression_metrics(val_pred, val_true, run.mean_spectrum)
     metrics |= field_metrics(val_pred, val_true, run.prepared.wavelengths_nm)
+    metrics["val_terms"] = _terms(run.loss_fn, val_pred, val_true)  # the best weights' loss, term by term
     history = run.history
     metrics |= {
         "epochs_completed": len({h["epoch"] for h in history}),
