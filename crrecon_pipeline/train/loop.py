@@ -5,7 +5,10 @@ Run folder (every name from config stays inside it):
     train_log.txt        output.log_file: the seed's line format, for people and old tools
     last.pt best.pt      written atomically every epoch / on improvement; epoch_NNNN.pt every save_every
     metrics.json config.json   final numbers (val_mse, baseline_val_mse, val_pearson, ...) and the config used
-    outputs/             output.dir: loss_curves.png, predictions.png, val_predictions.npy
+    outputs/             output.dir: loss_curves.png, predictions.png / predictions_train.png (the fixed sample
+                         structures, best weights), samples_val.png / samples_train.png (the live views),
+                         val_predictions.npy
+    tensorboard/         event files (output.tensorboard): tensorboard --logdir $CRRECON_HOME/runs
 
 A run is setup -> restore (resume or init weights) -> epochs -> evaluate -> finalize, each a function below.
 Everything the hot loop touches lives on the device (batches.py). A killed run resumes from last.pt exactly
@@ -343,23 +346,28 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
         "log": str(run.log_file.resolve()),
         "training_set": run.prepared.training_set(),
         "metrics_log": str((run.run_dir / records.FILENAME).resolve()),
+        **({"tensorboard": str((run.run_dir / metric_log.TENSORBOARD_DIR).resolve())}
+           if run.config.output.tensorboard else {}),
         "loss_curves": str((run.output_dir / "loss_curves.png").resolve()),
         "predictions": str((run.output_dir / "predictions.png").resolve()),
+        "predictions_train": str((run.output_dir / "predictions_train.png").resolve()),
     } | run.init
     return metrics, val_pred
 
 
 def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: records.MetricsLog) -> None:
     """Figures, sample predictions, metrics.json / config.json and the final record (rank 0)."""
-    from crrecon_pipeline.plots import plot_loss_curves, plot_predictions
+    from crrecon_pipeline.plots import plot_loss_curves
 
     out = run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(out / "val_predictions.npy", val_pred[:64].cpu().numpy())
     plot_loss_curves(run.history, metrics["loss_curves"])
-    sample = run.val_idx[:4]
-    plot_predictions(run.data.inputs(sample, False)[:, 0].cpu().numpy(), run.data.targets[sample].cpu().numpy(),
-                     val_pred[:4].cpu().numpy(), run.prepared.wavelengths_nm, metrics["predictions"])
+    views = SampleViews(run, predict_batches)  # the live views' fixed structures, with the best weights
+    views.draw(views.sets["val"], metrics["predictions"],
+               "Validation samples: true vs predicted spectra (best weights)")
+    views.draw(views.sets["train"], metrics["predictions_train"],
+               "Training samples: true vs predicted spectra (best weights)")
     write_text_atomic(run.run_dir / "config.json", json.dumps(run.config.to_dict(), indent=2) + "\n")
     write_text_atomic(run.run_dir / "metrics.json", json.dumps(records.json_safe(metrics), indent=2) + "\n")
     metrics_log.emit({"kind": "final"} | metrics)

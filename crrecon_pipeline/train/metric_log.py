@@ -109,7 +109,7 @@ class TensorBoardSink:
     """Scalars per step and per epoch, the sample figures as images, the hyper-parameters with the final numbers.
     A resumed run appends to the same folder; TensorBoard shows the redone steps' later values."""
 
-    EPOCH_KEYS = ("train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds")
+    EPOCH_KEYS = ("train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds", "val_mse_per_pixel")
 
     def __init__(self, log_dir: Path, hparams: dict):
         from torch.utils.tensorboard import SummaryWriter
