@@ -355,7 +355,7 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
     return metrics, val_pred
 
 
-def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: records.MetricsLog) -> None:
+def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: metric_log.MetricLogger) -> None:
     """Figures, sample predictions, metrics.json / config.json and the final record (rank 0)."""
     from crrecon_pipeline.plots import plot_loss_curves
 
