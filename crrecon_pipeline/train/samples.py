@@ -3,8 +3,10 @@ while the run trains (the research group's dashboard view), for the live observa
 
 The set is the first `n` validation rows and the first `n` training originals of the split: the split is a pure
 function of the data (split.py), so a resumed run draws the same structures. Drawn at the loss-curve figure's pace
-(report/run_metadata.py LiveCurves: every 5 epochs or 120 s, the first and the last epoch too), never more often
-than keeps drawing under 1 % of the wall time. The epoch record then names the two PNGs (`sample_figures`)."""
+(report/run_metadata.py LiveCurves: every 5 epochs or 120 s, and after the first epoch), never more often than
+keeps drawing under 1 % of the wall time: the two 8-row figures cost seconds (docs/benchmarks.md); the final
+predictions figures (loop._finalize) draw the same structures with the best weights. The epoch record then
+names the two PNGs (`sample_figures`)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class SampleViews:
         self.last_epoch, self.last_t, self.cost = None, time.perf_counter(), 0.0
 
     def _due(self, epoch: int) -> bool:
-        if self.last_epoch is None or epoch == self.run.epochs:
+        if self.last_epoch is None:  # the first epoch of this session: something to look at early
             return True
         since = time.perf_counter() - self.last_t
         due = epoch - self.last_epoch >= self.every_epochs or since >= self.every_s
