@@ -219,7 +219,11 @@ class TrainProgress:
                 self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}",
                                 unit="batch", file=sys.stderr, leave=False, disable=None)
             self.bar.update(record["batch"] - self.bar.n)
-            self.bar.set_postfix_str(record["progress"].split(" · ", 1)[-1])
+            # the bar shows the epoch's batches; the postfix the run's share, its ETA and the recent loss
+            parts = [p for p in record["progress"].split(" · ") if not p.startswith("epoch ")]
+            if record.get("train_loss") is not None:
+                parts.append(f"loss {record['train_loss']:.4g}")
+            self.bar.set_postfix_str(" · ".join(parts))
         elif record["kind"] == "epoch":
             self.close()
             self.log(epoch_summary(record))

@@ -42,7 +42,8 @@ defs = dg.Definitions(
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", str(Path.cwd() / "data")), raw_dir=_env("CRRECON_RAW_DIR", "")),
         "simulator": SimulatorResource(rows_per_shard=int(os.environ.get("CRRECON_SIM_ROWS_PER_SHARD", "2500")),
-                                       initial_shards=int(os.environ.get("CRRECON_SIM_SHARDS", "2"))),
+                                       initial_shards=int(os.environ.get("CRRECON_SIM_SHARDS", "2")),
+                                       sensor_simulates=os.environ.get("CRRECON_SIM_SENSOR", "") == "1"),
         "filtering": FilterSettings(),
         "device": TrainingDevice(device=_env("CRRECON_DEVICE", "auto")),
         "model_checks": ModelChecks(),

@@ -230,6 +230,9 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     row = cells[f"[0f1e2d3c](/runs/{run_id})"]
     assert row[2].endswith(" %") and row[3] == tiny_config().model.name and row[5] == "2"
     assert float(row[1]) > 0 and len(row[1].replace(".", "").lstrip("0")) <= 4, "~4 significant figures"
+    assert lines[0].count(" | ") == 5, "the short leaderboard: the six key columns"
+    full = compare_runs(tmp_path)["markdown_full"].splitlines()
+    assert full[0].startswith(lines[0][:-2]) and "samples/s" in full[0] and len(full) == len(lines)
 
 
 def test_suggestions_take_models_from_the_registry_and_defaults_from_the_schema(tmp_path):

@@ -308,3 +308,19 @@ def test_resume_from_latest_continues_the_earlier_run_with_a_changed_weight(pipe
                             run_config=dg.RunConfig({"trained_model": bad}))
     failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
     assert "training.resume_from: 'no-such-run': no checkpoint" in failure.step_failure_data.error.message
+
+
+def test_sensor_simulates_on_a_fresh_instance_only_when_asked(tmp_path):
+    """With the built-in simulator the sensor starts nothing by itself (a fresh `make dev` runs no simulation);
+    sensor_simulates (CRRECON_SIM_SENSOR=1) registers the initial shards and asks for their preparation."""
+    instance = new_instance([])
+
+    def tick(simulator):
+        res = resources(tmp_path / "home") | {"simulator": simulator}
+        with dg.build_sensor_context(instance=instance, resources=res) as ctx:
+            return new_shard_sensor(ctx)
+
+    quiet = tick(SimulatorResource(rows_per_shard=300, initial_shards=2, seed=3))
+    assert isinstance(quiet, dg.SkipReason) and "CRRECON_SIM_SENSOR=1" in quiet.skip_message
+    asked = tick(SimulatorResource(rows_per_shard=300, initial_shards=2, seed=3, sensor_simulates=True))
+    assert [r.partition_key for r in asked.run_requests] == ["0", "1"]

@@ -170,6 +170,7 @@ def materialized(server):
     assert server.wait(data_run) == "SUCCESS"
     config = {"ops": {"trained_model": {"config": {
         "training": {"epochs": EPOCHS, "save_every": 5}, "data": {"batch_size": 32, "train_ratio": 0.8},
+        "loss": {"name": "mse_pearson", "params": {"w_mse": 1.0, "w_corr": 0.2}},  # two terms to watch
         "model": {"name": "cnn_xattn", "params": {"channels": [8, 8, 8, 8, 8], "d_model": 16, "nhead": 2,
                                                    "dec_layers": 1, "in_pool": 2, "blocks_per_stage": 1}}}}}}
     train_run = server.launch("train_job", run_config=config)
@@ -183,9 +184,21 @@ def test_progress_with_an_eta_is_visible_while_training_runs(materialized):
     live = materialized.live
     assert live is not None, "no progress observation with an ETA was visible while the training run was running"
     assert live["status"] == "STARTED" and 1 <= live["epoch"] < EPOCHS
-    assert live["progress"].startswith(f"epoch {live['epoch']}/{EPOCHS} · ") and " %" in live["progress"]
+    assert live["progress"].startswith("run ") and f" % · epoch {live['epoch']}/{EPOCHS}" in live["progress"]
     assert "ETA" in live["progress"] and live["eta_s"] > 0
     assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(live) and "n_params" not in live  # curves only
+
+
+def test_live_observation_shows_both_sample_sets_and_every_loss_term(materialized):
+    """While the run is live: the fixed validation and training samples drawn as true vs predicted spectra, and
+    each weighted loss term, summing to the loss."""
+    live = materialized.live
+    assert live is not None
+    for split in ("val", "train"):
+        assert "data:image/png;base64" in (live.get(f"samples_{split}") or ""), f"no live {split} sample figure"
+        terms = {k: v for k, v in live.items() if k.startswith(f"{split}_loss_")}
+        assert set(terms) == {f"{split}_loss_mse", f"{split}_loss_corr"}, terms
+        assert abs(sum(terms.values()) - live[f"{split}_loss"]) <= 1e-3 * live[f"{split}_loss"]
 
 
 def test_model_card_rounded_numbers_and_figures_after_the_run(materialized):
@@ -286,3 +299,29 @@ def test_asset_page_in_headless_chromium(materialized):
         assert pixels.std() > 0.05, f"the screenshot of {path} is blank"
         shots[name] = png
     assert set(shots) == {"trained_model", "trained_model_events", "training_log_analysis", "asset_graph"}
+
+
+def test_terminate_is_a_cancellation_that_resumes(materialized):
+    """Terminate while training: the step is not retried, the newest observation says where the run stopped and
+    which checkpoint resumes it. Runs last: its epoch observations would join the finished run's."""
+    s = materialized
+    config = {"ops": {"trained_model": {"config": {
+        "training": {"epochs": 50}, "data": {"batch_size": 32, "train_ratio": 0.8},
+        "model": {"name": "cnn_field", "params": {"channels": [8, 8, 8], "fields": 8, "in_pool": 2}}}}}}
+    run = s.launch("train_job", run_config=config)
+    deadline = time.time() + 600
+    while time.time() < deadline and not any(o.get("epoch") for o in s.observations(run)):
+        assert s.status(run) in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED"), s.status(run)
+        time.sleep(1)
+    res = s.gql("""mutation($id: String!) { terminateRun(runId: $id) { __typename } }""", {"id": run})
+    assert res["terminateRun"]["__typename"] == "TerminateRunSuccess", res
+    assert s.wait(run, timeout=300) in ("CANCELED", "FAILURE")
+    events = s.gql("""query($id: ID!) { logsForRun(runId: $id, limit: 10000) { ... on EventConnection {
+        events { __typename } } } }""", {"id": run})["logsForRun"]["events"]
+    kinds = {e["__typename"] for e in events}
+    assert "ExecutionStepUpForRetryEvent" not in kinds and "ExecutionStepRestartEvent" not in kinds, kinds
+    stopped = [o for o in s.observations(run) if "cancelled" in o]
+    assert stopped, "no observation says the run was cancelled"
+    note = stopped[0]["cancelled"]
+    assert note.startswith("cancelled at epoch ") and "last.pt" in note and "resumes" in note
+    assert stopped[0]["cancelled_at_epoch"] >= 1

@@ -153,7 +153,7 @@ def test_spectral_unit_free_run_reports_per_term_values(prepared_dir, tmp_path):
     cfg = tiny_config("training.epochs=1", "loss.name=spectral",
                       "loss.params={w_mse: 1, w_rel: 0.5, w_grad: 1, unit_free: true}")
     metrics = train(cfg, load_prepared(prepared_dir), tmp_path / "r", device="cpu", log=quiet)
-    terms = metrics["loss_terms"]
+    terms = metrics["val_terms"]
     assert set(terms) == {"mse", "rel", "grad"}
     history = checkpoints.load(tmp_path / "r" / "best.pt")["history"]
     assert sum(terms.values()) == pytest.approx(history[-1]["val_loss"], rel=1e-4)

@@ -15,7 +15,14 @@ from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.resources import TrainingDevice
-from crrecon_pipeline.report.run_metadata import LiveCurves, final_metadata, observation_metadata, progress_line
+from crrecon_pipeline.report.run_metadata import (
+    SAMPLE_FIGURES,
+    LiveCurves,
+    cancellation,
+    final_metadata,
+    observation_metadata,
+    progress_line,
+)
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.distributed import torchrun_command
 from crrecon_pipeline.train.loop import train
@@ -36,6 +43,29 @@ def train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Pre
     versions of the prepared store at `store`) into `run_dir`; a run_dir holding last.pt is resumed (a retry or a
     re-execution of a failed run keeps the root run's folder)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    with cancellation_is_not_a_failure(context, run_dir):
+        return _train_model(context, cfg, prepared, store, run_dir, device)
+
+
+@contextmanager
+def cancellation_is_not_a_failure(context: dg.AssetExecutionContext, run_dir: Path):
+    """Terminate in the UI interrupts the step: say where the run stopped (an observation that replaces the
+    stale progress), and end the step without the retry policy's retry and without a traceback; re-executing the
+    run resumes from its last checkpoint (the run folder is the root run's)."""
+    try:
+        yield
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+        stopped = cancellation(run_dir)
+        context.log.warning(stopped["cancelled"])
+        metadata = {k: v for k, v in stopped.items() if v is not None}
+        if "last_checkpoint" in metadata:
+            metadata["last_checkpoint"] = dg.MetadataValue.path(metadata["last_checkpoint"])
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
+        raise dg.Failure(description=stopped["cancelled"], allow_retries=False) from None
+
+
+def _train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Prepared, store: Path, run_dir: Path,
+                 device: TrainingDevice) -> tuple[dict, dict]:
     if device.processes > 1:
         data_args = rank_data_args(store, run_dir, prepared.training_set())
         metadata = dict(train_under_pipes(context, cfg, run_dir, data_args, device).metadata or {})
@@ -63,6 +93,9 @@ def report_record(context: dg.AssetExecutionContext, record: dict, live: LiveCur
     elif record["kind"] == "epoch":
         context.log.info(epoch_summary(record))
         metadata = observation_metadata(record)
+        for key in SAMPLE_FIGURES:  # the live sample views (markdown images) on the epochs they were drawn
+            if key in metadata:
+                metadata[key] = dg.MetadataValue.md(metadata[key])
         figure = live.update(record) if live is not None else None
         if figure:
             metadata["loss_curves"] = dg.MetadataValue.md(figure)

@@ -50,7 +50,11 @@ class SimulatorResource(generated("SimulatorSettings", dg.ConfigurableResource,
     of `seed`, so each shard is reproducible from these settings alone (they are recorded in its metadata)."""
 
     rows_per_shard: int = Field(2500, description="rows per simulated shard (shard k: rows k * n .. (k + 1) * n - 1)")
-    initial_shards: int = Field(2, description="shards the sensor registers on a fresh install")
+    initial_shards: int = Field(2, description="shards `make demo` simulates, and the sensor registers when "
+                                               "sensor_simulates is on")
+    sensor_simulates: bool = Field(False, description="new_shard_sensor registers (and so simulates) the initial "
+                                                      "shards on its own on a fresh instance; off: nothing is "
+                                                      "simulated until asked (CRRECON_SIM_SENSOR=1 turns it on)")
     device: str = Field("cpu", description="where the simulator runs: cpu or cuda[:i]")
 
     def settings(self) -> SimulationSettings:

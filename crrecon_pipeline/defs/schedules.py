@@ -10,6 +10,9 @@ from crrecon_pipeline.train.config import load_config
 # user switches it on in the UI (Automation): a 300-epoch run should not start by surprise on a laptop.
 RETRAIN_PRESET = os.environ.get("CRRECON_RETRAIN_PRESET", "default")
 RETRAIN_CRON = os.environ.get("CRRECON_RETRAIN_CRON", "0 3 * * 1")
+# what a run of the preset costs, as the issue tracker and docs/benchmarks.md measured it: said where it is started
+RETRAIN_COST = ("minutes on a CPU" if RETRAIN_PRESET == "quick"
+                else "hours on one GPU (the step requests one: pool gpu, dagster-k8s), far longer on a CPU")
 
 weekly_retraining = dg.ScheduleDefinition(
     name="weekly_retraining",
@@ -18,6 +21,7 @@ weekly_retraining = dg.ScheduleDefinition(
     run_config=run_config_for_preset(RETRAIN_PRESET),
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description=f"Retrain trained_model (and its analyses) on all prepared shards with the '{RETRAIN_PRESET}' preset "
-                f"({load_config(RETRAIN_PRESET).training.epochs} epochs, configs/{RETRAIN_PRESET}.yaml; "
-                f"CRRECON_RETRAIN_PRESET picks another), cron '{RETRAIN_CRON}'.",
+                f"({load_config(RETRAIN_PRESET).training.epochs} epochs of "
+                f"{load_config(RETRAIN_PRESET).model.name}, configs/{RETRAIN_PRESET}.yaml; "
+                f"CRRECON_RETRAIN_PRESET picks another), cron '{RETRAIN_CRON}'. Cost: {RETRAIN_COST}.",
 )

@@ -48,6 +48,9 @@ def new_shard_sensor(context: dg.SensorEvaluationContext, paths: CrreconPaths, s
                      filtering: FilterSettings) -> dg.SensorResult | dg.SkipReason:
     seen = json.loads(context.cursor) if context.cursor else {}
     problems: list[str] = []
+    if paths.uses_simulator and not simulator.sensor_simulates:  # a fresh `make dev` starts no simulation by itself
+        return dg.SkipReason("no CRRECON_RAW_DIR: the built-in simulator makes data only when asked (make demo; "
+                             "or CRRECON_SIM_SENSOR=1 for this sensor to simulate CRRECON_SIM_SHARDS shards)")
     if paths.uses_simulator:
         current = {str(k): "simulated" for k in range(simulator.initial_shards)}
     else:

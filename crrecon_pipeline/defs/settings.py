@@ -6,6 +6,7 @@ descriptions. Ranges and cross-field rules stay in the core classes, which the a
 
 import copy
 import dataclasses
+import enum
 import typing
 
 import dagster as dg
@@ -54,20 +55,41 @@ def optional_section(annotation) -> type[BaseModel] | None:
     return None
 
 
-def launchpad_class(core: type[BaseModel], defaults: BaseModel, name: str) -> type[dg.Config]:
+def launchpad_class(core: type[BaseModel], defaults: BaseModel, name: str, choices: dict | None = None,
+                    prefix: str = "") -> type[dg.Config]:
     """A dg.Config with the fields, types and descriptions of the core section `core` and the values of `defaults`
     as its defaults (plain defaults, not factories: Dagster shows those in the launchpad, model.params included).
-    Ranges and the constructor check stay in the core model: trained_model validates with it."""
+    A section's description is its class docstring. `choices` ({dotted key: (names, description)}) makes a string
+    field an enum of the given names (the registries: Dagster's launchpad then lists them) and replaces its
+    description. Ranges and the constructor check stay in the core model: trained_model validates with it."""
     fields = {}
     for key, info in core.model_fields.items():
-        value = getattr(defaults, key)
+        value, dotted = getattr(defaults, key), f"{prefix}{key}"
         optional = optional_section(info.annotation)
         if isinstance(value, BaseModel):
-            section = launchpad_class(type(value), value, f"{key.capitalize()}Section")
-            fields[key] = (section, Field(default=section(), description=info.description))
+            section = launchpad_class(type(value), value, f"{key.capitalize()}Section", choices, f"{dotted}.")
+            fields[key] = (section, Field(default=section(), description=info.description or
+                                          (type(value).__doc__ or "").strip().splitlines()[0]))
         elif optional is not None:  # a section that is off (None) unless given, e.g. model.constraint
-            section = launchpad_class(optional, optional(), f"{key.capitalize()}Section")
+            section = launchpad_class(optional, optional(), f"{key.capitalize()}Section", choices, f"{dotted}.")
             fields[key] = (typing.Optional[section], Field(default=None, description=info.description))
+        elif dotted in (choices or {}):
+            names, description = choices[dotted]
+            kind = enum.Enum(f"{name}_{key}", {n: n for n in names}, type=str)
+            fields[key] = (kind, Field(default=kind(value), description=description))
         else:
-            fields[key] = (info.annotation, Field(default=copy.deepcopy(value), description=info.description))
+            described = (choices or {}).get(f"{dotted}:description")
+            fields[key] = (info.annotation, Field(default=copy.deepcopy(value),
+                                                  description=described or info.description))
     return create_model(name, __base__=dg.Config, __doc__=core.__doc__, **fields)
+
+
+def plain_values(value):
+    """A launchpad config's model_dump with its enum members back to their names (the core schema takes str)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: plain_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_values(v) for v in value)
+    return value

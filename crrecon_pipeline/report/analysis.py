@@ -402,6 +402,7 @@ LEADERBOARD = {"run": "run", "val_mse": "val MSE", "mse_vs_baseline": "% of base
                "epochs_completed": "epochs", "val_pearson": "Pearson", "best_epoch": "best epoch (val loss)",
                "lr": "lr", "batch_size": "batch", "weight_decay": "weight decay", "augment_180": "180° twins",
                "params": "parameters", "samples_per_s": "samples/s"}
+LEADERBOARD_KEY = ("run", "val_mse", "mse_vs_baseline", "model", "loss", "epochs_completed")  # fit at 1,000 px
 RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -410,11 +411,12 @@ def run_link(name: str) -> str:
     return f"[{name[:8]}](/runs/{name})" if RUN_ID.match(name) else name
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The leaderboard for people: key columns first, short linked run ids, ratios as %, integers with separators."""
+def markdown_table(rows: list[dict], columns=tuple(LEADERBOARD)) -> str:
+    """The leaderboard for people: key columns first, short linked run ids, ratios as %, integers with separators;
+    `columns`: which of LEADERBOARD's (the short one: LEADERBOARD_KEY)."""
     if not rows:
         return ""
-    cols = [c for c in LEADERBOARD if c in rows[0]]
+    cols = [c for c in columns if c in rows[0]]
 
     def cell(col, v):
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -456,7 +458,8 @@ def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
     return {
         "runs": len(rows),
         "table": table.to_dict(orient="records"),
-        "markdown": markdown_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
+        "markdown": markdown_table(table.to_dict(orient="records"), LEADERBOARD_KEY),
+        "markdown_full": markdown_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
         "effects": effects,
         "best_run": best["run"] if best else None,
         "best_mse_vs_baseline": float(passing.iloc[0]["mse_vs_baseline"]) if best else None,

@@ -53,8 +53,8 @@ def finetune_lines(metrics: dict) -> str:
     if metrics.get("stopped_early"):
         lines.append(f"**Early stopping**: stopped after epoch {metrics['stopped_at_epoch']} (no improvement "
                      f"within the patience).")
-    if metrics.get("loss_terms"):
-        terms = ", ".join(f"`{k}` {fmt(v)}" for k, v in metrics["loss_terms"].items())
+    if metrics.get("val_terms"):
+        terms = ", ".join(f"`{k}` {fmt(v)}" for k, v in metrics["val_terms"].items())
         lines.append(f"**Final loss terms** (validation, weighted, summing to the loss): {terms}.")
     for change in metrics.get("resume_changes") or []:
         lines.append(f"**Resumed with a change**: `{change['key']}` {change['old']!r} → {change['new']!r}.")

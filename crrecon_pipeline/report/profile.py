@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.data.store import ShardVersion
 from crrecon_pipeline.data.transforms import PrepareSettings, unpack_structures
-from crrecon_pipeline.plots import PIXELS, _save, plot_predictions
+from crrecon_pipeline.plots import PIXELS, _save, draw_structure, plot_predictions
 
 COUNTS = ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")
 
@@ -33,10 +33,8 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
 
     fig, axes = plt.subplots(2, 4, figsize=(11, 5))
     for ax, i in zip(axes[0], pick[np.linspace(0, len(pick) - 1, 4).astype(int)]):
-        ax.imshow(prepared.structures[int(i)].T, cmap="gray_r", origin="lower", extent=(0, 2, 0, 2))
-        ax.set_title(f"row {prepared.source_rows[int(i)]}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        draw_structure(ax, prepared.structures[int(i)])  # x, y in µm and the four pixels named
+        ax.set_title(f"row {prepared.source_rows[int(i)]} (black: material)", fontsize=9)
     lam = prepared.wavelengths_nm
     ax = axes[1, 0]
     for name, (a, b), color in PIXELS:
@@ -44,15 +42,22 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
         ax.plot(lam, m, color=color, label=name)
         ax.fill_between(lam, m - s, m + s, color=color, alpha=0.15)
     ax.set_xlabel("wavelength (nm)")
+    ax.set_ylabel("fraction of incident power")
     ax.set_title("mean +- std per pixel", fontsize=9)
     ax.legend(fontsize=7)
     axes[1, 1].hist(fill, bins=30, color="gray")
     axes[1, 1].set_title("fill fraction", fontsize=9)
+    axes[1, 1].set_xlabel("material fraction of the cell")
+    axes[1, 1].set_ylabel("structures")
     axes[1, 2].hist(bayer.reshape(-1)[:: max(1, bayer.size // 200_000)], bins=50, color="tab:purple")
     axes[1, 2].set_title("Bayer values", fontsize=9)
+    axes[1, 2].set_xlabel("fraction of incident power")
+    axes[1, 2].set_ylabel("values")
     rb = (bayer[:, 0, 0] - bayer[:, 1, 1]).mean(1)
     axes[1, 3].hist(rb, bins=40, color="tab:orange")
     axes[1, 3].set_title("mean R - B per structure", fontsize=9)
+    axes[1, 3].set_xlabel("mean over bins of R - B")
+    axes[1, 3].set_ylabel("structures")
     fig.suptitle(f"Dataset: {len(prepared)} kept of {raw_rows} raw rows in {len(prepared.shards)} shards")
     fig.tight_layout()
     _save(fig, picture)
@@ -73,6 +78,24 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
         "diagonal_symmetric_fraction": symmetric,
         "wavelengths_nm": [float(lam[0]), float(lam[-1])],
     }
+
+
+def rotation_preview(version: ShardVersion, wavelengths_nm: np.ndarray) -> Path:
+    """Two rows of a rotated version: the stored structure and its 180-degree twin with their Bayer spectra (the
+    twin's R and B swap places, the greens too), drawn once beside the version's folder."""
+    path = version.path.parent / f"preview_{version.version}.png"
+    if not path.exists():
+        pick = np.linspace(0, version.rows - 1, min(2, version.rows)).astype(int)
+        structures, bayer = [], []
+        for suffix in ("", "_rotated"):
+            packed = np.load(version.file(f"structures{suffix}.npy"), mmap_mode="r")
+            structures.append(unpack_structures(np.asarray(packed[pick])))
+            bayer.append(np.asarray(np.load(version.file(f"bayer{suffix}.npy"), mmap_mode="r")[pick]))
+        order = [(k, t) for k in range(len(pick)) for t in range(2)]
+        plot_predictions(np.stack([structures[t][k] for k, t in order]), np.stack([bayer[t][k] for k, t in order]),
+                         None, wavelengths_nm, path, title=f"Shard {version.shard}: structures and their 180° twins",
+                         labels=[f"row {pick[k]}{' turned 180°' if t else ''}" for k, t in order])
+    return path
 
 
 def shard_preview(version: ShardVersion, settings: PrepareSettings) -> Path:

@@ -16,12 +16,24 @@ from crrecon_pipeline.train.metrics import PIXELS
 
 FIELD_KEYS = (tuple(f"val_mse_{p}" for p in PIXELS)
               + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency"))
+SAMPLE_FIGURES = ("samples_val", "samples_train")
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
+def term_metadata(record: dict) -> dict:
+    """Each weighted loss term as its own number: `train_loss_<term>`, `val_loss_<term>` (they sum to the loss)."""
+    return {f"{split}_loss_{name}": rounded(value) for split in ("train", "val")
+            for name, value in (record.get(f"{split}_terms") or {}).items() if value is not None}
+
+
 def observation_metadata(record: dict) -> dict:
-    """An epoch record -> the per-epoch observation: the curves, `progress` text and `eta_s` (no constants)."""
+    """An epoch record -> the per-epoch observation: the curves, each loss term, `progress` text and `eta_s`, and
+    the sample views (markdown images) on the epochs they were drawn (no constants)."""
     out = {k: (record[k] if k == "epoch" else rounded(record[k])) for k in OBSERVED if record.get(k) is not None}
+    out |= term_metadata(record)
+    for split, path in (record.get("sample_figures") or {}).items():
+        if Path(path).is_file():
+            out[f"samples_{split}"] = markdown_image(path, f"{split} samples: true vs predicted")
     return out | {"progress": record["progress"]}
 
 
@@ -63,22 +75,55 @@ class LiveCurves:
         return figure
 
 
+def cancellation(run_dir: Path) -> dict:
+    """What a terminated run leaves: the last finished epoch (metrics.jsonl), its checkpoint and how to go on.
+    {"cancelled", "cancelled_at_epoch", "last_checkpoint" (None when no epoch finished), "progress"}."""
+    log = Path(run_dir) / records.FILENAME
+    history = records.epoch_history(records.read_records(log)) if log.is_file() else []
+    last = Path(run_dir) / "last.pt"
+    done, total = (history[-1]["epoch"], history[-1]["epochs"]) if history else (0, None)
+    where = f"epoch {done}/{total}" if total else "before its first epoch ended"
+    then = (f"its last checkpoint {last} resumes it (re-execute this run)" if last.is_file()
+            else "no checkpoint was written")
+    text = f"cancelled at {where}: {then}"
+    return {"cancelled": text, "cancelled_at_epoch": done,
+            "last_checkpoint": str(last) if last.is_file() else None, "progress": text}
+
+
 def progress_line(record: dict) -> str:
-    return f"{record['progress']} (batch {record['batch']}/{record['batches']})"
+    """The progress text (it names the batch) and the loss of the batches since the previous line."""
+    loss = f" · train loss {record['train_loss']:.4g}" if record.get("train_loss") is not None else ""
+    return f"{record['progress']}{loss}"
 
 
 def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, object]]:
-    """The materialization's metadata as {key: (type, value)}; types: float, int, text, path, md."""
+    """The materialization's metadata as {key: (type, value)}; types: float, int, text, path, md. Ordered for
+    people: the headline numbers, then the figures (the UI lists metadata in this order), then each loss term,
+    the field metrics and the bookkeeping."""
     init = {}
     if metrics.get("init_from"):  # fine-tuned: where the weights came from and what did not fit
         init = {"init_from": ("path", metrics["init_from"]),
                 "init_skipped": ("text", ", ".join(metrics.get("init_skipped") or []) or "none")}
-    return init | {
-        "val_mse": ("float", rounded(metrics["val_mse"])),
-        "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
+    figures = {"predictions": ("md", markdown_image(Path(metrics["predictions"]), "validation: true vs predicted")),
+               "loss_curves": ("md", markdown_image(Path(metrics["loss_curves"]), "loss curves"))}
+    if Path(metrics.get("predictions_train", "")).is_file():
+        figures["predictions_train"] = ("md", markdown_image(Path(metrics["predictions_train"]),
+                                                             "training: true vs predicted"))
+    tensorboard = {}
+    if metrics.get("tensorboard"):
+        tensorboard = {"tensorboard": ("path", metrics["tensorboard"]),
+                       "tensorboard_command": ("text", f"tensorboard --logdir {Path(metrics['run_dir']).parent}")}
+    return {
+        # percent: 100 x val_mse / baseline_val_mse (check_beats_baseline states the same ratio as a fraction)
         "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
+        "val_mse": ("float", rounded(metrics["val_mse"])),
         "val_pearson": ("float", rounded(metrics["val_pearson"])),
+        "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
+        **figures,
+        "model_card": ("md", model_card(config, metrics)),
+    } | init | {
         "val_mae": ("float", rounded(metrics["val_mae"])),
+        **{f"val_loss_{name}": ("float", rounded(v)) for name, v in (metrics.get("val_terms") or {}).items()},
         **{k: ("float", rounded(metrics[k])) for k in FIELD_KEYS if k in metrics},
         "epochs_completed": ("int", metrics["epochs_completed"]),
         "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
@@ -94,7 +139,4 @@ def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, obj
         "checkpoint": ("path", metrics["best_checkpoint"]),
         "run_dir": ("path", metrics["run_dir"]),
         "metrics_log": ("path", metrics["metrics_log"]),
-        "model_card": ("md", model_card(config, metrics)),
-        "loss_curves": ("md", markdown_image(Path(metrics["loss_curves"]), "loss curves")),
-        "predictions": ("md", markdown_image(Path(metrics["predictions"]), "true vs predicted spectra")),
-    }
+    } | tensorboard

@@ -122,7 +122,8 @@ class EarlyStoppingConfig(Section):
 class TrainingConfig(Section):
     epochs: int = Field(300, ge=1, description="epochs of the schedule (warmup + cosine to 0 on the last step)")
     lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
-    weight_decay: float = Field(0.005, ge=0)
+    weight_decay: float = Field(0.005, ge=0, description="AdamW's decoupled weight decay (multiplies the weights "
+                                                         "by 1 - lr x weight_decay each step); 0: none")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
     use_amp: bool = Field(True, description="bf16 autocast on CUDA")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming up linearly")
@@ -155,6 +156,9 @@ class TrainingConfig(Section):
 class OutputConfig(Section):
     dir: str = Field("outputs", description="folder for figures and sample predictions, inside the run folder")
     log_file: str = Field("train_log.txt", description="seed-format text log, inside the run folder")
+    tensorboard: bool = Field(True, description="write TensorBoard event files into <run folder>/tensorboard "
+                                                "(per-step and per-epoch loss terms, lr, samples/s, sample "
+                                                "figures, hyper-parameters): tensorboard --logdir $CRRECON_HOME/runs")
 
     _confined = field_validator("dir", "log_file")(_inside_run_folder)
     _not_reserved = field_validator("log_file")(lambda value: _not_a_run_file(value))
@@ -165,11 +169,16 @@ class RunConfig(Section):
     """A whole run: the seed's YAML structure, validated (constructor parameters included) and never changed."""
 
     seed: int = Field(0, description="seeds the initialization and the shuffling")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    training: TrainingConfig = TrainingConfig()
-    output: OutputConfig = OutputConfig()
+    data: DataConfig = Field(DataConfig(), description="batches, augmentation (symmetry images), the split, the "
+                                                       "input encoding and the spectral bins")
+    model: ModelConfig = Field(ModelConfig(), description="the surrogate network: a registered model and its "
+                                                          "constructor parameters")
+    loss: LossConfig = Field(LossConfig(), description="the training objective: a registered loss (named, "
+                                                       "weighted terms) and its weights")
+    training: TrainingConfig = Field(TrainingConfig(), description="optimizer (AdamW), schedule (warmup + cosine), "
+                                                                   "clipping, precision, checkpoints, init weights")
+    output: OutputConfig = Field(OutputConfig(), description="what the run writes besides checkpoints: figures, "
+                                                             "the text log, TensorBoard")
 
     @model_validator(mode="after")
     def _registered(self) -> RunConfig:

@@ -5,7 +5,10 @@ Run folder (every name from config stays inside it):
     train_log.txt        output.log_file: the seed's line format, for people and old tools
     last.pt best.pt      written atomically every epoch / on improvement; epoch_NNNN.pt every save_every
     metrics.json config.json   final numbers (val_mse, baseline_val_mse, val_pearson, ...) and the config used
-    outputs/             output.dir: loss_curves.png, predictions.png, val_predictions.npy
+    outputs/             output.dir: loss_curves.png, predictions.png / predictions_train.png (the fixed sample
+                         structures, best weights), samples_val.png / samples_train.png (the live views),
+                         val_predictions.npy
+    tensorboard/         event files (output.tensorboard): tensorboard --logdir $CRRECON_HOME/runs
 
 A run is setup -> restore (resume or init weights) -> epochs -> evaluate -> finalize, each a function below.
 Everything the hot loop touches lives on the device (batches.py). A killed run resumes from last.pt exactly
@@ -30,10 +33,12 @@ from crrecon_pipeline.data.symmetry import Augmentation, symmetry_summary
 from crrecon_pipeline.errors import ConfigError, DataError, TrainingDiverged
 from crrecon_pipeline.losses import get_loss
 from crrecon_pipeline.models import count_parameters
-from crrecon_pipeline.train import checkpoints, distributed, early_stop, freeze, records, step, trainlog
+from crrecon_pipeline.train import checkpoints, distributed, early_stop, freeze, metric_log, records, step, trainlog
 from crrecon_pipeline.train.batches import DeviceData
 from crrecon_pipeline.train.config import RunConfig
+from crrecon_pipeline.train.metric_log import TermAccumulator
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
+from crrecon_pipeline.train.samples import SampleViews
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model, resolve_device
 from crrecon_pipeline.train.split import split_rows
@@ -47,6 +52,12 @@ def predict_batches(model, data: DeviceData, idx: torch.Tensor, batch_size: int,
         with autocast():
             out.append(model(data.inputs(idx[start:start + batch_size], pm1)).float())
     return torch.cat(out) if out else torch.empty(0, 2, 2, data.targets.shape[-1], device=data.packed.device)
+
+
+def _terms(loss_fn, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The loss's weighted terms as numbers (they sum to the loss): one host read for all of them."""
+    terms = loss_fn.terms(pred, target)
+    return dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
 
 
 @dataclass
@@ -130,7 +141,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: st
         run = _setup(config, prepared, run_dir, ranks.device(requested), ranks)
         say = log if ranks.is_main else (lambda msg: None)
         _restore(run, resume, say)
-        with records.MetricsLog(run_dir / records.FILENAME, on_record, enabled=ranks.is_main) as metrics_log:
+        with metric_log.open_logger(run_dir, config, on_record, enabled=ranks.is_main) as metrics_log:
             if run.resume_changes:
                 metrics_log.emit({"kind": "resume_changes", "epoch": run.start_epoch - 1,
                                   "changes": run.resume_changes})
@@ -271,26 +282,31 @@ def _init_weights(run: Run, init_from: str, log: Callable[[str], None]) -> None:
         + (f"; {len(skipped)} tensors of another shape skipped: {', '.join(skipped)}" if skipped else ""))
 
 
-def _run_epoch(run: Run, epoch: int, clock: records.Clock, metrics_log: records.MetricsLog) -> tuple[float, int]:
-    """One pass over the training split; returns (mean training loss over all ranks, samples seen)."""
+def _run_epoch(run: Run, epoch: int, clock: records.Clock,
+               metrics_log: metric_log.MetricLogger) -> tuple[float, int, dict]:
+    """One pass over the training split; returns (mean training loss over all ranks, samples seen, the mean of
+    each loss term over all ranks)."""
     run.net.train()
     freeze.hold_frozen(run.model)
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
     total, count = torch.zeros((), device=run.dev), 0
     pacer = records.ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
+    terms = TermAccumulator()  # summed on the device; read (one host sync) only at progress records
     for b, start in enumerate(range(0, len(order), run.batch_size), 1):
         idx = run.ranks.share(order[start:start + run.batch_size])
-        total += step.train_step(run, idx)  # a device tensor: no host sync per batch (step.py)
+        total += step.train_step(run, idx, terms)  # a device tensor: no host sync per batch (step.py)
         count += len(idx)
         if pacer.due(b):  # the epoch record covers the end of the epoch
             metrics_log.emit({"kind": "progress", "epoch": epoch, "epochs": run.epochs, "batch": b,
-                              "batches": run.steps_per_epoch} | clock.stamp(epoch, b / run.steps_per_epoch))
+                              "batches": run.steps_per_epoch, "lr": run.scheduler.get_last_lr()[0]}
+                             | terms.window() | clock.stamp(epoch, b / run.steps_per_epoch, b))
     train_loss = float(run.ranks.sum(total)) / float(run.ranks.sum(torch.tensor(float(count), device=run.dev)))
-    return train_loss, len(order)
+    return train_loss, len(order), terms.epoch_means(run.ranks.sum)
 
 
-def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
-    clock = records.Clock(run.start_epoch, run.epochs)
+def _train_epochs(run: Run, metrics_log: metric_log.MetricLogger) -> None:
+    clock = records.Clock(run.start_epoch, run.epochs, run.steps_per_epoch)
+    views = SampleViews(run, predict_batches) if run.ranks.is_main else None
     save_every = run.config.training.save_every
     with open(run.log_file, "a") if run.ranks.is_main else open(os.devnull, "w") as log_file:
         for epoch in range(run.start_epoch, run.epochs + 1):
@@ -299,18 +315,22 @@ def _train_epochs(run: Run, metrics_log: records.MetricsLog) -> None:
                 run.stopped_at = epoch - 1
                 break
             t0 = time.perf_counter()
-            train_loss, samples = _run_epoch(run, epoch, clock, metrics_log)
+            train_loss, samples, train_terms = _run_epoch(run, epoch, clock, metrics_log)
             val_pred = predict_batches(run.model, run.data, run.val_idx, run.batch_size, run.pm1, run.autocast)
-            val_loss = float(run.loss_fn(val_pred, run.data.target(run.val_idx)))
+            val_terms = _terms(run.loss_fn, val_pred, run.data.target(run.val_idx))
+            val_loss = sum(val_terms.values())
             seconds = time.perf_counter() - t0
             improved = val_loss < run.best_val
             run.best_val = min(run.best_val, val_loss)
             lr = run.scheduler.get_last_lr()[0]
             record = {"kind": "epoch", "epoch": epoch, "epochs": run.epochs, "train_loss": train_loss,
                       "val_loss": val_loss, "best_val": run.best_val, "lr": lr, "samples_per_s": samples / seconds,
-                      "seconds": seconds} | clock.stamp(epoch, 1.0)
+                      "seconds": seconds, "train_terms": train_terms, "val_terms": val_terms,
+                      "val_mse_per_pixel": float(torch.mean((val_pred - run.data.target(run.val_idx)) ** 2))}
+            record |= clock.stamp(epoch, 1.0, run.steps_per_epoch)
             run.history.append({k: v for k, v in record.items() if k not in ("kind", "progress")})
             if run.ranks.is_main:
+                record["sample_figures"] = views.update(epoch)
                 log_file.write(trainlog.log_line(epoch, run.epochs, train_loss, val_loss, run.best_val, lr) + "\n")
                 log_file.flush()
                 os.fsync(log_file.fileno())
@@ -339,6 +359,7 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
     val_true = run.data.target(run.val_idx)
     metrics = regression_metrics(val_pred, val_true, run.mean_spectrum)
     metrics |= field_metrics(val_pred, val_true, run.prepared.wavelengths_nm)
+    metrics["val_terms"] = _terms(run.loss_fn, val_pred, val_true)  # the best weights' loss, term by term
     history = run.history
     metrics |= {
         "epochs_completed": len({h["epoch"] for h in history}),
@@ -357,27 +378,31 @@ def _evaluate(run: Run) -> tuple[dict, torch.Tensor]:
         "log": str(run.log_file.resolve()),
         "training_set": run.prepared.training_set(),
         "metrics_log": str((run.run_dir / records.FILENAME).resolve()),
+        **({"tensorboard": str((run.run_dir / metric_log.TENSORBOARD_DIR).resolve())}
+           if run.config.output.tensorboard else {}),
         "loss_curves": str((run.output_dir / "loss_curves.png").resolve()),
         "predictions": str((run.output_dir / "predictions.png").resolve()),
         "stopped_early": run.stopped_at is not None,
         "stopped_at_epoch": run.stopped_at,
-        "loss_terms": {k: float(v) for k, v in run.loss_fn.terms(val_pred, val_true).items()},
         "resume_changes": run.resume_changes,
+        "predictions_train": str((run.output_dir / "predictions_train.png").resolve()),
     } | run.init | run.frozen
     return metrics, val_pred
 
 
-def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: records.MetricsLog) -> None:
+def _finalize(run: Run, metrics: dict, val_pred: torch.Tensor, metrics_log: metric_log.MetricLogger) -> None:
     """Figures, sample predictions, metrics.json / config.json and the final record (rank 0)."""
-    from crrecon_pipeline.plots import plot_loss_curves, plot_predictions
+    from crrecon_pipeline.plots import plot_loss_curves
 
     out = run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(out / "val_predictions.npy", val_pred[:64].cpu().numpy())
     plot_loss_curves(run.history, metrics["loss_curves"])
-    sample = run.val_idx[:4]
-    plot_predictions(run.data.inputs(sample, False)[:, 0].cpu().numpy(), run.data.targets[sample].cpu().numpy(),
-                     val_pred[:4].cpu().numpy(), run.prepared.wavelengths_nm, metrics["predictions"])
+    views = SampleViews(run, predict_batches)  # the live views' fixed structures, with the best weights
+    views.draw(views.sets["val"], metrics["predictions"],
+               "Validation samples: true vs predicted spectra (best weights)")
+    views.draw(views.sets["train"], metrics["predictions_train"],
+               "Training samples: true vs predicted spectra (best weights)")
     write_text_atomic(run.run_dir / "config.json", json.dumps(run.config.to_dict(), indent=2) + "\n")
     write_text_atomic(run.run_dir / "metrics.json", json.dumps(records.json_safe(metrics), indent=2) + "\n")
     metrics_log.emit({"kind": "final"} | metrics)

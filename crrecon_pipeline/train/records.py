@@ -1,13 +1,18 @@
 """Structured training metrics: the records the trainer emits and appends to `metrics.jsonl` in the run folder.
 
-    {"kind": "progress", "epoch", "epochs", "batch", "batches", "elapsed_s", "eta_s", "progress"}   ~every 10 % of an
-                                                                               epoch or every 30 s, whichever first
+    {"kind": "progress", "epoch", "epochs", "batch", "batches", "lr", "train_loss", "train_terms", "samples_per_s",
+     "elapsed_s", "eta_s", "progress"}          ~every 10 % of an epoch or every 30 s, whichever first; train_loss,
+                                                train_terms and samples_per_s cover the batches since the last one
     {"kind": "epoch", "epoch", "epochs", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds",
-     "elapsed_s", "eta_s", "progress"}                                                           once per epoch
+     "train_terms", "val_terms", "val_mse_per_pixel", "sample_figures", "elapsed_s", "eta_s", "progress"}
+                                                                                                 once per epoch
+    (`*_terms`: {term name: weighted value}, summing to the loss; `sample_figures`: {"val"|"train": png} on the
+     epochs the sample views were drawn, train/samples.py)
     {"kind": "final", ...the final metrics (val_mse, baseline_val_mse, val_pearson, ...)}         once at the end
 
-`progress` is text for people ("epoch 3/30 · 10 % · ETA 4 min 12 s"), `eta_s` float seconds. The CLI's bar, the
-Dagster observations (one process or torchrun under Pipes), the log analysis and run_comparison all read these.
+`progress` is text for people ("run 7 % · epoch 3/30, batch 8/77 · ETA 4 min 12 s": the percentage is of the
+run), `eta_s` float seconds. The CLI's bar, the Dagster observations (one process or torchrun under Pipes),
+TensorBoard (metric_log.py fans the records out to every sink), the log analysis and run_comparison read these.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ def duration(seconds: float) -> str:
     return f"{s} s"
 
 
-def progress_text(epoch: int, epochs: int, done_fraction: float, eta_s: float | None) -> str:
+def progress_text(epoch: int, epochs: int, done_fraction: float, eta_s: float | None,
+                  batch: int | None = None, batches: int | None = None) -> str:
+    """"run 2 % · epoch 1/40, batch 8/77 · ETA 5 min 19 s": the percentage is the whole run's, and says so."""
     eta = f" · ETA {duration(eta_s)}" if eta_s is not None else ""
-    return f"epoch {epoch}/{epochs} · {done_fraction:.0%}".replace("%", " %") + eta
+    where = f"epoch {epoch}/{epochs}" + (f", batch {batch}/{batches}" if batch is not None and batches else "")
+    return f"run {done_fraction:.0%}".replace("%", " %") + f" · {where}{eta}"
 
 
 def json_safe(value):
@@ -54,16 +62,17 @@ def json_safe(value):
 class Clock:
     """Elapsed time and ETA of this session of a run (a resumed run estimates from its own pace)."""
 
-    def __init__(self, first_epoch: int, epochs: int):
-        self.t0, self.first_epoch, self.epochs = time.perf_counter(), first_epoch, epochs
+    def __init__(self, first_epoch: int, epochs: int, batches: int | None = None):
+        self.t0, self.first_epoch, self.epochs, self.batches = time.perf_counter(), first_epoch, epochs, batches
 
-    def stamp(self, epoch: int, epoch_fraction: float) -> dict:
+    def stamp(self, epoch: int, epoch_fraction: float, batch: int | None = None) -> dict:
         elapsed = time.perf_counter() - self.t0
         done_here = (epoch - self.first_epoch) + epoch_fraction  # epochs done in this session
         remaining = self.epochs - (epoch - 1) - epoch_fraction
         eta = elapsed / done_here * remaining if done_here > 0 else None
         overall = (epoch - 1 + epoch_fraction) / self.epochs
-        return {"elapsed_s": elapsed, "eta_s": eta, "progress": progress_text(epoch, self.epochs, overall, eta)}
+        text = progress_text(epoch, self.epochs, overall, eta, batch, self.batches)
+        return {"elapsed_s": elapsed, "eta_s": eta, "progress": text}
 
 
 class ProgressPacer:

@@ -37,19 +37,20 @@ def _micro_batches(idx: torch.Tensor, accumulate: int) -> list[torch.Tensor]:
     return [part for part in idx.tensor_split(accumulate) if len(part)]
 
 
-def train_step(run, idx: torch.Tensor) -> torch.Tensor:
+def train_step(run, idx: torch.Tensor, terms=None) -> torch.Tensor:
     """Forward/backward over `idx` (this rank's share of one batch) in training.accumulate micro-batches, clip,
     one optimizer and scheduler step. Returns sum(loss x samples) as a 0-d device tensor (never read here).
     Each micro-batch's mean loss is weighted by its share of the batch, so the gradient is the whole batch's."""
     try:
-        return take_step(run, idx)
+        return take_step(run, idx, terms)
     except torch.cuda.OutOfMemoryError:
         pass  # the probe runs after the except block: its traceback holds the failed step's activations
     raise out_of_memory(run, idx)
 
 
-def take_step(run, idx: torch.Tensor) -> torch.Tensor:
-    """train_step without the out-of-memory translation (torch's error passes: gpu_check probes batch sizes)."""
+def take_step(run, idx: torch.Tensor, terms=None) -> torch.Tensor:
+    """train_step without the out-of-memory translation (torch's error passes: gpu_check probes batch sizes).
+    `terms` (a metric_log.TermAccumulator) collects the loss's named terms on the device, micro-batch by micro-batch."""
     t = run.config.training
     parts = _micro_batches(idx, t.accumulate)
     channels_last = uses_channels_last(run)
@@ -62,7 +63,8 @@ def take_step(run, idx: torch.Tensor) -> torch.Tensor:
         x, y = batch(run, part, channels_last)
         with sync:
             with run.autocast():
-                loss = run.loss_fn(run.net(x).float(), y)
+                pred = run.net(x).float()
+                loss = terms.add(run.loss_fn.terms(pred, y), len(part)) if terms is not None else run.loss_fn(pred, y)
             (loss * (len(part) / len(idx))).backward()
         total = total + loss.detach() * len(part)
     if t.grad_clip:

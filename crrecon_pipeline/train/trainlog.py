@@ -24,8 +24,10 @@ def confined_path(run_dir: Path, relative: str, key: str) -> Path:
 
 
 def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_val: float, lr: float) -> str:
-    return (f"[EPOCH] {epoch}/{total} train_loss={train_loss:.6f} val_loss={val_loss:.6f} "
-            f"best_val={best_val:.6f} lr={lr:.6e}")
+    """4 significant figures (5.903e-06, not 0.000006: a converging run still shows its improvement); the seed's
+    six-decimal lines parse the same (parse_train_log reads any float)."""
+    return (f"[EPOCH] {epoch}/{total} train_loss={train_loss:.4g} val_loss={val_loss:.4g} "
+            f"best_val={best_val:.4g} lr={lr:.4g}")
 
 
 def epoch_summary(record: dict) -> str:
@@ -33,7 +35,10 @@ def epoch_summary(record: dict) -> str:
     throughput and the run's progress text (records.progress_text)."""
     line = log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"], record["best_val"],
                     record["lr"])
-    return f"{line}  ({record['samples_per_s']:,.0f} samples/s; {record['progress']})"
+    terms = record.get("val_terms") or {}
+    parts = " + ".join(f"{k} {v:.4g}" for k, v in terms.items()) if len(terms) > 1 else ""
+    return (f"{line}  ({f'val terms: {parts}; ' if parts else ''}{record['samples_per_s']:,.4g} samples/s; "
+            f"{record['progress']})")
 
 
 def _epoch_of(line: str) -> int | None:

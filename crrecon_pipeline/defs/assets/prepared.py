@@ -9,6 +9,7 @@ import dagster as dg
 from crrecon_pipeline.data.prepare import prepare_shard, rotate_version
 from crrecon_pipeline.data.rawfiles import open_shard
 from crrecon_pipeline.data.store import PreparedStore
+from crrecon_pipeline.data.transforms import PrepareSettings
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.checks import FILTER_CHECKS, ROTATION_CHECKS, check_results_from
 from crrecon_pipeline.defs.handoff import latest_prepared_version, version_metadata
@@ -18,7 +19,7 @@ from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings
 from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.plots import markdown_image
-from crrecon_pipeline.report.profile import shard_preview
+from crrecon_pipeline.report.profile import rotation_preview, shard_preview
 from crrecon_pipeline.report.tables import channel_table
 
 
@@ -82,7 +83,10 @@ def rotated_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths):
         filtered = PreparedStore(paths.prepared_path()).open(shard, parent)
         version = rotate_version(paths.prepared_path(), filtered)
     context.log.info(f"shard {shard}: {version.rows} rotated rows -> {version.version} (from {parent})")
-    yield dg.MaterializeResult(metadata={"shard": shard, "rows": version.rows, "parent_version": parent,
-                                         **version_metadata(version)},
+    metadata = {"shard": shard, "rows": version.rows, "parent_version": parent, **version_metadata(version)}
+    if version.rows:
+        picture = rotation_preview(version, PrepareSettings(**version.manifest["settings"]).bin_centers_nm())
+        metadata["preview"] = dg.MetadataValue.md(markdown_image(picture, "structures and their 180° twins"))
+    yield dg.MaterializeResult(metadata=metadata,
                                data_version=dg.DataVersion(version.version))
     yield from check_results_from(version, ROTATION_CHECKS)

@@ -13,7 +13,7 @@ from crrecon_pipeline.defs.assets.training import TrainedModelConfig
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
-from crrecon_pipeline.defs.settings import build, dataclass_fields, generated
+from crrecon_pipeline.defs.settings import build, dataclass_fields, generated, plain_values
 from crrecon_pipeline.physics.params import GEOMETRY, PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings
 from crrecon_pipeline.physics.structures import StructureParams
@@ -59,7 +59,7 @@ def pretrain_data(sim: PretrainSimulator, resource: SimulatorResource) -> Pretra
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainedModelConfig, paths: CrreconPaths,
                      simulator: SimulatorResource, filtering: FilterSettings, device: TrainingDevice):
     with bad_input_fails_step():
-        cfg = validate(config.model_dump(exclude={"simulator"}), "run config")
+        cfg = validate(plain_values(config.model_dump(exclude={"simulator"})), "run config")
         data = pretrain_data(config.simulator, simulator)
         prepare = PrepareSettings(binning=filtering.binning, n_bins=cfg.data.out_len)
         prepared, reused = prepare_pretraining(data, paths.home, prepare, simulator.device,
