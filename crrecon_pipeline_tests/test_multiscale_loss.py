@@ -1,5 +1,7 @@
 """The multiscale loss, term by term on small hand-made spectra."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -74,11 +76,12 @@ def test_every_loss_reports_named_terms_that_sum_to_its_value(name):
     g = torch.Generator().manual_seed(0)
     pred = torch.rand(6, 2, 2, 30, generator=g, requires_grad=True)
     target = torch.rand(6, 2, 2, 30, generator=g)
-    loss = get_loss(name)
+    weights = {k: 0.5 for k in inspect.signature(LOSSES[name]).parameters if k.startswith("w_")}
+    loss = get_loss(name, **weights)  # every term switched on, so the sum is over several
     terms = loss.terms(pred, target)
     assert terms and all(t.dim() == 0 and torch.isfinite(t) for t in terms.values())
     total = loss(pred, target)
     assert torch.allclose(sum(terms.values()), total, rtol=1e-6, atol=0)
-    assert len(terms) >= 2  # every registered loss has more than one term at its defaults
+    assert len(terms) == len(weights) >= 2
     total.backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
