@@ -43,9 +43,9 @@ class PrepareSettings:
     def __post_init__(self):
         if self.binning not in BINNING_MODES:
             raise ValueError(f"binning must be one of {BINNING_MODES}, got {self.binning!r}")
-        check_ranges(self, "prepare")
         if not 1 <= self.n_bins <= self.n_wavelengths:
             raise ValueError(f"n_bins must be between 1 and n_wavelengths ({self.n_wavelengths}), got {self.n_bins}")
+        check_ranges(self, "prepare")
 
     def identity(self) -> dict:
         """The settings that decide the output (the chunk size does not)."""

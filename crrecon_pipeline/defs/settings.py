@@ -25,9 +25,7 @@ def dataclass_fields(core: type, names: typing.Iterable[str] | None = None, defa
         kind, default = hints[name], (defaults or {}).get(name, f.default)
         if optional:
             kind, default = kind | None, None
-        bounds = f.metadata.get("range")  # checked by the core class the assets build (ranges.check_ranges)
-        text = f.metadata.get("help", "") + (f" ({bounds})" if bounds else "") + note
-        out[name] = (kind, Field(default=default, description=text))
+        out[name] = (kind, Field(default=default, description=f.metadata.get("help", "") + note))
     return out
 
 
