@@ -68,8 +68,8 @@ def _train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Pr
                  device: TrainingDevice) -> tuple[dict, dict]:
     if device.processes > 1:
         data_args = rank_data_args(store, run_dir, prepared.training_set())
-        metadata = dict(train_under_pipes(context, cfg, run_dir, data_args, device).metadata or {})
-        return metadata, {key: getattr(value, "value", value) for key, value in metadata.items()}
+        metrics = train_under_pipes(context, cfg, run_dir, data_args, device)
+        return dagster_metadata(final_metadata(metrics, cfg)), metrics
     resume = "auto" if (run_dir / "last.pt").exists() else None
     if resume:
         context.log.info(f"resuming from {run_dir / 'last.pt'}")
@@ -137,16 +137,21 @@ class _Relay:
 
 
 def train_under_pipes(context: dg.AssetExecutionContext, cfg: RunConfig, run_dir: Path, data_args: list[str],
-                      device: TrainingDevice) -> dg.MaterializeResult:
-    """Data-parallel training in `device.processes` torchrun ranks; rank 0 reports through Dagster Pipes."""
+                      device: TrainingDevice) -> dict:
+    """Data-parallel training in `device.processes` torchrun ranks; rank 0 streams its records through Dagster
+    Pipes, and the final record's metrics come back: the metadata is built here, as for a single process (figures
+    are read from the shared run folder, not sent as one huge Pipes message)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_text_atomic(run_dir / "run_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     errors: list[str] = []
+    final: dict = {}
     live = LiveCurves.for_run(run_dir)
 
     def on_record(record: dict) -> None:
         if record.get("kind") == "error":
             errors.append(record["message"])
+        elif record.get("kind") == "final":
+            final.update({k: v for k, v in record.items() if k != "kind"})
         else:
             report_record(context, record, live)
 
@@ -155,9 +160,11 @@ def train_under_pipes(context: dg.AssetExecutionContext, cfg: RunConfig, run_dir
     context.log.info(" ".join(command))
     try:
         client = dg.PipesSubprocessClient(message_reader=RecordRelay(on_record))
-        invocation = client.run(context=context, command=command)
+        client.run(context=context, command=command)
     except Exception:  # DagsterPipesExecutionError (not exported): the ranks exited with an error
         if errors:  # bad input reported by rank 0: its one line, not the launcher's traceback; retrying won't help
             raise dg.Failure(description=errors[-1], allow_retries=False) from None
         raise
-    return invocation.get_materialize_result()
+    if not final:
+        raise dg.Failure(description=f"the torchrun ranks ended without a final record ({run_dir})")
+    return final

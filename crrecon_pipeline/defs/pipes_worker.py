@@ -2,9 +2,9 @@
 `python -m crrecon_pipeline.defs.pipes_worker`).
 
 Every rank trains; rank 0 alone opens the Pipes session and sends the trainer's records (progress, epoch, final)
-as custom messages, which the asset turns into the same log lines and observations as a single-process run, and
-reports the final metadata (report.run_metadata.final_metadata: the same keys). A bad input ends with one line, sent
-to the asset as an {"kind": "error"} record, and exit code 2.
+as custom messages, which the asset turns into the same log lines and observations as a single-process run; from
+the final record's metrics the asset builds the same final metadata (report.run_metadata.final_metadata). A bad
+input ends with one line, sent to the asset as an {"kind": "error"} record, and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import sys
 
 from crrecon_pipeline.data.prepared import read_training_set
 from crrecon_pipeline.errors import USER_ERRORS, one_line
-from crrecon_pipeline.report.run_metadata import final_metadata
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.entry import train_from_config
 
@@ -30,19 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def pipes_metadata(metadata: dict[str, tuple[str, object]]) -> dict:
-    return {key: {"raw_value": value, "type": kind} for key, (kind, value) in metadata.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run(on_record, log):
         config = load_config(args.config)  # the YAML trained_model wrote, validated into the RunConfig again
         versions = read_training_set(args.training_set) if args.training_set else None
-        metrics = train_from_config(config, args.out, prepared_dir=args.prepared, resume="auto", device=args.device,
-                                    on_record=on_record, log=log, versions=versions)
-        return config, metrics
+        train_from_config(config, args.out, prepared_dir=args.prepared, resume="auto", device=args.device,
+                          on_record=on_record, log=log, versions=versions)
 
     if os.environ.get("RANK", "0") != "0":
         try:
@@ -56,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with open_dagster_pipes() as pipes:
         try:
-            config, metrics = run(pipes.report_custom_message, pipes.log.info)
+            run(pipes.report_custom_message, pipes.log.info)
         except USER_ERRORS as exc:
             pipes.report_custom_message({"kind": "error", "message": one_line(exc)})
             return 2
-        pipes.report_asset_materialization(metadata=pipes_metadata(final_metadata(metrics, config)))
+        # the final record (on_record above) carries the metrics; the asset builds the metadata from them
     return 0
 
 
