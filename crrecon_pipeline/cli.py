@@ -210,6 +210,7 @@ class TrainProgress:
         (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(msg)
 
     def __call__(self, record: dict) -> None:
+        from crrecon_pipeline.train.records import duration
         from crrecon_pipeline.train.trainlog import epoch_summary
 
         if record["kind"] == "progress":
@@ -219,8 +220,11 @@ class TrainProgress:
                 self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}",
                                 unit="batch", file=sys.stderr, leave=False, disable=None)
             self.bar.update(record["batch"] - self.bar.n)
-            # the bar shows the epoch's batches; the postfix the run's share, its ETA and the recent loss
-            parts = [p for p in record["progress"].split(" · ") if not p.startswith("epoch ")]
+            # the bar shows the epoch's batches; the postfix the run's share, its ETA and the recent loss, made
+            # from the record's numbers (not by cutting up its `progress` text)
+            parts = [f"run {record['run_fraction']:.0%}".replace("%", " %")]
+            if record.get("eta_s") is not None:
+                parts.append(f"ETA {duration(record['eta_s'])}")
             if record.get("train_loss") is not None:
                 parts.append(f"loss {record['train_loss']:.4g}")
             self.bar.set_postfix_str(" · ".join(parts))

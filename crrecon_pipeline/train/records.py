@@ -1,17 +1,19 @@
 """Structured training metrics: the records the trainer emits and appends to `metrics.jsonl` in the run folder.
 
     {"kind": "progress", "epoch", "epochs", "batch", "batches", "lr", "train_loss", "train_terms", "samples_per_s",
-     "elapsed_s", "eta_s", "progress"}          ~every 10 % of an epoch or every 30 s, whichever first; train_loss,
+     "elapsed_s", "eta_s", "run_fraction", "progress"}
+                                                ~every 10 % of an epoch or every 30 s, whichever first; train_loss,
                                                 train_terms and samples_per_s cover the batches since the last one
     {"kind": "epoch", "epoch", "epochs", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds",
-     "train_terms", "val_terms", "val_mse_per_pixel", "sample_figures", "elapsed_s", "eta_s", "progress"}
-                                                                                                 once per epoch
+     "train_terms", "val_terms", "val_mse_per_pixel", "sample_figures", "elapsed_s", "eta_s", "run_fraction",
+     "progress"}                                                                                 once per epoch
     (`*_terms`: {term name: weighted value}, summing to the loss; `sample_figures`: {"val"|"train": png} on the
      epochs the sample views were drawn, train/samples.py)
     {"kind": "final", ...the final metrics (val_mse, baseline_val_mse, val_pearson, ...)}         once at the end
 
 `progress` is text for people ("run 7 % · epoch 3/30, batch 8/77 · ETA 4 min 12 s": the percentage is of the
-run), `eta_s` float seconds. The CLI's bar, the Dagster observations (one process or torchrun under Pipes),
+run), `eta_s` float seconds, `run_fraction` the done share of the run (0..1): code reads these numbers, people
+the text. The CLI's bar, the Dagster observations (one process or torchrun under Pipes),
 TensorBoard (metric_log.py fans the records out to every sink), the log analysis and run_comparison read these.
 """
 
@@ -72,7 +74,7 @@ class Clock:
         eta = elapsed / done_here * remaining if done_here > 0 else None
         overall = (epoch - 1 + epoch_fraction) / self.epochs
         text = progress_text(epoch, self.epochs, overall, eta, batch, self.batches)
-        return {"elapsed_s": elapsed, "eta_s": eta, "progress": text}
+        return {"elapsed_s": elapsed, "eta_s": eta, "run_fraction": overall, "progress": text}
 
 
 class ProgressPacer:
