@@ -149,6 +149,31 @@ def test_spectral_terms_sum_to_the_total_and_unit_free_calibrates(prepared_dir):
     assert "spectral" in LOSSES
 
 
+def test_mse_corr_l1_by_hand_with_a_flat_spectrum_left_out_of_the_correlation():
+    """The research code's mse_corr_l1 on small arrays: MSE and MAE with B weighted, the mean (1 - r) over the
+    spectra that are not flat, computed here with numpy."""
+    rng = np.random.default_rng(0)
+    target = rng.random((3, 2, 2, 12))
+    pred = target + 0.1 * rng.standard_normal(target.shape)
+    pred[0, 0, 1] = 0.4  # a flat prediction: its correlation is undefined and must not count
+    w = np.ones((2, 2, 1))
+    w[1, 1] = 3.0
+    err = pred - target
+    pc, tc = pred - pred.mean(-1, keepdims=True), target - target.mean(-1, keepdims=True)
+    r = (pc * tc).sum(-1) / (np.linalg.norm(pc, axis=-1) * np.linalg.norm(tc, axis=-1) + 1e-8)
+    valid = np.ones((3, 2, 2), bool)
+    valid[0, 0, 1] = False
+    expected = {"mse": 1.0 * np.mean(w * err ** 2), "corr": 0.5 * np.mean(1 - r[valid]),
+                "l1": 0.2 * np.mean(w * np.abs(err))}
+    loss = get_loss("mse_corr_l1", w_mse=1.0, w_corr=0.5, w_l1=0.2, blue_weight=3.0)
+    terms = loss.terms(torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32))
+    assert set(terms) == set(expected)
+    for name, value in expected.items():
+        assert float(terms[name]) == pytest.approx(value, rel=1e-5), name
+    flat = torch.full((2, 2, 2, 12), 0.3)
+    assert float(loss.terms(flat, flat)["corr"]) == 0.0  # nothing left to correlate: 0, not NaN
+
+
 def test_spectral_unit_free_run_reports_per_term_values(prepared_dir, tmp_path):
     cfg = tiny_config("training.epochs=1", "loss.name=spectral",
                       "loss.params={w_mse: 1, w_rel: 0.5, w_grad: 1, unit_free: true}")

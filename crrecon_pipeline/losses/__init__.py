@@ -5,6 +5,7 @@ registry, torch. Never data/, train/ or Dagster."""
 
 from torch import nn
 
+from crrecon_pipeline.losses.mse_corr_l1 import MSECorrL1
 from crrecon_pipeline.losses.mse_pearson import MSEPearson
 from crrecon_pipeline.losses.multiscale import MultiScale
 from crrecon_pipeline.losses.spectral import Spectral
@@ -12,7 +13,7 @@ from crrecon_pipeline.losses.weighted_smooth import WeightedSmooth
 from crrecon_pipeline.registry import build
 
 LOSSES = {"mse_pearson": MSEPearson, "weighted_smooth": WeightedSmooth, "multiscale": MultiScale,
-          "spectral": Spectral}
+          "spectral": Spectral, "mse_corr_l1": MSECorrL1}
 
 
 def get_loss(name: str, **params) -> nn.Module:
