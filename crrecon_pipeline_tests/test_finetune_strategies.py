@@ -225,7 +225,15 @@ def test_resume_with_changed_loss_weights_freeze_and_patience_is_recorded(pretra
     assert any(r["kind"] == "resume_changes" and r["epoch"] == 2 for r in records)
     assert metrics["epochs_completed"] == 3
     card = model_card(cfg, metrics)
-    assert "`loss.params.w_mse` 1.0 → 2.0" in card and "frozen groups: encoder" in card
+    assert "after epoch 2: `loss.params.w_mse` 1.0 → 2.0" in card and "frozen groups: encoder" in card
+    # a second resume with another change: both resumes stay on the record, in order
+    again = cfg.with_overrides({"training.epochs": 4, "loss.params.w_mse": 3.0})
+    metrics = train(again, load_prepared(prepared_dir), run, device="cpu", resume="auto", log=quiet)
+    w_mse = [(c["epoch"], c["old"], c["new"]) for c in metrics["resume_changes"] if c["key"] == "loss.params.w_mse"]
+    assert w_mse == [(2, 1.0, 2.0), (3, 2.0, 3.0)]
+    card = model_card(again, metrics)
+    assert "after epoch 2: `loss.params.w_mse` 1.0 → 2.0" in card
+    assert "after epoch 3: `loss.params.w_mse` 2.0 → 3.0" in card
 
 
 def test_resume_with_a_changed_model_is_still_refused(pretrained, prepared_dir, tmp_path):

@@ -57,7 +57,8 @@ def finetune_lines(metrics: dict) -> str:
         terms = ", ".join(f"`{k}` {fmt(v)}" for k, v in metrics["val_terms"].items())
         lines.append(f"**Final loss terms** (validation, weighted, summing to the loss): {terms}.")
     for change in metrics.get("resume_changes") or []:
-        lines.append(f"**Resumed with a change**: `{change['key']}` {change['old']!r} → {change['new']!r}.")
+        after = f" after epoch {change['epoch']}" if "epoch" in change else ""
+        lines.append(f"**Resumed with a change**{after}: `{change['key']}` {change['old']!r} → {change['new']!r}.")
     return ("\n\n" + "\n\n".join(lines)) if lines else ""
 
 

@@ -88,7 +88,7 @@ class Run:
     history: list = field(default_factory=list)
     init: dict = field(default_factory=dict)  # init_from / init_skipped when the weights came from a checkpoint
     frozen: dict = field(default_factory=dict)  # trainable_params / frozen_params / frozen_groups (train/freeze.py)
-    resume_changes: list = field(default_factory=list)  # [{key, old, new}] of a resume with changed weights
+    resume_changes: list = field(default_factory=list)  # [{key, old, new, epoch}] of every resume with changes
     stopped_at: int | None = None  # the last epoch run when early stopping ended the run
     compare_from: int = 0  # epochs up to this one had other loss weights: best / early stopping ignore them
 
@@ -123,7 +123,8 @@ class Run:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "schedule": vars(self.schedule).copy(), "shuffler": self.shuffler.get_state(),
                  "torch_rng": torch.get_rng_state(), "n_params": count_parameters(self.model),
-                 "training_set": self.prepared.training_set(), "compare_from": self.compare_from}
+                 "training_set": self.prepared.training_set(), "compare_from": self.compare_from,
+                 "resume_changes": self.resume_changes}
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -142,9 +143,9 @@ def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: st
         say = log if ranks.is_main else (lambda msg: None)
         _restore(run, resume, say)
         with metric_log.open_logger(run_dir, config, on_record, enabled=ranks.is_main) as metrics_log:
-            if run.resume_changes:
-                metrics_log.emit({"kind": "resume_changes", "epoch": run.start_epoch - 1,
-                                  "changes": run.resume_changes})
+            latest = [c for c in run.resume_changes if c["epoch"] == run.start_epoch - 1]
+            if latest:
+                metrics_log.emit({"kind": "resume_changes", "epoch": run.start_epoch - 1, "changes": latest})
             _train_epochs(run, metrics_log)
             metrics, val_pred = _evaluate(run)
             if ranks.is_main:
@@ -224,9 +225,10 @@ def _restore(run: Run, resume: str | None, log: Callable[[str], None]) -> None:
         else:
             run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
-        run.resume_changes = checkpoints.resume_changes(state, run.config, changed)
-        for change in run.resume_changes:
+        new = [dict(c, epoch=done) for c in checkpoints.resume_changes(state, run.config, changed)]
+        for change in new:
             log(f"resume: {change['key']} {change['old']!r} -> {change['new']!r}")
+        run.resume_changes = list(state.get("resume_changes") or []) + new  # every resume's, oldest first
         if "training.epochs" in changed:  # continue on the schedule of a run of the new length
             base = run.scheduler.base_lrs
             for group, lr in zip(run.optimizer.param_groups, base):
