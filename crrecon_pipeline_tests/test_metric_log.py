@@ -29,22 +29,44 @@ def test_tensorboard_holds_every_term_the_lr_and_sample_images(multiscale_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, config, metrics, _ = multiscale_run
-    events = EventAccumulator(str(run_dir / TENSORBOARD_DIR), size_guidance={"images": 0, "scalars": 0}).Reload()
+    steps = EventAccumulator(str(run_dir / TENSORBOARD_DIR / "step"), size_guidance={"scalars": 0}).Reload()
+    events = EventAccumulator(str(run_dir / TENSORBOARD_DIR / "epoch"),
+                              size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = events.Tags()
     names = list(get_loss(config.loss.name, **config.loss.params).terms(*_dummy_batch()))
     assert len(names) >= 2
     for name in names:
-        assert f"step/term/{name}" in tags["scalars"], name
+        assert f"step/term/{name}" in steps.Tags()["scalars"], name
         assert f"epoch/train_term/{name}" in tags["scalars"], name
         assert [e.step for e in events.Scalars(f"epoch/val_term/{name}")] == [1, 2]
     assert [e.step for e in events.Scalars("epoch/lr")] == [1, 2]
-    assert "step/lr" in tags["scalars"] and "epoch/val_loss" in tags["scalars"]
+    assert "step/lr" in steps.Tags()["scalars"] and "epoch/val_loss" in tags["scalars"]
     assert {"samples/val", "samples/train"} <= set(tags["images"])
     picture = events.Images("samples/val")[-1]
     assert picture.width > 100 and picture.height > 100
     # the epoch scalars are the records' numbers
     epoch2 = [r for r in records.read_records(run_dir / records.FILENAME) if r["kind"] == "epoch"][-1]
     assert events.Scalars("epoch/val_loss")[-1].value == pytest.approx(epoch2["val_loss"], rel=1e-5)
+
+
+def test_tensorboard_shows_each_redone_step_once_after_a_resume(prepared_dir, tmp_path):
+    """A run killed after logging epoch 3 but resumed from its epoch-2 checkpoint redoes epoch 3: TensorBoard
+    shows every step and epoch once, with the redone values (the earlier process's events purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    config = tiny_config("training.epochs=3", "training.save_every=2")
+    train(config, load_prepared(prepared_dir), run_dir, device="cpu", log=lambda msg: None)
+    first = EventAccumulator(str(run_dir / TENSORBOARD_DIR / "epoch")).Reload().Scalars("epoch/train_loss")
+    train(config, load_prepared(prepared_dir), run_dir, device="cpu", resume=str(run_dir / "epoch_0002.pt"),
+          log=lambda msg: None)
+    epochs = EventAccumulator(str(run_dir / TENSORBOARD_DIR / "epoch")).Reload()
+    assert [e.step for e in epochs.Scalars("epoch/train_loss")] == [1, 2, 3]
+    assert [e.wall_time for e in epochs.Scalars("epoch/train_loss")][:2] == [e.wall_time for e in first[:2]]
+    assert epochs.Scalars("epoch/train_loss")[2].wall_time > first[2].wall_time  # epoch 3 is the redone one
+    steps = [e.step for e in EventAccumulator(str(run_dir / TENSORBOARD_DIR / "step")).Reload().Scalars(
+        "step/train_loss")]
+    assert steps == sorted(set(steps)) and len(steps) > 3
 
 
 def _dummy_batch():

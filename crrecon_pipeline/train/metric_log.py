@@ -107,63 +107,81 @@ def _scalar(value) -> float | None:
 
 class TensorBoardSink:
     """Scalars per step and per epoch, the sample figures as images, the hyper-parameters with the final numbers.
-    A resumed run appends to the same folder; TensorBoard shows the redone steps' later values."""
+
+    Two event folders, one per x axis: `step/` (optimizer steps) and `epoch/` (epochs, images, final numbers, the
+    HParams). Why two: a resumed run redoes the steps after its last checkpoint, and TensorBoard hides the killed
+    run's events from a step on only through a writer's `purge_step`, which is one number for every tag of a
+    folder; with one axis per folder each writer purges from the first step (or epoch) this process writes, so a
+    resumed run's curves show each step once, with its redone value, instead of a zigzag back in x."""
 
     EPOCH_KEYS = ("train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds", "val_mse_per_pixel")
+    AXES = ("step", "epoch")
 
     def __init__(self, log_dir: Path, hparams: dict):
-        from torch.utils.tensorboard import SummaryWriter
+        self.log_dir, self.hparams = Path(log_dir), hparams
+        self.writers: dict = {}
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-        self.hparams = hparams
-        self.steps_per_epoch = 0
+    def _writer(self, axis: str, first_step: int):
+        """The axis's writer, opened at its first event: events of an earlier process at >= first_step are hidden."""
+        if axis not in self.writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writers[axis] = SummaryWriter(log_dir=str(self.log_dir / axis), purge_step=first_step)
+        return self.writers[axis]
 
     def write(self, record: dict) -> None:
         kind = record["kind"]
         if kind == "progress":
-            self.steps_per_epoch = record["batches"]
             step = (record["epoch"] - 1) * record["batches"] + record["batch"]
+            writer = self._writer("step", (record["epoch"] - 1) * record["batches"] + 1)
             for key in ("train_loss", "lr", "samples_per_s"):
                 if _scalar(record.get(key)) is not None:
-                    self.writer.add_scalar(f"step/{key}", record[key], step)
+                    writer.add_scalar(f"step/{key}", record[key], step)
             for name, value in (record.get("train_terms") or {}).items():
-                self.writer.add_scalar(f"step/term/{name}", value, step)
+                writer.add_scalar(f"step/term/{name}", value, step)
+            writer.flush()
         elif kind == "epoch":
             self._epoch(record)
         elif kind == "final":
             self._final(record)
-        self.writer.flush()
 
     def _epoch(self, record: dict) -> None:
         epoch = record["epoch"]
+        writer = self._writer("epoch", epoch)
         for key in self.EPOCH_KEYS:
             if _scalar(record.get(key)) is not None:
-                self.writer.add_scalar(f"epoch/{key}", record[key], epoch)
+                writer.add_scalar(f"epoch/{key}", record[key], epoch)
         for split in ("train", "val"):
             for name, value in (record.get(f"{split}_terms") or {}).items():
                 if value is not None:
-                    self.writer.add_scalar(f"epoch/{split}_term/{name}", value, epoch)
+                    writer.add_scalar(f"epoch/{split}_term/{name}", value, epoch)
         for split, path in (record.get("sample_figures") or {}).items():
-            self._image(f"samples/{split}", path, epoch)
+            self._image(writer, f"samples/{split}", path, epoch)
+        writer.flush()
 
-    def _image(self, tag: str, path: str, step: int) -> None:
+    @staticmethod
+    def _image(writer, tag: str, path: str, step: int) -> None:
         import matplotlib.image as mpimg
 
         picture = mpimg.imread(path)  # (H, W, 4) floats in [0, 1] for a PNG
-        self.writer.add_image(tag, picture[..., :3], step, dataformats="HWC")
+        writer.add_image(tag, picture[..., :3], step, dataformats="HWC")
 
     def _final(self, record: dict) -> None:
+        """At the last epoch's step of the epoch axis (a resumed, finished run keeps one final point)."""
+        epoch = int(record.get("epochs_completed") or 0)
+        writer = self._writer("epoch", epoch + 1)  # opened here only when no epoch ran: hide nothing
         final = {k: float(v) for k, v in record.items() if k != "kind" and _scalar(v) is not None}
         for key, value in final.items():
-            self.writer.add_scalar(f"final/{key}", value, 0)
+            writer.add_scalar(f"final/{key}", value, epoch)
         for name, value in (record.get("val_terms") or {}).items():
-            self.writer.add_scalar(f"final/val_term/{name}", value, 0)
+            writer.add_scalar(f"final/val_term/{name}", value, epoch)
         keep = ("val_mse", "baseline_val_mse", "val_pearson", "val_mae", "best_val", "best_epoch")
-        self.writer.add_hparams(self.hparams, {f"hparam/{k}": final[k] for k in keep if k in final},
-                                run_name="hparams")
+        writer.add_hparams(self.hparams, {f"hparam/{k}": final[k] for k in keep if k in final}, run_name="hparams")
+        writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        for writer in self.writers.values():
+            writer.close()
 
 
 def hparams(config) -> dict:
