@@ -83,7 +83,8 @@ def test_data_assets_metadata_and_checks(pipeline):
     assert raw_meta["raw_spectra"]["simulation_settings"].value["seed"] == 3
     checks = check_results(result)
     assert checks == {"check_binary_structures": True, "check_finite_spectra": True, "check_sign_convention": True,
-                      "check_row_counts": True, "check_no_bad_rows": True, "check_greens_equal": True,
+                      "check_raw_data_passed": True, "check_row_counts": True, "check_no_bad_rows": True,
+                      "check_greens_equal": True,
                       "check_kept_fraction": True, "check_rotation_exact": True}
     assert (pipeline["home"] / "raw" / "binary_dataset_128_1.npy").exists()
 
@@ -144,7 +145,8 @@ def test_every_check_is_built_from_its_one_definition():
     assert BLOCKING_CHECKS == {
         "raw_structures": ["check_binary_structures"],
         "raw_spectra": ["check_sign_convention"],
-        "filtered_bayer": ["check_row_counts", "check_no_bad_rows", "check_greens_equal", "check_kept_fraction"],
+        "filtered_bayer": ["check_raw_data_passed", "check_row_counts", "check_no_bad_rows", "check_greens_equal",
+                           "check_kept_fraction"],
         "rotated_bayer": ["check_rotation_exact"],
     }
 

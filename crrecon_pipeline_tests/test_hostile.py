@@ -87,6 +87,49 @@ def test_dagster_leaves_out_a_version_whose_manifest_records_a_failed_check(tmp_
     assert list(refused) == ["1"] and "check_sign_convention" in refused["1"] and bad.version in refused["1"]
 
 
+def test_raw_files_changed_after_their_assets_show_red_on_the_refiltered_shard(tmp_path, raw_dir):
+    """The raw assets are materialized on good files; the files then change (a flipped export) and only
+    filtered_bayer is re-materialized: its own check names the failed raw check and the file, so the UI no longer
+    shows every check green on a version whose manifest records a failure, and rotated_bayer does not run."""
+    import dagster as dg
+
+    from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
+    from crrecon_pipeline.defs.assets.raw import raw_shard
+
+    from .test_dagster import check_results, new_instance, resources
+
+    raw = tmp_path / "raw"
+    structures, spectra = np.load(raw_dir / "binary_dataset_128_0.npy"), np.load(raw_dir / "spectra_latest_0.npy")
+    write_raw_pair(raw, 0, structures, spectra)
+    instance = new_instance(["0"])
+    res = resources(tmp_path / "home", raw_dir=raw)
+    first = dg.materialize([raw_shard, filtered_bayer, rotated_bayer], partition_key="0", instance=instance,
+                           resources=res)
+    assert all(check_results(first).values())
+    write_raw_pair(raw, 0, structures, -spectra)  # the same shard, now stored positive
+    again = dg.materialize([filtered_bayer, rotated_bayer], partition_key="0", instance=instance, resources=res,
+                           raise_on_error=False)
+    evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+                   for e in again.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    red = evaluations["check_raw_data_passed"]
+    assert red.passed is False
+    assert "check_sign_convention" in red.description and "spectra_latest_0.npy" in red.description
+    assert not again.asset_materializations_for_node("rotated_bayer")
+
+
+def test_a_version_committed_before_the_check_existed_still_reports_it(flipped_store):
+    """Stores written by an earlier release have no check_raw_data_passed record: it is derived from the raw
+    checks the manifest holds, so filtered_bayer still yields every check it declares."""
+    from crrecon_pipeline.data.checks import recorded_checks
+
+    _, good, bad = flipped_store
+    for version, passed in ((good, True), (bad, False)):
+        old = dict(version.manifest, checks={k: v for k, v in version.manifest["checks"].items()
+                                             if k != "check_raw_data_passed"})
+        assert recorded_checks(old)["check_raw_data_passed"]["passed"] is passed
+        assert recorded_checks(old)["check_raw_data_passed"] == version.manifest["checks"]["check_raw_data_passed"]
+
+
 # ---------------------------------------------------------------------------------------------- item 7
 
 class FullDiskFile:

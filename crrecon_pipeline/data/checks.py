@@ -99,10 +99,12 @@ class CheckLimits:
 
 
 class FilteredStage(NamedTuple):
-    """What the filter checks judge: the shard's record (counts, statistics) and the folder of its written files."""
+    """What the filter checks judge: the shard's record (counts, statistics), the folder of its written files and
+    the raw checks' records of the same pass over the raw files."""
 
     record: dict
     folder: Path
+    raw_checks: dict = {}
 
 
 class RawScan:
@@ -176,13 +178,27 @@ def raw_checks(scan: dict, limits: CheckLimits) -> dict[str, dict]:
     return run_checks("raw_structures", scan, limits) | run_checks("raw_spectra", scan, limits)
 
 
-def filter_checks(record: dict, folder: str | Path, limits: CheckLimits) -> dict[str, dict]:
-    """The checks on a filtered shard (its record and the written files), as manifest records."""
-    return run_checks("filtered_bayer", FilteredStage(record, Path(folder)), limits)
+def filter_checks(record: dict, folder: str | Path, limits: CheckLimits,
+                  raw: dict[str, dict] | None = None) -> dict[str, dict]:
+    """The checks on a filtered shard (its record, the written files and the raw checks of the same pass), as
+    manifest records."""
+    return run_checks("filtered_bayer", FilteredStage(record, Path(folder), raw or {}), limits)
 
 
 def rotation_checks(folder: str | Path, limits: CheckLimits | None = None) -> dict[str, dict]:
     return run_checks("rotated_bayer", Path(folder), limits or CheckLimits())
+
+
+def recorded_checks(manifest: dict) -> dict[str, dict]:
+    """A version's check records, with those of checks added since it was committed derived from what it records
+    (check_raw_data_passed from its raw checks), so a store written by an earlier release reports every check."""
+    checks = dict(manifest["checks"])
+    if manifest.get("kind") in ("filtered", "rotated") and "check_raw_data_passed" not in checks:
+        raw = {n: c for n, c in checks.items() if c["asset"] in ("raw_structures", "raw_spectra")}
+        check = next(c for c in DATA_CHECKS["filtered_bayer"] if c.name == "check_raw_data_passed")
+        checks["check_raw_data_passed"] = check.evaluate(FilteredStage(manifest.get("record", {}), Path("."), raw),
+                                                         CheckLimits())
+    return checks
 
 
 def run_checks(asset: str, subject, limits: CheckLimits) -> dict[str, dict]:
@@ -215,6 +231,21 @@ def check_sign_convention(scan: dict, limits: CheckLimits) -> CheckOutcome:
     text = (f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the seed format says" if ok
             else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the seed format stores them negative")
     return CheckOutcome(ok, text, {"spectra_min": scan["spectra_min"], "spectra_max": mx})
+
+
+def check_raw_data_passed(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
+    """The blocking raw checks of the files this version was filtered from, judged in the same pass. Why here too:
+    in Dagster the raw assets' own check results date from their last materialization; raw files changed since
+    then and only re-filtered would otherwise show every check green on a version its manifest records as failed."""
+    failed = [name for name, c in stage.raw_checks.items() if c["blocking"] and not c["passed"]]
+    if not failed:
+        return CheckOutcome(True, f"the raw files' blocking checks passed in this pass ({len(stage.raw_checks)} run)",
+                            {"failed_raw_checks": ""})
+    first = stage.raw_checks[failed[0]]
+    return CheckOutcome(False, f"{failed[0]} failed on the files this version was made from: {first['description']} "
+                               f"(the raw data changed since raw_structures / raw_spectra were materialized? "
+                               f"fix the files; materialize the raw assets to refresh their checks)",
+                        {"failed_raw_checks": ", ".join(failed)})
 
 
 def check_row_counts(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
@@ -289,6 +320,9 @@ DATA_CHECKS = by_asset(
              check_finite_spectra, blocking=False, severity="warn"),
     CheckDef("check_sign_convention", "raw_spectra",
              "raw spectra are stored negative (a flipped export would train on wrong signs)", check_sign_convention),
+    CheckDef("check_raw_data_passed", "filtered_bayer",
+             "the raw files it was made from pass their blocking checks, judged in the same pass (the raw assets' "
+             "results may be older)", check_raw_data_passed),
     CheckDef("check_row_counts", "filtered_bayer", "kept + dropped_unfinished + dropped_nonfinite = raw_rows",
              check_row_counts),
     CheckDef("check_no_bad_rows", "filtered_bayer",

@@ -146,7 +146,8 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, setti
     raw = open_shard(raw_dir, shard, settings.n_wavelengths)
     with store.stage("filtered") as staging:
         record, scan, sources = _filter_into(raw, staging, settings, progress)
-        checks = raw_checks(scan, limits) | filter_checks(record, staging, limits)
+        raw = raw_checks(scan, limits)
+        checks = raw | filter_checks(record, staging, limits, raw)
         identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
                     "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
         manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": asdict(settings),

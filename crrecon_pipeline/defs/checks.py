@@ -5,7 +5,7 @@ outcome's record into an AssetCheckResult."""
 
 import dagster as dg
 
-from crrecon_pipeline.data.checks import DATA_CHECKS, CheckDef, CheckOutcome
+from crrecon_pipeline.data.checks import DATA_CHECKS, CheckDef, CheckOutcome, recorded_checks
 from crrecon_pipeline.data.store import ShardVersion
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.design.verify import DESIGN_CHECKS
@@ -54,5 +54,6 @@ def judged(registry: dict[str, tuple[CheckDef, ...]], asset: str, subject, limit
 
 def check_results_from(version: ShardVersion, specs: list[dg.AssetCheckSpec]):
     """The outcomes recorded in a version's manifest, as the results of this step's checks."""
+    checks = recorded_checks(version.manifest)
     for spec in specs:
-        yield check_result_from_record(spec.name, version.manifest["checks"][spec.name])
+        yield check_result_from_record(spec.name, checks[spec.name])
