@@ -328,3 +328,7 @@ def test_terminate_is_a_cancellation_that_resumes(materialized):
     note = stopped[0]["cancelled"]
     assert note.startswith("cancelled at epoch ") and "last.pt" in note and "resumes" in note
     assert stopped[0]["cancelled_at_epoch"] >= 1
+    # the step ended (a failure event without retry), so the run page's side panel has nothing left "Preparing"
+    steps = s.gql("""query($id: ID!) { runOrError(runId: $id) { ... on Run { stepStats { stepKey status } } } }""",
+                  {"id": run})["runOrError"]["stepStats"]
+    assert [(st["stepKey"], st["status"]) for st in steps] == [("trained_model", "FAILURE")], steps
