@@ -34,8 +34,6 @@ from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import load_model, predict
 
 FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr")
-
-
 @dataclass(frozen=True)
 class FinetuneSettings:
     """The short schedule between rounds: the designing model's own run config, started from its checkpoint
