@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--objective", default=DesignSettings.objective)
     ap.add_argument("--finetune-epochs", type=int, default=FinetuneSettings.finetune_epochs)
     ap.add_argument("--finetune-lr", type=float, default=FinetuneSettings.finetune_lr)
+    ap.add_argument("--finetune-design-repeat", type=int, default=FinetuneSettings.finetune_design_repeat)
     args = ap.parse_args()
     config = load_config(args.config, args.set)
     settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed,
@@ -123,12 +124,14 @@ def main() -> None:
 def report_rounds(args, settings: DesignSettings, checkpoint, prepared_dir: Path, tmp: Path) -> None:
     """The loop's rounds as a table: best counted design vs the best training structure, the gaps, the rows."""
     t = time.perf_counter()
-    finetune = FinetuneSettings(finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr)
+    finetune = FinetuneSettings(finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                                finetune_design_repeat=args.finetune_design_repeat)
     result = run_rounds(checkpoint, prepared_dir, tmp / "loop", settings, args.rounds, finetune, device="cpu",
                         log=lambda message: print(message, flush=True), train_log=lambda message: None)
     train_best = result["training_best_efficiency"]
     print(f"{args.rounds} rounds x {args.designs} designs x {args.steps} steps, fine-tuning {args.finetune_epochs} "
-          f"epochs at lr {args.finetune_lr} between rounds: {time.perf_counter() - t:.0f} s")
+          f"epochs at lr {args.finetune_lr} (design rows x{args.finetune_design_repeat}) between rounds: "
+          f"{time.perf_counter() - t:.0f} s")
     print(f"best training structure: {train_best:.4f}; minimum length scale {args.min_feature_px} px")
     print("| round | designed by | counted designs | best simulated | × best training | mean simulated "
           "| max gap (designing model) | max gap after fine-tuning | rows added |")
@@ -136,15 +139,16 @@ def report_rounds(args, settings: DesignSettings, checkpoint, prepared_dir: Path
     for r in result["rounds"]:
         by = "the trained model" if r["round"] == 0 else f"fine-tuned after round {r['round'] - 1}"
         after = "-" if r["gap_after"] is None else f"{r['gap_after']:.4f}"
-        best = r["best_simulated"]
+        best = r["best_simulated"] or float("nan")  # None: no design met the length scale
         print(f"| {r['round']} | {by} | {r['counted_designs']} / {len(r['designs'])} | {best:.4f} | "
-              f"{best / train_best:.3f}× | {r['mean_simulated']:.4f} | {r['gap']:.4f} | {after} | {r['rows_added']} |")
+              f"{best / train_best:.3f}× | {r['mean_simulated'] or float('nan'):.4f} | {r['gap']:.4f} | {after} | "
+              f"{r['rows_added']} |")
     last = result["rounds"][-1]
     print(json.dumps({"training_best": train_best, "rounds": [
         {k: r[k] for k in ("round", "best_simulated", "mean_simulated", "gap", "gap_after", "counted_designs")}
-        | {"ratio": r["best_simulated"] / train_best} for r in result["rounds"]],
+        | {"ratio": (r["best_simulated"] or float("nan")) / train_best} for r in result["rounds"]],
         "target_met": bool(len(result["rounds"]) > 1 and last["gap"] <= 0.02
-                           and last["best_simulated"] >= 1.5 * train_best)}))
+                           and (last["best_simulated"] or 0) >= 1.5 * train_best)}))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,17 @@ def test_min_band_objective_by_hand():
     assert t.grad[0, 0, 0, 2] > t.grad[0, 0, 1, 1] > t.grad[0, 1, 1, 0] > 0
 
 
+def test_oversample_repeats_only_the_named_shards_rows():
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.train.split import oversampled
+
+    rows, shard_of_row = np.array([0, 1, 3, 4]), np.array([0, 0, 0, 7, 7])
+    assert oversampled(rows, shard_of_row, {"7": 3}).tolist() == [0, 1, 3, 3, 3, 4, 4, 4]
+    assert oversampled(rows, shard_of_row, {}).tolist() == [0, 1, 3, 4]
+    with pytest.raises(ConfigError, match="data.oversample"):
+        tiny_config("data.oversample={x: 2}")
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 
 @pytest.fixture(scope="module")

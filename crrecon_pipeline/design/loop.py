@@ -33,25 +33,31 @@ from crrecon_pipeline.physics.bands import routing_efficiency
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import load_model, predict
 
-FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr")
+FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_design_repeat")
 @dataclass(frozen=True)
 class FinetuneSettings:
     """The short schedule between rounds: the designing model's own run config, started from its checkpoint
-    (training.init_from), with these epochs and peak learning rate, no warmup."""
+    (training.init_from), with these epochs and peak learning rate, no warmup, the design-made shards' rows counted
+    `finetune_design_repeat` times (data.oversample): a few dozen new rows among thousands would barely move it."""
 
     finetune_epochs: int = field(default=6, metadata=ranged(
         "epochs of the fine-tuning between rounds (from the current checkpoint, on old + new shards)", 1, 100_000))
     finetune_lr: float = field(default=5e-4, metadata=ranged(
         "peak learning rate of the fine-tuning between rounds", 0, 10, lo_open=True))
+    finetune_design_repeat: int = field(default=10, metadata=ranged(
+        "times each design-made row counts per fine-tuning epoch (data.oversample); 1: like any row", 1, 10_000))
 
     def __post_init__(self):
         check_ranges(self, "design")
 
-    def run_config(self, base: RunConfig, checkpoint: str | Path) -> RunConfig:
-        """The fine-tuning run: `base` (the checkpoint's own config) from `checkpoint`'s weights, a short schedule."""
+    def run_config(self, base: RunConfig, checkpoint: str | Path, design_shards) -> RunConfig:
+        """The fine-tuning run: `base` (the checkpoint's own config) from `checkpoint`'s weights, a short schedule,
+        the rows of `design_shards` oversampled."""
+        repeat = {str(k): self.finetune_design_repeat for k in sorted(design_shards)}
         return base.with_overrides({"training.init_from": str(checkpoint), "training.resume_from": "",
                                     "training.epochs": self.finetune_epochs, "training.lr": self.finetune_lr,
-                                    "training.warmup_ratio": 0.0, "training.save_every": 0},
+                                    "training.warmup_ratio": 0.0, "training.save_every": 0,
+                                    "data.oversample": repeat if self.finetune_design_repeat > 1 else {}},
                                    "design loop fine-tuning")
 
 
@@ -128,10 +134,11 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
                  **numbers, "gap_after": None}
         if k + 1 < rounds:
             _, base_config = load_model(current, "cpu")
-            config = finetune.run_config(base_config, current)
-            grown = combine_prepared([base, load_prepared(store)])
+            designed = load_prepared(store)
+            config = finetune.run_config(base_config, current, designed.versions)
+            grown = combine_prepared([base, designed])
             log(f"round {k}: fine-tuning {finetune.finetune_epochs} epochs on {len(grown)} rows "
-                f"(+{len(summary['designs'])} designed) into {round_dir / 'model'}")
+                f"({len(designed)} designed, each x{finetune.finetune_design_repeat}) into {round_dir / 'model'}")
             metrics = train(config, grown, round_dir / "model", device=device, log=train_log or log)
             current = Path(metrics["best_checkpoint"])
             sim = np.array([d["simulated_efficiency"] for d in summary["designs"]])

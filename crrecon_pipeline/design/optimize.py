@@ -44,7 +44,7 @@ class DesignSettings:
         "tanh sharpness at the first step (geometric schedule)", 0, 1e6, lo_open=True))
     beta_end: float = field(default=128.0, metadata=ranged("tanh sharpness at the last step", 0, 1e6, lo_open=True))
     blur_sigma_px: float = field(default=3.0, metadata=ranged(
-        "minimum feature size (periodic Gaussian blur, pixels)", 0, 64))
+        "smoothness of the design's boundary (periodic Gaussian blur of the latent, pixels)", 0, 64))
     objective: str = field(default="band_mean", metadata={
         "help": "what the designs maximize: band_mean (weighted mean of the B, G, R band efficiencies) or min_band "
                 "(the smallest band efficiency, invrs-gym's Bayer metric); both are reported", "choices": OBJECTIVES})

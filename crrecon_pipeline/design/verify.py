@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings
-from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
 from crrecon_pipeline.physics.structures import StructureParams
 
 REPRODUCE_TOLERANCE = 1e-4  # recorded settings must give the training spectra back to this (float32 noise ~1e-7)
@@ -47,10 +48,17 @@ def prepare_settings_of(prepared: Prepared) -> PrepareSettings:
     return PrepareSettings(**_known(PrepareSettings, prepared.shards[0]["settings"]))
 
 
+@lru_cache(maxsize=4)
+def _plan(physics: PhysicsParams):
+    """The simulator's structure-independent plan, kept per physics: the loop verifies every round (and checks the
+    record first) with the same settings, and building a plan costs seconds."""
+    return make_plan(physics)
+
+
 def simulated_bayer(structures: np.ndarray, settings: SimulationSettings,
                     prep: PrepareSettings) -> tuple[np.ndarray, np.ndarray]:
     """(raw negative spectra (N, 3, W), Bayer spectra (N, 2, 2, bins)) exactly as the training data was made."""
-    raw = simulate_spectra(structures, settings.physics)
+    raw = simulate_spectra(structures, plan=_plan(settings.physics))
     return raw, to_bayer(bin_spectra(-raw, prep))
 
 

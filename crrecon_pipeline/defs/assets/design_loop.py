@@ -117,7 +117,8 @@ def design_round(context: dg.AssetExecutionContext, config: DesignLoopConfig, pa
         summary = design_on(model.checkpoint, prepared, paths.prepared_path(), out, settings, shard, device.device,
                             LogProgress(context.log, settings.steps, f"design round {config.round}", unit="steps"),
                             start=start, require_verified=True, record=record, reference=reference)
-        finetune_config = finetune.run_config(load_model(model.checkpoint, "cpu")[1], model.checkpoint)
+        designed = [k for k in prepared.versions if paths.design_made(k) is not None] + [shard]
+        finetune_config = finetune.run_config(load_model(model.checkpoint, "cpu")[1], model.checkpoint, designed)
     write_text_atomic(out / DESIGN_MADE, json.dumps(record, indent=2) + "\n")  # last: the shard is complete
     context.instance.add_dynamic_partitions(shards.name, [str(shard)])
     numbers = round_numbers(summary)
