@@ -68,13 +68,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="active-learning rounds (design/loop.py)")
     ap.add_argument("--min-feature-px", type=int, default=DesignSettings.min_feature_px)
     ap.add_argument("--objective", default=DesignSettings.objective)
+    ap.add_argument("--blur-sigma-px", type=float, default=DesignSettings.blur_sigma_px)
     ap.add_argument("--finetune-epochs", type=int, default=FinetuneSettings.finetune_epochs)
     ap.add_argument("--finetune-lr", type=float, default=FinetuneSettings.finetune_lr)
     ap.add_argument("--finetune-design-repeat", type=int, default=FinetuneSettings.finetune_design_repeat)
     args = ap.parse_args()
     config = load_config(args.config, args.set)
     settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed,
-                              min_feature_px=args.min_feature_px, objective=args.objective)
+                              min_feature_px=args.min_feature_px, objective=args.objective,
+                              blur_sigma_px=args.blur_sigma_px)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.checkpoint:
