@@ -168,7 +168,7 @@ def prepare(instance, resources, partition):
 ROUND = {"designs": 2, "steps": 3, "rounds": 2, "finetune_epochs": 1, "min_feature_px": 4}
 
 
-def test_design_loop_in_dagster(tmp_path):
+def test_design_loop_in_dagster(checkpoint, tmp_path):
     """Round 0 adds exactly one design-made shard partition whose lineage names the model that designed it; the
     sensor then prepares it, fine-tunes from that model on old + new shards, and starts round 1 from round 0's
     best; after round 1 (of 2) the loop is finished."""
@@ -182,8 +182,7 @@ def test_design_loop_in_dagster(tmp_path):
     instance.add_dynamic_partitions(shards.name, ["0"])
     resources = dagster_setup(tmp_path)
     assert prepare(instance, resources, "0").success
-    ckpt = train(tiny_config("training.epochs=1"), load_prepared(tmp_path / "prepared"), tmp_path / "runs" / "a",
-                 device="cpu", log=lambda m: None)["best_checkpoint"]
+    ckpt = checkpoint  # a tiny model of the same physics (trained on the session's data)
     instance.report_runless_asset_event(dg.AssetMaterialization("trained_model", metadata={
         "checkpoint": dg.MetadataValue.path(str(ckpt))}))
     assert isinstance(next_loop_step(instance), dg.SkipReason)
@@ -223,7 +222,7 @@ def test_design_loop_in_dagster(tmp_path):
     assert "finished" in next_loop_step(instance).skip_message
 
 
-def test_design_round_failed_verification_adds_nothing(tmp_path):
+def test_design_round_failed_verification_adds_nothing(checkpoint, tmp_path):
     from crrecon_pipeline.defs.assets.design_loop import design_round
     from crrecon_pipeline.defs.partitions import shards
 
@@ -231,10 +230,8 @@ def test_design_round_failed_verification_adds_nothing(tmp_path):
     instance.add_dynamic_partitions(shards.name, ["0"])
     resources = dagster_setup(tmp_path)
     assert prepare(instance, resources, "0").success
-    ckpt = train(tiny_config("training.epochs=1"), load_prepared(tmp_path / "prepared"), tmp_path / "runs" / "a",
-                 device="cpu", log=lambda m: None)["best_checkpoint"]
     instance.report_runless_asset_event(dg.AssetMaterialization("trained_model", metadata={
-        "checkpoint": dg.MetadataValue.path(str(ckpt))}))
+        "checkpoint": dg.MetadataValue.path(str(checkpoint))}))
     record = json.loads((tmp_path / "raw" / "simulation.json").read_text())
     record["physics"]["depth_um"] = 1.0  # a record that no longer reproduces the training spectra
     (tmp_path / "raw" / "simulation.json").write_text(json.dumps(record))
