@@ -124,6 +124,9 @@ def test_cli_design_rounds(checkpoint, prepared_dir, tmp_path, capsys):
     assert sorted(load_prepared(out / "prepared").versions) == [2, 3]
     assert sorted(load_prepared(prepared_dir).versions) == [0, 1]
     assert r0["gap_after"] is not None and r1["gap_after"] is None
+    assert main(args) == 2  # the same OUT again: refused, the first loop's files left as they are
+    assert "already exists (an earlier loop)" in capsys.readouterr().err
+    assert sorted(load_prepared(out / "prepared").versions) == [2, 3]
 
 
 def test_cli_rounds_stop_on_failed_verification(checkpoint, raw_dir, tmp_path, capsys):

@@ -28,12 +28,14 @@ from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn
 from crrecon_pipeline.design.run import design_on
 from crrecon_pipeline.design.verify import prepare_settings_of
-from crrecon_pipeline.errors import check_ranges, ranged
+from crrecon_pipeline.errors import DataError, check_ranges, ranged
 from crrecon_pipeline.physics.bands import routing_efficiency
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import load_model, predict
 
 FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_design_repeat")
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
     """The short schedule between rounds: the designing model's own run config, started from its checkpoint
@@ -112,6 +114,9 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     from crrecon_pipeline.train.loop import train  # the trainer only when the loop runs
 
     out_dir, prepared_dir = Path(out_dir), Path(prepared_dir)
+    for earlier in [out_dir / "prepared", *sorted(out_dir.glob("round_*"))]:
+        if earlier.exists():  # a loop continues from its own numbers only: never mix two loops' shards
+            raise DataError(f"{earlier}: already exists (an earlier loop); give --out a new folder")
     base = load_prepared(prepared_dir)
     store = out_dir / "prepared"
     shard = max(base.versions) + 1 if base.versions else 0
