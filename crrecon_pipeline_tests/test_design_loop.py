@@ -87,6 +87,23 @@ def test_oversample_repeats_only_the_named_shards_rows():
         tiny_config("data.oversample={x: 2}")
 
 
+def test_verification_fidelity_is_any_registered_one():
+    from crrecon_pipeline.design.optimize import DesignSettings
+    from crrecon_pipeline.design.verify import verification_settings
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.physics.params import FIDELITIES, PhysicsParams
+    from crrecon_pipeline.physics.shards import SimulationSettings
+
+    recorded = SimulationSettings(seed=3, physics=PhysicsParams(depth_um=3.0))
+    assert verification_settings(recorded, "recorded") is recorded
+    for fidelity in FIDELITIES:  # every registered fidelity, the recorded geometry kept
+        assert DesignSettings(verify_fidelity=fidelity).verify_fidelity == fidelity
+        chosen = verification_settings(recorded, fidelity)
+        assert chosen.physics.fidelity == fidelity and chosen.physics.depth_um == 3.0 and chosen.seed == 3
+    with pytest.raises(ConfigError, match="verify_fidelity"):
+        DesignSettings(verify_fidelity="no_such_solver")
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 
 @pytest.fixture(scope="module")
