@@ -3,7 +3,13 @@ simulate them with the data's own settings. Prints the best design's simulated e
 training structure's (target >= 1.05x) and the surrogate-vs-physics gap for it (target <= 0.05); the blank
 cell (no pillars: 1/4 of the light on every pixel, efficiency 1/3) is printed as a second reference.
 
+With --rounds N, the active-learning loop (design/loop.py, as `crrecon design --rounds N`): round k designs with the
+model fine-tuned on the earlier rounds' verified designs; per round the best counted design (minimum length scale
+>= --min-feature-px) against the best training structure (target after one round: >= 1.5x) and the surrogate's
+largest gap on that round's designs (target after one round: <= 0.02), printed as a markdown table.
+
     python benchmarks/bench_design.py [--rows 4000] [--designs 16] [--steps 100] [--picture docs/images/designs.png]
+    python benchmarks/bench_design.py --rounds 2 [--finetune-epochs 6] [--finetune-lr 5e-4] [--min-feature-px 4]
     python benchmarks/bench_design.py --checkpoint RUN/best.pt --prepared DIR ...   (design only, a model trained
         earlier with `crrecon train`, e.g. on a loaded machine where training here would take too long)
 """
@@ -21,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import load_prepared
+from crrecon_pipeline.design.loop import FinetuneSettings, run_rounds
 from crrecon_pipeline.design.optimize import DesignSettings
 from crrecon_pipeline.design.run import run_design
 from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulation, simulated_bayer
@@ -58,8 +65,18 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="skip data and training: design with this model ...")
     ap.add_argument("--prepared", default=None, help="... and the prepared folder it was trained on")
     ap.add_argument("--picture", default=None, help="copy designs.png here (e.g. docs/images/designs.png)")
+    ap.add_argument("--rounds", type=int, default=None, help="active-learning rounds (design/loop.py)")
+    ap.add_argument("--min-feature-px", type=int, default=DesignSettings.min_feature_px)
+    ap.add_argument("--objective", default=DesignSettings.objective)
+    ap.add_argument("--blur-sigma-px", type=float, default=DesignSettings.blur_sigma_px)
+    ap.add_argument("--finetune-epochs", type=int, default=FinetuneSettings.finetune_epochs)
+    ap.add_argument("--finetune-lr", type=float, default=FinetuneSettings.finetune_lr)
+    ap.add_argument("--finetune-design-repeat", type=int, default=FinetuneSettings.finetune_design_repeat)
     args = ap.parse_args()
     config = load_config(args.config, args.set)
+    settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed,
+                              min_feature_px=args.min_feature_px, objective=args.objective,
+                              blur_sigma_px=args.blur_sigma_px)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.checkpoint:
@@ -67,11 +84,12 @@ def main() -> None:
             print(f"design only: {checkpoint} trained on {prepared_dir}", flush=True)
         else:
             checkpoint, prepared_dir = train_fresh(args, config, tmp)
+        if args.rounds:
+            return report_rounds(args, settings, checkpoint, prepared_dir, tmp)
         prepared = load_prepared(prepared_dir)
         n_structures = 2 * len(prepared)
         t = time.perf_counter()
-        summary = run_design(checkpoint, prepared_dir, tmp / "designs",
-                             DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed), device="cpu")
+        summary = run_design(checkpoint, prepared_dir, tmp / "designs", settings, device="cpu")
         t_design = time.perf_counter() - t
         _, blank = simulated_bayer(np.zeros((1, 128, 128), np.uint8), recorded_simulation(prepared).settings,
                                    prepare_settings_of(prepared))
@@ -86,7 +104,9 @@ def main() -> None:
     pred = np.array([d["predicted_efficiency"] for d in designs])
     sim = np.array([d["simulated_efficiency"] for d in designs])
     start = np.array([d["initial_predicted_efficiency"] for d in designs])
-    best = int(np.argmax(sim))
+    best = summary["best_design"] if summary["best_design"] is not None else int(np.argmax(sim))
+    print(f"length scale: {summary['counted_designs']} of {len(designs)} designs meet {args.min_feature_px} px "
+          f"(min feature px: {[d['min_feature_px'] for d in designs]})")
     train_best = summary["training_best_efficiency"]
     ratio, gap = sim[best] / train_best, abs(pred[best] - sim[best])
     print(f"design: {args.designs} designs x {args.steps} steps in {t_design:.0f} s (optimization, simulation, files)")
@@ -98,9 +118,42 @@ def main() -> None:
           f"ratio {ratio:.3f}x (target >= 1.05); blank cell {blank_eff:.4f} -> {sim[best] / blank_eff:.3f}x")
     print(f"all designs: |predicted - simulated| max {np.abs(pred - sim).max():.4f}, "
           f"mean {np.abs(pred - sim).mean():.4f}")
+    min_band = np.array([d["simulated_min_band"] for d in designs])
+    print(f"min-band metric (objective {summary['objective']}): best design {min_band[best]:.4f}, "
+          f"best of all {min_band.max():.4f}, mean {min_band.mean():.4f}")
     print(json.dumps({"best_simulated": float(sim[best]), "best_predicted": float(pred[best]), "gap_best": float(gap),
                       "training_best": train_best, "ratio": float(ratio), "blank_cell": blank_eff,
                       "max_gap": float(np.abs(pred - sim).max()), "design_s": round(t_design, 1)}))
+
+
+def report_rounds(args, settings: DesignSettings, checkpoint, prepared_dir: Path, tmp: Path) -> None:
+    """The loop's rounds as a table: best counted design vs the best training structure, the gaps, the rows."""
+    t = time.perf_counter()
+    finetune = FinetuneSettings(finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                                finetune_design_repeat=args.finetune_design_repeat)
+    result = run_rounds(checkpoint, prepared_dir, tmp / "loop", settings, args.rounds, finetune, device="cpu",
+                        log=lambda message: print(message, flush=True), train_log=lambda message: None)
+    train_best = result["training_best_efficiency"]
+    print(f"{args.rounds} rounds x {args.designs} designs x {args.steps} steps, fine-tuning {args.finetune_epochs} "
+          f"epochs at lr {args.finetune_lr} (design rows x{args.finetune_design_repeat}) between rounds: "
+          f"{time.perf_counter() - t:.0f} s")
+    print(f"best training structure: {train_best:.4f}; minimum length scale {args.min_feature_px} px")
+    print("| round | designed by | counted designs | best simulated | × best training | mean simulated "
+          "| max gap (designing model) | max gap after fine-tuning | rows added |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in result["rounds"]:
+        by = "the trained model" if r["round"] == 0 else f"fine-tuned after round {r['round'] - 1}"
+        after = "-" if r["gap_after"] is None else f"{r['gap_after']:.4f}"
+        best = r["best_simulated"] or float("nan")  # None: no design met the length scale
+        print(f"| {r['round']} | {by} | {r['counted_designs']} / {len(r['designs'])} | {best:.4f} | "
+              f"{best / train_best:.3f}× | {r['mean_simulated'] or float('nan'):.4f} | {r['gap']:.4f} | {after} | "
+              f"{r['rows_added']} |")
+    last = result["rounds"][-1]
+    print(json.dumps({"training_best": train_best, "rounds": [
+        {k: r[k] for k in ("round", "best_simulated", "mean_simulated", "gap", "gap_after", "counted_designs")}
+        | {"ratio": (r["best_simulated"] or float("nan")) / train_best} for r in result["rounds"]],
+        "target_met": bool(len(result["rounds"]) > 1 and last["gap"] <= 0.02
+                           and (last["best_simulated"] or 0) >= 1.5 * train_best)}))
 
 
 if __name__ == "__main__":

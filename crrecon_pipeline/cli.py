@@ -255,10 +255,12 @@ def cmd_predict(args) -> dict:
 
 
 def design_flags(s: argparse.ArgumentParser) -> None:
+    from crrecon_pipeline.design.loop import FINETUNE_FIELDS, FinetuneSettings
     from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
     from crrecon_pipeline.physics.bands import BAND_EDGES_NM, BAND_WEIGHTS
 
     add_settings_flags(s, DesignSettings, DESIGN_FIELDS)
+    add_settings_flags(s, FinetuneSettings, FINETUNE_FIELDS)
     s.add_argument("--band-edges", default=_numbers(BAND_EDGES_NM), help="B|G|R band boundaries in nm")
     s.add_argument("--band-weights", default=_numbers(BAND_WEIGHTS), help="weights of the B, G, R bands")
 
@@ -268,12 +270,21 @@ def _numbers(values) -> str:
 
 
 def cmd_design(args) -> dict:
+    from crrecon_pipeline.design.loop import FinetuneSettings, run_rounds
     from crrecon_pipeline.design.optimize import DesignSettings
     from crrecon_pipeline.design.run import run_design
     from crrecon_pipeline.physics.bands import bayer_bands
 
     bands = bayer_bands(_floats(args.band_edges, "--band-edges"), _floats(args.band_weights, "--band-weights"))
     settings = settings_from(args, DesignSettings, bands=bands)
+    if args.rounds is not None:  # the active-learning loop: OUT/round_<k>/ per round
+        if args.shard_index is not None:
+            raise ConfigError("--shard-index: not with --rounds (each round's shard takes the next free index)")
+        bar, update = _progress(args.steps * args.rounds, "design rounds", unit="step")
+        with bar:
+            return run_rounds(args.checkpoint, args.prepared, args.out, settings, args.rounds,
+                              settings_from(args, FinetuneSettings), args.device, update,
+                              log=lambda message: print(f"design: {message}", file=sys.stderr))
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:
         summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, args.device, update)
@@ -344,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "checkpoint", "prepared", "out", settings=design_flags)
     s.add_argument("--shard-index", type=ranged_type(int, Range(0, 10**9)), default=None,
                    help="k of the written shard (default: next free in OUT)")
+    s.add_argument("--rounds", type=ranged_type(int, Range(1, 1000)), default=None,
+                   help="active-learning rounds: design, verify, add the designs as a shard, fine-tune "
+                        "(--finetune-epochs, --finetune-lr) between rounds; OUT/round_<k>/ per round")
     s.add_argument("--device", default="auto")
     return p
 

@@ -7,14 +7,22 @@ import dagster as dg
 
 from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from crrecon_pipeline.defs.assets.design import designed_structures
+from crrecon_pipeline.defs.assets.design_loop import design_round
 from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
 from crrecon_pipeline.defs.assets.pretrain import pretrained_model
 from crrecon_pipeline.defs.assets.raw import raw_shard
 from crrecon_pipeline.defs.assets.training import trained_model
-from crrecon_pipeline.defs.jobs import design_job, prepare_data_job, pretrain_job, train_job
+from crrecon_pipeline.defs.jobs import (
+    design_finetune_job,
+    design_job,
+    design_loop_job,
+    prepare_data_job,
+    pretrain_job,
+    train_job,
+)
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
 from crrecon_pipeline.defs.schedules import weekly_retraining
-from crrecon_pipeline.defs.sensors import new_shard_sensor
+from crrecon_pipeline.defs.sensors import design_loop_sensor, new_shard_sensor
 
 
 def _executor():
@@ -34,10 +42,10 @@ def _env(name: str, default: str):
 
 defs = dg.Definitions(
     assets=[raw_shard, filtered_bayer, rotated_bayer, pretrained_model, trained_model, training_log_analysis,
-            run_comparison, dataset_profile, designed_structures],
-    jobs=[prepare_data_job, pretrain_job, train_job, design_job],
+            run_comparison, dataset_profile, designed_structures, design_round],
+    jobs=[prepare_data_job, pretrain_job, train_job, design_job, design_loop_job, design_finetune_job],
     schedules=[weekly_retraining],
-    sensors=[new_shard_sensor],
+    sensors=[new_shard_sensor, design_loop_sensor],
     executor=_executor(),
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", str(Path.cwd() / "data")), raw_dir=_env("CRRECON_RAW_DIR", "")),

@@ -124,3 +124,30 @@ def load_prepared(prepared_dir: str | Path, versions: dict | None = None, verify
         wavelengths_nm=PrepareSettings(**picked[0].manifest["settings"]).bin_centers_nm(),
         versions=dict(zip(shards, picked)),
     )
+
+
+def combine_prepared(parts: list[Prepared]) -> Prepared:
+    """Prepared data from several stores as one (e.g. the user's prepared folder and the design shards of the
+    active-learning loop): concatenated in the order given, shard indices distinct, prepared alike."""
+    if len(parts) == 1:
+        return parts[0]
+    shards = [k for p in parts for k in p.versions]
+    if len(set(shards)) != len(shards):
+        raise DataError(f"prepared data to combine share shard indices ({sorted(shards)})")
+    settings = {json.dumps(PrepareSettings(**r["settings"]).identity(), sort_keys=True)
+                for p in parts for r in p.shards}
+    if len(settings) > 1:
+        raise DataError("prepared data to combine were prepared with different settings (binning, grid)")
+    offsets = np.cumsum([0] + [sum(r["raw_rows"] for r in p.shards) for p in parts[:-1]])
+    rotated = all(p.rotated_bayer is not None for p in parts)
+    return Prepared(
+        structures=PackedStructures(np.concatenate([p.structures.packed for p in parts])),
+        bayer=np.concatenate([p.bayer for p in parts]),
+        rotated_structures=PackedStructures(np.concatenate([p.rotated_structures.packed for p in parts]))
+        if rotated else None,
+        rotated_bayer=np.concatenate([p.rotated_bayer for p in parts]) if rotated else None,
+        source_rows=np.concatenate([p.source_rows + off for p, off in zip(parts, offsets)]),
+        shards=[r for p in parts for r in p.shards],
+        wavelengths_nm=parts[0].wavelengths_nm,
+        versions={k: v for p in parts for k, v in p.versions.items()},
+    )

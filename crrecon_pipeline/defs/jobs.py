@@ -28,3 +28,19 @@ design_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("designed_structures"),
     description="Design color routers through the latest trained surrogate and verify them with the simulator.",
 )
+
+# one round of the active-learning design loop (run config: rounds, the design run, the fine-tuning schedule); the
+# design_loop_sensor runs the rest unattended: prepare the new shard, fine-tune, the next round, until `rounds`.
+design_loop_job = dg.define_asset_job(
+    "design_loop_job",
+    selection=dg.AssetSelection.assets("design_round"),
+    description="Start (or continue) the active-learning design loop: design, verify, add the designs as a new "
+                "shard; design_loop_sensor then prepares it, fine-tunes and runs the next round.",
+)
+
+# the loop's fine-tuning between rounds: trained_model from the current checkpoint on old + new shards.
+design_finetune_job = dg.define_asset_job(
+    "design_finetune_job",
+    selection=dg.AssetSelection.assets("trained_model"),
+    description="Fine-tune the surrogate between design rounds (run config from design_loop_sensor).",
+)

@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from crrecon_pipeline.data.checks import CheckLimits
+from crrecon_pipeline.data.home import design_made_record, design_shard_dir
 from crrecon_pipeline.data.transforms import PREPARE_FIELDS, PrepareSettings
 from crrecon_pipeline.defs.settings import build, dataclass_fields, generated
 from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
@@ -31,6 +32,14 @@ class CrreconPaths(dg.ConfigurableResource):
 
     def raw_path(self) -> Path:
         return Path(self.raw_dir) if self.raw_dir else Path(self.home) / "raw"
+
+    def raw_path_for(self, shard: int) -> Path:
+        """Where shard k's raw files are: its design-made folder (design_round) when it is one, else raw_path()."""
+        return design_shard_dir(self.home, shard) if self.design_made(shard) is not None else self.raw_path()
+
+    def design_made(self, shard: int) -> dict | None:
+        """The lineage record of a design-made shard (design/loop.py), or None."""
+        return design_made_record(self.home, shard)
 
     def prepared_path(self) -> Path:
         return Path(self.home) / "prepared"

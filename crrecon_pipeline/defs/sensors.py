@@ -1,5 +1,11 @@
 """new_shard_sensor: registers each new, complete and stable raw shard as a partition and asks once for its
-preparation. With the built-in simulator it registers the simulator's initial shards."""
+preparation. With the built-in simulator it registers the simulator's initial shards.
+
+design_loop_sensor: drives the active-learning design loop after its first round (design_loop_job): the latest
+design_round's shard -> prepare_data_job for that partition -> design_finetune_job (trained_model from the
+designing checkpoint, on every shard whose checks passed) -> design_loop_job for the next round, until `rounds`.
+Each request has a run key per loop, round and step, so every step runs once; a shard that fails its checks or a
+fine-tuning that fails stops the loop (the sensor says why)."""
 
 
 import json
@@ -8,7 +14,11 @@ import time
 import dagster as dg
 
 from crrecon_pipeline.data.rawfiles import SPECTRA_RE, STRUCTURE_RE, open_shard
-from crrecon_pipeline.defs.jobs import prepare_data_job
+from crrecon_pipeline.defs.assets.design_loop import loop_state
+from crrecon_pipeline.defs.assets.training import TrainedModelConfig
+from crrecon_pipeline.defs.handoff import latest_materialization, latest_trained_model
+from crrecon_pipeline.defs.jobs import design_finetune_job, design_loop_job, prepare_data_job
+from crrecon_pipeline.defs.lineage import shard_lineage
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource
 from crrecon_pipeline.errors import DataError
@@ -71,3 +81,35 @@ def new_shard_sensor(context: dg.SensorEvaluationContext, paths: CrreconPaths, s
         dynamic_partitions_requests=[shards.build_add_request([k for k in changed if k not in registered])],
         cursor=json.dumps(seen | {k: current[k] for k in changed}),
     )
+
+
+@dg.sensor(jobs=[prepare_data_job, design_finetune_job, design_loop_job], minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="The design loop's next step after each design_round: prepare its shard, fine-tune, the next "
+                       "round.")
+def design_loop_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    return next_loop_step(context.instance)
+
+
+def next_loop_step(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    """The one step the latest design round waits for, as a run request (or why there is none)."""
+    state = loop_state(instance)
+    if state is None:
+        return dg.SkipReason("no design_round yet (launch design_loop_job to start a loop)")
+    loop, r, shard = state["loop_id"], state["round"], str(state["shard"])
+    key = f"design-loop-{loop}-round-{r}"
+    rotated = latest_materialization(instance, "rotated_bayer", shard)
+    if rotated is None or rotated.timestamp < state["timestamp"]:
+        return dg.RunRequest(job_name=prepare_data_job.name, partition_key=shard, run_key=f"{key}-prepare")
+    version, reason = shard_lineage(instance, shard, augment_180=True)
+    if version is None:
+        return dg.SkipReason(f"design loop {loop[:8]} stopped at round {r}: shard {shard}: {reason}")
+    if r + 1 >= state["rounds"]:
+        return dg.SkipReason(f"design loop {loop[:8]} finished: {state['rounds']} round(s)")
+    model = latest_trained_model(instance)
+    if model is None or model.run_id == state["model_run_id"] or shard not in model.training_set:
+        config = dg.RunConfig({"trained_model": TrainedModelConfig(**state["finetune_run_config"])})
+        return dg.RunRequest(job_name=design_finetune_job.name, run_config=config, run_key=f"{key}-finetune")
+    config = state["loop_config"] | {"round": r + 1}
+    return dg.RunRequest(job_name=design_loop_job.name, run_config={"ops": {"design_round": {"config": config}}},
+                         run_key=f"design-loop-{loop}-round-{r + 1}-design")

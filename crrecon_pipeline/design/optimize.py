@@ -1,9 +1,11 @@
 """Inverse design with the surrogate: all N designs in one tensor, Adam on a latent.
 
 Parameterization: latent (N, 128, 128) in [-1, 1] -> (A + A^T)/2 (so G1 = G2) -> periodic Gaussian blur (the
-generator's, a minimum feature size) -> tanh(beta * field), beta rising geometrically -> surrogate ->
--efficiency (physics.bands). The final structure is field > 0: exactly binary and exactly diagonal-symmetric; its
-surrogate score is the reported predicted_efficiency."""
+generator's, a smooth boundary) -> tanh(beta * field), beta rising geometrically -> surrogate -> -objective
+(design/objective.py: band_mean or min_band). The final structure is field > 0, filtered to the minimum length scale
+`min_feature_px` where a small morphological filter can (design/lengthscale.py): exactly binary and exactly
+diagonal-symmetric; its surrogate score is the reported predicted_efficiency. Starts: the generator's rows, or given
+structures (the next round of the active-learning loop starts from the previous round's best)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from crrecon_pipeline.design.lengthscale import LengthScales, enforce_length_scale, length_scales
+from crrecon_pipeline.design.objective import OBJECTIVES, smooth_objective
 from crrecon_pipeline.errors import ConfigError, check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
+from crrecon_pipeline.physics.params import FIDELITIES
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams, _periodic_gaussian
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import predict
@@ -23,7 +28,9 @@ from crrecon_pipeline.train.inference import predict
 ProgressFn = Callable[[int], None]
 # What a user sets for a design run (the design run config's fields and `crrecon design`'s flags); the bands are
 # given as edges and weights (physics.bands.bayer_bands).
-DESIGN_FIELDS = ("designs", "steps", "seed", "lr", "beta_start", "beta_end", "blur_sigma_px")
+DESIGN_FIELDS = ("designs", "steps", "seed", "lr", "beta_start", "beta_end", "blur_sigma_px", "objective",
+                 "min_feature_px", "verify_fidelity")
+RECORDED = "recorded"  # verify_fidelity: the fidelity the training data was simulated with (its simulation.json)
 
 
 @dataclass(frozen=True)
@@ -37,11 +44,25 @@ class DesignSettings:
         "tanh sharpness at the first step (geometric schedule)", 0, 1e6, lo_open=True))
     beta_end: float = field(default=128.0, metadata=ranged("tanh sharpness at the last step", 0, 1e6, lo_open=True))
     blur_sigma_px: float = field(default=3.0, metadata=ranged(
-        "minimum feature size (periodic Gaussian blur, pixels)", 0, 64))
+        "smoothness of the design's boundary (periodic Gaussian blur of the latent, pixels)", 0, 64))
+    objective: str = field(default="band_mean", metadata={
+        "help": "what the designs maximize: band_mean (weighted mean of the B, G, R band efficiencies) or min_band "
+                "(the smallest band efficiency, invrs-gym's Bayer metric); both are reported", "choices": OBJECTIVES})
+    min_feature_px: int = field(default=4, metadata=ranged(
+        "minimum solid and void length scale (pixels; 128 px = one period) a design must have to count; the final "
+        "structures are filtered towards it; 0: off", 0, 64))
+    verify_fidelity: str = field(default=RECORDED, metadata={
+        "help": "simulator fidelity the designs are verified with; recorded: the training data's own (its "
+                "simulation.json)", "choices": (RECORDED, *FIDELITIES)})
     bands: tuple[Band, ...] = DEFAULT_BANDS
 
     def __post_init__(self):
         check_ranges(self, "design")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"design.objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.verify_fidelity not in (RECORDED, *FIDELITIES):
+            raise ConfigError(f"design.verify_fidelity: {self.verify_fidelity!r} is not one of "
+                              f"{', '.join((RECORDED, *FIDELITIES))}")
         if self.designs < 1 or self.steps < 1:
             raise ConfigError(f"need designs >= 1 and steps >= 1, got designs={self.designs}, steps={self.steps}")
         if not 0 < self.beta_start <= self.beta_end or self.lr <= 0 or self.blur_sigma_px < 0:
@@ -63,10 +84,17 @@ class DensityField:
         return 0.5 * (f + f.transpose(-1, -2))  # exact in floating point, so the threshold is symmetric too
 
 
-def initial_latent(n: int, seed: int) -> np.ndarray:
-    """Random starts in the generator's style: its structures (rows 0..n-1 of `seed`) as +-1 latents."""
-    structures, _ = StructureGenerator(StructureParams(), seed).rows(0, n)
-    return structures.astype(np.float32) * 2 - 1
+def initial_latent(n: int, seed: int, start: np.ndarray | None = None) -> np.ndarray:
+    """(n, 128, 128) +-1 latents: the given start structures (cycled to n rows), or random starts in the
+    generator's style (its rows 0..n-1 of `seed`)."""
+    if start is None:
+        structures, _ = StructureGenerator(StructureParams(), seed).rows(0, n)
+    else:
+        start = np.asarray(start).reshape(-1, N_PIX, N_PIX)
+        if not len(start):
+            raise ConfigError("design: no start structures given")
+        structures = start[np.arange(n) % len(start)]
+    return (structures != 0).astype(np.float32) * 2 - 1
 
 
 @dataclass
@@ -75,24 +103,26 @@ class DesignResult:
     predicted: np.ndarray  # (N, 2, 2, L) surrogate spectra of the binary structures
     predicted_efficiency: np.ndarray  # (N,)
     initial_efficiency: np.ndarray  # (N,) surrogate score of the binary starting structures
-    history: list[dict] = field(default_factory=list)  # per step: beta, mean/max projected efficiency
+    scales: LengthScales  # solid and void length scales of the final structures (pixels)
+    history: list[dict] = field(default_factory=list)  # per step: beta, mean/max projected objective
 
 
 def optimize(model: torch.nn.Module, config: RunConfig, wavelengths_nm: np.ndarray, settings: DesignSettings,
-             progress: ProgressFn | None = None) -> DesignResult:
-    """Adam on the latent of all N designs at once through the frozen surrogate; deterministic per seed."""
+             progress: ProgressFn | None = None, start: np.ndarray | None = None) -> DesignResult:
+    """Adam on the latent of all N designs at once through the frozen surrogate; deterministic per seed (and
+    start structures)."""
     dev = next(model.parameters()).device
     pm1 = config.data.map_to_pm1
     model.eval().requires_grad_(False)
-    start = initial_latent(settings.designs, settings.seed)
+    start = initial_latent(settings.designs, settings.seed, start)
     latent = torch.tensor(start, device=dev, requires_grad=True)
     to_field = DensityField(settings.blur_sigma_px, dev)
     opt = torch.optim.Adam([latent], lr=settings.lr)
     history = []
     for step, beta in enumerate(settings.betas()):
         x = torch.tanh(float(beta) * to_field(latent))  # in (-1, 1); binary as beta grows
-        eff = routing_efficiency(model((x if pm1 else (x + 1) / 2).unsqueeze(1)).float(), wavelengths_nm,
-                                 settings.bands)
+        eff = smooth_objective(model((x if pm1 else (x + 1) / 2).unsqueeze(1)).float(), wavelengths_nm,
+                               settings.bands, settings.objective)
         opt.zero_grad(set_to_none=True)
         (-eff.sum()).backward()  # designs do not interact (per-sample norms), so each gets its own gradient
         opt.step()
@@ -105,6 +135,8 @@ def optimize(model: torch.nn.Module, config: RunConfig, wavelengths_nm: np.ndarr
     with torch.no_grad():
         structures = (to_field(latent) > 0).to(torch.uint8).cpu().numpy()
         starts = (to_field(torch.as_tensor(start, device=dev)) > 0).to(torch.uint8).cpu().numpy()
+    structures = enforce_length_scale(structures, settings.min_feature_px)
     predicted = predict(model, config, structures)
     return DesignResult(structures, predicted, routing_efficiency(predicted, wavelengths_nm, settings.bands),
-                        routing_efficiency(predict(model, config, starts), wavelengths_nm, settings.bands), history)
+                        routing_efficiency(predict(model, config, starts), wavelengths_nm, settings.bands),
+                        length_scales(structures), history)

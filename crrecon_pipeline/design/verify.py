@@ -8,7 +8,8 @@ design run (check_design_verified) is registered here in the style of data.check
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings
-from crrecon_pipeline.physics.simulate import simulate_spectra
+from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
 from crrecon_pipeline.physics.structures import StructureParams
 
 REPRODUCE_TOLERANCE = 1e-4  # recorded settings must give the training spectra back to this (float32 noise ~1e-7)
@@ -47,10 +48,17 @@ def prepare_settings_of(prepared: Prepared) -> PrepareSettings:
     return PrepareSettings(**_known(PrepareSettings, prepared.shards[0]["settings"]))
 
 
+@lru_cache(maxsize=4)
+def _plan(physics: PhysicsParams):
+    """The simulator's structure-independent plan, kept per physics: the loop verifies every round (and checks the
+    record first) with the same settings, and building a plan costs seconds."""
+    return make_plan(physics)
+
+
 def simulated_bayer(structures: np.ndarray, settings: SimulationSettings,
                     prep: PrepareSettings) -> tuple[np.ndarray, np.ndarray]:
     """(raw negative spectra (N, 3, W), Bayer spectra (N, 2, 2, bins)) exactly as the training data was made."""
-    raw = simulate_spectra(structures, settings.physics)
+    raw = simulate_spectra(structures, plan=_plan(settings.physics))
     return raw, to_bayer(bin_spectra(-raw, prep))
 
 
@@ -63,21 +71,31 @@ class Recorded:
 
 
 def recorded_simulation(prepared: Prepared, rows: int = 8) -> Recorded:
-    """The simulator settings the prepared data was made with, if any, checked by re-simulating `rows` rows."""
+    """The simulator settings the prepared data was made with, if any, checked by re-simulating `rows` rows.
+
+    Every raw folder the shards come from must hold a simulation.json and all must record the same physics (the
+    design-made shards of the active-learning loop sit in their own folder, with the record they were simulated
+    with); the rows re-simulated are spread over all shards."""
     raw_dirs = sorted({str(Path(r["raw_files"][0]).parent) for r in prepared.shards if r.get("raw_files")})
-    if len(raw_dirs) != 1:
-        return Recorded(None, f"prepared data comes from {len(raw_dirs)} raw folders; "
-                              "need exactly one with simulation.json")
-    source = Path(raw_dirs[0]) / "simulation.json"
-    if not source.parent.is_dir():
-        return Recorded(None, f"{source.parent}: the raw folder the data was prepared from is not found "
-                              f"(from {Path.cwd()}): designs not simulated")
-    if not source.is_file():
-        return Recorded(None, f"{source}: not found (data not from the built-in simulator): designs not simulated")
-    try:
-        settings = settings_from_record(json.loads(source.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{source}: unreadable simulator settings ({exc})") from None
+    if not raw_dirs:
+        return Recorded(None, "the prepared data names no raw folder: designs not simulated")
+    found = []
+    for folder in raw_dirs:
+        source = Path(folder) / "simulation.json"
+        if not source.parent.is_dir():
+            return Recorded(None, f"{source.parent}: the raw folder the data was prepared from is not found "
+                                  f"(from {Path.cwd()}): designs not simulated")
+        if not source.is_file():
+            return Recorded(None, f"{source}: not found (data not from the built-in simulator): designs not simulated")
+        try:
+            found.append((source, settings_from_record(json.loads(source.read_text()))))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{source}: unreadable simulator settings ({exc})") from None
+    source, settings = found[0]
+    for other, theirs in found[1:]:
+        if theirs.physics != settings.physics:
+            return Recorded(None, f"{other}: records other physics than {source} (the prepared data mixes "
+                                  "simulators): designs not simulated")
     pick = np.unique(np.linspace(0, len(prepared) - 1, min(rows, len(prepared))).astype(int))
     _, bayer = simulated_bayer(prepared.structures[pick], settings, prepare_settings_of(prepared))
     error = float(np.abs(bayer - prepared.bayer[pick]).max())
@@ -86,6 +104,14 @@ def recorded_simulation(prepared: Prepared, rows: int = 8) -> Recorded:
                               f"{error:.3g} on {len(pick)} rows): designs not simulated", str(source), error)
     return Recorded(settings, f"simulated with {source} (reproduces the training spectra to {error:.1g})",
                     str(source), error)
+
+
+def verification_settings(recorded: SimulationSettings, fidelity: str) -> SimulationSettings:
+    """The recorded settings with the verification fidelity chosen by the design run ("recorded": unchanged);
+    any fidelity of physics.params.FIDELITIES, with the recorded geometry and materials."""
+    if fidelity in ("", "recorded") or fidelity == recorded.physics.fidelity:
+        return recorded
+    return replace(recorded, physics=replace(recorded.physics, fidelity=fidelity))
 
 
 def training_best(prepared: Prepared, bands: tuple[Band, ...] = DEFAULT_BANDS) -> tuple[float, int]:

@@ -37,13 +37,17 @@ def settings_table(settings: SimulationSettings) -> str:
 
 
 def design_table(designs: list[dict]) -> str:
-    """Each design's surrogate efficiency at the start and the end, the simulator's, and its fill."""
-    def simulated(d):
-        return "-" if d["simulated_efficiency"] is None else format(d["simulated_efficiency"], ".4f")
+    """Each design's surrogate efficiency at the start and the end, the simulator's, the min-band metric, its
+    solid / void length scales (and whether it counts), and its fill."""
+    def number(x):
+        return "-" if x is None else format(x, ".4f")
 
-    rows = [[d["index"], f"{d['initial_predicted_efficiency']:.4f}", f"{d['predicted_efficiency']:.4f}", simulated(d),
-             f"{d['fill']:.3f}"] for d in designs]
-    return markdown_table(["design", "start (predicted)", "predicted", "simulated", "fill"], rows)
+    rows = [[d["index"], number(d["initial_predicted_efficiency"]), number(d["predicted_efficiency"]),
+             number(d["simulated_efficiency"]), number(d["predicted_min_band"]), number(d["simulated_min_band"]),
+             f"{d['solid_px']} / {d['void_px']}" + ("" if d["counted"] else " (not counted)"), f"{d['fill']:.3f}"]
+            for d in designs]
+    return markdown_table(["design", "start (predicted)", "predicted", "simulated", "min band (predicted)",
+                           "min band (simulated)", "solid / void px", "fill"], rows)
 
 
 def shard_rows_table(profile: dict, excluded: dict[str, str]) -> str:
@@ -75,3 +79,17 @@ def launchpad_yaml(op: str, config_yaml: str) -> str:
     """A run config as the launchpad takes it (ops: <op>: config: ...), in a YAML code block."""
     body = "".join(f"      {line}\n" for line in config_yaml.splitlines())
     return f"```yaml\nops:\n  {op}:\n    config:\n{body}```"
+
+
+def design_rounds_table(rounds: list[dict]) -> str:
+    """The design loop round by round (design_round's `design_rounds`): the designing checkpoint, best and mean
+    simulated efficiency of the designs that count, the surrogate's largest gap on the round's designs before and
+    after the fine-tuning that follows it, the rows added (the new shard)."""
+    def number(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    rows = [[r["round"], f"`{r['checkpoint']}`", r["shard"], f"{r['counted_designs']} / {r['rows_added']}",
+             number(r["best_simulated"]), number(r["mean_simulated"]), number(r["gap"]), number(r.get("gap_after")),
+             r["rows_added"]] for r in rounds]
+    return markdown_table(["round", "designed by", "shard", "counted", "best simulated", "mean simulated",
+                           "gap before", "gap after fine-tuning", "rows added"], rows)

@@ -81,6 +81,16 @@ class DataConfig(Section):
     train_ratio: float = Field(0.95, gt=0, lt=1, description="fraction of structures (by hash) in the training split")
     map_to_pm1: bool = Field(True, description="structures as {-1, 1} instead of {0, 1}")
     out_len: int = Field(30, ge=1, description="spectral bins per pixel; must match the prepared data")
+    oversample: dict[str, int] = Field({}, description="shard index -> how many times each of its training rows "
+                                                       "counts per epoch (the design loop's new shards); others once")
+
+    @field_validator("oversample")
+    @classmethod
+    def _oversample(cls, value: dict[str, int]) -> dict[str, int]:
+        for shard, times in value.items():
+            if not (shard.isascii() and shard.isdigit()) or not 1 <= times <= 10_000:
+                raise ValueError(f"{shard!r}: {times}: needs a shard index and a count in [1, 10000]")
+        return value
 
 
 class ConstraintConfig(Section):

@@ -41,7 +41,7 @@ from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
 from crrecon_pipeline.train.samples import SampleViews
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model, resolve_device
-from crrecon_pipeline.train.split import split_rows
+from crrecon_pipeline.train.split import oversampled, split_rows
 
 
 @torch.no_grad()
@@ -166,7 +166,13 @@ def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.devi
         raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d.train_ratio}")
     data = DeviceData(prepared, dev, with_rotated=d.augment_180,
                       augmentation=Augmentation(shifts=d.augment_shifts, turn90=d.augment_90))
-    stored = np.concatenate([train_rows, train_rows + data.m]) if d.augment_180 else train_rows
+    sampled = train_rows
+    if d.oversample:  # which shard each row comes from: the versions in the order they were concatenated
+        shard_of_row = np.repeat(list(prepared.versions), [v.rows for v in prepared.versions.values()])
+        if len(shard_of_row) != len(prepared):
+            raise DataError("data.oversample: the prepared data do not say which shard each row comes from")
+        sampled = oversampled(train_rows, shard_of_row, d.oversample)
+    stored = np.concatenate([sampled, sampled + data.m]) if d.augment_180 else sampled
     train_idx = torch.as_tensor(data.samples(stored), device=dev)
     tail = len(train_idx) % d.batch_size
     if 0 < tail < ranks.world:  # every rank must take part in every step: drop a tail too short to share

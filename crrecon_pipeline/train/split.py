@@ -42,3 +42,14 @@ def split_rows(packed: np.ndarray, train_ratio: float) -> tuple[np.ndarray, np.n
     u = (structure_keys(packed) >> np.uint64(11)).astype(np.float64) / float(2**53)
     val = u >= train_ratio
     return np.nonzero(~val)[0], np.nonzero(val)[0]
+
+
+def oversampled(rows: np.ndarray, shard_of_row: np.ndarray, times: dict[str, int]) -> np.ndarray:
+    """Training rows with the rows of the listed shards repeated `times[shard]` times in all (data.oversample):
+    new data (the design loop's shards) weighs more without changing the split, which stays by structure."""
+    if not times:
+        return rows
+    counts = np.ones(len(rows), dtype=np.int64)
+    for shard, n in times.items():
+        counts[shard_of_row[rows] == int(shard)] = n
+    return np.repeat(rows, counts)

@@ -60,11 +60,14 @@ def designed_structures(context: dg.AssetExecutionContext, config: DesignConfig,
 
 def design_metadata(summary: dict, out: Path) -> dict:
     designs, verified = summary["designs"], summary["verified"]
-    best = designs[summary["best_design"]]
+    best = designs[summary["best_design"]] if summary["best_design"] is not None else None  # None: none counts
     metadata = {
         "designs": len(designs),
         "best_design": summary["best_design"],
-        "best_predicted_efficiency": rounded(best["predicted_efficiency"]),
+        "counted_designs": summary["counted_designs"],
+        "min_feature_px": summary["min_feature_px"],
+        "objective": summary["objective"],
+        "best_predicted_efficiency": rounded(best["predicted_efficiency"]) if best else None,
         "training_best_efficiency": rounded(summary["training_best_efficiency"]),
         "verified": verified,
         "verification": summary["verification"],
@@ -76,8 +79,10 @@ def design_metadata(summary: dict, out: Path) -> dict:
         "shard_files": dg.MetadataValue.json(summary["files"]),
     }
     if verified:
+        metadata |= {"max_abs_gap": rounded(max(efficiency_gaps(summary)))}
+    if verified and best:
         metadata |= {"best_simulated_efficiency": rounded(best["simulated_efficiency"]),
+                     "best_simulated_min_band": rounded(best["simulated_min_band"]),
                      "best_pct_of_training_best": percent(best["simulated_efficiency"]
-                                                          / summary["training_best_efficiency"]),
-                     "max_abs_gap": rounded(max(efficiency_gaps(summary)))}
+                                                          / summary["training_best_efficiency"])}
     return metadata

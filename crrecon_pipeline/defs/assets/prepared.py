@@ -37,8 +37,9 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
     settings = filtering.prepare_settings()
     with bad_input_fails_step():
         shard = shard_of(context.partition_key)
-        rows = open_shard(paths.raw_path(), shard, settings.n_wavelengths).rows
-        version = prepare_shard(paths.raw_path(), shard, paths.prepared_path(), settings, filtering.check_limits(),
+        raw_dir = paths.raw_path_for(shard)  # a design-made shard has its own folder in CRRECON_HOME
+        rows = open_shard(raw_dir, shard, settings.n_wavelengths).rows
+        version = prepare_shard(raw_dir, shard, paths.prepared_path(), settings, filtering.check_limits(),
                                 progress=LogProgress(context.log, rows, f"filter shard {shard}"))
     record = version.manifest["record"]
     context.log.info(f"shard {shard}: kept {record['kept_rows']} of {record['raw_rows']} "

@@ -9,6 +9,7 @@ import dagster as dg
 
 from crrecon_pipeline.data.checks import raw_checks, scan_raw_shard
 from crrecon_pipeline.data.npyio import write_text_atomic
+from crrecon_pipeline.data.rawfiles import shard_pair
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.checks import RAW_CHECKS, check_result_from_record
 from crrecon_pipeline.defs.lineage import shard_of
@@ -36,9 +37,18 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
               filtering: FilterSettings):
     with bad_input_fails_step():
         shard = shard_of(context.partition_key)
-    raw_dir = paths.raw_path()
+    design_made = paths.design_made(shard)
+    raw_dir = paths.raw_path_for(shard)
     sim_meta = {}
-    if paths.uses_simulator:
+    if design_made is not None:  # verified designs of a design_round: read, never simulated over
+        if not paths.uses_simulator and any(p.exists() for p in shard_pair(paths.raw_path(), shard)):
+            raise dg.Failure(description=f"shard {shard}: in {paths.raw_path()} and design-made in {raw_dir}; "
+                                         "rename the CRRECON_RAW_DIR shard", allow_retries=False)
+        context.log.info(f"shard {shard}: design-made by {design_made['checkpoint']} (design_round run "
+                         f"{design_made['design_run_id'][:8]}, round {design_made['round']})")
+        sim_meta = {"source": "design-made", "designed_by": dg.MetadataValue.path(design_made["checkpoint"]),
+                    "design_made": dg.MetadataValue.json(design_made)}
+    elif paths.uses_simulator:
         start, stop = shard * simulator.rows_per_shard, (shard + 1) * simulator.rows_per_shard
         settings = simulator.settings()
         context.log.info(f"simulating shard {shard}: rows {start}..{stop - 1} of seed {settings.seed} into {raw_dir}")

@@ -1,0 +1,155 @@
+"""The active-learning design loop: design -> verify -> the verified designs become a new raw shard, prepared and
+checked like any shard -> fine-tune the surrogate from its current checkpoint on old + new shards -> design again,
+starting from the previous round's best.
+
+Why: a surrogate's designs sit where its training data are thin (it under-predicts them); simulating them and
+training on them is exactly the data the next round needs. What trains is what passed its checks: a design shard
+goes through data.prepare (the DATA_CHECKS of every shard) before any training sees it, and a round whose designs
+cannot be verified (no simulator record, or one that does not reproduce the training spectra) stops the loop with
+one line, adding nothing.
+
+Here the loop of `crrecon design --rounds N` (plain Python): round k writes OUT/round_<k>/ (the design shard in the
+raw format with its simulation.json and designs.json naming the checkpoint that designed it), prepares it into
+OUT/prepared (a store of the design shards only; the user's prepared folder is only read) and, between rounds,
+fine-tunes into OUT/round_<k>/model/. The Dagster loop (design_loop_job and design_loop_sensor) runs the same steps
+as assets, with the shard as a new partition of the managed data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from crrecon_pipeline.data.prepare import prepare_shard, refuse_failed_checks, rotate_version
+from crrecon_pipeline.data.prepared import Prepared, combine_prepared, load_prepared
+from crrecon_pipeline.data.store import PreparedStore
+from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn
+from crrecon_pipeline.design.run import design_on
+from crrecon_pipeline.design.verify import prepare_settings_of
+from crrecon_pipeline.errors import DataError, check_ranges, ranged
+from crrecon_pipeline.physics.bands import routing_efficiency
+from crrecon_pipeline.train.config import RunConfig
+from crrecon_pipeline.train.inference import load_model, predict
+
+FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_design_repeat")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The short schedule between rounds: the designing model's own run config, started from its checkpoint
+    (training.init_from), with these epochs and peak learning rate, no warmup, the design-made shards' rows counted
+    `finetune_design_repeat` times (data.oversample): a few dozen new rows among thousands would barely move it."""
+
+    finetune_epochs: int = field(default=6, metadata=ranged(
+        "epochs of the fine-tuning between rounds (from the current checkpoint, on old + new shards)", 1, 100_000))
+    finetune_lr: float = field(default=5e-4, metadata=ranged(
+        "peak learning rate of the fine-tuning between rounds", 0, 10, lo_open=True))
+    finetune_design_repeat: int = field(default=10, metadata=ranged(
+        "times each design-made row counts per fine-tuning epoch (data.oversample); 1: like any row", 1, 10_000))
+
+    def __post_init__(self):
+        check_ranges(self, "design")
+
+    def run_config(self, base: RunConfig, checkpoint: str | Path, design_shards) -> RunConfig:
+        """The fine-tuning run: `base` (the checkpoint's own config) from `checkpoint`'s weights, a short schedule,
+        the rows of `design_shards` oversampled."""
+        repeat = {str(k): self.finetune_design_repeat for k in sorted(design_shards)}
+        return base.with_overrides({"training.init_from": str(checkpoint), "training.resume_from": "",
+                                    "training.epochs": self.finetune_epochs, "training.lr": self.finetune_lr,
+                                    "training.warmup_ratio": 0.0, "training.save_every": 0,
+                                    "data.oversample": repeat if self.finetune_design_repeat > 1 else {}},
+                                   "design loop fine-tuning")
+
+
+def round_numbers(summary: dict) -> dict:
+    """A round's numbers from its design summary: best and mean simulated efficiency of the designs that count,
+    the largest |predicted - simulated| (the designing model's gap), rows added."""
+    designs = summary["designs"]
+    counted = [d for d in designs if d["counted"]]
+    sim = [d["simulated_efficiency"] for d in counted]
+    best = None if summary["best_design"] is None else designs[summary["best_design"]]
+    return {
+        "best_simulated": best["simulated_efficiency"] if best else None,
+        "best_simulated_min_band": best["simulated_min_band"] if best else None,
+        "mean_simulated": round(float(np.mean(sim)), 6) if sim else None,
+        "gap": round(max(abs(d["predicted_efficiency"] - d["simulated_efficiency"]) for d in designs), 6),
+        "counted_designs": len(counted),
+        "rows_added": len(designs),
+    }
+
+
+def surrogate_gap(checkpoint: str | Path, structures: np.ndarray, simulated_efficiency: np.ndarray,
+                  wavelengths_nm: np.ndarray, settings: DesignSettings, device: str = "auto") -> float:
+    """Largest |predicted - simulated| band-mean efficiency of `checkpoint` on given structures (the gap on a
+    round's designs after retraining)."""
+    model, config = load_model(checkpoint, device)
+    eff = routing_efficiency(predict(model, config, structures), wavelengths_nm, settings.bands)
+    return round(float(np.abs(eff - np.asarray(simulated_efficiency)).max()), 6)
+
+
+def next_start(structures: np.ndarray, summary: dict) -> np.ndarray:
+    """The next round's starts: this round's designs best first (those that count, by the objective)."""
+    return np.asarray(structures)[summary["rank"]]
+
+
+def prepare_design_shard(round_dir: Path, shard: int, store: Path, like: Prepared) -> None:
+    """The design shard through the same preparation and DATA_CHECKS as any shard; a failed blocking check is
+    one line (DataError) and LATEST does not move."""
+    filtered = prepare_shard(round_dir, shard, store, prepare_settings_of(like), make_latest=False)
+    refuse_failed_checks(filtered)
+    rotated = rotate_version(store, filtered, make_latest=False)
+    refuse_failed_checks(rotated)
+    PreparedStore(store).update_pointers({shard: rotated.version})
+
+
+def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | Path, settings: DesignSettings,
+               rounds: int, finetune: FinetuneSettings, device: str = "auto", progress: ProgressFn | None = None,
+               log: Callable[[str], None] = lambda message: None, train_log: Callable[[str], None] | None = None,
+               ) -> dict:
+    """`rounds` rounds of design -> verify -> new shard -> prepare -> fine-tune (between rounds). Returns
+    {rounds: [...], training_best_efficiency, out}; each round {round, checkpoint, designs, best_simulated, gap,
+    gap_after, mean_simulated, rows_added, shard}."""
+    from crrecon_pipeline.train.loop import train  # the trainer only when the loop runs
+
+    out_dir, prepared_dir = Path(out_dir), Path(prepared_dir)
+    for earlier in [out_dir / "prepared", *sorted(out_dir.glob("round_*"))]:
+        if earlier.exists():  # a loop continues from its own numbers only: never mix two loops' shards
+            raise DataError(f"{earlier}: already exists (an earlier loop); give --out a new folder")
+    base = load_prepared(prepared_dir)
+    store = out_dir / "prepared"
+    shard = max(base.versions) + 1 if base.versions else 0
+    start, current = None, Path(checkpoint)
+    done: list[dict] = []
+    for k in range(rounds):
+        data = combine_prepared([base] + ([load_prepared(store)] if PreparedStore(store).pointers() else []))
+        round_dir = out_dir / f"round_{k}"
+        summary = design_on(current, data, prepared_dir.resolve(), round_dir, settings, shard, device, progress,
+                            start=start, require_verified=True,
+                            record={"round": k, "designed_by": str(current.resolve())}, reference=base)
+        numbers = round_numbers(summary)
+        log(f"round {k}: best simulated {numbers['best_simulated']}, gap {numbers['gap']} "
+            f"({numbers['counted_designs']} of {len(summary['designs'])} designs meet {settings.min_feature_px} px)")
+        prepare_design_shard(round_dir, shard, store, data)
+        structures = np.load(round_dir / f"binary_dataset_128_{shard}.npy")[:, 0]
+        entry = {"round": k, "checkpoint": str(current.resolve()), "shard": shard,
+                 "designs": [{key: d[key] for key in ("index", "predicted_efficiency", "simulated_efficiency",
+                                                       "min_feature_px")} for d in summary["designs"]],
+                 **numbers, "gap_after": None}
+        if k + 1 < rounds:
+            _, base_config = load_model(current, "cpu")
+            designed = load_prepared(store)
+            config = finetune.run_config(base_config, current, designed.versions)
+            grown = combine_prepared([base, designed])
+            log(f"round {k}: fine-tuning {finetune.finetune_epochs} epochs on {len(grown)} rows "
+                f"({len(designed)} designed, each x{finetune.finetune_design_repeat}) into {round_dir / 'model'}")
+            metrics = train(config, grown, round_dir / "model", device=device, log=train_log or log)
+            current = Path(metrics["best_checkpoint"])
+            sim = np.array([d["simulated_efficiency"] for d in summary["designs"]])
+            entry["gap_after"] = surrogate_gap(current, structures, sim, data.wavelengths_nm, settings, device)
+            start = next_start(structures, summary)
+        done.append(entry)
+        shard += 1
+    return {"rounds": done, "training_best_efficiency": summary["training_best_efficiency"],
+            "out": str(out_dir.resolve())}
