@@ -67,6 +67,9 @@ class RcwaPlan:
     k0h: torch.Tensor  # (S,) float64: 2 pi h / lam, the layer height in units of 1/k0
     dft: torch.Tensor  # (4N+1, 128) complex128: exact pattern coefficients F s F^T, pixel box factor included
     toeplitz: torch.Tensor  # (M, M) long: index of coefficient (m - p, n - q) in the flattened (4N+1)^2 grid
+    strip_toeplitz: torch.Tensor  # (n, n) long: m - p + 2N
+    li_x: tuple  # 3 x (M, M) long: Dx's matrix [(m, n), (p, q)] = C[n - q + 2N, m + N, p + N]
+    li_y: tuple  # 3 x (M, M) long: Dy's matrix = C[m - p + 2N, n + N, q + N]
     interp: torch.Tensor | None  # (W, S) float64 spline weights; None when the sub-grid is every sample
     n_hi_sub: torch.Tensor  # (S,) float64 pillar index at lam_sub
     n_hi_full: torch.Tensor  # (W,) float64
@@ -103,6 +106,11 @@ def make_rcwa_plan(params: PhysicsParams, device: str | torch.device = "cpu") ->
         eps_hi=t(params.n_high(lam_sub) ** 2 + loss, DTYPE),
         eps_in=1.0 + loss, eps_out=params.n_substrate**2 + loss,
         k0h=t(2 * np.pi * params.height_um / lam_sub), dft=t(dft, DTYPE), toeplitz=t(toeplitz, torch.long),
+        strip_toeplitz=t(m[:, None] - m[None, :] + 2 * n_ord, torch.long),
+        li_x=tuple(t(x, torch.long) for x in (nn[:, None] - nn[None, :] + 2 * n_ord, mm[:, None] + n_ord + 0 * nn[None],
+                                               mm[None, :] + n_ord + 0 * nn[:, None])),
+        li_y=tuple(t(x, torch.long) for x in (mm[:, None] - mm[None, :] + 2 * n_ord, nn[:, None] + n_ord + 0 * mm[None],
+                                               nn[None, :] + n_ord + 0 * mm[:, None])),
         interp=None if interp is None else t(interp),
         n_hi_sub=t(params.n_high(lam_sub)), n_hi_full=t(params.n_high(lam_full)),
         inv_lam_sub=t(1.0 / lam_sub), inv_lam_full=t(1.0 / lam_full),
@@ -111,10 +119,35 @@ def make_rcwa_plan(params: PhysicsParams, device: str | torch.device = "cpu") ->
     )
 
 
-def pattern_toeplitz(s: torch.Tensor, plan: RcwaPlan) -> torch.Tensor:
-    """(B, M, M) complex128: the Toeplitz matrix [s_hat(m - p, n - q)] of the exact pattern coefficients."""
-    coef = plan.dft @ s.to(DTYPE) @ plan.dft.transpose(0, 1)  # (B, 4N+1, 4N+1)
-    return coef.flatten(1)[:, plan.toeplitz]
+@dataclass
+class Pattern:
+    """The structure-only Fourier matrices of a batch, reused at every wavelength."""
+
+    toeplitz: torch.Tensor  # (B, M, M): [s_hat(m - p, n - q)], Laurent's rule (eps for Ez)
+    along_x: torch.Tensor  # (B, 128, n, n): for each y-strip j, the Toeplitz matrix over x of the column s[:, j]
+    along_y: torch.Tensor  # (B, 128, n, n): for each x-strip i, the Toeplitz matrix over y of the row s[i, :]
+
+
+def pattern_matrices(s: torch.Tensor, plan: RcwaPlan) -> Pattern:
+    """The exact Fourier matrices of a {0,1} batch (B, 128, 128) (pixel box factor included)."""
+    sc = s.to(DTYPE)
+    coef = plan.dft @ sc @ plan.dft.transpose(0, 1)  # (B, 4N+1, 4N+1)
+    cx = (plan.dft @ sc).transpose(1, 2)  # (B, 128 [j], 4N+1 [k]): coefficients along x of each column
+    cy = sc @ plan.dft.transpose(0, 1)  # (B, 128 [i], 4N+1 [k]): along y of each row
+    return Pattern(coef.flatten(1)[:, plan.toeplitz], cx[..., plan.strip_toeplitz], cy[..., plan.strip_toeplitz])
+
+
+def _strip_rule(strips: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, plan: RcwaPlan, normal_first: bool):
+    """Li's factorization of eps for the pixel grid (all walls along x or y): the inverse rule across the walls
+    normal to the field component, Laurent's rule along them. strips (b, 128, n, n) from Pattern.along_x (for
+    Dx = eps Ex) or along_y (Dy); lo, hi (g,) permittivities. Returns (b*g, M, M)."""
+    inv_lo, inv_hi = 1.0 / lo, 1.0 / hi
+    eye = torch.eye(strips.shape[-1], dtype=DTYPE, device=strips.device)
+    t = inv_lo[None, :, None, None, None] * eye + (inv_hi - inv_lo)[None, :, None, None, None] * strips[:, None]
+    g = torch.linalg.inv(t)  # (b, g, 128, n, n): small matrices, batched LU is fine
+    c = torch.einsum("kj,bgjmp->bgkmp", plan.dft, g)  # Laurent's rule across the strips: (b, g, 4N+1, n, n)
+    k, a, b = plan.li_x if normal_first else plan.li_y
+    return c[:, :, k, a, b].flatten(0, 1)
 
 
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -145,12 +178,13 @@ def _twice(kz: torch.Tensor) -> torch.Tensor:
     return torch.cat([kz, kz], dim=-1)[..., None]  # (..., 2M, 1): the same kz for the x and y rows of an order
 
 
-def solve_layer(toe: torch.Tensor, plan: RcwaPlan, index: torch.Tensor) -> dict[str, torch.Tensor]:
+def solve_layer(pattern: Pattern, plan: RcwaPlan, index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Transmitted and reflected orders for x- and y-polarized unit incidence at the sub-grid wavelengths `index`.
 
-    toe (b, M, M) from pattern_toeplitz; index (g,) long. Returns e_t, h_t (at the bottom of the layer) and e_r, h_r
+    pattern: pattern_matrices of b structures; index (g,) long. Returns e_t, h_t (at the bottom of the layer) and e_r, h_r
     (at its top, going up), each (b, g, 2M, 2) complex128: rows [x components of the M orders, y components],
     columns the incident polarization (x, y)."""
+    toe = pattern.toeplitz
     b, g, size = toe.shape[0], len(index), toe.shape[-1]
     eye = torch.eye(size, dtype=DTYPE, device=toe.device)
     lo, hi = plan.eps_lo[index], plan.eps_hi[index]
@@ -159,11 +193,13 @@ def solve_layer(toe: torch.Tensor, plan: RcwaPlan, index: torch.Tensor) -> dict[
     ky = plan.ky[index].repeat(b, 1)
     kxc, kyc = kx.to(DTYPE), ky.to(DTYPE)
     ei = _solve(eps, eye.expand_as(eps))
+    eps_x = _strip_rule(pattern.along_x, lo, hi, plan, normal_first=True)  # Dx = eps_x Ex
+    eps_y = _strip_rule(pattern.along_y, lo, hi, plan, normal_first=False)  # Dy = eps_y Ey
     p = torch.cat([torch.cat([kxc[:, :, None] * ei * kyc[:, None], eye - kxc[:, :, None] * ei * kxc[:, None]], -1),
                    torch.cat([kyc[:, :, None] * ei * kyc[:, None] - eye, -kyc[:, :, None] * ei * kxc[:, None]], -1)],
                   -2)
-    q = torch.cat([torch.cat([torch.diag_embed(-kxc * kyc), torch.diag_embed(kxc**2) - eps], -1),
-                   torch.cat([eps - torch.diag_embed(kyc**2), torch.diag_embed(kxc * kyc)], -1)], -2)
+    q = torch.cat([torch.cat([torch.diag_embed(-kxc * kyc), torch.diag_embed(kxc**2) - eps_y], -1),
+                   torch.cat([eps_x - torch.diag_embed(kyc**2), torch.diag_embed(kxc * kyc)], -1)], -2)
     q2, w = torch.linalg.eig(p @ q)  # the dense cost: (bg, 2M, 2M)
     gam = torch.sqrt(q2)
     gam = torch.where(gam.imag < 0, -gam, gam)  # decaying / forward branch: |X| <= 1
@@ -213,13 +249,14 @@ def _mean_phase(fill: torch.Tensor, n_hi: torch.Tensor, inv_lam: torch.Tensor, p
 
 def transmitted_fields(s: torch.Tensor, plan: RcwaPlan) -> torch.Tensor:
     """E and H orders just below the layer at EVERY sample: (B, W, 4M, 2) complex128 (rows e_t then h_t)."""
-    toe = pattern_toeplitz(s, plan)
+    pattern = pattern_matrices(s, plan)
     n_sub = len(plan.lam_sub)
     rows, group = _chunks(len(s), n_sub, plan)
     fill = s.to(torch.float64).mean(dim=(1, 2))
     out = []
     for first in range(0, len(s), rows):
-        parts = [solve_layer(toe[first:first + rows], plan, torch.arange(k, min(k + group, n_sub), device=s.device))
+        chunk = Pattern(*(x[first:first + rows] for x in (pattern.toeplitz, pattern.along_x, pattern.along_y)))
+        parts = [solve_layer(chunk, plan, torch.arange(k, min(k + group, n_sub), device=s.device))
                  for k in range(0, n_sub, group)]
         fields = torch.cat([torch.cat([p["e_t"], p["h_t"]], dim=-2) for p in parts], dim=1)  # (b, S, 4M, 2)
         if plan.interp is not None:
