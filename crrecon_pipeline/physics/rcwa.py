@@ -181,8 +181,8 @@ def _twice(kz: torch.Tensor) -> torch.Tensor:
 def solve_layer(pattern: Pattern, plan: RcwaPlan, index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Transmitted and reflected orders for x- and y-polarized unit incidence at the sub-grid wavelengths `index`.
 
-    pattern: pattern_matrices of b structures; index (g,) long. Returns e_t, h_t (at the bottom of the layer) and e_r, h_r
-    (at its top, going up), each (b, g, 2M, 2) complex128: rows [x components of the M orders, y components],
+    pattern: pattern_matrices of b structures; index (g,) long. Returns e_t, h_t (at the bottom of the layer) and
+    e_r, h_r (at its top, going up), each (b, g, 2M, 2) complex128: rows [x components of the M orders, y components],
     columns the incident polarization (x, y)."""
     toe = pattern.toeplitz
     b, g, size = toe.shape[0], len(index), toe.shape[-1]
