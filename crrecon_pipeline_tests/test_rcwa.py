@@ -111,20 +111,19 @@ def test_sub_grid_interpolation_error_is_small_and_falls_with_the_step(structure
 
 
 def test_thin_weak_layer_agrees_with_multislice(structures):
-    """A 50 nm layer of index 1.05: rcwa and multislice route alike (both reduce to a weak phase screen). What
-    remains is the vector obliquity of the steep orders, which no scalar model has (docs/simulator.md)."""
+    """A 50 nm layer of index 1.05: rcwa and multislice agree (both reduce to a weak phase screen); the 600 nm SiN
+    layer is where they part. What remains in the weak limit is ~20 % of the (1e-4) routing signal: the vector
+    obliquity of the steep orders, which no scalar model has (docs/simulator.md)."""
     s = np.roll(structures[:1], 37, axis=1)
-    kw = dict(height_um=0.05, cauchy_a=1.05, cauchy_b=0.0, wavelength_min_nm=610, wavelength_max_nm=700,
-              n_wavelengths=3)
-    exact = -simulate_spectra(s, rcwa(4, **kw))
-    scalar = -simulate_spectra(s, PhysicsParams(fidelity="multislice", multislice_step_nm=1, **kw))
-    np.testing.assert_allclose(exact, scalar, atol=2e-3)
-
-    def routing(x):
-        return (x / (x[:, 0] + 2 * x[:, 1] + x[:, 2])[:, None] - 0.25).ravel()
-
-    assert np.corrcoef(routing(exact), routing(scalar))[0, 1] > 0.9
-    assert np.abs(routing(exact)).max() > 1e-4, "there is a routing signal to compare"
+    weak = dict(height_um=0.05, cauchy_a=1.05, cauchy_b=0.0)
+    exact = -simulate_spectra(s, rcwa(4, **weak))
+    scalar = -simulate_spectra(s, PhysicsParams(**(RED | weak | {"fidelity": "multislice", "multislice_step_nm": 1})))
+    np.testing.assert_allclose(exact, scalar, atol=5e-4)
+    routing_exact, routing_scalar = exact[:, 0] - exact[:, 2], scalar[:, 0] - scalar[:, 2]
+    assert np.abs(routing_exact).max() > 5e-5 and np.corrcoef(routing_exact, routing_scalar)[0, 1] > 0.95
+    thick = -simulate_spectra(s, rcwa(4)) - (-simulate_spectra(s, PhysicsParams(**(RED | {
+        "fidelity": "multislice", "multislice_step_nm": 1}))))
+    assert np.abs(thick).max() > 1e-2, "outside the limit the models differ"
 
 
 def test_orders_are_checked_against_the_propagating_ones():
@@ -134,7 +133,7 @@ def test_orders_are_checked_against_the_propagating_ones():
 
 
 def test_cli_orders_flag_reaches_simulation_json(tmp_path, capsys, structures):
-    np.save(tmp_path / "s.npy", structures[:1].astype(np.uint8))
+    np.save(tmp_path / "s.npy", np.ascontiguousarray(structures[:1], dtype=np.uint8))
     out = tmp_path / "raw"
     assert main(["simulate", "--structures", str(tmp_path / "s.npy"), "--out", str(out), "--fidelity", "rcwa",
                  "--orders", "5", "--rcwa-step-nm", "150"]) == 0
