@@ -1,5 +1,5 @@
 """Rigorous fidelity of the built-in simulator: the rigorous coupled-wave analysis (RCWA, Fourier modal method)
-of the vector Maxwell equations for the project's cell (docs/simulator.md#fidelity-rcwa).
+of the vector Maxwell equations for the project's cell (docs/simulator.md, fidelity rcwa).
 
 Why: thin and multislice are scalar and follow no reflected wave; the research group's data are vector FDTD.
 RCWA is exact for a z-invariant periodic layer up to the Fourier truncation |m|, |n| <= N (`rcwa_orders`): the
@@ -8,9 +8,13 @@ above and in the substrate below, so every reflection, Fabry-Perot, guided-mode 
 
 Formulation (exp(-i w t), lengths in units of 1/k0, H' = Z0 H, K = k / k0; Kx = diag(m lam / L) along the first
 array axis, Ky = diag(n lam / L)): in the layer d/dz [Ex, Ey] = i P [Hx, Hy] and d/dz [Hx, Hy] = i Q [Ex, Ey] with
-    P = [[Kx Ei Ky, I - Kx Ei Kx], [Ky Ei Ky - I, -Ky Ei Kx]],   Q = [[-Kx Ky, Kx^2 - E], [E - Ky^2, Ky Kx]],
-E the Toeplitz matrix of eps(x, y) (Laurent's rule) and Ei = E^-1 (the inverse rule for Ez = Dz / eps, which is
-continuous across the pillar walls). Modes: P Q W = W q^2, e = W exp(+-i q z), h = +-V with V = Q W / q, Im q >= 0.
+    P = [[Kx Ei Ky, I - Kx Ei Kx], [Ky Ei Ky - I, -Ky Ei Kx]],   Q = [[-Kx Ky, Kx^2 - Cy], [Cx - Ky^2, Ky Kx]].
+Fourier factorization by Li's rules, which are exact for a pixel grid (every wall runs along x or y): Ez is
+tangential to every wall, so Dz = E Ez with E the Toeplitz matrix of eps (Laurent's rule) and Ei = E^-1; Dx = Cx Ex
+with Cx the inverse rule across the walls normal to x and Laurent's along y (for each of the 128 y-strips the
+inverse of the x-Toeplitz matrix of 1/eps, then the exact y-Fourier series of those matrices), Cy likewise with x
+and y swapped.
+Modes: P Q W = W q^2, e = W exp(+-i q z), h = +-V with V = Q W / q, Im q >= 0.
 In a homogeneous medium the same holds order by order with W = I and Q's 2 x 2 blocks (kz = sqrt(eps - K^2)).
 
 Interface matching without growing exponentials (enhanced transmittance matrix): forward amplitudes are referred
@@ -47,6 +51,7 @@ from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths
 
 ABSORPTION = 1e-10  # imaginary part added to every permittivity: no order exactly at cut-off
 MATRIX_ENTRIES = {"cpu": 2**22, "cuda": 2**25}  # entries of the (2M, 2M) matrices solved per call: bounds memory
+ROWS_PER_CALL = 16  # structures per call: bounds the (rows, 301, 4M, 2) transmitted fields
 DTYPE = torch.complex128  # complex64 eigenvectors lose energy conservation (docs/simulator.md): double precision
 
 
@@ -237,7 +242,7 @@ def order_flux(e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 def _chunks(n_rows: int, n_sub: int, plan: RcwaPlan):
     """(rows per call, wavelengths per call) so that a call holds about plan.entries matrix entries."""
     items = max(1, plan.entries // (2 * (2 * plan.orders + 1) ** 2) ** 2)
-    rows = min(n_rows, items)
+    rows = min(n_rows, items, ROWS_PER_CALL)
     return rows, max(1, min(n_sub, items // rows))
 
 
@@ -247,38 +252,37 @@ def _mean_phase(fill: torch.Tensor, n_hi: torch.Tensor, inv_lam: torch.Tensor, p
     return torch.polar(torch.ones_like(n_mean), 2 * math.pi * params.height_um * n_mean * inv_lam[None])
 
 
-def transmitted_fields(s: torch.Tensor, plan: RcwaPlan) -> torch.Tensor:
-    """E and H orders just below the layer at EVERY sample: (B, W, 4M, 2) complex128 (rows e_t then h_t)."""
+def transmitted_fields(s: torch.Tensor, plan: RcwaPlan, group: int) -> torch.Tensor:
+    """E and H orders just below the layer at EVERY sample: (b, W, 4M, 2) complex128 (rows e_t then h_t), the
+    layer solved `group` sub-grid wavelengths at a time."""
     pattern = pattern_matrices(s, plan)
     n_sub = len(plan.lam_sub)
-    rows, group = _chunks(len(s), n_sub, plan)
+    parts = [solve_layer(pattern, plan, torch.arange(k, min(k + group, n_sub), device=s.device))
+             for k in range(0, n_sub, group)]
+    fields = torch.cat([torch.cat([p["e_t"], p["h_t"]], dim=-2) for p in parts], dim=1)  # (b, S, 4M, 2)
+    if plan.interp is None:
+        return fields
     fill = s.to(torch.float64).mean(dim=(1, 2))
-    out = []
-    for first in range(0, len(s), rows):
-        chunk = Pattern(*(x[first:first + rows] for x in (pattern.toeplitz, pattern.along_x, pattern.along_y)))
-        parts = [solve_layer(chunk, plan, torch.arange(k, min(k + group, n_sub), device=s.device))
-                 for k in range(0, n_sub, group)]
-        fields = torch.cat([torch.cat([p["e_t"], p["h_t"]], dim=-2) for p in parts], dim=1)  # (b, S, 4M, 2)
-        if plan.interp is not None:
-            f = fill[first:first + rows]
-            fields = fields * torch.conj(_mean_phase(f, plan.n_hi_sub, plan.inv_lam_sub, plan.params))[..., None, None]
-            flat = fields.flatten(2)
-            flat = torch.complex(plan.interp @ flat.real, plan.interp @ flat.imag)
-            fields = flat.view(len(flat), -1, *fields.shape[-2:])
-            fields = fields * _mean_phase(f, plan.n_hi_full, plan.inv_lam_full, plan.params)[..., None, None]
-        out.append(fields)
-    return torch.cat(out)
+    fields = fields * torch.conj(_mean_phase(fill, plan.n_hi_sub, plan.inv_lam_sub, plan.params))[..., None, None]
+    flat = fields.flatten(2)
+    flat = torch.complex(plan.interp @ flat.real, plan.interp @ flat.imag)  # (b, W, 4M * 2)
+    fields = flat.view(len(flat), -1, *fields.shape[-2:])
+    return fields * _mean_phase(fill, plan.n_hi_full, plan.inv_lam_full, plan.params)[..., None, None]
 
 
 def rcwa_quadrants(s: torch.Tensor, plan: RcwaPlan) -> torch.Tensor:
     """Power through each quadrant (B, W, 2, 2) float32, unpolarized, for a {0,1} float32 batch (B, 128, 128)."""
-    fields = transmitted_fields(s, plan)  # (B, W, 4M, 2)
+    rows, group = _chunks(len(s), len(plan.lam_sub), plan)
     n = 2 * plan.orders + 1
-    at_detector = fields * plan.propagate.repeat(1, 4)[None, :, :, None]
-    comps = at_detector.transpose(-1, -2).unflatten(-1, (4, n, n))  # (B, W, pol, 4 [ex, ey, hx, hy], n, n)
-    ex, ey, hx, hy = comps.unbind(dim=-3)
-    flux = torch.real(quadrant_products(ex, hy, plan.a0) - quadrant_products(ey, hx, plan.a0))  # (B, W, pol, 2, 2)
-    return flux.mean(dim=2).to(torch.float32)
+    out = []
+    for first in range(0, len(s), rows):
+        fields = transmitted_fields(s[first:first + rows], plan, group)  # (b, W, 4M, 2)
+        at_detector = fields * plan.propagate.repeat(1, 4)[None, :, :, None]
+        comps = at_detector.transpose(-1, -2).unflatten(-1, (4, n, n))  # (b, W, pol, 4 [ex, ey, hx, hy], n, n)
+        ex, ey, hx, hy = comps.unbind(dim=-3)
+        flux = torch.real(quadrant_products(ex, hy, plan.a0) - quadrant_products(ey, hx, plan.a0))  # (b, W, pol, 2, 2)
+        out.append(flux.mean(dim=2).to(torch.float32))
+    return torch.cat(out)
 
 
 def rcwa_power(s: torch.Tensor, plan: RcwaPlan) -> torch.Tensor:
