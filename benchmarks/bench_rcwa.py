@@ -2,6 +2,7 @@
 same structures, the wavelength sub-grid's interpolation error, and rows/s at the defaults (docs/simulator.md).
 
     nice -n 10 python benchmarks/bench_rcwa.py [--rows 3] [--wavelengths 6] [--ref-orders 10] [--geometry default]
+    nice -n 10 python benchmarks/bench_rcwa.py --high 8 10 12 14       # one structure at 400 / 700 nm, high orders
 
 Reference: rcwa with |m|, |n| <= --ref-orders, every wavelength solved. Metrics over rows x wavelengths as in
 bench_fidelity.py (routing correlation of R - B, per-spectrum Pearson, MSE / mean-spectrum baseline, the same after
@@ -49,8 +50,18 @@ def main() -> None:
     ap.add_argument("--geometry", choices=sorted(GEOMETRIES), default="default")
     ap.add_argument("--interp-orders", type=int, default=5, help="orders of the sub-grid interpolation check")
     ap.add_argument("--skip-rate", action="store_true")
+    ap.add_argument("--high", type=int, nargs="*", default=[],
+                    help="only this: the first structure at 400 and 700 nm for each of these orders (slow above 10)")
     args = ap.parse_args()
     geo = GEOMETRIES[args.geometry]
+    if args.high:
+        s, _ = StructureGenerator(seed=1).rows(0, 1)
+        for n in args.high:
+            out, secs = power(s, PhysicsParams(fidelity="rcwa", rcwa_orders=n, wavelength_min_nm=400,
+                                               wavelength_max_nm=700, n_wavelengths=2, rcwa_step_nm=1, **geo))
+            print(f"N={n:2d} ({secs:5.0f} s): 400 nm R, G, B {np.round(out[0, :, 0], 4).tolist()}  "
+                  f"700 nm {np.round(out[0, :, 1], 4).tolist()}", flush=True)
+        return
     s, _ = StructureGenerator(seed=1).rows(0, args.rows)
     grid = dict(geo, n_wavelengths=args.wavelengths)
     print(f"{args.rows} structures x {args.wavelengths} wavelengths, geometry {args.geometry} {geo}, "

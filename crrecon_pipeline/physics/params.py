@@ -12,7 +12,7 @@ from crrecon_pipeline.errors import ConfigError, Range, check_ranges
 from crrecon_pipeline.grid import N_PIX, N_WAVELENGTHS
 
 FIDELITIES = ("thin", "multislice", "rcwa")
-RCWA_DEFAULT_ORDERS = 7
+RCWA_DEFAULT_ORDERS = 8
 
 
 # The user's cell: geometry and materials (the simulator resource, `crrecon simulate` flags, pretraining overrides).

@@ -52,7 +52,7 @@ from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths
 ABSORPTION = 1e-10  # imaginary part added to every permittivity: no order exactly at cut-off
 MATRIX_ENTRIES = {"cpu": 2**22, "cuda": 2**25}  # entries of the (2M, 2M) matrices solved per call: bounds memory
 ROWS_PER_CALL = 16  # structures per call: bounds the (rows, 301, 4M, 2) transmitted fields
-DTYPE = torch.complex128  # complex64 eigenvectors lose energy conservation (docs/simulator.md): double precision
+DTYPE = torch.complex128  # complex64 keeps T + R = 1 only to ~5e-6 (docs/simulator.md): double precision
 
 
 @dataclass
@@ -85,6 +85,14 @@ class RcwaPlan:
     entries: int  # matrix entries per solve call
 
 
+def _strip_rule_indices(across: np.ndarray, within: np.ndarray, n_ord: int) -> tuple[np.ndarray, ...]:
+    """Index arrays (M, M) that read the matrix [(m, n), (p, q)] out of C[k, i, j] (k: the Fourier index across the
+    strips, i, j: the order pair within a strip): k = across - across' + 2N, i = within + N, j = within' + N."""
+    shape = (len(across), len(across))
+    return (across[:, None] - across[None, :] + 2 * n_ord, np.broadcast_to(within[:, None] + n_ord, shape),
+            np.broadcast_to(within[None, :] + n_ord, shape))
+
+
 def make_rcwa_plan(params: PhysicsParams, device: str | torch.device = "cpu") -> RcwaPlan:
     device = torch.device(device)
     n_ord = params.rcwa_orders
@@ -112,10 +120,8 @@ def make_rcwa_plan(params: PhysicsParams, device: str | torch.device = "cpu") ->
         eps_in=1.0 + loss, eps_out=params.n_substrate**2 + loss,
         k0h=t(2 * np.pi * params.height_um / lam_sub), dft=t(dft, DTYPE), toeplitz=t(toeplitz, torch.long),
         strip_toeplitz=t(m[:, None] - m[None, :] + 2 * n_ord, torch.long),
-        li_x=tuple(t(x, torch.long) for x in (nn[:, None] - nn[None, :] + 2 * n_ord, mm[:, None] + n_ord + 0 * nn[None],
-                                               mm[None, :] + n_ord + 0 * nn[:, None])),
-        li_y=tuple(t(x, torch.long) for x in (mm[:, None] - mm[None, :] + 2 * n_ord, nn[:, None] + n_ord + 0 * mm[None],
-                                               nn[None, :] + n_ord + 0 * mm[:, None])),
+        li_x=tuple(t(x, torch.long) for x in _strip_rule_indices(nn, mm, n_ord)),
+        li_y=tuple(t(x, torch.long) for x in _strip_rule_indices(mm, nn, n_ord)),
         interp=None if interp is None else t(interp),
         n_hi_sub=t(params.n_high(lam_sub)), n_hi_full=t(params.n_high(lam_full)),
         inv_lam_sub=t(1.0 / lam_sub), inv_lam_full=t(1.0 / lam_full),
@@ -142,17 +148,17 @@ def pattern_matrices(s: torch.Tensor, plan: RcwaPlan) -> Pattern:
     return Pattern(coef.flatten(1)[:, plan.toeplitz], cx[..., plan.strip_toeplitz], cy[..., plan.strip_toeplitz])
 
 
-def _strip_rule(strips: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, plan: RcwaPlan, normal_first: bool):
+def _strip_rule(strips: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, plan: RcwaPlan, indices: tuple):
     """Li's factorization of eps for the pixel grid (all walls along x or y): the inverse rule across the walls
-    normal to the field component, Laurent's rule along them. strips (b, 128, n, n) from Pattern.along_x (for
-    Dx = eps Ex) or along_y (Dy); lo, hi (g,) permittivities. Returns (b*g, M, M)."""
+    normal to the field component, Laurent's rule along them. strips (b, 128, n, n) and indices: Pattern.along_x
+    and plan.li_x (Dx = Cx Ex) or along_y and li_y (Dy); lo, hi (g,) permittivities. Returns (b*g, M, M)."""
     inv_lo, inv_hi = 1.0 / lo, 1.0 / hi
     eye = torch.eye(strips.shape[-1], dtype=DTYPE, device=strips.device)
     t = inv_lo[None, :, None, None, None] * eye + (inv_hi - inv_lo)[None, :, None, None, None] * strips[:, None]
     g = torch.linalg.inv(t)  # (b, g, 128, n, n): small matrices, batched LU is fine
     c = torch.einsum("kj,bgjmp->bgkmp", plan.dft, g)  # Laurent's rule across the strips: (b, g, 4N+1, n, n)
-    k, a, b = plan.li_x if normal_first else plan.li_y
-    return c[:, :, k, a, b].flatten(0, 1)
+    k, i, j = indices
+    return c[:, :, k, i, j].flatten(0, 1)
 
 
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -198,8 +204,8 @@ def solve_layer(pattern: Pattern, plan: RcwaPlan, index: torch.Tensor) -> dict[s
     ky = plan.ky[index].repeat(b, 1)
     kxc, kyc = kx.to(DTYPE), ky.to(DTYPE)
     ei = _solve(eps, eye.expand_as(eps))
-    eps_x = _strip_rule(pattern.along_x, lo, hi, plan, normal_first=True)  # Dx = eps_x Ex
-    eps_y = _strip_rule(pattern.along_y, lo, hi, plan, normal_first=False)  # Dy = eps_y Ey
+    eps_x = _strip_rule(pattern.along_x, lo, hi, plan, plan.li_x)  # Dx = Cx Ex
+    eps_y = _strip_rule(pattern.along_y, lo, hi, plan, plan.li_y)  # Dy = Cy Ey
     p = torch.cat([torch.cat([kxc[:, :, None] * ei * kyc[:, None], eye - kxc[:, :, None] * ei * kxc[:, None]], -1),
                    torch.cat([kyc[:, :, None] * ei * kyc[:, None] - eye, -kyc[:, :, None] * ei * kxc[:, None]], -1)],
                   -2)
