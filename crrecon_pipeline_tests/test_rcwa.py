@@ -13,8 +13,10 @@ from crrecon_pipeline.defs.resources import SimulatorResource
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.rcwa import make_rcwa_plan, order_flux, pattern_matrices, rcwa_quadrants, solve_layer
+from crrecon_pipeline.physics.shards import SimulationSettings
 from crrecon_pipeline.physics.simulate import simulate_spectra
 from crrecon_pipeline.physics.structures import StructureGenerator
+from crrecon_pipeline.report.tables import settings_table
 
 HIDDEN = dict(period_um=1.6, depth_um=1.2, n_substrate=1.46)  # SiN on SiO2
 RED = dict(wavelength_min_nm=610, wavelength_max_nm=700, n_wavelengths=3, rcwa_step_nm=1)  # |m| <= 3 propagate
@@ -22,6 +24,16 @@ RED = dict(wavelength_min_nm=610, wavelength_max_nm=700, n_wavelengths=3, rcwa_s
 
 def rcwa(orders=4, **kw) -> PhysicsParams:
     return PhysicsParams(**({"fidelity": "rcwa", "rcwa_orders": orders} | RED | kw))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """LAPACK's eigensolver on 2 threads is ~20x slower when the other core is busy (docs/simulator.md): these
+    tests run single-threaded so that they take seconds on a shared machine too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +150,10 @@ def test_cli_orders_flag_reaches_simulation_json(tmp_path, capsys, structures):
     assert main(["simulate", "--structures", str(tmp_path / "s.npy"), "--out", str(out), "--fidelity", "rcwa",
                  "--orders", "5", "--rcwa-step-nm", "150"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fidelity"] == "rcwa"
-    physics = json.loads((out / "simulation.json").read_text())["physics"]
+    record = json.loads((out / "simulation.json").read_text())
+    physics = record["physics"]
     assert (physics["fidelity"], physics["rcwa_orders"], physics["rcwa_step_nm"]) == ("rcwa", 5, 150.0)
+    assert "| Fourier orders per axis | −5 … 5 |" in settings_table(SimulationSettings.from_dict(record))
     spectra = np.load(out / "spectra_latest_0.npy")
     assert spectra.shape == (1, 3, 301) and (spectra < 0).all() and spectra.min() > -1
     assert main(["simulate", "--structures", str(tmp_path / "s.npy"), "--out", str(tmp_path / "bad"),
