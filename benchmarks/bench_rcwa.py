@@ -3,6 +3,7 @@ same structures, the wavelength sub-grid's interpolation error, and rows/s at th
 
     nice -n 10 python benchmarks/bench_rcwa.py [--rows 3] [--wavelengths 6] [--ref-orders 10] [--geometry default]
     nice -n 10 python benchmarks/bench_rcwa.py --high 8 10 12 14       # one structure at 400 / 700 nm, high orders
+    nice -n 10 python benchmarks/bench_rcwa.py --rate-only --rate-orders 7 8 10      # rows/s only
 
 Reference: rcwa with |m|, |n| <= --ref-orders, every wavelength solved. Metrics over rows x wavelengths as in
 bench_fidelity.py (routing correlation of R - B, per-spectrum Pearson, MSE / mean-spectrum baseline, the same after
@@ -50,6 +51,9 @@ def main() -> None:
     ap.add_argument("--geometry", choices=sorted(GEOMETRIES), default="default")
     ap.add_argument("--interp-orders", type=int, default=5, help="orders of the sub-grid interpolation check")
     ap.add_argument("--skip-rate", action="store_true")
+    ap.add_argument("--rate-only", action="store_true", help="only the rows/s at the defaults")
+    ap.add_argument("--rate-orders", type=int, nargs="*", default=None,
+                    help="rcwa orders whose rows/s are measured (default: the default orders)")
     ap.add_argument("--high", type=int, nargs="*", default=[],
                     help="only this: the first structure at 400 and 700 nm for each of these orders (slow above 10)")
     args = ap.parse_args()
@@ -62,6 +66,8 @@ def main() -> None:
             print(f"N={n:2d} ({secs:5.0f} s): 400 nm R, G, B {np.round(out[0, :, 0], 4).tolist()}  "
                   f"700 nm {np.round(out[0, :, 1], 4).tolist()}", flush=True)
         return
+    if args.rate_only:
+        return rates(geo, args.rate_orders)
     s, _ = StructureGenerator(seed=1).rows(0, args.rows)
     grid = dict(geo, n_wavelengths=args.wavelengths)
     print(f"{args.rows} structures x {args.wavelengths} wavelengths, geometry {args.geometry} {geo}, "
@@ -101,14 +107,19 @@ def main() -> None:
         print(f"  {step:4.0f} nm ({secs:4.0f} s): max {err.max():.2e}, rms {np.sqrt(np.mean(err**2)):.2e}")
 
     if not args.skip_rate:
-        print("\nrows/s at the defaults (301 samples)")
-        s_many, _ = StructureGenerator(seed=2).rows(0, 256)
-        for name, p, n in (("thin", PhysicsParams(**geo), 256),
-                           ("multislice", PhysicsParams(fidelity="multislice", **geo), 4),
-                           (f"rcwa N={default.rcwa_orders}, {default.rcwa_step_nm:g} nm", PhysicsParams(fidelity="rcwa",
-                                                                                                       **geo), 1)):
-            print(f"  {name:>24}: {rate(s_many[:n], p):10.4f} rows/s ({n} rows)")
+        rates(geo, args.rate_orders)
 
+
+def rates(geo: dict, orders: list[int] | None) -> None:
+    """Rows/s on the full 301-sample grid: thin (256 rows), multislice (4), rcwa (1 row per order count)."""
+    default = PhysicsParams(fidelity="rcwa")
+    print(f"\nrows/s at the defaults (301 samples), torch threads {torch.get_num_threads()}")
+    s_many, _ = StructureGenerator(seed=2).rows(0, 256)
+    runs = [("thin", PhysicsParams(**geo), 256), ("multislice", PhysicsParams(fidelity="multislice", **geo), 4)]
+    runs += [(f"rcwa N={n}, {default.rcwa_step_nm:g} nm", PhysicsParams(fidelity="rcwa", rcwa_orders=n, **geo), 1)
+             for n in (orders or [default.rcwa_orders])]
+    for name, p, n in runs:
+        print(f"  {name:>24}: {rate(s_many[:n], p):10.4f} rows/s ({n} rows)", flush=True)
 
 if __name__ == "__main__":
     torch.set_num_threads(min(2, torch.get_num_threads()))
