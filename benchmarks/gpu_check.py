@@ -3,12 +3,12 @@
     python benchmarks/gpu_check.py [--budget-s 270]        (also: make gpu-check)
 
 On CUDA it checks correctness (CPU and CUDA take the same fp32 steps of the quick and default presets; bf16 autocast
-stays finite and near fp32; a checkpoint written on CUDA resumes on CPU and back; the thin and multi-slice
+stays finite and near fp32; a checkpoint written on CUDA resumes on CPU and back; the thin, multi-slice and rcwa
 simulators agree on both devices; predict and design run on CUDA; the step has no host sync; with >= 2 GPUs a
 2-rank NCCL run takes the same steps as one process), then measures training samples/s (default and quick presets,
-their batch and the largest that fits, fp32/bf16, with and without torch.compile), peak GPU memory, simulator,
-predict and design throughput. One table on stdout; the same numbers as JSON in $OUT/gpu_check.json (or --json).
-Exit 1 when a check fails.
+their batch and the largest that fits, fp32/bf16, with and without torch.compile), peak GPU memory, simulator
+(rcwa at its default orders and sub-grid), predict and design throughput. One table on stdout; the same numbers
+as JSON in $OUT/gpu_check.json (or --json). Exit 1 when a check fails.
 
 Without CUDA it says so in one line and runs the same code paths on CPU with tiny models for ~10 s (CI mode)."""
 
@@ -68,13 +68,15 @@ class Scale:
     design_steps: int
     compile_backend: str
     physics: tuple = ()  # PhysicsParams overrides of the simulator checks (the smoke run's coarse grids)
+    rcwa_rows: int = 8  # rows of the rcwa throughput (the CPU comparison takes at most 2)
 
 
 GPU = Scale(tiny_models=False, rows=600, check_steps=3, warmup=3, steps=10, max_batch=4096, sim_rows=128,
-            design_steps=50, compile_backend="inductor")
+            design_steps=50, compile_backend="inductor", rcwa_rows=8)
 SMOKE = Scale(tiny_models=True, rows=120, check_steps=2, warmup=1, steps=1, max_batch=16, sim_rows=1,
               design_steps=2, compile_backend="eager",
-              physics=(("n_wavelengths", 31), ("multislice_slices", 4), ("multislice_step_nm", 50.0)))
+              physics=(("n_wavelengths", 31), ("multislice_slices", 4), ("multislice_step_nm", 50.0),
+                       ("rcwa_orders", 5), ("rcwa_step_nm", 100.0)), rcwa_rows=1)
 LOSSES: dict = {}  # (config, device) -> step losses: on CPU the "other device" is the same one, computed once
 
 
@@ -224,7 +226,8 @@ def structures(n: int):
 
 def check_simulator(fidelity: str, dev, scale: Scale):
     """The simulator's power fractions on `dev` equal the CPU's (max abs difference <= 1e-4)."""
-    params, rows = PhysicsParams(fidelity=fidelity, **dict(scale.physics)), scale.sim_rows
+    params = PhysicsParams(fidelity=fidelity, **dict(scale.physics))
+    rows = min(2, scale.rcwa_rows) if fidelity == "rcwa" else scale.sim_rows  # rcwa on CPU: seconds per row
     s = structures(rows)
     with torch.inference_mode():
         cpu = simulate_power(s, make_plan(params, "cpu"))
@@ -330,14 +333,16 @@ def rows_per_s(fn, rows: int, dev) -> tuple[float, str]:
 
 
 def measure_inference(report: Report, checkpoint: Path, prepared, dev, scale: Scale) -> None:
-    """Simulator rows/s (thin; multi-slice at the default geometry, 40 slices), predict rows/s, design steps/s."""
-    for fidelity, rows in (("thin", scale.sim_rows * 8), ("multislice", scale.sim_rows)):
+    """Simulator rows/s (thin; multi-slice at the default geometry, 40 slices; rcwa at its default orders and
+    sub-grid), predict rows/s, design steps/s."""
+    for fidelity, rows in (("thin", scale.sim_rows * 8), ("multislice", scale.sim_rows), ("rcwa", scale.rcwa_rows)):
         s = structures(rows)
         plan = make_plan(PhysicsParams(fidelity=fidelity, **dict(scale.physics)), dev)
+        p = plan.params
+        name = {"thin": "simulate thin", "multislice": f"simulate multislice ({p.multislice_slices} slices)",
+                "rcwa": f"simulate rcwa (N={p.rcwa_orders}, every {p.rcwa_step_nm:g} nm)"}[fidelity]
         with torch.inference_mode():
-            report.measure(f"simulate {fidelity} ({plan.params.multislice_slices} slices)" if fidelity == "multislice"
-                           else "simulate thin", lambda: rows_per_s(lambda: simulate_power(s, plan), rows, dev),
-                           "rows/s")
+            report.measure(name, lambda: rows_per_s(lambda: simulate_power(s, plan), rows, dev), "rows/s")
     model, config = load_model(checkpoint, str(dev))
     s = structures(scale.sim_rows * 32)
     report.measure("predict (default preset model)", lambda: rows_per_s(
@@ -367,7 +372,7 @@ def run_checks(report: Report, prepared_dir: Path, dev, work: Path, scale: Scale
     for there, back in ((dev.type, "cpu"), ("cpu", dev.type))[:2 if dev.type == "cuda" else 1]:
         report.check(f"checkpoint written on {there} resumes on {back}",
                      lambda: check_checkpoint_moves(prepared_dir, dev, work, there, back))
-    for fidelity in ("thin", "multislice"):
+    for fidelity in ("thin", "multislice", "rcwa"):
         report.check(f"simulator {fidelity}: {dev.type} = CPU", lambda: check_simulator(fidelity, dev, scale))
     checkpoint = work / "default.pt"
     checkpoints.save_atomic(make_run(preset("default", scale), prepared, dev, work / "default").state(0), checkpoint)

@@ -108,7 +108,13 @@ def simulate_flags(s: argparse.ArgumentParser) -> None:
 
     add_settings_flags(s, SimulationSettings, ["seed"])
     add_settings_flags(s, StructureParams, ["unfinished_fraction"])
-    add_settings_flags(s, PhysicsParams, SIMULATOR_FIELDS, spell=lambda name: name.removeprefix("multislice_"))
+    add_settings_flags(s, PhysicsParams, SIMULATOR_FIELDS, spell=simulator_flag)
+
+
+def simulator_flag(name: str) -> str:
+    """A PhysicsParams field's flag name: multislice_slices -> --slices, rcwa_orders -> --orders (the rcwa step keeps
+    its prefix, --rcwa-step-nm, beside multislice's --step-nm)."""
+    return {"rcwa_orders": "orders"}.get(name, name.removeprefix("multislice_"))
 
 
 def cmd_simulate(args) -> dict:

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from crrecon_pipeline.physics.fourier import binary_batch
-from crrecon_pipeline.physics.multislice import make_multislice_plan, multislice_quadrants, spline_matrix
+from crrecon_pipeline.physics.multislice import make_multislice_plan, multislice_quadrants
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
 from crrecon_pipeline.physics.structures import StructureGenerator
+from crrecon_pipeline.physics.wavelengths import spline_matrix
 
 HIDDEN = dict(period_um=1.6, depth_um=1.2, n_substrate=1.46)  # the rigorous set: SiN on SiO2
 FEW = dict(fidelity="multislice", wavelength_min_nm=430, wavelength_max_nm=670, n_wavelengths=4, multislice_step_nm=1)

@@ -1,5 +1,6 @@
-"""Diffraction-order algebra shared by both fidelities: which orders propagate at a wavelength, the exact
-half-period integrals A0 and the quadrant fluxes E_ab of a set of orders at the detector plane.
+"""Diffraction-order algebra shared by the fidelities: which orders propagate at a wavelength, the exact
+half-period integrals A0, the quadrant integrals of a product of two fields and the quadrant fluxes E_ab of a
+set of orders at the detector plane.
 
 Quadrant flux (exact for the piecewise-constant cell): E_ab = Re sum(W C * (A^a conj(C) A^b^T)), A^1 = I - A^0,
 A0[m, p] = 1/2 if m = p, 0 for even m - p, i / (pi (m - p)) for odd; W the z-flux weight kz / k per order."""
@@ -59,20 +60,29 @@ def binary_batch(structures, device: torch.device) -> torch.Tensor:
     return (s.to(device) != 0).to(torch.float32)
 
 
+def quadrant_products(x: torch.Tensor, y: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
+    """Quadrant integrals (..., 2, 2) complex of the product of two fields given by their orders x, y (..., n, n).
+
+    (1 / L^2) int over quadrant (a, b) of f conj(g) = sum(X * (A^a conj(Y) A^b^T)), f = sum X_mn e^{i2pi(mx+ny)/L},
+    A^1 = I - A^0 (a0 = half_period_matrix(k)): two small matmuls per side. Cross terms between orders are kept,
+    which a vector field's z-flux Re(Ex conj(Hy) - Ey conj(Hx)) needs (rcwa); the scalar flux is its diagonal-
+    weighted special case (quadrant_fluxes)."""
+    cy = torch.conj(y)
+    x0 = a0 @ cy  # A0 conj(Y)
+    rows = []
+    for xa in (x0, cy - x0):  # A^a conj(Y)
+        y0 = xa @ a0.transpose(0, 1)
+        rows.append(torch.stack([(x * z).sum(dim=(-2, -1)) for z in (y0, xa - y0)], dim=-1))
+    return torch.stack(rows, dim=-2)
+
+
 def quadrant_fluxes(c: torch.Tensor, weight: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
     """Exact power E_ab (..., 2, 2) through quadrant (a, b) from the orders c (..., n, n) at the detector plane.
 
     weight (..., n, n): each order's z-flux per |c|^2 (0 for evanescent ones); a0 = half_period_matrix(k).
-    E_ab = Re sum(W C * (A^a conj(C) A^b^T)) with A^1 = I - A^0, so two small matmuls per side suffice.
+    E_ab = Re sum(W C * (A^a conj(C) A^b^T)) with A^1 = I - A^0 (quadrant_products of W C and C).
     """
-    cc = torch.conj(c)
-    wc = weight * c
-    x0 = a0 @ cc  # A0 conj(C)
-    rows = []
-    for xa in (x0, cc - x0):  # A^a conj(C)
-        y0 = xa @ a0.transpose(0, 1)
-        rows.append(torch.stack([torch.real(wc * y).sum(dim=(-2, -1)) for y in (y0, xa - y0)], dim=-1))
-    return torch.stack(rows, dim=-2)
+    return torch.real(quadrant_products(weight * c, c, a0))
 
 
 def quadrant_channels(e: torch.Tensor) -> torch.Tensor:

@@ -50,37 +50,9 @@ from crrecon_pipeline.physics.fourier import (
     quadrant_fluxes,
 )
 from crrecon_pipeline.physics.params import PhysicsParams
+from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths
 
 FIELDS_PER_CALL = 512  # complex 128 x 128 fields per FFT batch (~64 MiB each tensor): bounds memory
-
-
-def spline_matrix(x_knots: np.ndarray, x_out: np.ndarray) -> np.ndarray:
-    """(len(x_out), len(x_knots)) weights of the not-a-knot cubic spline through uniform knots (linear in y).
-
-    Fewer than 4 knots: linear interpolation."""
-    n = len(x_knots)
-    eye = np.eye(n)
-    if n < 4:
-        return np.stack([np.interp(x_out, x_knots, eye[i]) for i in range(n)], axis=1)
-    h = x_knots[1] - x_knots[0]
-    # second derivatives m = A^-1 (R y): interior rows m_{i-1} + 4 m_i + m_{i+1} = 6 (y_{i-1} - 2 y_i + y_{i+1}) / h^2
-    a = np.zeros((n, n))
-    r = np.zeros((n, n))
-    for i in range(1, n - 1):
-        a[i, i - 1:i + 2] = (1, 4, 1)
-        r[i, i - 1:i + 2] = np.array([1, -2, 1]) * 6 / h**2
-    a[0, :3] = (1, -2, 1)  # not-a-knot: the third derivative is continuous at the second and last-but-one knot
-    a[-1, -3:] = (1, -2, 1)
-    second = np.linalg.solve(a, r)  # (n, n): m = second @ y
-    i = np.clip(((x_out - x_knots[0]) // h).astype(int), 0, n - 2)
-    b = (x_out - x_knots[i]) / h
-    a_ = 1 - b
-    w = np.zeros((len(x_out), n))
-    rows = np.arange(len(x_out))
-    w[rows, i] += a_
-    w[rows, i + 1] += b
-    w += ((a_**3 - a_) * h**2 / 6)[:, None] * second[i] + ((b**3 - b) * h**2 / 6)[:, None] * second[i + 1]
-    return w
 
 
 @dataclass
@@ -108,16 +80,6 @@ class MultislicePlan:
     a0: torch.Tensor  # (n, n) complex64: half_period_matrix(k)
 
 
-def sub_wavelengths(params: PhysicsParams) -> np.ndarray:
-    """The layer-solve wavelengths: uniform, both ends included, spacing <= multislice_step_nm; every sample if
-    finer."""
-    full = params.wavelengths_um()
-    span = params.wavelength_max_nm - params.wavelength_min_nm
-    count = int(math.ceil(span / params.multislice_step_nm - 1e-9)) + 1
-    return (full if count >= len(full)
-            else np.linspace(params.wavelength_min_nm, params.wavelength_max_nm, count) / 1000.0)
-
-
 def _slice_propagator(params: PhysicsParams, lam: np.ndarray, index: np.ndarray, grid: int) -> np.ndarray:
     """exp(i kz dz) on the layer grid for one material per wavelength: (S, N, N) complex128."""
     f = np.fft.fftfreq(grid, d=1.0 / grid) / params.period_um  # cycles / um
@@ -130,7 +92,7 @@ def make_multislice_plan(params: PhysicsParams, device: str | torch.device = "cp
     device = torch.device(device)
     grid = params.multislice_grid
     lam_full = params.wavelengths_um()
-    lam_sub = sub_wavelengths(params)
+    lam_sub = sub_wavelengths(params, params.multislice_step_nm)
     n_hi = params.n_high(lam_sub)
     n_lo = np.full_like(lam_sub, params.n_low)
     p_lo = _slice_propagator(params, lam_sub, n_lo, grid)

@@ -11,13 +11,14 @@ import numpy as np
 from crrecon_pipeline.errors import ConfigError, Range, check_ranges
 from crrecon_pipeline.grid import N_PIX, N_WAVELENGTHS
 
-FIDELITIES = ("thin", "multislice")
+FIDELITIES = ("thin", "multislice", "rcwa")
+RCWA_DEFAULT_ORDERS = 8
 
 
 # The user's cell: geometry and materials (the simulator resource, `crrecon simulate` flags, pretraining overrides).
 GEOMETRY = ("period_um", "height_um", "depth_um", "n_substrate", "cauchy_a", "cauchy_b")
-# How finely the multi-slice fidelity resolves the layer (the pretraining rows use a coarse setting).
-RESOLUTION = ("multislice_slices", "multislice_grid", "multislice_step_nm")
+# How finely the multi-slice and rcwa fidelities resolve the layer (the pretraining rows use a coarse setting).
+RESOLUTION = ("multislice_slices", "multislice_grid", "multislice_step_nm", "rcwa_orders", "rcwa_step_nm")
 # What a user sets for the built-in simulator: the simulator resource's fields and `crrecon simulate`'s flags.
 SIMULATOR_FIELDS = ("fidelity", *GEOMETRY, *RESOLUTION)
 
@@ -48,7 +49,8 @@ class PhysicsParams:
         "last simulated wavelength (nm)", range=Range(0, 100_000, lo_open=True)))
     n_wavelengths: int = field(default=N_WAVELENGTHS, metadata=_help("wavelength samples", range=Range(2, 100_000)))
     fidelity: str = field(default="thin", metadata=_help(
-        "thin element (fast) or multi-slice wave propagation through the layer (closer to rigorous solvers)",
+        "thin element (fast), multi-slice wave propagation through the layer (closer to rigorous solvers) or rcwa "
+        "(rigorous vector Maxwell: the Fourier modal method; slow, for small rigorous sets)",
         choices=FIDELITIES))
     multislice_slices: int = field(default=40, metadata=_help(
         "slices through the pillar layer (multislice)", range=Range(1, 10_000)))
@@ -58,12 +60,19 @@ class PhysicsParams:
     multislice_grid: int = field(default=N_PIX, metadata=_help(
         "lateral samples per side in the layer, a multiple or divisor of 128 (multislice; 32 makes cheap rows)",
         range=Range(8, 4096)))
+    rcwa_orders: int = field(default=RCWA_DEFAULT_ORDERS, metadata=_help(
+        "Fourier orders |m|, |n| <= N kept in the layer, (2N+1)^2 of them (rcwa; cost ~ N^6, must cover the "
+        "propagating orders)", range=Range(1, 40)))
+    rcwa_step_nm: float = field(default=10.0, metadata=_help(
+        "wavelength sub-grid of the layer solve in nm, interpolated to every sample (rcwa)",
+        range=Range(0, 1000, lo_open=True)))
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:
             raise ConfigError(f"physics fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
         check_ranges(self, "physics")
-        for name in ("period_um", "height_um", "n_substrate", "cauchy_a", "n_low", "multislice_step_nm"):
+        for name in ("period_um", "height_um", "n_substrate", "cauchy_a", "n_low", "multislice_step_nm",
+                     "rcwa_step_nm"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"physics {name} must be positive, got {getattr(self, name)}")
         if self.depth_um < 0 or self.multislice_slices < 1:
@@ -72,6 +81,14 @@ class PhysicsParams:
         g = self.multislice_grid
         if g < 8 or not (g % N_PIX == 0 or N_PIX % g == 0):
             raise ConfigError(f"physics multislice_grid must divide or be a multiple of {N_PIX}, got {g}")
+        if self.fidelity == "rcwa" and self.rcwa_orders < self.propagating_order_bound():
+            raise ConfigError(f"physics rcwa_orders={self.rcwa_orders}: fewer than the orders that propagate at "
+                              f"{self.wavelength_min_nm:g} nm in this cell (|m| up to {self.propagating_order_bound()}"
+                              f"); give at least that many")
+
+    def propagating_order_bound(self) -> int:
+        """Largest |m| that can propagate above or below the layer at the shortest wavelength (rcwa's minimum)."""
+        return int(np.floor(self.period_um * max(1.0, self.n_substrate) * 1000.0 / self.wavelength_min_nm))
 
     def n_high(self, lam_um):
         """Pillar index (Cauchy) at wavelengths in um."""

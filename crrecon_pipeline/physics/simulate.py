@@ -15,6 +15,7 @@ import torch
 from crrecon_pipeline.physics.fourier import binary_batch
 from crrecon_pipeline.physics.multislice import make_multislice_plan, multislice_power
 from crrecon_pipeline.physics.params import FIDELITIES, PhysicsParams
+from crrecon_pipeline.physics.rcwa import make_rcwa_plan, rcwa_power
 from crrecon_pipeline.physics.thin import make_thin_plan, thin_power
 
 
@@ -29,6 +30,7 @@ class Fidelity:
 FIDELITY_PLANS = {
     "thin": Fidelity(make_thin_plan, thin_power),
     "multislice": Fidelity(make_multislice_plan, multislice_power),
+    "rcwa": Fidelity(make_rcwa_plan, rcwa_power),
 }
 assert tuple(FIDELITY_PLANS) == FIDELITIES, "params.FIDELITIES names the registered fidelities"
 
@@ -48,7 +50,7 @@ def simulate_power(structures, plan=None) -> torch.Tensor:
 def simulate_spectra(structures, params: PhysicsParams | None = None, plan=None, chunk: int = 256) -> np.ndarray:
     """Raw-format spectra (B, 3, 301) float32: NEGATIVE transmitted fractions of R, G, B (seed convention).
 
-    The fidelity is params.fidelity (or the given plan's): thin element or multi-slice."""
+    The fidelity is params.fidelity (or the given plan's): thin element, multi-slice or rcwa."""
     if plan is None:
         plan = make_plan(params)
     structures = np.asarray(structures) if not torch.is_tensor(structures) else structures

@@ -32,6 +32,9 @@ def settings_table(settings: SimulationSettings) -> str:
         rows += [("slices", p.multislice_slices),
                  ("layer solved every", f"{p.multislice_step_nm:g} nm (spline between)"),
                  ("layer grid", f"{p.multislice_grid} × {p.multislice_grid}")]
+    if p.fidelity == "rcwa":
+        rows += [("Fourier orders per axis", f"−{p.rcwa_orders} … {p.rcwa_orders}"),
+                 ("layer solved every", f"{p.rcwa_step_nm:g} nm (spline between)")]
     rows.append(("unfinished fraction", settings.structures.unfinished_fraction))
     return markdown_table(["setting", "value"], [list(r) for r in rows])
 
