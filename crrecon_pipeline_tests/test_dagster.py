@@ -136,7 +136,7 @@ def test_every_check_is_built_from_its_one_definition():
     specs = {spec.name: spec for assets_def in set(repo.assets_defs_by_key.values()) for spec in assets_def.check_specs}
     groups = [checks for registry in (DATA_CHECKS, MODEL_CHECKS, DESIGN_CHECKS) for checks in registry.values()]
     registry = {c.name: c for checks in groups for c in checks}
-    assert set(specs) == set(registry) and len(registry) == 10
+    assert set(specs) == set(registry) and len(registry) == 11
     for name, spec in specs.items():
         check = registry[name]
         assert spec.asset_key.to_user_string() == check.asset
