@@ -6,7 +6,7 @@ and the unit-free `spectral` loss for the full fine-tune. Every arm uses the sam
 and epoch budget; they run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the held-out
 rows, Pearson, epochs run, trainable parameters, wall time (a markdown table last).
 
-    python benchmarks/bench_finetune.py [--pretrain-rows 4000] [--ft-raw /work/ms_raw] [--ft-rows 300]
+    python benchmarks/bench_finetune.py [--pretrain-rows 4000] [--ft-raw ms_raw] [--ft-rows 300]
         [--pretrain-fidelity thin|multislice] [--pretrain-epochs 10] [--ft-epochs 20] [--seeds 0 1 2] [--config quick]
         [--ft-train-rows 100] [--patience 5] [--head-lr 3e-4] [--decoder-lr 3e-4]
         [--set key=value ...]

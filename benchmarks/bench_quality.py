@@ -6,7 +6,7 @@ e.g. one made by `crrecon simulate --fidelity multislice`; the multi-slice simul
 so this script never makes a large one: without the folder it simulates --multislice-rows rows itself). Each
 dataset trains at every --sizes (finished rows: the first N in shard order; "all" = every row) with every preset.
 
-    python benchmarks/bench_quality.py --multislice-raw /work/ms_raw [--sizes 500 2000 all] [--presets quick]
+    python benchmarks/bench_quality.py --multislice-raw ms_raw [--sizes 500 2000 all] [--presets quick]
         [--set training.epochs=10] [--device cpu] [--datasets thin multislice]
 """
 
