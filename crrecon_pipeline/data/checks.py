@@ -237,7 +237,7 @@ def check_raw_data_passed(stage: FilteredStage, limits: CheckLimits) -> CheckOut
     """The blocking raw checks of the files this version was filtered from, judged in the same pass. Why here too:
     in Dagster the raw assets' own check results date from their last materialization; raw files changed since
     then and only re-filtered would otherwise show every check green on a version its manifest records as failed."""
-    failed = [name for name, c in stage.raw_checks.items() if c["blocking"] and not c["passed"]]
+    failed = failed_blocking(stage.raw_checks)
     if not failed:
         return CheckOutcome(True, f"the raw files' blocking checks passed in this pass ({len(stage.raw_checks)} run)",
                             {"failed_raw_checks": ""})

@@ -24,6 +24,7 @@ import numpy as np
 
 from crrecon_pipeline.data.prepare import prepare_shard, refuse_failed_checks, rotate_version
 from crrecon_pipeline.data.prepared import Prepared, combine_prepared, load_prepared
+from crrecon_pipeline.data.rawfiles import structure_path
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn
 from crrecon_pipeline.design.run import design_on
@@ -132,7 +133,7 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
         log(f"round {k}: best simulated {numbers['best_simulated']}, gap {numbers['gap']} "
             f"({numbers['counted_designs']} of {len(summary['designs'])} designs meet {settings.min_feature_px} px)")
         prepare_design_shard(round_dir, shard, store, data)
-        structures = np.load(round_dir / f"binary_dataset_128_{shard}.npy")[:, 0]
+        structures = np.load(structure_path(round_dir, shard))[:, 0]
         entry = {"round": k, "checkpoint": str(current.resolve()), "shard": shard,
                  "designs": [{key: d[key] for key in ("index", "predicted_efficiency", "simulated_efficiency",
                                                        "min_feature_px")} for d in summary["designs"]],

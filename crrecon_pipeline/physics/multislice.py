@@ -34,7 +34,6 @@ weights) is evaluated exactly at all wavelengths.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +49,7 @@ from crrecon_pipeline.physics.fourier import (
     quadrant_fluxes,
 )
 from crrecon_pipeline.physics.params import PhysicsParams
-from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths
+from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths, to_every_sample
 
 FIELDS_PER_CALL = 512  # complex 128 x 128 fields per FFT batch (~64 MiB each tensor): bounds memory
 
@@ -164,15 +163,8 @@ def layer_orders(s: torch.Tensor, plan: MultislicePlan, index: torch.Tensor) -> 
     return orders * plan.box
 
 
-def _mean_phase(fill: torch.Tensor, n_hi: torch.Tensor, inv_lam: torch.Tensor, params: PhysicsParams) -> torch.Tensor:
-    """exp(i 2 pi h n_mean / lam), n_mean = n_low + fill (n_hi - n_low): (B, W) complex64, the fast phase."""
-    n_mean = params.n_low + fill[:, None] * (n_hi - params.n_low)[None]
-    return torch.polar(torch.ones_like(n_mean), 2 * math.pi * params.height_um * n_mean * inv_lam[None])
-
-
 def multislice_quadrants(s: torch.Tensor, plan: MultislicePlan) -> torch.Tensor:
     """Power through each quadrant (B, W, 2, 2) float32 for a {0,1} float32 batch (B, 128, 128) on plan.device."""
-    params = plan.params
     grid_s = _layer_grid(s, plan.grid)
     n_sub = len(plan.lam_sub)
     fill = s.mean(dim=(1, 2))
@@ -186,11 +178,7 @@ def multislice_quadrants(s: torch.Tensor, plan: MultislicePlan) -> torch.Tensor:
                             for g in range(0, n_sub, group)], dim=1)  # (b, S, n, n)
         f = fill[first:first + rows]
         if plan.interp is not None:
-            orders = orders * torch.conj(_mean_phase(f, plan.n_hi_sub, plan.inv_lam_sub, params))[:, :, None, None]
-            flat = orders.flatten(2)  # (b, S, n^2)
-            flat = torch.complex(plan.interp @ flat.real, plan.interp @ flat.imag)  # (b, W, n^2)
-            orders = flat.view(len(chunk), -1, *orders.shape[-2:])
-            orders = orders * _mean_phase(f, plan.n_hi_full, plan.inv_lam_full, params)[:, :, None, None]
+            orders = to_every_sample(orders, f, plan)  # (b, W, n, n)
         out.append(quadrant_fluxes(orders * plan.propagate, plan.weight, plan.a0))  # (b, W, 2, 2)
     return torch.cat(out)
 

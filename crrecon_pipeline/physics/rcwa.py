@@ -38,7 +38,6 @@ the substrate phase is applied exactly at all wavelengths (as multislice does).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +46,7 @@ import torch
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.fourier import half_period_matrix, quadrant_channels, quadrant_products
 from crrecon_pipeline.physics.params import PhysicsParams
-from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths
+from crrecon_pipeline.physics.wavelengths import spline_matrix, sub_wavelengths, to_every_sample
 
 ABSORPTION = 1e-10  # imaginary part added to every permittivity: no order exactly at cut-off
 MATRIX_ENTRIES = {"cpu": 2**22, "cuda": 2**25}  # entries of the (2M, 2M) matrices solved per call: bounds memory
@@ -252,12 +251,6 @@ def _chunks(n_rows: int, n_sub: int, plan: RcwaPlan):
     return rows, max(1, min(n_sub, items // rows))
 
 
-def _mean_phase(fill: torch.Tensor, n_hi: torch.Tensor, inv_lam: torch.Tensor, params: PhysicsParams) -> torch.Tensor:
-    """exp(i 2 pi h n_mean / lam), n_mean = n_low + fill (n_hi - n_low): (B, W) complex128, the fast phase."""
-    n_mean = params.n_low + fill[:, None] * (n_hi - params.n_low)[None]
-    return torch.polar(torch.ones_like(n_mean), 2 * math.pi * params.height_um * n_mean * inv_lam[None])
-
-
 def transmitted_fields(s: torch.Tensor, plan: RcwaPlan, group: int) -> torch.Tensor:
     """E and H orders just below the layer at EVERY sample: (b, W, 4M, 2) complex128 (rows e_t then h_t), the
     layer solved `group` sub-grid wavelengths at a time."""
@@ -269,11 +262,7 @@ def transmitted_fields(s: torch.Tensor, plan: RcwaPlan, group: int) -> torch.Ten
     if plan.interp is None:
         return fields
     fill = s.to(torch.float64).mean(dim=(1, 2))
-    fields = fields * torch.conj(_mean_phase(fill, plan.n_hi_sub, plan.inv_lam_sub, plan.params))[..., None, None]
-    flat = fields.flatten(2)
-    flat = torch.complex(plan.interp @ flat.real, plan.interp @ flat.imag)  # (b, W, 4M * 2)
-    fields = flat.view(len(flat), -1, *fields.shape[-2:])
-    return fields * _mean_phase(fill, plan.n_hi_full, plan.inv_lam_full, plan.params)[..., None, None]
+    return to_every_sample(fields, fill, plan)  # (b, W, 4M, 2)
 
 
 def rcwa_quadrants(s: torch.Tensor, plan: RcwaPlan) -> torch.Tensor:

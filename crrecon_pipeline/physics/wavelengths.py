@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from crrecon_pipeline.physics.params import PhysicsParams
 
@@ -48,3 +49,23 @@ def spline_matrix(x_knots: np.ndarray, x_out: np.ndarray) -> np.ndarray:
     w[rows, i + 1] += b
     w += ((a_**3 - a_) * h**2 / 6)[:, None] * second[i] + ((b**3 - b) * h**2 / 6)[:, None] * second[i + 1]
     return w
+
+
+def mean_phase(fill: torch.Tensor, n_hi: torch.Tensor, inv_lam: torch.Tensor, params: PhysicsParams) -> torch.Tensor:
+    """exp(i 2 pi h n_mean / lam), n_mean = n_low + fill (n_hi - n_low): (B, W), the fast phase of the layer."""
+    n_mean = params.n_low + fill[:, None] * (n_hi - params.n_low)[None]
+    return torch.polar(torch.ones_like(n_mean), 2 * math.pi * params.height_um * n_mean * inv_lam[None])
+
+
+def to_every_sample(values: torch.Tensor, fill: torch.Tensor, plan) -> torch.Tensor:
+    """The layer's output at the sub-grid wavelengths (b, S, ...) complex -> at every sample (b, W, ...): the mean
+    layer phase divided out, the smooth rest spline-interpolated (plan.interp, (W, S)), the phase put back exactly.
+    `plan`: a multislice or rcwa plan (params, interp, n_hi_sub, inv_lam_sub, n_hi_full, inv_lam_full)."""
+    def phase(n_hi, inv_lam):
+        p = mean_phase(fill, n_hi, inv_lam, plan.params)
+        return p.reshape(*p.shape, *([1] * (values.dim() - 2)))
+
+    values = values * torch.conj(phase(plan.n_hi_sub, plan.inv_lam_sub))
+    flat = values.flatten(2)  # (b, S, n)
+    flat = torch.complex(plan.interp @ flat.real, plan.interp @ flat.imag)  # (b, W, n)
+    return flat.view(len(values), -1, *values.shape[2:]) * phase(plan.n_hi_full, plan.inv_lam_full)
