@@ -261,12 +261,12 @@ def cmd_predict(args) -> dict:
 
 
 def design_flags(s: argparse.ArgumentParser) -> None:
-    from crrecon_pipeline.design.loop import FINETUNE_FIELDS, FinetuneSettings
+    from crrecon_pipeline.design.loop import LOOP_FIELDS, LoopSettings
     from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
     from crrecon_pipeline.physics.bands import BAND_EDGES_NM, BAND_WEIGHTS
 
     add_settings_flags(s, DesignSettings, DESIGN_FIELDS)
-    add_settings_flags(s, FinetuneSettings, FINETUNE_FIELDS)
+    add_settings_flags(s, LoopSettings, LOOP_FIELDS)
     s.add_argument("--band-edges", default=_numbers(BAND_EDGES_NM), help="B|G|R band boundaries in nm")
     s.add_argument("--band-weights", default=_numbers(BAND_WEIGHTS), help="weights of the B, G, R bands")
 
@@ -276,7 +276,7 @@ def _numbers(values) -> str:
 
 
 def cmd_design(args) -> dict:
-    from crrecon_pipeline.design.loop import FinetuneSettings, run_rounds
+    from crrecon_pipeline.design.loop import LoopSettings, run_rounds
     from crrecon_pipeline.design.optimize import DesignSettings
     from crrecon_pipeline.design.run import run_design
     from crrecon_pipeline.physics.bands import bayer_bands
@@ -289,7 +289,7 @@ def cmd_design(args) -> dict:
         bar, update = _progress(args.steps * args.rounds, "design rounds", unit="step")
         with bar:
             return run_rounds(args.checkpoint, args.prepared, args.out, settings, args.rounds,
-                              settings_from(args, FinetuneSettings), args.device, update,
+                              settings_from(args, LoopSettings), args.device, update,
                               log=lambda message: print(f"design: {message}", file=sys.stderr))
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:

@@ -87,6 +87,29 @@ def test_oversample_repeats_only_the_named_shards_rows():
         tiny_config("data.oversample={x: 2}")
 
 
+def test_train_all_moves_only_the_named_shards_validation_rows():
+    from crrecon_pipeline.errors import ConfigError
+    from crrecon_pipeline.train.split import all_rows_train
+
+    shard_of_row = np.array([0, 0, 0, 0, 7, 7, 7])
+    train, val = all_rows_train(np.array([0, 2, 4]), np.array([1, 3, 5, 6]), shard_of_row, ["7"])
+    assert train.tolist() == [0, 2, 4, 5, 6] and val.tolist() == [1, 3]
+    assert [a.tolist() for a in all_rows_train(np.array([0]), np.array([1, 5]), shard_of_row, ["9"])] == [[0], [1, 5]]
+    with pytest.raises(ConfigError, match="data.train_all"):
+        tiny_config("data.train_all=[x]")
+
+
+def test_later_rounds_refine_at_the_final_sharpness():
+    from crrecon_pipeline.design.loop import LoopSettings
+    from crrecon_pipeline.design.optimize import DesignSettings
+
+    settings, loop = DesignSettings(beta_start=2.0, beta_end=64.0, lr=0.05), LoopSettings(refine_lr=0.02)
+    assert loop.round_settings(settings, 0) == settings
+    later = loop.round_settings(settings, 3)
+    assert (later.beta_start, later.beta_end, later.lr) == (64.0, 64.0, 0.02)
+    assert later.betas() == pytest.approx([64.0] * settings.steps)
+
+
 def test_verification_fidelity_is_any_registered_one():
     from crrecon_pipeline.design.optimize import DesignSettings
     from crrecon_pipeline.design.verify import verification_settings
@@ -141,6 +164,11 @@ def test_cli_design_rounds(checkpoint, prepared_dir, tmp_path, capsys):
     assert sorted(load_prepared(out / "prepared").versions) == [2, 3]
     assert sorted(load_prepared(prepared_dir).versions) == [0, 1]
     assert r0["gap_after"] is not None and r1["gap_after"] is None
+    # round 1 refined round 0's designs at the final sharpness; the fine-tuning trained on every design row
+    settings = record["settings"]
+    assert settings["beta_start"] == settings["beta_end"] and settings["lr"] == pytest.approx(0.01)
+    tuned = json.loads((out / "round_0" / "model" / "config.json").read_text())
+    assert tuned["data"]["train_all"] == ["2"] and tuned["data"]["oversample"] == {"2": 10}
     assert main(args) == 2  # the same OUT again: refused, the first loop's files left as they are
     assert "already exists (an earlier loop)" in capsys.readouterr().err
     assert sorted(load_prepared(out / "prepared").versions) == [2, 3]
@@ -229,6 +257,7 @@ def test_design_loop_in_dagster(checkpoint, tmp_path):
     assert step.job_name == "design_finetune_job"
     cfg = step.run_config["ops"]["trained_model"]["config"]
     assert cfg["training"]["init_from"] == str(ckpt) and cfg["training"]["epochs"] == 1
+    assert cfg["data"]["train_all"] == ["1"]  # every design row trains
     tuned = dg.materialize([trained_model], instance=instance, resources=resources, run_config=step.run_config)
     assert set(tuned.asset_materializations_for_node("trained_model")[0].metadata["training_set"].value) == {"0", "1"}
 
@@ -238,6 +267,8 @@ def test_design_loop_in_dagster(checkpoint, tmp_path):
     meta = second.asset_materializations_for_node("design_round")[0].metadata
     assert meta["round"].value == 1 and meta["shard"].value == 2 and meta["previous_round_gap_after"].value >= 0
     assert meta["design_rounds"].value.count("\n") == 3  # header, rule, two rounds
+    refined = json.loads((tmp_path / "design_shards" / "shard_2" / "designs.json").read_text())["settings"]
+    assert refined["beta_start"] == refined["beta_end"] and refined["lr"] == pytest.approx(0.01)  # refines round 0
     assert prepare(instance, resources, "2").success
     assert "finished" in next_loop_step(instance).skip_message
 

@@ -16,7 +16,7 @@ as assets, with the shard as a new partition of the managed data."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,14 +34,15 @@ from crrecon_pipeline.physics.bands import routing_efficiency
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import load_model, predict
 
-FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_design_repeat")
+LOOP_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_design_repeat", "refine_lr")
 
 
 @dataclass(frozen=True)
-class FinetuneSettings:
-    """The short schedule between rounds: the designing model's own run config, started from its checkpoint
-    (training.init_from), with these epochs and peak learning rate, no warmup, the design-made shards' rows counted
-    `finetune_design_repeat` times (data.oversample): a few dozen new rows among thousands would barely move it."""
+class LoopSettings:
+    """What the loop adds to a design run: the short fine-tuning schedule between rounds (the designing model's own
+    run config, started from its checkpoint by training.init_from, with these epochs and peak learning rate, no
+    warmup, every design-made row in training and counted `finetune_design_repeat` times: a few dozen new rows
+    among thousands would barely move it) and how the rounds after the first design (round_settings)."""
 
     finetune_epochs: int = field(default=6, metadata=ranged(
         "epochs of the fine-tuning between rounds (from the current checkpoint, on old + new shards)", 1, 100_000))
@@ -49,19 +50,35 @@ class FinetuneSettings:
         "peak learning rate of the fine-tuning between rounds", 0, 10, lo_open=True))
     finetune_design_repeat: int = field(default=10, metadata=ranged(
         "times each design-made row counts per fine-tuning epoch (data.oversample); 1: like any row", 1, 10_000))
+    refine_lr: float = field(default=0.01, metadata=ranged(
+        "Adam learning rate of the rounds after the first: they refine the previous round's designs at the final "
+        "sharpness (beta_end) in steps this small, where the fine-tuned surrogate has seen data", 0, 100,
+        lo_open=True))
 
     def __post_init__(self):
         check_ranges(self, "design")
 
     def run_config(self, base: RunConfig, checkpoint: str | Path, design_shards) -> RunConfig:
         """The fine-tuning run: `base` (the checkpoint's own config) from `checkpoint`'s weights, a short schedule,
-        the rows of `design_shards` oversampled."""
-        repeat = {str(k): self.finetune_design_repeat for k in sorted(design_shards)}
+        the rows of `design_shards` all in training (data.train_all) and oversampled."""
+        shards = [str(k) for k in sorted(design_shards, key=int)]
+        repeat = {k: self.finetune_design_repeat for k in shards}
         return base.with_overrides({"training.init_from": str(checkpoint), "training.resume_from": "",
                                     "training.epochs": self.finetune_epochs, "training.lr": self.finetune_lr,
                                     "training.warmup_ratio": 0.0, "training.save_every": 0,
+                                    "data.train_all": shards,
                                     "data.oversample": repeat if self.finetune_design_repeat > 1 else {}},
                                    "design loop fine-tuning")
+
+    def round_settings(self, settings: DesignSettings, k: int) -> DesignSettings:
+        """Round k's design settings. Round 0 explores from the given starts with the full sharpness schedule;
+        later rounds start from the previous round's designs, which are verified and now in the training data,
+        so they keep them binary (beta_end from the first step) and move them in small steps (refine_lr).
+        Melting them back to beta_start would send the designs where the surrogate has seen nothing, and its
+        gap on them would grow instead of shrink (measured in docs/design.md)."""
+        if k == 0:
+            return settings
+        return replace(settings, beta_start=settings.beta_end, lr=self.refine_lr)
 
 
 def round_numbers(summary: dict) -> dict:
@@ -106,7 +123,7 @@ def prepare_design_shard(round_dir: Path, shard: int, store: Path, like: Prepare
 
 
 def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | Path, settings: DesignSettings,
-               rounds: int, finetune: FinetuneSettings, device: str = "auto", progress: ProgressFn | None = None,
+               rounds: int, loop: LoopSettings, device: str = "auto", progress: ProgressFn | None = None,
                log: Callable[[str], None] = lambda message: None, train_log: Callable[[str], None] | None = None,
                ) -> dict:
     """`rounds` rounds of design -> verify -> new shard -> prepare -> fine-tune (between rounds). Returns
@@ -126,7 +143,8 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     for k in range(rounds):
         data = combine_prepared([base] + ([load_prepared(store)] if PreparedStore(store).pointers() else []))
         round_dir = out_dir / f"round_{k}"
-        summary = design_on(current, data, prepared_dir.resolve(), round_dir, settings, shard, device, progress,
+        summary = design_on(current, data, prepared_dir.resolve(), round_dir, loop.round_settings(settings, k), shard,
+                            device, progress,
                             start=start, require_verified=True,
                             record={"round": k, "designed_by": str(current.resolve())}, reference=base)
         numbers = round_numbers(summary)
@@ -141,10 +159,10 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
         if k + 1 < rounds:
             _, base_config = load_model(current, "cpu")
             designed = load_prepared(store)
-            config = finetune.run_config(base_config, current, designed.versions)
+            config = loop.run_config(base_config, current, designed.versions)
             grown = combine_prepared([base, designed])
-            log(f"round {k}: fine-tuning {finetune.finetune_epochs} epochs on {len(grown)} rows "
-                f"({len(designed)} designed, each x{finetune.finetune_design_repeat}) into {round_dir / 'model'}")
+            log(f"round {k}: fine-tuning {loop.finetune_epochs} epochs on {len(grown)} rows "
+                f"({len(designed)} designed, each x{loop.finetune_design_repeat}) into {round_dir / 'model'}")
             metrics = train(config, grown, round_dir / "model", device=device, log=train_log or log)
             current = Path(metrics["best_checkpoint"])
             sim = np.array([d["simulated_efficiency"] for d in summary["designs"]])

@@ -20,7 +20,7 @@ from crrecon_pipeline.design.objective import OBJECTIVES, smooth_objective
 from crrecon_pipeline.errors import ConfigError, check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
-from crrecon_pipeline.physics.params import FIDELITIES
+from crrecon_pipeline.physics.params import FIDELITIES, PhysicsParams
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams, _periodic_gaussian
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import predict
@@ -107,22 +107,20 @@ class DesignResult:
     history: list[dict] = field(default_factory=list)  # per step: beta, mean/max projected objective
 
 
-def optimize(model: torch.nn.Module, config: RunConfig, wavelengths_nm: np.ndarray, settings: DesignSettings,
-             progress: ProgressFn | None = None, start: np.ndarray | None = None) -> DesignResult:
-    """Adam on the latent of all N designs at once through the frozen surrogate; deterministic per seed (and
-    start structures)."""
-    dev = next(model.parameters()).device
-    pm1 = config.data.map_to_pm1
-    model.eval().requires_grad_(False)
-    start = initial_latent(settings.designs, settings.seed, start)
-    latent = torch.tensor(start, device=dev, requires_grad=True)
-    to_field = DensityField(settings.blur_sigma_px, dev)
+SpectraFn = Callable[[torch.Tensor], torch.Tensor]  # x (N, 128, 128) in (-1, 1) -> Bayer spectra (N, 2, 2, L)
+
+
+def climb(spectra_of: SpectraFn, wavelengths_nm: np.ndarray, settings: DesignSettings, start: np.ndarray,
+          device: torch.device, progress: ProgressFn | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Adam on the latent of all N designs at once, whatever scores them (the surrogate or the simulator itself):
+    (binary structures (N, 128, 128) uint8 before the length-scale filter, history per step)."""
+    latent = torch.tensor(start, device=device, requires_grad=True)
+    to_field = DensityField(settings.blur_sigma_px, device)
     opt = torch.optim.Adam([latent], lr=settings.lr)
     history = []
     for step, beta in enumerate(settings.betas()):
         x = torch.tanh(float(beta) * to_field(latent))  # in (-1, 1); binary as beta grows
-        eff = smooth_objective(model((x if pm1 else (x + 1) / 2).unsqueeze(1)).float(), wavelengths_nm,
-                               settings.bands, settings.objective)
+        eff = smooth_objective(spectra_of(x), wavelengths_nm, settings.bands, settings.objective)
         opt.zero_grad(set_to_none=True)
         (-eff.sum()).backward()  # designs do not interact (per-sample norms), so each gets its own gradient
         opt.step()
@@ -133,10 +131,53 @@ def optimize(model: torch.nn.Module, config: RunConfig, wavelengths_nm: np.ndarr
         if progress:
             progress(1)
     with torch.no_grad():
-        structures = (to_field(latent) > 0).to(torch.uint8).cpu().numpy()
-        starts = (to_field(torch.as_tensor(start, device=dev)) > 0).to(torch.uint8).cpu().numpy()
+        return (to_field(latent) > 0).to(torch.uint8).cpu().numpy(), history
+
+
+def optimize(model: torch.nn.Module, config: RunConfig, wavelengths_nm: np.ndarray, settings: DesignSettings,
+             progress: ProgressFn | None = None, start: np.ndarray | None = None) -> DesignResult:
+    """Adam on the latent of all N designs at once through the frozen surrogate; deterministic per seed (and
+    start structures)."""
+    dev = next(model.parameters()).device
+    pm1 = config.data.map_to_pm1
+    model.eval().requires_grad_(False)
+    start = initial_latent(settings.designs, settings.seed, start)
+
+    def spectra_of(x: torch.Tensor) -> torch.Tensor:
+        return model((x if pm1 else (x + 1) / 2).unsqueeze(1)).float()
+
+    structures, history = climb(spectra_of, wavelengths_nm, settings, start, dev, progress)
+    with torch.no_grad():
+        starts = (DensityField(settings.blur_sigma_px, dev)(torch.as_tensor(start, device=dev)) > 0)
+    starts = starts.to(torch.uint8).cpu().numpy()
     structures = enforce_length_scale(structures, settings.min_feature_px)
     predicted = predict(model, config, structures)
     return DesignResult(structures, predicted, routing_efficiency(predicted, wavelengths_nm, settings.bands),
                         routing_efficiency(predict(model, config, starts), wavelengths_nm, settings.bands),
                         length_scales(structures), history)
+
+
+def optimize_through_simulator(physics: PhysicsParams, settings: DesignSettings, device: str = "cpu",
+                               progress: ProgressFn | None = None,
+                               start: np.ndarray | None = None) -> tuple[np.ndarray, list[dict]]:
+    """The same optimization with the simulator's own exact gradient in place of the surrogate: (structures
+    (N, 128, 128) uint8, filtered to the length scale like the surrogate's designs, history).
+
+    Why: it is the reference a surrogate design is measured against. What this parameterization and this physics
+    allow at best is what no surrogate can beat, so a loop that stops short of a target can be told apart from a
+    target the physics does not reach. The thin fidelity costs about as much as the surrogate; multislice more
+    (every slice is differentiated); rcwa is too slow for it on a CPU."""
+    from crrecon_pipeline.physics.simulate import FIDELITY_PLANS, make_plan  # the simulator only for this reference
+
+    dev = torch.device(device)
+    plan = make_plan(physics, dev)
+    power = FIDELITY_PLANS[physics.fidelity].power
+    wavelengths_nm = physics.wavelengths_um() * 1000.0
+
+    def spectra_of(x: torch.Tensor) -> torch.Tensor:
+        r, g, b = power((x + 1) / 2, plan).unbind(1)  # (N, W) each: power on R, on each G, on B
+        return torch.stack([torch.stack([r, g], 1), torch.stack([g, b], 1)], 1)  # (N, 2, 2, W) [[R, G1], [G2, B]]
+
+    start = initial_latent(settings.designs, settings.seed, start)
+    structures, history = climb(spectra_of, wavelengths_nm, settings, start, dev, progress)
+    return enforce_length_scale(structures, settings.min_feature_px), history

@@ -83,14 +83,28 @@ class DataConfig(Section):
     out_len: int = Field(30, ge=1, description="spectral bins per pixel; must match the prepared data")
     oversample: dict[str, int] = Field({}, description="shard index -> how many times each of its training rows "
                                                        "counts per epoch (the design loop's new shards); others once")
+    train_all: list[str] = Field([], description="shard indices all of whose rows train, none held out (the design "
+                                                 "loop's new shards); the validation rows come from the others")
 
     @field_validator("oversample")
     @classmethod
     def _oversample(cls, value: dict[str, int]) -> dict[str, int]:
         for shard, times in value.items():
-            if not (shard.isascii() and shard.isdigit()) or not 1 <= times <= 10_000:
+            if not _is_shard_index(shard) or not 1 <= times <= 10_000:
                 raise ValueError(f"{shard!r}: {times}: needs a shard index and a count in [1, 10000]")
         return value
+
+    @field_validator("train_all")
+    @classmethod
+    def _train_all(cls, value: list[str]) -> list[str]:
+        for shard in value:
+            if not _is_shard_index(shard):
+                raise ValueError(f"{shard!r} is no shard index")
+        return value
+
+
+def _is_shard_index(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 class ConstraintConfig(Section):

@@ -41,7 +41,7 @@ from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
 from crrecon_pipeline.train.samples import SampleViews
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model, resolve_device
-from crrecon_pipeline.train.split import oversampled, split_rows
+from crrecon_pipeline.train.split import all_rows_train, oversampled, split_rows
 
 
 @torch.no_grad()
@@ -155,6 +155,15 @@ def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: st
         ranks.close()
 
 
+def _shard_of_row(prepared: Prepared) -> np.ndarray:
+    """The shard index of every row: the versions in the order they were concatenated."""
+    shard_of_row = np.repeat(list(prepared.versions), [v.rows for v in prepared.versions.values()])
+    if len(shard_of_row) != len(prepared):
+        raise DataError("data.oversample / data.train_all: the prepared data do not say which shard each row "
+                        "comes from")
+    return shard_of_row
+
+
 def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.device,
            ranks: distributed.DistContext) -> Run:
     d, t = config.data, config.training
@@ -162,16 +171,14 @@ def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.devi
     if prepared.bayer.shape[-1] != d.out_len:
         raise DataError(f"prepared data has {prepared.bayer.shape[-1]} spectral bins, data.out_len is {d.out_len}")
     train_rows, val_rows = split_rows(prepared.structures.packed, d.train_ratio)
+    shard_of_row = _shard_of_row(prepared) if d.oversample or d.train_all else None
+    if d.train_all:  # the design loop's new rows: all of them train; validation stays on the other shards' rows
+        train_rows, val_rows = all_rows_train(train_rows, val_rows, shard_of_row, d.train_all)
     if len(val_rows) == 0 or len(train_rows) == 0:
         raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d.train_ratio}")
     data = DeviceData(prepared, dev, with_rotated=d.augment_180,
                       augmentation=Augmentation(shifts=d.augment_shifts, turn90=d.augment_90))
-    sampled = train_rows
-    if d.oversample:  # which shard each row comes from: the versions in the order they were concatenated
-        shard_of_row = np.repeat(list(prepared.versions), [v.rows for v in prepared.versions.values()])
-        if len(shard_of_row) != len(prepared):
-            raise DataError("data.oversample: the prepared data do not say which shard each row comes from")
-        sampled = oversampled(train_rows, shard_of_row, d.oversample)
+    sampled = oversampled(train_rows, shard_of_row, d.oversample) if d.oversample else train_rows
     stored = np.concatenate([sampled, sampled + data.m]) if d.augment_180 else sampled
     train_idx = torch.as_tensor(data.samples(stored), device=dev)
     tail = len(train_idx) % d.batch_size

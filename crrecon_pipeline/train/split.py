@@ -53,3 +53,12 @@ def oversampled(rows: np.ndarray, shard_of_row: np.ndarray, times: dict[str, int
     for shard, n in times.items():
         counts[shard_of_row[rows] == int(shard)] = n
     return np.repeat(rows, counts)
+
+
+def all_rows_train(train: np.ndarray, val: np.ndarray, shard_of_row: np.ndarray,
+                   shards: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) with the listed shards' validation rows moved to training (data.train_all). The design loop's
+    shards are few rows where the surrogate is wrong; holding a tenth of them out would leave exactly those
+    designs unlearnt, while the other shards' rows keep the validation stable."""
+    move = np.isin(shard_of_row[val], [int(s) for s in shards])
+    return np.sort(np.concatenate([train, val[move]])), val[~move]

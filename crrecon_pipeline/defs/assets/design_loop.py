@@ -30,7 +30,7 @@ from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
 from crrecon_pipeline.defs.settings import build, dataclass_fields, generated
-from crrecon_pipeline.design.loop import FINETUNE_FIELDS, FinetuneSettings, round_numbers, surrogate_gap
+from crrecon_pipeline.design.loop import LOOP_FIELDS, LoopSettings, round_numbers, surrogate_gap
 from crrecon_pipeline.design.run import design_on
 from crrecon_pipeline.numbers import rounded
 from crrecon_pipeline.plots import markdown_image
@@ -39,7 +39,7 @@ from crrecon_pipeline.train.inference import load_model
 
 
 class DesignLoopConfig(generated("DesignLoopFields", DesignConfig,
-                                 dataclass_fields(FinetuneSettings, FINETUNE_FIELDS))):
+                                 dataclass_fields(LoopSettings, LOOP_FIELDS))):
     """A design round: the design run (DesignConfig), the fine-tuning between rounds, and where in the loop it is
     (design_loop_sensor fills `round` and `loop_id` for the rounds after the first)."""
 
@@ -47,8 +47,8 @@ class DesignLoopConfig(generated("DesignLoopFields", DesignConfig,
     round: int = Field(0, ge=0, description="this round's number (0: a new loop)")
     loop_id: str = Field("", description="the loop this round belongs to (empty: a new loop, named by this run id)")
 
-    def finetune(self) -> FinetuneSettings:
-        return build(FinetuneSettings, self)
+    def loop(self) -> LoopSettings:
+        return build(LoopSettings, self)
 
 
 def next_free_shard(instance: dg.DagsterInstance, paths: CrreconPaths) -> int:
@@ -100,7 +100,8 @@ def design_round(context: dg.AssetExecutionContext, config: DesignLoopConfig, pa
         raise dg.Failure(description=f"design loop {loop_id}: round {config.round - 1} has no materialization "
                                      "to continue from", allow_retries=False)
     with bad_input_fails_step():
-        settings, finetune = config.settings(), config.finetune()
+        loop = config.loop()
+        settings = loop.round_settings(config.settings(), config.round)
         prepared = load_prepared(paths.prepared_path(), model.versions())  # exactly what the model trained on
         original = {k: v.version for k, v in prepared.versions.items() if paths.design_made(k) is None}
         reference = load_prepared(paths.prepared_path(), original) if original else prepared
@@ -118,7 +119,7 @@ def design_round(context: dg.AssetExecutionContext, config: DesignLoopConfig, pa
                             LogProgress(context.log, settings.steps, f"design round {config.round}", unit="steps"),
                             start=start, require_verified=True, record=record, reference=reference)
         designed = [k for k in prepared.versions if paths.design_made(k) is not None] + [shard]
-        finetune_config = finetune.run_config(load_model(model.checkpoint, "cpu")[1], model.checkpoint, designed)
+        finetune_config = loop.run_config(load_model(model.checkpoint, "cpu")[1], model.checkpoint, designed)
     write_text_atomic(out / DESIGN_MADE, json.dumps(record, indent=2) + "\n")  # last: the shard is complete
     context.instance.add_dynamic_partitions(shards.name, [str(shard)])
     numbers = round_numbers(summary)
