@@ -38,7 +38,7 @@ from crrecon_pipeline.design.lengthscale import length_scales
 from crrecon_pipeline.design.loop import LoopSettings, run_rounds
 from crrecon_pipeline.design.optimize import DesignSettings, optimize_through_simulator
 from crrecon_pipeline.design.run import run_design
-from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulation, simulated_bayer
+from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulation, simulated_bayer, training_best
 from crrecon_pipeline.physics.bands import band_efficiencies, routing_efficiency
 from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
@@ -46,14 +46,20 @@ from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 
 
-def train_fresh(args, config: dict, tmp: Path) -> tuple[str, Path]:
-    """Simulate args.rows rows, prepare them and train `config` on CPU: (best checkpoint, prepared folder)."""
+def simulate_data(args, tmp: Path) -> tuple[Path, float]:
+    """Simulate args.rows rows with the simulator flags and prepare them: (prepared folder, seconds)."""
     t = time.perf_counter()
     physics = settings_from(args, PhysicsParams)
     write_dataset(tmp / "raw", args.rows, 2, SimulationSettings(seed=args.seed, physics=physics))
     preprocess(tmp / "raw", tmp / "prepared")
-    prepared = load_prepared(tmp / "prepared")
-    t_data = time.perf_counter() - t
+    return tmp / "prepared", time.perf_counter() - t
+
+
+def train_fresh(args, config: dict, tmp: Path) -> tuple[str, Path]:
+    """Simulate args.rows rows, prepare them and train `config` on CPU: (best checkpoint, prepared folder)."""
+    prepared_dir, t_data = simulate_data(args, tmp)
+    prepared = load_prepared(prepared_dir)
+    physics = settings_from(args, PhysicsParams)
     t = time.perf_counter()
     metrics = train(config, prepared, tmp / "run", device="cpu", log=lambda m: None)
     print(f"data: {args.rows} rows simulated ({physics.fidelity}) + prepared in {t_data:.0f} s ({len(prepared)} kept); "
@@ -112,6 +118,8 @@ def main() -> None:
     ap.add_argument("--reference-steps", type=int, default=0,
                     help="also optimize through the simulator itself with this many steps (0: not): the physics "
                          "optimum")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="simulate the data and print the physics optimum only (no surrogate, no training)")
     ap.add_argument("--finetune-design-repeat", type=int, default=LoopSettings.finetune_design_repeat)
     add_settings_flags(ap, PhysicsParams, SIMULATOR_FIELDS, spell=simulator_flag)  # `crrecon simulate`'s flags
     args = ap.parse_args()
@@ -121,6 +129,8 @@ def main() -> None:
                               blur_sigma_px=args.blur_sigma_px)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.reference_only:
+            return report_reference_only(args, settings, tmp)
         if args.checkpoint:
             checkpoint, prepared_dir = args.checkpoint, Path(args.prepared)
             print(f"design only: {checkpoint} trained on {prepared_dir}", flush=True)
@@ -170,6 +180,20 @@ def main() -> None:
                       "training_best": train_best, "ratio": float(ratio), "blank_cell": blank_eff,
                       "max_gap": float(np.abs(pred - sim).max()), "design_s": round(t_design, 1),
                       "physics_optimum": ref and ref["best"]}))
+
+
+def report_reference_only(args, settings: DesignSettings, tmp: Path) -> None:
+    """The physics optimum against the best training structure, without a surrogate."""
+    prepared_dir, t_data = simulate_data(args, tmp)
+    train_best, _ = training_best(load_prepared(prepared_dir), settings.bands)
+    ref = physics_reference(settings, prepared_dir, args.reference_steps or settings.steps)
+    print(f"data: {args.rows} rows ({settings_from(args, PhysicsParams).fidelity}) in {t_data:.0f} s; designs: "
+          f"{settings.designs}, seed {settings.seed}, blur {settings.blur_sigma_px} px, min feature "
+          f"{settings.min_feature_px} px, objective {settings.objective}")
+    print(f"physics optimum: {ref['best']:.4f} = {ref['best'] / train_best:.3f}x the best training structure "
+          f"({train_best:.4f}); bands {ref['bands']}; {ref['counted']} of {ref['designs']} designs meet the length "
+          f"scale; {ref['steps']} steps in {ref['seconds']:.0f} s")
+    print(json.dumps({"training_best": train_best, "physics_optimum": ref["best"], "bands": ref["bands"]}))
 
 
 def report_rounds(args, settings: DesignSettings, checkpoint, prepared_dir: Path, tmp: Path) -> None:

@@ -5,7 +5,11 @@ generator's, a smooth boundary) -> tanh(beta * field), beta rising geometrically
 (design/objective.py: band_mean or min_band). The final structure is field > 0, filtered to the minimum length scale
 `min_feature_px` where a small morphological filter can (design/lengthscale.py): exactly binary and exactly
 diagonal-symmetric; its surrogate score is the reported predicted_efficiency. Starts: the generator's rows, or given
-structures (the next round of the active-learning loop starts from the previous round's best)."""
+structures (the next round of the active-learning loop starts from the previous round's best).
+
+`climb` is the loop itself, whatever scores the designs: `optimize` puts the surrogate there, and
+`optimize_through_simulator` the simulator with its exact gradient (the physics optimum designs are measured
+against)."""
 
 from __future__ import annotations
 
