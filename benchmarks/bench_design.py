@@ -76,16 +76,16 @@ def physics_reference(settings: DesignSettings, prepared_dir: Path, steps: int) 
     gradient (no surrogate, `steps` steps), scored exactly like the surrogate's designs (the training data's
     simulator and binning); the best one that meets the length scale."""
     prepared = load_prepared(prepared_dir)
-    physics = recorded_simulation(prepared).settings.physics
+    simulation = recorded_simulation(prepared).settings  # checked once: it re-simulates a few training rows
     t = time.perf_counter()
-    structures, _ = optimize_through_simulator(physics, replace(settings, steps=steps))
-    _, bayer = simulated_bayer(structures, recorded_simulation(prepared).settings, prepare_settings_of(prepared))
-    eff = routing_efficiency(bayer, prepared.wavelengths_nm)
+    structures, _ = optimize_through_simulator(simulation.physics, replace(settings, steps=steps))
+    _, bayer = simulated_bayer(structures, simulation, prepare_settings_of(prepared))
+    eff = routing_efficiency(bayer, prepared.wavelengths_nm, settings.bands)
     counted = length_scales(structures).minimum >= settings.min_feature_px
     best = int(np.argmax(np.where(counted, eff, -np.inf)))
-    bands = band_efficiencies(bayer[best], prepared.wavelengths_nm)
+    bands = band_efficiencies(bayer[best], prepared.wavelengths_nm, settings.bands)
     return {"best": float(eff[best]) if counted.any() else float("nan"), "counted": int(counted.sum()),
-            "bands": dict(zip("BGR", np.round(bands, 4).tolist())),
+            "bands": dict(zip([b.name for b in settings.bands], np.round(bands, 4).tolist())),
             "designs": len(eff), "steps": steps, "seconds": round(time.perf_counter() - t, 1)}
 
 

@@ -103,10 +103,14 @@ def count_set_bits(packed: np.ndarray) -> int:
     return int(np.bitwise_count(packed).sum(dtype=np.int64))
 
 
-def to_bayer(rgb: np.ndarray) -> np.ndarray:
-    """(n, 3, L) channels R, G, B -> (n, 2, 2, L) pixels [[R, G], [G, B]]."""
-    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    return np.stack([np.stack([r, g], 1), np.stack([g, b], 1)], 1)
+BAYER_CHANNELS = [[0, 1], [1, 2]]  # the channel (0 R, 1 G, 2 B) each pixel [[R, G1], [G2, B]] reads
+
+
+def to_bayer(rgb):
+    """(n, 3, L) channels R, G, B -> (n, 2, 2, L) pixels [[R, G], [G, B]]. numpy in, numpy out (C-contiguous);
+    a torch tensor in, a tensor out (differentiable: the design optimization through the simulator uses it)."""
+    pixels = rgb[:, BAYER_CHANNELS]
+    return np.ascontiguousarray(pixels) if isinstance(rgb, np.ndarray) else pixels
 
 
 def rotate_bayer(bayer: np.ndarray) -> np.ndarray:

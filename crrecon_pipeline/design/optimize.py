@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from crrecon_pipeline.data.transforms import to_bayer
 from crrecon_pipeline.design.lengthscale import LengthScales, enforce_length_scale, length_scales
 from crrecon_pipeline.design.objective import OBJECTIVES, smooth_objective
 from crrecon_pipeline.errors import ConfigError, check_ranges, ranged
@@ -179,8 +180,7 @@ def optimize_through_simulator(physics: PhysicsParams, settings: DesignSettings,
     wavelengths_nm = physics.wavelengths_um() * 1000.0
 
     def spectra_of(x: torch.Tensor) -> torch.Tensor:
-        r, g, b = power((x + 1) / 2, plan).unbind(1)  # (N, W) each: power on R, on each G, on B
-        return torch.stack([torch.stack([r, g], 1), torch.stack([g, b], 1)], 1)  # (N, 2, 2, W) [[R, G1], [G2, B]]
+        return to_bayer(power((x + 1) / 2, plan))  # (N, 3, W) R, G, B -> (N, 2, 2, W)
 
     start = initial_latent(settings.designs, settings.seed, start)
     structures, history = climb(spectra_of, wavelengths_nm, settings, start, dev, progress)

@@ -178,7 +178,7 @@ def _setup(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.devi
         raise DataError(f"dataset of {len(prepared)} rows is too small for train_ratio={d.train_ratio}")
     data = DeviceData(prepared, dev, with_rotated=d.augment_180,
                       augmentation=Augmentation(shifts=d.augment_shifts, turn90=d.augment_90))
-    sampled = oversampled(train_rows, shard_of_row, d.oversample) if d.oversample else train_rows
+    sampled = oversampled(train_rows, shard_of_row, d.oversample)
     stored = np.concatenate([sampled, sampled + data.m]) if d.augment_180 else sampled
     train_idx = torch.as_tensor(data.samples(stored), device=dev)
     tail = len(train_idx) % d.batch_size
