@@ -64,11 +64,11 @@ def train_fresh(args, config: dict, tmp: Path) -> tuple[str, Path]:
     metrics = train(config, prepared, tmp / "run", device="cpu", log=lambda m: None)
     print(f"data: {args.rows} rows simulated ({physics.fidelity}) + prepared in {t_data:.0f} s ({len(prepared)} kept); "
           f"{args.config}: "
-          f"{time.perf_counter() - t:.0f} s on CPU, val MSE {metrics['val_mse']:.3g} "
-          f"({metrics['val_mse'] / metrics['baseline_val_mse']:.3f}x the mean baseline), "
-          f"Pearson {metrics['val_pearson']:.4f}",
+          f"{time.perf_counter() - t:.0f} s on CPU, val MSE {metrics.val_mse:.3g} "
+          f"({metrics.val_mse / metrics.baseline_val_mse:.3f}x the mean baseline), "
+          f"Pearson {metrics.val_pearson:.4f}",
           flush=True)
-    return metrics["best_checkpoint"], tmp / "prepared"
+    return metrics.best_checkpoint, tmp / "prepared"
 
 
 def physics_reference(settings: DesignSettings, prepared_dir: Path, steps: int) -> dict:

@@ -108,7 +108,7 @@ def main() -> None:
 
         rows = min(args.ft_train_rows, len(small) - 1)
         split = [f"data.train_ratio={rows / len(small):.6f}"]  # ~ft-train-rows training rows, the rest held out
-        init = [f"training.init_from={pretrained['best_checkpoint']}"]
+        init = [f"training.init_from={pretrained.best_checkpoint}"]
         results = {}
         for seed in args.seeds:  # every arm on the same seed and split, alternately
             for arm, (config, extra) in arms(args, init).items():
@@ -116,10 +116,10 @@ def main() -> None:
                                                               "training.save_every=0", *extra])
                 t = time.perf_counter()
                 m = train(cfg, small, work / f"{arm}_{seed}", device=args.device, log=quiet)
-                row = {"arm": arm, "seed": seed, "val_over_baseline": round(m["val_mse"] / m["baseline_val_mse"], 4),
-                       "val_pearson": round(m["val_pearson"], 4), "epochs_run": m["epochs_completed"],
-                       "trainable_params": m["trainable_params"], "train_rows": rows,
-                       "seconds": round(time.perf_counter() - t, 1), "device": m["device"]}
+                row = {"arm": arm, "seed": seed, "val_over_baseline": round(m.mse_vs_baseline, 4),
+                       "val_pearson": round(m.val_pearson, 4), "epochs_run": m.epochs_completed,
+                       "trainable_params": m.trainable_params, "train_rows": rows,
+                       "seconds": round(time.perf_counter() - t, 1), "device": m.device}
                 results.setdefault(arm, []).append(row)
                 print(json.dumps(row))
         print_table(results)

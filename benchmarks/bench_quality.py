@@ -78,11 +78,11 @@ def main() -> None:
                     m = train(config, first_rows(full, n), tmp / f"run_{name}_{n}_{preset}", device=args.device,
                               log=lambda msg: None)
                     wall = time.perf_counter() - t
-                    row = {"data": name, "rows": n, "preset": preset, "ratio": m["val_mse"] / m["baseline_val_mse"],
-                           "pearson": m["val_pearson"], "peak_nm": m["val_peak_error_nm"],
+                    row = {"data": name, "rows": n, "preset": preset, "ratio": m.mse_vs_baseline,
+                           "pearson": m.val_pearson, "peak_nm": m.val_peak_error_nm,
                            "routing_error": m.get("val_routing_error"), "routing": m.get("val_routing_efficiency"),
-                           "epochs": m["epochs_completed"], "train_samples": m["train_samples"],
-                           "val_rows": m["val_samples"], "wall_s": round(wall, 1)}
+                           "epochs": m.epochs_completed, "train_samples": m.train_samples,
+                           "val_rows": m.val_samples, "wall_s": round(wall, 1)}
                     results.append(row)
                     print(f"{name:10s} {n:6d} rows {preset:8s}: {row['ratio']:.3f}x baseline, "
                           f"Pearson {row['pearson']:.3f}, peak {row['peak_nm']:.1f} nm, "

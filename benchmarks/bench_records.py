@@ -20,19 +20,20 @@ from crrecon_pipeline.report.run_metadata import LiveCurves, observation_metadat
 from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.sinks import CallbackSink, JsonlSink, Recorder
 
 
 def records_of_one_epoch(folder: Path, epoch: int, clock: records.Clock) -> float:
     def sink(record):  # what the Dagster layer does with each record, minus the event write itself
-        observation_metadata(record) if record["kind"] == "epoch" else progress_line(record)
+        observation_metadata(record) if isinstance(record, records.EpochRecord) else progress_line(record)
 
     t = time.perf_counter()
-    with records.MetricsLog(folder / records.FILENAME, sink) as log:
+    with Recorder([JsonlSink(folder / records.FILENAME), CallbackSink(sink)]) as log:
         for b in range(1, 11):
-            log.emit({"kind": "progress", "epoch": epoch, "epochs": 30, "batch": b, "batches": 10}
-                     | clock.stamp(epoch, b / 10))
-        log.emit({"kind": "epoch", "epoch": epoch, "epochs": 30, "train_loss": 0.01, "val_loss": 0.01, "best_val": 0.01,
-                  "lr": 1e-3, "samples_per_s": 800.0, "seconds": 5.0} | clock.stamp(epoch, 1.0))
+            log.emit(records.ProgressRecord(epoch=epoch, epochs=30, batch=b, batches=10, lr=1e-3,
+                                            **clock.stamp(epoch, b / 10)))
+        log.emit(records.EpochRecord(epoch=epoch, epochs=30, train_loss=0.01, val_loss=0.01, best_val=0.01, lr=1e-3,
+                                     samples_per_s=800.0, seconds=5.0, **clock.stamp(epoch, 1.0)))
     return time.perf_counter() - t
 
 
@@ -48,9 +49,9 @@ def live_figure(folder: Path, epochs: int) -> float:
     """One live figure of an `epochs`-long history (forced due): what LiveCurves spends when it draws."""
     live = LiveCurves(folder / "live.png", every_epochs=1, every_s=0.0, max_share=1e9)
     for e in range(1, epochs + 1):
-        live.history.append({"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "lr": 1e-3})
+        live.history.append(records.EpochRecord(epoch=e, epochs=30, train_loss=1 / e, val_loss=1.1 / e, lr=1e-3))
     t = time.perf_counter()
-    live.update({"epoch": epochs + 1, "epochs": 30, "train_loss": 0.01, "val_loss": 0.01, "lr": 1e-3})
+    live.update(records.EpochRecord(epoch=epochs + 1, epochs=30, train_loss=0.01, val_loss=0.01, lr=1e-3))
     return time.perf_counter() - t
 
 
@@ -71,7 +72,7 @@ def main() -> None:
         epoch_s, record_s, pace_s, figure_s = [], [], [], []
         for i in range(args.repeats):  # alternate: one training epoch, then one epoch's reporting
             m = train(config, prepared, tmp / f"run{i}", device="cpu", log=lambda msg: None)
-            epoch_s.append(m["seconds_per_epoch"])
+            epoch_s.append(m.seconds_per_epoch)
             record_s.append(records_of_one_epoch(tmp, i + 1, clock))
             pace_s.append(pacing_of_one_epoch(batches))
             figure_s.append(live_figure(tmp, 30))

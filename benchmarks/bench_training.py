@@ -77,12 +77,12 @@ def main() -> None:
         t = time.perf_counter()
         metrics = train(config, prepared, tmp / "run", device=args.device, log=lambda m: None)
         wall = time.perf_counter() - t
-    print(f"{args.config} on {args.rows} rows ({metrics['train_samples']} training samples) on {metrics['device']}: "
-          f"{wall:.0f} s for {metrics['epochs_completed']} epochs, {metrics['samples_per_s']:.0f} samples/s")
-    print(f"val MSE {metrics['val_mse']:.3g} vs mean baseline {metrics['baseline_val_mse']:.3g} "
-          f"-> {metrics['val_mse'] / metrics['baseline_val_mse']:.3f}x (target <= 0.25); "
-          f"Pearson {metrics['val_pearson']:.4f}")
-    print(json.dumps({k: metrics[k]
+    print(f"{args.config} on {args.rows} rows ({metrics.train_samples} training samples) on {metrics.device}: "
+          f"{wall:.0f} s for {metrics.epochs_completed} epochs, {metrics.samples_per_s:.0f} samples/s")
+    print(f"val MSE {metrics.val_mse:.3g} vs mean baseline {metrics.baseline_val_mse:.3g} "
+          f"-> {metrics.val_mse / metrics.baseline_val_mse:.3f}x (target <= 0.25); "
+          f"Pearson {metrics.val_pearson:.4f}")
+    print(json.dumps({k: getattr(metrics, k)
                       for k in ("val_mse", "baseline_val_mse", "val_pearson", "samples_per_s", "n_params")} |
                      {"wall_s": round(wall, 1), "loader_ms": loader * 1e3, "step_ms": step * 1e3}))
 

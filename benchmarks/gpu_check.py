@@ -41,7 +41,8 @@ from crrecon_pipeline.physics.structures import StructureGenerator  # noqa: E402
 from crrecon_pipeline.train import checkpoints, distributed, step  # noqa: E402
 from crrecon_pipeline.train.config import load_config  # noqa: E402
 from crrecon_pipeline.train.inference import load_model, predict  # noqa: E402
-from crrecon_pipeline.train.loop import _setup, train  # noqa: E402
+from crrecon_pipeline.train.loop import train  # noqa: E402
+from crrecon_pipeline.train.run import setup_run  # noqa: E402
 
 PRESETS = {"default": "cnn_xattn", "quick": "cnn_field"}
 NO_DROPOUT = {"default": ["model.params.cnn_dropout=0.0", "model.params.tr_dropout=0.0",
@@ -138,7 +139,7 @@ def preset(name: str, scale: Scale, *extra: str):
 
 
 def make_run(config, prepared, dev: torch.device, folder: Path):
-    return _setup(config, prepared, folder, dev, distributed.from_env(dev))
+    return setup_run(config, prepared, folder, dev, distributed.from_env(dev))
 
 
 def fixed_batches(run, steps: int, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -216,7 +217,7 @@ def check_checkpoint_moves(prepared_dir: Path, dev, work: Path, there: str, back
     state = checkpoints.load(folder / "last.pt", "cpu")
     metrics = train(load_config("quick", CHECKPOINT_RUN + ["training.epochs=2"]), prepared, folder, device=back,
                     resume="auto", log=quiet)
-    ok = metrics["epochs_completed"] == 2 and state["epoch"] == 1 and math.isfinite(metrics["val_mse"])
+    ok = metrics.epochs_completed == 2 and state["epoch"] == 1 and math.isfinite(metrics.val_mse)
     return ok, f"epoch 1 on {there}, epoch 2 on {back}: val_mse {metrics['val_mse']:.3g}"
 
 

@@ -203,7 +203,7 @@ def cmd_train(args) -> dict:
                                     versions=versions)
     finally:
         progress.close()
-    return metrics if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
+    return metrics.model_dump() if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
 
 
 class TrainProgress:
@@ -215,26 +215,26 @@ class TrainProgress:
     def log(self, msg: str) -> None:
         (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(msg)
 
-    def __call__(self, record: dict) -> None:
-        from crrecon_pipeline.train.records import duration
+    def __call__(self, record) -> None:
+        from crrecon_pipeline.train.records import EpochRecord, ProgressRecord, duration
         from crrecon_pipeline.train.trainlog import epoch_summary
 
-        if record["kind"] == "progress":
+        if isinstance(record, ProgressRecord):
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=record["batches"], desc=f"epoch {record['epoch']}/{record['epochs']}",
+                self.bar = tqdm(total=record.batches, desc=f"epoch {record.epoch}/{record.epochs}",
                                 unit="batch", file=sys.stderr, leave=False, disable=None)
-            self.bar.update(record["batch"] - self.bar.n)
+            self.bar.update(record.batch - self.bar.n)
             # the bar shows the epoch's batches; the postfix the run's share, its ETA and the recent loss, made
             # from the record's numbers (not by cutting up its `progress` text)
-            parts = [f"run {record['run_fraction']:.0%}".replace("%", " %")]
-            if record.get("eta_s") is not None:
-                parts.append(f"ETA {duration(record['eta_s'])}")
-            if record.get("train_loss") is not None:
-                parts.append(f"loss {record['train_loss']:.4g}")
+            parts = [f"run {record.run_fraction:.0%}".replace("%", " %")]
+            if record.eta_s is not None:
+                parts.append(f"ETA {duration(record.eta_s)}")
+            if record.train_loss is not None:
+                parts.append(f"loss {record.train_loss:.4g}")
             self.bar.set_postfix_str(" · ".join(parts))
-        elif record["kind"] == "epoch":
+        elif isinstance(record, EpochRecord):
             self.close()
             self.log(epoch_summary(record))
 

@@ -34,13 +34,14 @@ def _log_axis(ax) -> None:
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def plot_loss_curves(history: list[dict], path: str | Path, title: str = "Training curves") -> Path:
-    """Loss per epoch (log scale, final values in the legend) and the learning rate; x is the epoch, never time."""
-    latest = {h["epoch"]: h for h in history}  # a resumed run may repeat epochs: the later wins
+def plot_loss_curves(history: list, path: str | Path, title: str = "Training curves") -> Path:
+    """Loss per epoch (log scale, final values in the legend) and the learning rate; x is the epoch, never time.
+    `history`: records.EpochRecord (read as attributes)."""
+    latest = {h.epoch: h for h in history}  # a resumed run may repeat epochs: the later wins
     epochs = sorted(latest)
     fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.4), constrained_layout=True)
-    train = [latest[e]["train_loss"] for e in epochs]
-    val = [latest[e]["val_loss"] for e in epochs]
+    train = [latest[e].train_loss for e in epochs]
+    val = [latest[e].val_loss for e in epochs]
     ax.plot(epochs, train, marker=".", label=f"train (last {train[-1]:.3g})" if train else "train")
     ax.plot(epochs, val, marker=".",
             label=f"validation (last {val[-1]:.3g}, best {min(val):.3g})" if val else "validation")
@@ -50,7 +51,8 @@ def plot_loss_curves(history: list[dict], path: str | Path, title: str = "Traini
     ax.set_title("loss")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    ax_lr.plot(epochs, [latest[e]["lr"] for e in epochs], color="gray", marker=".")
+    ax_lr.plot(epochs, [float("nan") if latest[e].lr is None else latest[e].lr for e in epochs], color="gray",
+               marker=".")
     ax_lr.set_xlabel("epoch")
     ax_lr.set_ylabel("learning rate (end of epoch)")
     ax_lr.set_title("learning rate")

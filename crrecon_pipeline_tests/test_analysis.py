@@ -21,6 +21,7 @@ from crrecon_pipeline.report.analysis import (
 from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.sinks import JsonlSink
 from crrecon_pipeline.train.trainlog import log_line
 
 from .test_training import tiny_config
@@ -89,9 +90,9 @@ def test_parser_survives_real_logs(tmp_path):
         + "[EPOCH] 4/10 train_loss=nan val_loss=nan best_val=0.75 lr=1e-3\n"
         + "[EPOCH] 5/10 train_loss=0.6 val_lo")  # truncated last line
     records = parse_train_log(log)
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
-    assert records[2]["val_loss"] == 0.75
-    assert records[3]["val_loss"] != records[3]["val_loss"]  # NaN kept as NaN
+    assert [r.epoch for r in records] == [1, 2, 3, 4]
+    assert records[2].val_loss == 0.75
+    assert records[3].val_loss != records[3].val_loss  # NaN kept as NaN
 
 
 def test_suggestions_reason_from_config_and_apply(tmp_path):
@@ -149,7 +150,7 @@ def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     result = analyze_log(tmp_path / "runs" / "a" / "train_log.txt")
     assert result["epochs_completed"] == 4 and result["best_val"] > 0
     structured = analyze_run(tmp_path / "runs" / "a")  # from metrics.jsonl: the same epochs, at full precision
-    assert [h["epoch"] for h in structured["history"]] == [1, 2, 3, 4]
+    assert [h.epoch for h in structured["history"]] == [1, 2, 3, 4]
     assert structured["best_epoch"] == result["best_epoch"]
     if structured["metrics"]["mse_vs_baseline"] > 0.9:  # only the structured log knows the ratio to baseline
         assert "not_learning" in structured["diagnosis"] and "still_improving" not in structured["diagnosis"]
@@ -189,12 +190,23 @@ def test_a_short_run_that_barely_moved_is_too_short_and_not_learning(tmp_path):
     assert fast["diagnosis"] == ["still_improving", "too_short"]  # learning fast, but too early to call
 
 
+def finished_run_metrics(numbers: dict) -> dict:
+    """A final record with the given numbers and placeholder bookkeeping (paths, counts) around them."""
+    return {"val_mae": 0.1, "epochs_completed": 1, "best_epoch": 1, "best_val": 0.01, "best_checkpoint": "best.pt",
+            "n_params": 10, "device": "cpu", "train_samples": 8, "val_samples": 2, "samples_per_s": 1.0,
+            "seconds_per_epoch": 1.0, "model": "cnn_field", "loss": "mse", "run_dir": ".", "log": "train_log.txt",
+            "metrics_log": "metrics.jsonl", "loss_curves": "a.png", "predictions": "b.png",
+            "predictions_train": "c.png"} | numbers
+
+
 def structured_run(folder, val, baseline_ratio):
-    with records.MetricsLog(folder / records.FILENAME) as log:
-        for e, v in enumerate(val, 1):
-            log.emit({"kind": "epoch", "epoch": e, "epochs": len(val), "train_loss": v * 0.9, "val_loss": v,
-                      "best_val": min(val[:e]), "lr": 1e-3, "samples_per_s": 800.0, "seconds": 1.0})
-        log.emit({"kind": "final", "val_mse": 0.01 * baseline_ratio, "baseline_val_mse": 0.01, "val_pearson": 0.5})
+    lines = [{"kind": "epoch", "epoch": e, "epochs": len(val), "train_loss": v * 0.9, "val_loss": v,
+              "best_val": min(val[:e]), "lr": 1e-3, "samples_per_s": 800.0, "seconds": 1.0}
+             for e, v in enumerate(val, 1)]
+    final = {"kind": "final", "val_mse": 0.01 * baseline_ratio, "baseline_val_mse": 0.01, "val_pearson": 0.5}
+    with JsonlSink(folder / records.FILENAME) as log:
+        for record in lines + [finished_run_metrics(final)]:
+            log.write(records.parse_record(record))
     return folder / records.FILENAME
 
 

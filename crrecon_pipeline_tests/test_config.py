@@ -173,18 +173,24 @@ def test_from_dict_names_the_dotted_key_and_no_unchecked_config_exists():
         RunConfig(model={"name": "nope"})
 
 
-def test_resolve_init_from_returns_a_new_config_and_leaves_the_original():
-    from crrecon_pipeline.defs.handoff import resolve_init_from
+def test_the_launchpad_selectors_resolve_to_paths_before_the_one_validation(tmp_path):
+    """'pretrained_model' and a run id are Dagster's words: defs/handoff.py turns them into checkpoint paths on the
+    launchpad's plain values, and the RunConfig is validated once, from paths."""
+    from crrecon_pipeline.defs.handoff import run_config
 
     instance = dg.DagsterInstance.ephemeral()
-    cfg = load_config("quick", ["training.init_from=pretrained_model"])
+    launchpad = load_config("quick").to_dict()
+    launchpad["training"]["init_from"] = "pretrained_model"
     with pytest.raises(ConfigError, match="pretrained_model has no materialization"):
-        resolve_init_from(instance, cfg)
+        run_config(instance, launchpad, tmp_path)
     instance.report_runless_asset_event(dg.AssetMaterialization(
         "pretrained_model", metadata={"checkpoint": dg.MetadataValue.path("/runs/pre/best.pt")}))
-    resolved = resolve_init_from(instance, cfg)
+    resolved = run_config(instance, launchpad, tmp_path)
     assert isinstance(resolved, RunConfig) and resolved.training.init_from == "/runs/pre/best.pt"
-    assert cfg.training.init_from == "pretrained_model" and resolved.replaced("training.init_from",
-                                                                              "pretrained_model") == cfg
-    plain = load_config("quick")
-    assert resolve_init_from(instance, plain) is plain
+    assert launchpad["training"]["init_from"] == "pretrained_model"  # the caller's values are left as they are
+    launchpad["training"] |= {"init_from": "", "resume_from": "abc123"}
+    with pytest.raises(ConfigError, match="'abc123': no checkpoint"):
+        run_config(instance, launchpad, tmp_path)
+    (tmp_path / "abc123").mkdir()
+    (tmp_path / "abc123" / "last.pt").write_bytes(b"x")
+    assert run_config(instance, launchpad, tmp_path).training.resume_from == str(tmp_path / "abc123" / "last.pt")

@@ -34,7 +34,7 @@ def checkpoint(prepared_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("design_run")
     metrics = train(tiny_config("training.epochs=2"), load_prepared(prepared_dir), run, device="cpu",
                     log=lambda m: None)
-    return metrics["best_checkpoint"]
+    return metrics.best_checkpoint
 
 
 def bayer_of(raw: np.ndarray) -> np.ndarray:

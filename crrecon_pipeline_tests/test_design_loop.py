@@ -133,7 +133,7 @@ def test_verification_fidelity_is_any_registered_one():
 def checkpoint(prepared_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("loop_run")
     return train(tiny_config("training.epochs=1"), load_prepared(prepared_dir), run, device="cpu",
-                 log=lambda m: None)["best_checkpoint"]
+                 log=lambda m: None).best_checkpoint
 
 
 def test_cli_design_rounds(checkpoint, prepared_dir, tmp_path, capsys):

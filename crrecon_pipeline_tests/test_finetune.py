@@ -60,8 +60,8 @@ def test_out_len_301_end_to_end_and_a_mismatch_is_one_line(raw_dir, tmp_path):
     cfg = load_config("configs/quick.yaml", TINY + ["data.out_len=301", "model.params.out_len=301"])
     metrics = train(cfg, prepared, tmp_path / "run301", device="cpu", log=lambda m: None)
     assert np.load(tmp_path / "run301" / "outputs" / "val_predictions.npy").shape[1:] == (2, 2, 301)
-    assert np.isfinite(metrics["val_mse"]) and metrics["baseline_val_mse"] > 0
-    assert load_checkpoint(metrics["best_checkpoint"])["model"]["scale.mean"].shape == (2, 2, 301)
+    assert np.isfinite(metrics.val_mse) and metrics.baseline_val_mse > 0
+    assert load_checkpoint(metrics.best_checkpoint)["model"]["scale.mean"].shape == (2, 2, 301)
 
     res = run_cli("train", "--config", "configs/quick.yaml", "--prepared", out, "--out", tmp_path / "bad",
                   *[a for s in TINY for a in ("--set", s)])
@@ -165,9 +165,9 @@ def test_pretraining_on_cheap_rows_beats_scratch_on_a_small_expensive_set(tmp_pa
     pre = train(load_config("quick", common + ["training.epochs=15"]), cheap, tmp_path / "pre", device="cpu",
                 log=lambda m: None)
     ratios = {}
-    for arm, extra in (("scratch", []), ("fine_tuned", [f"training.init_from={pre['best_checkpoint']}"])):
+    for arm, extra in (("scratch", []), ("fine_tuned", [f"training.init_from={pre.best_checkpoint}"])):
         m = train(load_config("quick", common + ["training.epochs=30", *extra]), small, tmp_path / arm, device="cpu",
                   log=lambda m: None)
-        assert m["val_samples"] >= 100
-        ratios[arm] = m["val_mse"] / m["baseline_val_mse"]
+        assert m.val_samples >= 100
+        ratios[arm] = m.mse_vs_baseline
     assert ratios["fine_tuned"] < 0.8 * ratios["scratch"], ratios  # measured: 0.41 vs 0.75

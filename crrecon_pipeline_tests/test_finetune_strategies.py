@@ -71,14 +71,14 @@ def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prep
         same = torch.equal(before[name], after["model"][name])
         assert same == (group_of(model, name) != "head"), name
     frozen = sum(p.numel() for n, p in model.named_parameters() if group_of(model, n) != "head")
-    assert metrics["frozen_params"] == frozen and metrics["trainable_params"] == metrics["n_params"] - frozen
-    assert metrics["frozen_groups"] == ["encoder", "decoder"]
+    assert metrics.frozen_params == frozen and metrics.trainable_params == metrics.n_params - frozen
+    assert metrics.frozen_groups == ["encoder", "decoder"]
     # frozen parameters get no AdamW state: the optimizer holds exactly the head's tensors
     assert len(after["optimizer"]["state"]) == len(model.mix.state_dict())
     assert any(f"{metrics['trainable_params']:,} trainable" in line for line in lines)
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["frozen_params"] == frozen
     meta = final_metadata(metrics, cfg)
-    assert meta["frozen_params"] == ("int", frozen) and meta["trainable_params"][1] == metrics["trainable_params"]
+    assert meta["frozen_params"] == ("int", frozen) and meta["trainable_params"][1] == metrics.trainable_params
     assert f"{frozen:,} frozen" in meta["model_card"][1] and "Final loss terms" in meta["model_card"][1]
 
 
@@ -109,16 +109,16 @@ def test_early_stopping_ends_a_plateaued_run_and_best_is_the_best_epoch(prepared
                       "training.early_stopping={patience: 2, min_delta: 1.0}")
     metrics = train(cfg, load_prepared(prepared_dir), tmp_path / "r", device="cpu", log=quiet)
     # epoch 1 improves on inf; epochs 2 and 3 do not by more than 1.0: stopped after epoch 3
-    assert metrics["stopped_early"] and metrics["stopped_at_epoch"] == 3 and metrics["epochs_completed"] == 3
+    assert metrics.stopped_early and metrics.stopped_at_epoch == 3 and metrics.epochs_completed == 3
     history = checkpoints.load(tmp_path / "r" / "last.pt")["history"]
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
-    assert metrics["best_epoch"] == best_epoch
+    assert metrics.best_epoch == best_epoch
     final = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["kind"] == "final" and final["stopped_at_epoch"] == 3
     # resumed with more epochs, the counter is kept (the history): no further epoch runs
     again = train(cfg.replaced("training.epochs", 10), load_prepared(prepared_dir), tmp_path / "r", device="cpu",
                   resume="auto", log=quiet)
-    assert again["stopped_at_epoch"] == 3 and again["epochs_completed"] == 3
+    assert again.stopped_at_epoch == 3 and again.epochs_completed == 3
 
 
 def test_min_lr_ratio_is_the_cosine_floor():
@@ -178,7 +178,7 @@ def test_spectral_unit_free_run_reports_per_term_values(prepared_dir, tmp_path):
     cfg = tiny_config("training.epochs=1", "loss.name=spectral",
                       "loss.params={w_mse: 1, w_rel: 0.5, w_grad: 1, unit_free: true}")
     metrics = train(cfg, load_prepared(prepared_dir), tmp_path / "r", device="cpu", log=quiet)
-    terms = metrics["val_terms"]
+    terms = metrics.val_terms
     assert set(terms) == {"mse", "rel", "grad"}
     history = checkpoints.load(tmp_path / "r" / "best.pt")["history"]
     assert sum(terms.values()) == pytest.approx(history[-1]["val_loss"], rel=1e-4)
@@ -217,19 +217,19 @@ def test_resume_with_changed_loss_weights_freeze_and_patience_is_recorded(pretra
                       "training.freeze=[encoder]", "training.early_stopping={patience: 5}")
     lines = []
     metrics = train(cfg, load_prepared(prepared_dir), run, device="cpu", resume="auto", log=lines.append)
-    changes = {c["key"]: (c["old"], c["new"]) for c in metrics["resume_changes"]}
+    changes = {c.key: (c.old, c.new) for c in metrics.resume_changes}
     assert changes["loss.params.w_mse"] == (1.0, 2.0)
     assert changes["training.freeze"] == ([], ["encoder"])
     assert any("resume: loss.params.w_mse 1.0 -> 2.0" in line for line in lines)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "resume_changes" and r["epoch"] == 2 for r in records)
-    assert metrics["epochs_completed"] == 3
+    assert metrics.epochs_completed == 3
     card = model_card(cfg, metrics)
     assert "after epoch 2: `loss.params.w_mse` 1.0 → 2.0" in card and "frozen groups: encoder" in card
     # a second resume with another change: both resumes stay on the record, in order
     again = cfg.with_overrides({"training.epochs": 4, "loss.params.w_mse": 3.0})
     metrics = train(again, load_prepared(prepared_dir), run, device="cpu", resume="auto", log=quiet)
-    w_mse = [(c["epoch"], c["old"], c["new"]) for c in metrics["resume_changes"] if c["key"] == "loss.params.w_mse"]
+    w_mse = [(c.epoch, c.old, c.new) for c in metrics.resume_changes if c.key == "loss.params.w_mse"]
     assert w_mse == [(2, 1.0, 2.0), (3, 2.0, 3.0)]
     card = model_card(again, metrics)
     assert "after epoch 2: `loss.params.w_mse` 1.0 → 2.0" in card

@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.train import distributed, step
-from crrecon_pipeline.train.loop import _setup
+from crrecon_pipeline.train.run import setup_run
 from crrecon_pipeline_tests.test_training import tiny_config
 
 HOST_READS = {"item", "cpu", "__float__", "__int__", "__bool__", "tolist", "numpy"}
@@ -38,7 +38,7 @@ class HostReads(TorchFunctionMode):
 def make_run(prepared_dir, tmp_path, *overrides):
     config = tiny_config("training.use_amp=false", *overrides)
     dev = torch.device("cpu")
-    return _setup(config, load_prepared(prepared_dir), tmp_path, dev, distributed.from_env(dev))
+    return setup_run(config, load_prepared(prepared_dir), tmp_path, dev, distributed.from_env(dev))
 
 
 def weights_after_steps(run, steps: int = 2) -> dict:
@@ -103,12 +103,14 @@ def test_out_of_memory_is_one_line_with_the_batch_that_fits(prepared_dir, tmp_pa
 
 def test_the_gpu_execution_keys_may_change_on_resume(prepared_dir, tmp_path):
     """A run started on a large GPU resumes on a smaller one with accumulation, or compiled (same trained model)."""
-    from crrecon_pipeline.train.checkpoints import check_resumable
+    from crrecon_pipeline.train.checkpoints import check_resumable, stored_config
 
     run = make_run(prepared_dir, tmp_path)
     state = run.state(1)
-    changed = check_resumable(state, tiny_config("training.use_amp=false", "training.accumulate=4",
-                                                 "training.compile=true", "training.channels_last=false"), tmp_path)
+    stored = stored_config(state, tmp_path)
+    changed = check_resumable(state, stored, tiny_config("training.use_amp=false", "training.accumulate=4",
+                                                         "training.compile=true", "training.channels_last=false"),
+                              tmp_path)
     assert set(changed) == {"training.accumulate", "training.compile", "training.channels_last"}
     with pytest.raises(ConfigError, match="training.lr"):
-        check_resumable(state, tiny_config("training.use_amp=false", "training.lr=0.1"), tmp_path)
+        check_resumable(state, stored, tiny_config("training.use_amp=false", "training.lr=0.1"), tmp_path)

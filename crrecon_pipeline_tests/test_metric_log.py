@@ -9,7 +9,7 @@ from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.losses import get_loss
 from crrecon_pipeline.train import records
 from crrecon_pipeline.train.loop import train
-from crrecon_pipeline.train.metric_log import TENSORBOARD_DIR
+from crrecon_pipeline.train.sinks import TENSORBOARD_DIR
 from crrecon_pipeline.train.trainlog import log_line, parse_train_log
 from crrecon_pipeline_tests.test_training import tiny_config
 
@@ -45,8 +45,8 @@ def test_tensorboard_holds_every_term_the_lr_and_sample_images(multiscale_run):
     picture = events.Images("samples/val")[-1]
     assert picture.width > 100 and picture.height > 100
     # the epoch scalars are the records' numbers
-    epoch2 = [r for r in records.read_records(run_dir / records.FILENAME) if r["kind"] == "epoch"][-1]
-    assert events.Scalars("epoch/val_loss")[-1].value == pytest.approx(epoch2["val_loss"], rel=1e-5)
+    epoch2 = [r for r in records.read_records(run_dir / records.FILENAME) if r.kind == "epoch"][-1]
+    assert events.Scalars("epoch/val_loss")[-1].value == pytest.approx(epoch2.val_loss, rel=1e-5)
 
 
 def test_tensorboard_shows_each_redone_step_once_after_a_resume(prepared_dir, tmp_path):
@@ -78,19 +78,19 @@ def _dummy_batch():
 
 def test_records_carry_the_terms_per_step_and_epoch(multiscale_run):
     run_dir, config, metrics, seen = multiscale_run
-    progress = [r for r in seen if r["kind"] == "progress"]
-    epochs = [r for r in seen if r["kind"] == "epoch"]
+    progress = [r for r in seen if r.kind == "progress"]
+    epochs = [r for r in seen if r.kind == "epoch"]
     assert progress and len(epochs) == 2
     for r in progress:
-        assert len(r["train_terms"]) >= 2 and sum(r["train_terms"].values()) == pytest.approx(r["train_loss"])
-        assert r["progress"].startswith("run ") and f"batch {r['batch']}/{r['batches']}" in r["progress"]
+        assert len(r.train_terms) >= 2 and sum(r.train_terms.values()) == pytest.approx(r.train_loss)
+        assert r.progress.startswith("run ") and f"batch {r.batch}/{r.batches}" in r.progress
     for r in epochs:
-        assert sum(r["val_terms"].values()) == pytest.approx(r["val_loss"], rel=1e-5)
-        assert sum(r["train_terms"].values()) == pytest.approx(r["train_loss"], rel=1e-4)
-        assert r["val_mse_per_pixel"] > 0
-    assert set(epochs[0]["sample_figures"]) == {"val", "train"}  # the first epoch is always drawn
+        assert sum(r.val_terms.values()) == pytest.approx(r.val_loss, rel=1e-5)
+        assert sum(r.train_terms.values()) == pytest.approx(r.train_loss, rel=1e-4)
+        assert r.val_mse_per_pixel > 0
+    assert set(epochs[0].sample_figures) == {"val", "train"}  # the first epoch is always drawn
     final = json.loads((run_dir / "metrics.json").read_text())
-    assert set(final["val_terms"]) == set(epochs[0]["val_terms"])
+    assert set(final["val_terms"]) == set(epochs[0].val_terms)
 
 
 def test_train_log_has_four_significant_figures_and_old_logs_still_parse(tmp_path):
@@ -100,9 +100,9 @@ def test_train_log_has_four_significant_figures_and_old_logs_still_parse(tmp_pat
     log = tmp_path / "train_log.txt"
     log.write_text(old + "\n" + line + "\n")
     parsed = parse_train_log(log)
-    assert [r["epoch"] for r in parsed] == [26, 27]
-    assert parsed[0]["val_loss"] == pytest.approx(7e-6) and parsed[0]["lr"] == pytest.approx(1.234567e-4)
-    assert parsed[1]["val_loss"] == pytest.approx(5.903e-6) and parsed[1]["best_val"] == pytest.approx(5.903e-6)
+    assert [r.epoch for r in parsed] == [26, 27]
+    assert parsed[0].val_loss == pytest.approx(7e-6) and parsed[0].lr == pytest.approx(1.234567e-4)
+    assert parsed[1].val_loss == pytest.approx(5.903e-6) and parsed[1].best_val == pytest.approx(5.903e-6)
 
 
 def test_progress_text_says_what_the_percentage_is_of():

@@ -67,7 +67,7 @@ def test_a_run_config_can_train_with_it(prepared_dir, tmp_path):
 
     config = tiny_config("training.epochs=2", "loss.name=multiscale", "loss.params={w_d2: 0.5}")
     metrics = train_from_config(config, out_dir=tmp_path / "run", prepared_dir=prepared_dir, device="cpu")
-    assert metrics["epochs_completed"] == 2 and np.isfinite(metrics["val_mse"])
+    assert metrics.epochs_completed == 2 and np.isfinite(metrics.val_mse)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

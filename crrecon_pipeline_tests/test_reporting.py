@@ -7,6 +7,7 @@ import numpy as np
 
 from crrecon_pipeline.report.run_metadata import LiveCurves, observation_metadata
 from crrecon_pipeline.train import records
+from crrecon_pipeline.train.sinks import JsonlSink
 
 
 def test_progress_every_tenth_of_an_epoch_and_never_at_its_end():
@@ -27,9 +28,9 @@ def test_progress_every_few_seconds_when_batches_are_slow():
 
 def epoch_record(epoch, epochs=20, loss=None):
     loss = 1.0 / epoch if loss is None else loss
-    return {"kind": "epoch", "epoch": epoch, "epochs": epochs, "train_loss": loss, "val_loss": loss * 1.1,
-            "best_val": loss, "lr": 1e-3, "samples_per_s": 812.3456, "seconds": 2.0,
-            "elapsed_s": 2.0 * epoch, "eta_s": 2.0 * (epochs - epoch), "progress": f"epoch {epoch}/{epochs}"}
+    return records.EpochRecord(epoch=epoch, epochs=epochs, train_loss=loss, val_loss=loss * 1.1, best_val=loss,
+                               lr=1e-3, samples_per_s=812.3456, seconds=2.0, elapsed_s=2.0 * epoch,
+                               eta_s=2.0 * (epochs - epoch), progress=f"epoch {epoch}/{epochs}")
 
 
 def test_live_curves_every_few_epochs_with_a_png(tmp_path):
@@ -50,13 +51,14 @@ def test_live_curves_after_every_s_and_within_the_time_budget(tmp_path):
 
 
 def test_live_curves_resume_from_the_run_history_and_survive_a_diverged_epoch(tmp_path):
-    with records.MetricsLog(tmp_path / records.FILENAME) as log:
+    with JsonlSink(tmp_path / records.FILENAME) as log:
         for e in (1, 2):
-            log.emit(epoch_record(e))
+            log.write(epoch_record(e))
     live = LiveCurves.for_run(tmp_path, every_epochs=1, every_s=1e9, max_share=1e9)
-    assert [h["epoch"] for h in live.history] == [1, 2] and live.last_epoch == 2
-    nan = epoch_record(3) | {"train_loss": None, "val_loss": None}  # what a diverged epoch looks like after JSON
-    assert live.update(nan) and np.isnan(live.history[-1]["val_loss"])
+    assert [h.epoch for h in live.history] == [1, 2] and live.last_epoch == 2
+    # a diverged epoch, as it comes back from the file (null losses)
+    nan = records.parse_record(epoch_record(3).to_json() | {"train_loss": None, "val_loss": None})
+    assert live.update(nan) and np.isnan(live.history[-1].val_loss)
 
 
 def test_observation_carries_curves_progress_and_eta_rounded():

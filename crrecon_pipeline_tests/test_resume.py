@@ -49,11 +49,11 @@ def test_resume_with_more_epochs_rebuilds_the_schedule(prepared_dir, two_epochs,
     logs = []
     metrics = train(tiny_config("training.epochs=4"), load_prepared(prepared_dir), run, device="cpu", resume="auto",
                     log=logs.append)
-    assert metrics["epochs_completed"] == 4
+    assert metrics.epochs_completed == 4
     assert any("training.epochs 2 -> 4" in m for m in logs)
     history = records.epoch_history(records.read_records(run / "metrics.jsonl"))
-    lrs = [h["lr"] for h in history]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    lrs = [h.lr for h in history]
+    assert [h.epoch for h in history] == [1, 2, 3, 4]
     assert lrs[1] == 0.0 and lrs[2] > lrs[3] == 0.0, lrs  # the 2-epoch run had ended at 0; 4 epochs end at 0 again
     lines = (run / "train_log.txt").read_text().splitlines()
     assert [line.split()[1] for line in lines] == ["1/2", "2/2", "3/4", "4/4"]
@@ -188,5 +188,25 @@ def test_full_disk_while_checkpointing_then_resume(prepared_dir, tmp_path, capsy
     assert cli.main([*base, "--resume", "auto"]) == 0
     lines = (out / "train_log.txt").read_text().splitlines()
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
-    epochs = [r["epoch"] for r in records.read_records(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    epochs = [r.epoch for r in records.read_records(out / "metrics.jsonl") if r.kind == "epoch"]
     assert epochs == [1, 2, 3]
+
+
+def test_a_checkpoint_written_before_a_key_existed_resumes(prepared_dir, two_epochs, tmp_path):
+    """An upgrade that adds run-config keys must not block resuming: the checkpoint's config is validated with
+    today's defaults filled in before it is compared, so keys it lacks are not 'changed'."""
+    run = copy_run(two_epochs, tmp_path / "run")
+    state = checkpoints.load(run / "last.pt")
+    for section, key in (("data", "train_all"), ("data", "oversample"), ("training", "min_lr_ratio")):
+        del state["config"][section][key]  # as a checkpoint from before these keys existed stores it
+    checkpoints.save_atomic(state, run / "last.pt")
+    logs = []
+    metrics = train(tiny_config("training.epochs=3"), load_prepared(prepared_dir), run, device="cpu", resume="auto",
+                    log=logs.append)
+    assert metrics.epochs_completed == 3 and not metrics.resume_changes
+    assert any("training.epochs 2 -> 3" in m for m in logs)
+    # a real change beside the missing keys is still refused, by name
+    with pytest.raises(ConfigError, match=r"training\.lr") as refused:
+        train(tiny_config("training.epochs=4", "training.lr=0.05"), load_prepared(prepared_dir), run, device="cpu",
+              resume="auto", log=quiet)
+    assert "min_lr_ratio" not in str(refused.value) and "train_all" not in str(refused.value)

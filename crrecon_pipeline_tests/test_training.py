@@ -112,20 +112,20 @@ def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
     cfg = tiny_config("training.epochs=3", "data.augment_shifts=true")
     a = train(cfg, p, tmp_path / "a", device="cpu", log=lambda m: None)
-    assert a["train_samples"] == 8 * len(split_rows(p.structures.packed, 0.8)[0])  # 8 images per structure
+    assert a.train_samples == 8 * len(split_rows(p.structures.packed, 0.8)[0])  # 8 images per structure
     b = train(cfg, p, tmp_path / "b", device="cpu", log=lambda m: None)
-    assert a["val_mse"] == b["val_mse"]
+    assert a.val_mse == b.val_mse
     wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
     wb = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     lines = (tmp_path / "a" / "train_log.txt").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("[EPOCH] 1/3 train_loss=")
-    assert {"val_mse", "baseline_val_mse", "val_pearson", "epochs_completed", "best_checkpoint"} <= set(a)
+    assert {"val_mse", "baseline_val_mse", "val_pearson", "epochs_completed", "best_checkpoint"} <= set(a.model_dump())
     field = {"val_mse_R", "val_mse_G1", "val_mse_G2", "val_mse_B", "val_peak_error_nm", "val_routing_error"}
     assert field <= set(json.loads((tmp_path / "a" / "metrics.json").read_text()))
-    assert np.mean([a[f"val_mse_{p}"] for p in ("R", "G1", "G2", "B")]) == pytest.approx(a["val_mse"], rel=1e-5)
+    assert np.mean([getattr(a, f"val_mse_{p}") for p in ("R", "G1", "G2", "B")]) == pytest.approx(a.val_mse, rel=1e-5)
     metadata = final_metadata(a, cfg)
-    assert all(metadata[k][0] == "float" and metadata[k][1] == float(f"{a[k]:.4g}") for k in field)
+    assert all(metadata[k][0] == "float" and metadata[k][1] == float(f"{getattr(a, k):.4g}") for k in field)
     assert (tmp_path / "a" / "epoch_0002.pt").exists() and (tmp_path / "a" / "best.pt").exists()
     assert (tmp_path / "a" / "outputs" / "loss_curves.png").stat().st_size > 1000  # output.dir inside the run
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]

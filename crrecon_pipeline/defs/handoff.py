@@ -1,5 +1,6 @@
 """What one asset hands the next through the Dagster instance, read back as typed records from the latest
-materialization's metadata, in this one module.
+materialization's metadata; and the launchpad's checkpoint selectors (an asset, a run id) resolved to the paths
+the core takes.
 
 The metadata keys are a contract (stored materializations, the UI and tools read them): filtered_bayer and
 rotated_bayer write `version` (version_metadata below); trained_model and pretrained_model write `checkpoint` and
@@ -88,25 +89,23 @@ def required_trained_model(instance: dg.DagsterInstance) -> TrainedModelRecord:
     return model
 
 
-def resolve_init_from(instance: dg.DagsterInstance, cfg: RunConfig) -> RunConfig:
-    """training.init_from = "pretrained_model": a new config naming the checkpoint of that asset's latest
-    materialization (`cfg` itself is left as it is); any other value: `cfg`."""
-    if cfg.training.init_from != "pretrained_model":
-        return cfg
+def init_checkpoint(instance: dg.DagsterInstance, given: str) -> str:
+    """training.init_from in the launchpad: "pretrained_model" names that asset's latest checkpoint; a path or ""
+    stays as it is."""
+    if given != "pretrained_model":
+        return given
     pretrained = latest_pretrained_model(instance)
     if pretrained is None:
         raise ConfigError("training.init_from: pretrained_model has no materialization with a checkpoint yet "
                           "(materialize pretrained_model first, or give a checkpoint path, or \"\" for none)")
-    return cfg.replaced("training.init_from", str(pretrained.checkpoint), "training.init_from (pretrained_model)")
+    return str(pretrained.checkpoint)
 
 
-def resolve_resume_from(instance: dg.DagsterInstance, cfg: RunConfig, runs: Path) -> RunConfig:
-    """training.resume_from = a run id or "latest" (trained_model's latest materialization): a new config naming
-    that run's last.pt, so this run continues it (with the config's changed loss weights / freeze / patience);
-    a path or "" is left as it is."""
-    given = cfg.training.resume_from
+def resume_checkpoint(instance: dg.DagsterInstance, given: str, runs: Path) -> str:
+    """training.resume_from in the launchpad: a run id or "latest" (trained_model's latest materialization) names
+    that run's last.pt, so this run continues it; a path or "" stays as it is."""
     if not given or given.endswith(".pt"):
-        return cfg
+        return given
     if given == "latest":
         model = latest_trained_model(instance)
         if model is None or model.run_dir is None:
@@ -119,7 +118,27 @@ def resolve_resume_from(instance: dg.DagsterInstance, cfg: RunConfig, runs: Path
     if not checkpoint.is_file():
         raise ConfigError(f"training.resume_from: {given!r}: no checkpoint {checkpoint} (a run id of trained_model, "
                           f"or 'latest')")
-    return cfg.replaced("training.resume_from", str(checkpoint), f"training.resume_from ({given})")
+    return str(checkpoint)
+
+
+# the launchpad's words for the two checkpoint keys (the core's RunConfig takes paths only)
+CHECKPOINT_SELECTORS = {
+    "training.init_from:description": "checkpoint whose weights start this run (fresh optimizer, epoch 1): a path, "
+                                      "or 'pretrained_model' (that asset's latest checkpoint); empty: random "
+                                      "initialization",
+    "training.resume_from:description": "continue an earlier run (with changed loss.params, freeze or "
+                                        "early_stopping): its last.pt, a trained_model run id, or 'latest'; empty: a "
+                                        "new run",
+}
+
+
+def run_config(instance: dg.DagsterInstance, launchpad: dict, runs: Path) -> RunConfig:
+    """The launchpad's plain values with the checkpoint selectors resolved to paths, validated once: the
+    RunConfig that travels from here on."""
+    training = dict(launchpad.get("training") or {})
+    training["init_from"] = init_checkpoint(instance, training.get("init_from", ""))
+    training["resume_from"] = resume_checkpoint(instance, training.get("resume_from", ""), runs)
+    return RunConfig.from_dict({**launchpad, "training": training}, "run config")
 
 
 def version_metadata(version: ShardVersion) -> dict:

@@ -26,6 +26,7 @@ from crrecon_pipeline.report.run_metadata import (
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.distributed import torchrun_command
 from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.records import EpochRecord, FinalRecord, ProgressRecord, Record, RunMetrics, parse_record
 from crrecon_pipeline.train.trainlog import epoch_summary
 
 GPU_TAGS = {
@@ -38,8 +39,8 @@ GPU_TAGS = {
 
 
 def train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Prepared, store: Path, run_dir: Path,
-                device: TrainingDevice) -> tuple[dict, dict]:
-    """(materialization metadata, the final metrics as plain values) of a training run on `prepared` (exact
+                device: TrainingDevice) -> tuple[dict, RunMetrics]:
+    """(materialization metadata, the final metrics) of a training run on `prepared` (exact
     versions of the prepared store at `store`) into `run_dir`; a run_dir holding last.pt is resumed (a retry or a
     re-execution of a failed run keeps the root run's folder)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ def cancellation_is_not_a_failure(context: dg.AssetExecutionContext, run_dir: Pa
 
 
 def _train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Prepared, store: Path, run_dir: Path,
-                 device: TrainingDevice) -> tuple[dict, dict]:
+                 device: TrainingDevice) -> tuple[dict, RunMetrics]:
     if device.processes > 1:
         data_args = rank_data_args(store, run_dir, prepared.training_set())
         metrics = train_under_pipes(context, cfg, run_dir, data_args, device)
@@ -85,12 +86,12 @@ def dagster_metadata(metadata: dict) -> dict:
     return {key: kinds[kind](value) if kind in kinds else value for key, (kind, value) in metadata.items()}
 
 
-def report_record(context: dg.AssetExecutionContext, record: dict, live: LiveCurves | None = None) -> None:
+def report_record(context: dg.AssetExecutionContext, record: Record, live: LiveCurves | None = None) -> None:
     """A trainer record in the UI: progress as a log line, each epoch as a log line and an observation (with the
     loss-curve figure so far when `live` says one is due)."""
-    if record["kind"] == "progress":
+    if isinstance(record, ProgressRecord):
         context.log.info(progress_line(record))
-    elif record["kind"] == "epoch":
+    elif isinstance(record, EpochRecord):
         context.log.info(epoch_summary(record))
         metadata = observation_metadata(record)
         for key in SAMPLE_FIGURES:  # the live sample views (markdown images) on the epochs they were drawn
@@ -137,21 +138,24 @@ class _Relay:
 
 
 def train_under_pipes(context: dg.AssetExecutionContext, cfg: RunConfig, run_dir: Path, data_args: list[str],
-                      device: TrainingDevice) -> dict:
+                      device: TrainingDevice) -> RunMetrics:
     """Data-parallel training in `device.processes` torchrun ranks; rank 0 streams its records through Dagster
     Pipes, and the final record's metrics come back: the metadata is built here, as for a single process (figures
     are read from the shared run folder, not sent as one huge Pipes message)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_text_atomic(run_dir / "run_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     errors: list[str] = []
-    final: dict = {}
+    finals: list[FinalRecord] = []
     live = LiveCurves.for_run(run_dir)
 
-    def on_record(record: dict) -> None:
-        if record.get("kind") == "error":
-            errors.append(record["message"])
-        elif record.get("kind") == "final":
-            final.update({k: v for k, v in record.items() if k != "kind"})
+    def on_message(payload: dict) -> None:
+        """A rank-0 message: its one-line error, or a trainer record in its plain form (parsed back here)."""
+        if payload.get("kind") == "error":
+            errors.append(payload["message"])
+            return
+        record = parse_record(payload, "a torchrun rank's record")
+        if isinstance(record, FinalRecord):
+            finals.append(record)
         else:
             report_record(context, record, live)
 
@@ -159,12 +163,12 @@ def train_under_pipes(context: dg.AssetExecutionContext, cfg: RunConfig, run_dir
     command = torchrun_command(device.processes, "crrecon_pipeline.defs.pipes_worker", worker_args)
     context.log.info(" ".join(command))
     try:
-        client = dg.PipesSubprocessClient(message_reader=RecordRelay(on_record))
+        client = dg.PipesSubprocessClient(message_reader=RecordRelay(on_message))
         client.run(context=context, command=command)
     except Exception:  # DagsterPipesExecutionError (not exported): the ranks exited with an error
         if errors:  # bad input reported by rank 0: its one line, not the launcher's traceback; retrying won't help
             raise dg.Failure(description=errors[-1], allow_retries=False) from None
         raise
-    if not final:
+    if not finals:
         raise dg.Failure(description=f"the torchrun ranks ended without a final record ({run_dir})")
-    return final
+    return finals[-1].metrics()

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with open_dagster_pipes() as pipes:
         try:
-            run(pipes.report_custom_message, pipes.log.info)
+            run(lambda record: pipes.report_custom_message(record.to_json()), pipes.log.info)
         except USER_ERRORS as exc:
             pipes.report_custom_message({"kind": "error", "message": one_line(exc)})
             return 2

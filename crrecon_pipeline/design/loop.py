@@ -164,7 +164,7 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
             log(f"round {k}: fine-tuning {loop.finetune_epochs} epochs on {len(grown)} rows "
                 f"({len(designed)} designed, each x{loop.finetune_design_repeat}) into {round_dir / 'model'}")
             metrics = train(config, grown, round_dir / "model", device=device, log=train_log or log)
-            current = Path(metrics["best_checkpoint"])
+            current = Path(metrics.best_checkpoint)
             sim = np.array([d["simulated_efficiency"] for d in summary["designs"]])
             entry["gap_after"] = surrogate_gap(current, structures, sim, data.wavelengths_nm, settings, device)
             start = next_start(structures, summary)

@@ -26,8 +26,16 @@ from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS, count_parameters
 from crrecon_pipeline.numbers import fmt, pct
-from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import RunConfig
+from crrecon_pipeline.train.records import (
+    FILENAME,
+    EpochRecord,
+    RunMetrics,
+    epoch_history,
+    last_final,
+    parse_record,
+    read_records,
+)
 from crrecon_pipeline.train.trainlog import parse_train_log
 
 DIAGNOSES = ("overfitting", "plateau", "divergence", "still_improving", "too_short", "not_learning")
@@ -51,13 +59,13 @@ def _rel_change(a: float, b: float) -> float:
     return (a - b) / abs(a) if a and math.isfinite(a) and math.isfinite(b) else 0.0
 
 
-def compute_metrics(records: list[dict], final: dict | None = None) -> dict:
+def compute_metrics(records: list[EpochRecord], final: RunMetrics | None = None) -> dict:
     """Trend metrics of the epoch records; `final` (the run's final record) adds the val MSE's ratio to baseline."""
     if not records:
         return {"epochs_completed": 0, "best_val": None, "best_epoch": None}
-    epochs = np.array([r["epoch"] for r in records])
-    train = np.array([r["train_loss"] for r in records])
-    val = np.array([r["val_loss"] for r in records])
+    epochs = np.array([r.epoch for r in records])
+    train = np.array([r.train_loss for r in records])
+    val = np.array([r.val_loss for r in records])
     finite = np.isfinite(val)
     best_i = int(np.nanargmin(np.where(finite, val, np.nan))) if finite.any() else None
     w = min(WINDOW, len(records) - 1) if len(records) > 1 else 0
@@ -68,7 +76,7 @@ def compute_metrics(records: list[dict], final: dict | None = None) -> dict:
     first_val = val[finite][0] if finite.any() else float("nan")
     return {
         "epochs_completed": len(records),
-        "total_epochs": int(records[-1]["total"]),
+        "total_epochs": int(records[-1].epochs),
         "best_val": float(val[best_i]) if best_i is not None else None,
         "best_epoch": int(epochs[best_i]) if best_i is not None else None,
         "final_train": float(train[-1]),
@@ -83,8 +91,7 @@ def compute_metrics(records: list[dict], final: dict | None = None) -> dict:
         "max_val_over_best": (float(np.nanmax(val[best_i:]) / val[best_i])
                               if best_i is not None and val[best_i] > 0 else float("nan")),
         "epochs_since_best": int(epochs[-1] - epochs[best_i]) if best_i is not None else None,
-        "mse_vs_baseline": (final["val_mse"] / final["baseline_val_mse"]
-                            if final and final.get("val_mse") is not None and final.get("baseline_val_mse") else None),
+        "mse_vs_baseline": final.mse_vs_baseline if final is not None and final.baseline_val_mse else None,
     }
 
 
@@ -237,11 +244,11 @@ def suggest(m: dict, diagnosis: list[str], config: RunConfig | None = None) -> l
     return advice.items
 
 
-def load_history(path: str | Path) -> list[dict]:
+def load_history(path: str | Path) -> list[EpochRecord]:
     """Epoch records from a metrics.jsonl (new runs) or a seed-format text log (old runs, the research code's)."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        return records.epoch_history(records.read_records(path))
+        return epoch_history(read_records(path))
     return parse_train_log(path)
 
 
@@ -255,18 +262,18 @@ def stored_config(run_dir: str | Path) -> RunConfig | None:
 def run_history_file(run_dir: str | Path, config: RunConfig | None = None) -> Path:
     """The run's metrics.jsonl, or for runs from before it existed, its text log (output.log_file)."""
     run_dir = Path(run_dir)
-    if (run_dir / records.FILENAME).is_file():
-        return run_dir / records.FILENAME
+    if (run_dir / FILENAME).is_file():
+        return run_dir / FILENAME
     return run_dir / (config or RunConfig()).output.log_file
 
 
-def refuse_unrecognized(path: Path, history: list[dict]) -> None:
+def refuse_unrecognized(path: Path, history: list[EpochRecord]) -> None:
     """A log with no epoch yet is fine (a run that just started); a file that is no log at all is bad input,
     not "0 epochs": a metrics.jsonl without a single record, or a text log that is binary."""
     if history:
         return
     if path.suffix == ".jsonl":
-        if not records.read_records(path):
+        if not read_records(path):
             raise DataError(f"{path}: no crrecon records in it (not a metrics.jsonl)")
         return
     head = path.read_bytes()[:65536]
@@ -287,7 +294,7 @@ def analyze_log(path: str | Path, config: RunConfig | None = None) -> dict:
         config = stored_config(path.parent)
     history = load_history(path)
     refuse_unrecognized(path, history)
-    final = records.final_record(records.read_records(path)) if path.suffix == ".jsonl" else None
+    final = last_final(read_records(path)) if path.suffix == ".jsonl" else None
     metrics = compute_metrics(history, final)
     diagnosis = diagnose(metrics)
     return {
@@ -306,7 +313,8 @@ def analyze_run(run_dir: str | Path) -> dict:
     """A run folder's analysis, from its structured records when it has them."""
     run_dir = Path(run_dir)
     config = stored_config(run_dir)
-    return analyze_log(run_history_file(run_dir, config), config) | {"final": _final_metrics(run_dir)}
+    final = _final_metrics(run_dir)
+    return analyze_log(run_history_file(run_dir, config), config) | {"final": final.to_json() if final else None}
 
 
 def _summary_lines(result: dict) -> list[str]:
@@ -368,13 +376,16 @@ SETTING_COLUMNS = {"model": "model.name", "loss": "loss.name", "lr": "training.l
                    "augment_180": "data.augment_180"}
 
 
-def _final_metrics(run: Path) -> dict | None:
+def _final_metrics(run: Path) -> RunMetrics | None:
     """A finished run's final record (metrics.jsonl), or metrics.json for runs from before the records."""
-    if (run / records.FILENAME).is_file():
-        final = records.final_record(records.read_records(run / records.FILENAME))
+    if (run / FILENAME).is_file():
+        final = last_final(read_records(run / FILENAME))
         if final is not None:
-            return final
-    return json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else None
+            return final.metrics()
+    if not (run / "metrics.json").is_file():
+        return None
+    metrics = json.loads((run / "metrics.json").read_text())
+    return parse_record({**metrics, "kind": "final"}, str(run / "metrics.json")).metrics()
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict]:
@@ -388,11 +399,10 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
         config = stored_config(run)
         settings = config.flat()
         row = {"run": run.name, "config": config} | {col: settings[key] for col, key in SETTING_COLUMNS.items()}
-        row["params"] = metrics.get("n_params")
+        row["params"] = metrics.n_params
         for key in ("val_mse", "baseline_val_mse", "val_pearson", "best_epoch", "epochs_completed", "samples_per_s"):
-            row[key] = metrics.get(key)
-        row["mse_vs_baseline"] = (metrics["val_mse"] / metrics["baseline_val_mse"]
-                                  if metrics.get("baseline_val_mse") else None)
+            row[key] = getattr(metrics, key)
+        row["mse_vs_baseline"] = metrics.mse_vs_baseline if metrics.baseline_val_mse else None
         rows.append(row)
     return rows
 

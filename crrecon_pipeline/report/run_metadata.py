@@ -10,9 +10,16 @@ from pathlib import Path
 from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.plots import markdown_image, plot_loss_curves
 from crrecon_pipeline.report.modelcard import model_card
-from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import PIXELS
+from crrecon_pipeline.train.records import (
+    FILENAME,
+    EpochRecord,
+    ProgressRecord,
+    RunMetrics,
+    epoch_history,
+    read_records,
+)
 
 FIELD_KEYS = (tuple(f"val_mse_{p}" for p in PIXELS)
               + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency"))
@@ -20,21 +27,23 @@ SAMPLE_FIGURES = ("samples_val", "samples_train")
 OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
-def term_metadata(record: dict) -> dict:
+def term_metadata(record: EpochRecord) -> dict:
     """Each weighted loss term as its own number: `train_loss_<term>`, `val_loss_<term>` (they sum to the loss)."""
-    return {f"{split}_loss_{name}": rounded(value) for split in ("train", "val")
-            for name, value in (record.get(f"{split}_terms") or {}).items() if value is not None}
+    return {f"{split}_loss_{name}": rounded(value) for split, terms in (("train", record.train_terms),
+                                                                         ("val", record.val_terms))
+            for name, value in terms.items() if value is not None}
 
 
-def observation_metadata(record: dict) -> dict:
+def observation_metadata(record: EpochRecord) -> dict:
     """An epoch record -> the per-epoch observation: the curves, each loss term, `progress` text and `eta_s`, and
     the sample views (markdown images) on the epochs they were drawn (no constants)."""
-    out = {k: (record[k] if k == "epoch" else rounded(record[k])) for k in OBSERVED if record.get(k) is not None}
+    out = {k: (value if k == "epoch" else rounded(value)) for k in OBSERVED
+           if (value := getattr(record, k)) is not None}
     out |= term_metadata(record)
-    for split, path in (record.get("sample_figures") or {}).items():
+    for split, path in record.sample_figures.items():
         if Path(path).is_file():
             out[f"samples_{split}"] = markdown_image(path, f"{split} samples: true vs predicted")
-    return out | {"progress": record["progress"]}
+    return out | {"progress": record.progress}
 
 
 class LiveCurves:
@@ -42,35 +51,32 @@ class LiveCurves:
     every `every_epochs` epochs or `every_s` seconds, whichever comes first, but never more often than keeps the
     drawing under `max_share` of the wall time (drawing costs ~0.1-0.3 s; a quick epoch a few seconds)."""
 
-    CURVES = ("epoch", "train_loss", "val_loss", "lr")
-
-    def __init__(self, path: str | Path, history: list[dict] = (), every_epochs: int = 5, every_s: float = 120.0,
-                 max_share: float = 0.01):
+    def __init__(self, path: str | Path, history: list[EpochRecord] = (), every_epochs: int = 5,
+                 every_s: float = 120.0, max_share: float = 0.01):
         self.path, self.every_epochs, self.every_s, self.max_share = Path(path), every_epochs, every_s, max_share
-        self.history = [{k: h[k] for k in self.CURVES} for h in history]
-        self.last_epoch = max((h["epoch"] for h in self.history), default=0)
+        self.history = list(history)
+        self.last_epoch = max((h.epoch for h in self.history), default=0)
         self.last_t, self.cost = time.perf_counter(), 0.0
 
     @classmethod
     def for_run(cls, run_dir: Path, **kwargs) -> "LiveCurves":
         """Seeded with the epochs a resumed run already has in its metrics.jsonl."""
-        log = Path(run_dir) / records.FILENAME
-        return cls(Path(run_dir) / "loss_curves_live.png", records.epoch_history(records.read_records(log))
-                   if log.is_file() else [], **kwargs)
+        log = Path(run_dir) / FILENAME
+        return cls(Path(run_dir) / "loss_curves_live.png", epoch_history(read_records(log)) if log.is_file() else [],
+                   **kwargs)
 
-    def update(self, record: dict) -> str | None:
+    def update(self, record: EpochRecord) -> str | None:
         """Take an epoch record; the figure as markdown when one is due, else None."""
-        # null: diverged
-        self.history.append({k: float("nan") if record[k] is None else record[k] for k in self.CURVES})
+        self.history.append(record)
         since = time.perf_counter() - self.last_t
-        due = record["epoch"] - self.last_epoch >= self.every_epochs or since >= self.every_s
+        due = record.epoch - self.last_epoch >= self.every_epochs or since >= self.every_s
         if not due or since < self.cost / self.max_share:
             return None
         t = time.perf_counter()
         plot_loss_curves(self.history, self.path,
-                         title=f"Training curves so far (epoch {record['epoch']}/{record['epochs']})")
-        figure = markdown_image(self.path, f"loss curves, epoch {record['epoch']}")
-        self.last_t, self.last_epoch = time.perf_counter(), record["epoch"]
+                         title=f"Training curves so far (epoch {record.epoch}/{record.epochs})")
+        figure = markdown_image(self.path, f"loss curves, epoch {record.epoch}")
+        self.last_t, self.last_epoch = time.perf_counter(), record.epoch
         self.cost = self.last_t - t
         return figure
 
@@ -78,10 +84,10 @@ class LiveCurves:
 def cancellation(run_dir: Path) -> dict:
     """What a terminated run leaves: the last finished epoch (metrics.jsonl), its checkpoint and how to go on.
     {"cancelled", "cancelled_at_epoch", "last_checkpoint" (None when no epoch finished), "progress"}."""
-    log = Path(run_dir) / records.FILENAME
-    history = records.epoch_history(records.read_records(log)) if log.is_file() else []
+    log = Path(run_dir) / FILENAME
+    history = epoch_history(read_records(log)) if log.is_file() else []
     last = Path(run_dir) / "last.pt"
-    done, total = (history[-1]["epoch"], history[-1]["epochs"]) if history else (0, None)
+    done, total = (history[-1].epoch, history[-1].epochs) if history else (0, None)
     where = f"epoch {done}/{total}" if total else "before its first epoch ended"
     then = (f"its last checkpoint {last} resumes it (re-execute this run)" if last.is_file()
             else "no checkpoint was written")
@@ -90,53 +96,53 @@ def cancellation(run_dir: Path) -> dict:
             "last_checkpoint": str(last) if last.is_file() else None, "progress": text}
 
 
-def progress_line(record: dict) -> str:
+def progress_line(record: ProgressRecord) -> str:
     """The progress text (it names the batch) and the loss of the batches since the previous line."""
-    loss = f" · train loss {record['train_loss']:.4g}" if record.get("train_loss") is not None else ""
-    return f"{record['progress']}{loss}"
+    loss = f" · train loss {record.train_loss:.4g}" if record.train_loss is not None else ""
+    return f"{record.progress}{loss}"
 
 
-def final_metadata(metrics: dict, config: RunConfig) -> dict[str, tuple[str, object]]:
+def final_metadata(metrics: RunMetrics, config: RunConfig) -> dict[str, tuple[str, object]]:
     """The materialization's metadata as {key: (type, value)}; types: float, int, text, path, md. Ordered for
     people: the headline numbers, then the figures (the UI lists metadata in this order), then each loss term,
     the field metrics and the bookkeeping."""
+    m = metrics
     init = {}
-    if metrics.get("init_from"):  # fine-tuned: where the weights came from and what did not fit
-        init = {"init_from": ("path", metrics["init_from"]),
-                "init_skipped": ("text", ", ".join(metrics.get("init_skipped") or []) or "none")}
-    figures = {"predictions": ("md", markdown_image(Path(metrics["predictions"]), "validation: true vs predicted")),
-               "loss_curves": ("md", markdown_image(Path(metrics["loss_curves"]), "loss curves"))}
-    if Path(metrics.get("predictions_train", "")).is_file():
-        figures["predictions_train"] = ("md", markdown_image(Path(metrics["predictions_train"]),
-                                                             "training: true vs predicted"))
+    if m.init_from:  # fine-tuned: where the weights came from and what did not fit
+        init = {"init_from": ("path", m.init_from), "init_skipped": ("text", ", ".join(m.init_skipped) or "none")}
+    figures = {"predictions": ("md", markdown_image(Path(m.predictions), "validation: true vs predicted")),
+               "loss_curves": ("md", markdown_image(Path(m.loss_curves), "loss curves"))}
+    if Path(m.predictions_train).is_file():
+        figures["predictions_train"] = ("md", markdown_image(Path(m.predictions_train), "training: true vs predicted"))
     tensorboard = {}
-    if metrics.get("tensorboard"):
-        tensorboard = {"tensorboard": ("path", metrics["tensorboard"]),
-                       "tensorboard_command": ("text", f"tensorboard --logdir {Path(metrics['run_dir']).parent}")}
+    if m.tensorboard:
+        tensorboard = {"tensorboard": ("path", m.tensorboard),
+                       "tensorboard_command": ("text", f"tensorboard --logdir {Path(m.run_dir).parent}")}
+    counts = {k: ("int", getattr(m, k)) for k in ("trainable_params", "frozen_params") if getattr(m, k) is not None}
     return {
         # percent: 100 x val_mse / baseline_val_mse (check_beats_baseline states the same ratio as a fraction)
-        "val_mse_pct_of_baseline": ("float", percent(metrics["val_mse"] / metrics["baseline_val_mse"])),
-        "val_mse": ("float", rounded(metrics["val_mse"])),
-        "val_pearson": ("float", rounded(metrics["val_pearson"])),
-        "baseline_val_mse": ("float", rounded(metrics["baseline_val_mse"])),
+        "val_mse_pct_of_baseline": ("float", percent(m.mse_vs_baseline)),
+        "val_mse": ("float", rounded(m.val_mse)),
+        "val_pearson": ("float", rounded(m.val_pearson)),
+        "baseline_val_mse": ("float", rounded(m.baseline_val_mse)),
         **figures,
-        "model_card": ("md", model_card(config, metrics)),
+        "model_card": ("md", model_card(config, m)),
     } | init | {
-        "val_mae": ("float", rounded(metrics["val_mae"])),
-        **{f"val_loss_{name}": ("float", rounded(v)) for name, v in (metrics.get("val_terms") or {}).items()},
-        **{k: ("float", rounded(metrics[k])) for k in FIELD_KEYS if k in metrics},
-        "epochs_completed": ("int", metrics["epochs_completed"]),
-        "best_val_loss_epoch": ("int", metrics["best_epoch"]),  # the checkpoint kept: lowest validation loss
-        "n_params": ("int", metrics["n_params"]),
-        **{k: ("int", metrics[k]) for k in ("trainable_params", "frozen_params") if k in metrics},
-        **({"stopped_early_at_epoch": ("int", metrics["stopped_at_epoch"])} if metrics.get("stopped_early") else {}),
-        "samples_per_s": ("float", rounded(metrics["samples_per_s"])),
-        "device": ("text", metrics["device"]),
-        "train_samples": ("int", metrics["train_samples"]),
-        "val_samples": ("int", metrics["val_samples"]),
+        "val_mae": ("float", rounded(m.val_mae)),
+        **{f"val_loss_{name}": ("float", rounded(v)) for name, v in m.val_terms.items()},
+        **{k: ("float", rounded(getattr(m, k))) for k in FIELD_KEYS if getattr(m, k) is not None},
+        "epochs_completed": ("int", m.epochs_completed),
+        "best_val_loss_epoch": ("int", m.best_epoch),  # the checkpoint kept: lowest validation loss
+        "n_params": ("int", m.n_params),
+        **counts,
+        **({"stopped_early_at_epoch": ("int", m.stopped_at_epoch)} if m.stopped_early else {}),
+        "samples_per_s": ("float", rounded(m.samples_per_s)),
+        "device": ("text", m.device),
+        "train_samples": ("int", m.train_samples),
+        "val_samples": ("int", m.val_samples),
         "model": ("text", config.model.name),
         "loss": ("text", config.loss.name),
-        "checkpoint": ("path", metrics["best_checkpoint"]),
-        "run_dir": ("path", metrics["run_dir"]),
-        "metrics_log": ("path", metrics["metrics_log"]),
+        "checkpoint": ("path", m.best_checkpoint),
+        "run_dir": ("path", m.run_dir),
+        "metrics_log": ("path", m.metrics_log),
     } | tensorboard

@@ -1,6 +1,7 @@
 """Checkpoint I/O and the compatibility rules between a checkpoint and the run that wants to use it.
 
-- resume (`--resume`): the checkpoint's config must equal the requested one, except for keys that do not change
+- resume (`--resume`): the checkpoint's config, validated by today's schema (defaults filled in), must equal the
+  requested one, except for keys that do not change
   what is trained (RESUMABLE_CHANGES); a changed `training.epochs` rebuilds the schedule (training.Schedule).
 - init (`--init-weights` / `training.init_from`): weights only, from a checkpoint of the same model; tensors whose
   shape differs (e.g. another out_len) are skipped and listed; a 1-D conv kernel of another length is centre-cropped.
@@ -15,12 +16,13 @@ import torch
 
 from crrecon_pipeline.data.npyio import atomic_output
 from crrecon_pipeline.errors import ConfigError, DataError
-from crrecon_pipeline.train.config import RunConfig, differing_keys, flatten
+from crrecon_pipeline.train.config import RunConfig, differing_keys
+from crrecon_pipeline.train.records import ResumeChange
 
 CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
 RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file",
-                     "training.compile", "training.channels_last", "training.accumulate",  # GPU execution (#23)
-                     # fine-tuning (#21): stop a run, change a loss weight / what is frozen / the patience, go on
+                     "training.compile", "training.channels_last", "training.accumulate",  # how, not what
+                     # fine-tuning: stop a run, change a loss weight / what is frozen / the patience, go on
                      "loss.params", "training.freeze", "training.early_stopping", "training.resume_from")
 RECORDED_CHANGES = ("loss.params", "training.freeze", "training.early_stopping")  # listed in the log and model card
 
@@ -73,13 +75,19 @@ def latest(run_dir: Path) -> Path | None:
     return last if last.is_file() else None
 
 
-def check_resumable(state: dict, requested: RunConfig, path: Path) -> list[str]:
-    """The changed keys that a resume may carry over (only those in RESUMABLE_CHANGES); ConfigError otherwise.
-    The checkpoint's config is compared as the plain dict it was stored as (older checkpoints too)."""
+def stored_config(state: dict, path: Path) -> RunConfig:
+    """The checkpoint's config validated by today's schema: keys added since it was written take their defaults,
+    so a resume compares like with like (an upgrade that adds a key does not block resuming)."""
+    return RunConfig.from_dict(state["config"], f"{path}: its config")
+
+
+def check_resumable(state: dict, stored: RunConfig, requested: RunConfig, path: Path) -> list[str]:
+    """The dotted keys in which `requested` differs from the checkpoint's `stored` config (both validated, defaults
+    filled on both sides) when a resume may carry them over (RESUMABLE_CHANGES); ConfigError otherwise."""
     if int(state.get("format", 1)) < CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: made by an older version (format {state.get('format', 1)}); start a new run "
                           f"with --init-weights {path}")
-    changed = differing_keys(state["config"], requested.to_dict())
+    changed = differing_keys(stored.to_dict(), requested.to_dict())
     refused = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
     if refused:
         raise ConfigError(f"{path}: cannot resume, the config differs in {', '.join(refused)} "
@@ -104,10 +112,12 @@ def check_same_training_set(state: dict, requested: dict, path: Path) -> None:
                           f"or --init-weights {path} for its weights only")
 
 
-def resume_changes(state: dict, requested: RunConfig, changed: list[str]) -> list[dict]:
-    """[{key, old, new}] for the changed keys that change what is trained (RECORDED_CHANGES), for the records."""
-    theirs, ours = flatten(state["config"]), requested.flat()
-    return [{"key": k, "old": theirs.get(k), "new": ours.get(k)} for k in changed if k.startswith(RECORDED_CHANGES)]
+def resume_changes(stored: RunConfig, requested: RunConfig, changed: list[str], epoch: int) -> list[ResumeChange]:
+    """The changed keys that change what is trained (RECORDED_CHANGES), for the records; `epoch`: the last one
+    trained with the old values."""
+    theirs, ours = stored.flat(), requested.flat()
+    return [ResumeChange(key=k, old=theirs.get(k), new=ours.get(k), epoch=epoch)
+            for k in changed if k.startswith(RECORDED_CHANGES)]
 
 
 def centre_crop_kernel(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:

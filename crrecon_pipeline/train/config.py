@@ -153,15 +153,13 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming up linearly")
     save_every: int = Field(10, ge=0, description="keep epoch_NNNN.pt every this many epochs; 0: never")
     init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1; "
-                                           "tensors of another shape skipped and listed); in Dagster also "
-                                           "'pretrained_model' (its latest checkpoint); empty: random initialization")
-    # GPU execution (#23)
+                                           "tensors of another shape skipped and listed); empty: random "
+                                           "initialization")
     compile: bool = Field(False, description="torch.compile the model for training (first steps slower, then faster)")
     compile_backend: str = Field("inductor", description="torch.compile backend: inductor (default), eager, ...")
     channels_last: bool = Field(True, description="channels-last inputs and weights for the CNNs, on CUDA only")
     accumulate: int = Field(1, ge=1, description="micro-batches per step (gradients summed): a batch that does not "
                                                  "fit in GPU memory trains as data.batch_size / accumulate at a time")
-    # fine-tuning (#21)
     freeze: list[str] = Field([], description="parameter groups of the model kept frozen (no gradient, no optimizer "
                                               "state, norm layers in eval mode); the groups are the model's "
                                               "PARAM_GROUPS, e.g. encoder, decoder, head")
@@ -171,8 +169,7 @@ class TrainingConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="floor of the cosine schedule, as a fraction of "
                                                              "training.lr")
     resume_from: str = Field("", description="continue an earlier run's checkpoint (with changed loss.params, "
-                                             "freeze or early_stopping): a last.pt path; in Dagster also a run id "
-                                             "or 'latest' (trained_model's latest run); empty: a new run")
+                                             "freeze or early_stopping): its last.pt; empty: a new run")
 
     _finite_lr = field_validator("lr", "weight_decay", "grad_clip", "warmup_ratio", "min_lr_ratio")(_finite)
 

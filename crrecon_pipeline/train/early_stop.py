@@ -18,9 +18,9 @@ def epochs_without_improvement(val_losses: list[float], min_delta: float) -> int
     return count
 
 
-def exhausted(history: list[dict], early_stopping) -> bool:
-    """True when `history` (one entry per epoch, with val_loss) has run out of patience; False when off."""
+def exhausted(history: list, early_stopping) -> bool:
+    """True when `history` (records.EpochRecord, one per epoch) has run out of patience; False when off."""
     if early_stopping is None or not history:
         return False
-    losses = [h["val_loss"] for h in history]
+    losses = [h.val_loss for h in history]
     return epochs_without_improvement(losses, early_stopping.min_delta) >= early_stopping.patience

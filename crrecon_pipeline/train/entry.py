@@ -12,15 +12,15 @@ from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.transforms import PrepareSettings
 from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.loop import train
+from crrecon_pipeline.train.records import RecordCallback, RunMetrics
 
 
 def train_from_config(config: RunConfig, out_dir: str | Path, raw_dir: str | Path | None = None,
                       prepared_dir: str | Path | None = None, resume: str | None = None, device: str = "auto",
-                      on_record: records.RecordCallback | None = None, log: Callable[[str], None] | None = None,
-                      versions: dict | None = None) -> dict:
+                      on_record: RecordCallback | None = None, log: Callable[[str], None] | None = None,
+                      versions: dict | None = None) -> RunMetrics:
     """The CLI's entry (and each torchrun rank's): prepare the data if given raw shards, then train on the LATEST
     version of each prepared shard, or on exactly `versions` ({shard: version}, the lineage's choice)."""
     import sys

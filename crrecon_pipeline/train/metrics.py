@@ -55,10 +55,10 @@ class ModelCheckLimits:
                 "below 1, fails at 1 or above (and such a run is never run_comparison's best)"})
 
 
-def check_beats_baseline(metrics: dict, limits: ModelCheckLimits) -> CheckOutcome:
+def check_beats_baseline(metrics, limits: ModelCheckLimits) -> CheckOutcome:
     """val MSE against the mean-spectrum baseline on the same split: a pass at ratio <= max_ratio; between
     max_ratio and 1 a warning (better than the mean, not good); at 1 or above a failure (no better than the mean)."""
-    mse, base, max_ratio = metrics["val_mse"], metrics["baseline_val_mse"], limits.max_mse_ratio
+    mse, base, max_ratio = metrics.val_mse, metrics.baseline_val_mse, limits.max_mse_ratio  # records.RunMetrics
     ratio = mse / base if base else float("inf")
     passed = bool(ratio <= max_ratio)
     verdict = ("pass" if passed else "warn: better than the mean spectrum, not by enough" if ratio < 1

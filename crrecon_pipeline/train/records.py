@@ -1,37 +1,232 @@
-"""Structured training metrics: the records the trainer emits and appends to `metrics.jsonl` in the run folder.
+"""The trainer's records, typed: what a run emits while it trains and what it ends with. They travel as these
+objects (the sinks in train/sinks.py, the CLI bar, the Dagster reporter, the log analysis); they become plain dicts
+only where written to a file (`metrics.jsonl`, one JSON object a line, `"kind"` naming the type), to Dagster
+metadata or to a Pipes message, and are parsed back here (`parse_record`, `read_records`).
 
-    {"kind": "progress", "epoch", "epochs", "batch", "batches", "lr", "train_loss", "train_terms", "samples_per_s",
-     "elapsed_s", "eta_s", "run_fraction", "progress"}
-                                                ~every 10 % of an epoch or every 30 s, whichever first; train_loss,
-                                                train_terms and samples_per_s cover the batches since the last one
-    {"kind": "epoch", "epoch", "epochs", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds",
-     "train_terms", "val_terms", "val_mse_per_pixel", "sample_figures", "elapsed_s", "eta_s", "run_fraction",
-     "progress"}                                                                                 once per epoch
-    (`*_terms`: {term name: weighted value}, summing to the loss; `sample_figures`: {"val"|"train": png} on the
-     epochs the sample views were drawn, train/samples.py)
-    {"kind": "final", ...the final metrics (val_mse, baseline_val_mse, val_pearson, ...)}         once at the end
+    ProgressRecord  ~every 10 % of an epoch or every 30 s: the loss and terms since the previous one, samples/s
+    EpochRecord     once per epoch: train / val loss and terms, best so far, lr, throughput, sample figures
+    ResumeRecord    when a resume changed what is trained (loss weights, freeze, patience): [ResumeChange]
+    FinalRecord     once at the end: the RunMetrics (val_mse, baseline_val_mse, val_pearson, ...)
 
-`progress` is text for people ("run 7 % · epoch 3/30, batch 8/77 · ETA 4 min 12 s": the percentage is of the
-run), `eta_s` float seconds, `run_fraction` the done share of the run (0..1): code reads these numbers, people
-the text. The CLI's bar, the Dagster observations (one process or torchrun under Pipes),
-TensorBoard (metric_log.py fans the records out to every sink), the log analysis and run_comparison read these.
-"""
+Loss terms (`*_terms`) are {term name: weighted value} and sum to the loss. `progress` is text for people ("run 7 %
+· epoch 3/30, batch 8/77 · ETA 4 min 12 s", the percentage is of the run); code reads `run_fraction` and `eta_s`.
+A diverged loss is NaN in memory and null in the file. Imports: pydantic and the project's errors only."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Literal, Union
 
-from crrecon_pipeline.data.npyio import write_text_atomic
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from crrecon_pipeline.errors import DataError
 
 FILENAME = "metrics.jsonl"
-RecordCallback = Callable[[dict], None]
 
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> dict:
+        """Plain, strict-JSON data (NaN and infinities as null) for files, metadata and Pipes messages."""
+        return json_safe(self.model_dump())
+
+
+def _nan_for_null(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+class ProgressRecord(_Record):
+    kind: Literal["progress"] = "progress"
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    lr: float
+    train_loss: float | None = None  # None: no batch since the previous record
+    train_terms: dict[str, float | None] = {}
+    samples_per_s: float | None = None
+    elapsed_s: float
+    eta_s: float | None
+    run_fraction: float
+    progress: str
+
+
+class EpochRecord(_Record):
+    kind: Literal["epoch"] = "epoch"
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    best_val: float = float("nan")  # the fields below may be missing from research-code text logs only
+    lr: float | None = None
+    samples_per_s: float | None = None
+    seconds: float | None = None
+    train_terms: dict[str, float | None] = {}
+    val_terms: dict[str, float | None] = {}
+    val_mse_per_pixel: float | None = None
+    sample_figures: dict[str, str] = {}  # {"val" | "train": png} on the epochs the sample views were drawn
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    run_fraction: float = 0.0
+    progress: str = ""
+
+    _nan = field_validator("train_loss", "val_loss", "best_val", mode="before")(_nan_for_null)
+
+    @field_validator("epoch", "epochs", "train_loss", "val_loss", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not an epoch count nor a loss
+            raise ValueError("is not a number")
+        return value
+
+
+class ResumeChange(_Record):
+    key: str
+    old: Any
+    new: Any
+    epoch: int  # the last epoch trained with the old value
+
+
+class ResumeRecord(_Record):
+    kind: Literal["resume_changes"] = "resume_changes"
+    epoch: int
+    changes: list[ResumeChange]
+
+
+class RunMetrics(_Record):
+    """A finished run's numbers: the best weights on the validation split, and where the run put its files."""
+
+    val_mse: float
+    baseline_val_mse: float  # the mean-spectrum predictor on the same split
+    val_pearson: float
+    val_mae: float
+    val_mse_R: float | None = None
+    val_mse_G1: float | None = None
+    val_mse_G2: float | None = None
+    val_mse_B: float | None = None
+    val_peak_error_nm: float | None = None
+    val_routing_error: float | None = None
+    val_routing_efficiency: float | None = None
+    val_terms: dict[str, float | None] = {}
+    epochs_completed: int
+    best_epoch: int
+    best_val: float
+    best_checkpoint: str
+    n_params: int
+    device: str
+    train_samples: int
+    val_samples: int
+    samples_per_s: float
+    seconds_per_epoch: float
+    model: str
+    loss: str
+    run_dir: str
+    log: str
+    training_set: dict[str, dict[str, Any]] = {}
+    metrics_log: str
+    tensorboard: str | None = None
+    loss_curves: str
+    predictions: str
+    predictions_train: str
+    stopped_early: bool = False
+    stopped_at_epoch: int | None = None
+    resume_changes: list[ResumeChange] = []
+    init_from: str | None = None  # the checkpoint whose weights started the run
+    init_skipped: list[str] = []  # its tensors of another shape, not loaded
+    trainable_params: int | None = None
+    frozen_params: int | None = None
+    frozen_groups: list[str] = []
+
+    _nan = field_validator("best_val", mode="before")(_nan_for_null)
+
+    @property
+    def mse_vs_baseline(self) -> float:
+        return self.val_mse / self.baseline_val_mse if self.baseline_val_mse else float("nan")
+
+
+class FinalRecord(RunMetrics):
+    kind: Literal["final"] = "final"
+
+    def metrics(self) -> RunMetrics:
+        return RunMetrics.model_validate(self.model_dump(exclude={"kind"}))
+
+
+Record = Union[ProgressRecord, EpochRecord, ResumeRecord, FinalRecord]
+RecordCallback = Callable[[Record], None]
+_KINDS = {cls.model_fields["kind"].default: cls for cls in (ProgressRecord, EpochRecord, ResumeRecord, FinalRecord)}
+
+
+def final_record(metrics: RunMetrics) -> FinalRecord:
+    return FinalRecord.model_validate(metrics.model_dump())
+
+
+def parse_record(data: dict, source: str = "record") -> Record:
+    """A record from its plain form (a metrics.jsonl line, a Pipes message); keys a newer version added are
+    ignored; DataError naming `source` and the key when it is not a record."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in _KINDS:
+        raise DataError(f"{source}: not a training record (kind {kind!r})")
+    cls = _KINDS[kind]
+    try:
+        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "missing":
+            raise DataError(f"{source}: a {kind} record without {key!r}") from None
+        raise DataError(f"{source}: {key}={error.get('input')!r} {error['msg'].lower()}") from None
+
+
+def json_safe(value):
+    """Plain strict-JSON data of records, dicts and lists (NaN and infinities as null)."""
+    if isinstance(value, BaseModel):
+        return json_safe(value.model_dump())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON: a diverged loss is written as null
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def to_line(record: Record) -> str:
+    return json.dumps(record.to_json(), allow_nan=False) + "\n"
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Every record of a metrics.jsonl; a truncated last line (a killed run) and lines that are no JSON object are
+    skipped; a record of a known kind that does not validate is one DataError naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: metrics file not found")
+    out = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("kind") in _KINDS:
+            out.append(parse_record(data, f"{path}: line {number}"))
+    return out
+
+
+def epoch_history(records: list[Record]) -> list[EpochRecord]:
+    """Epoch records in epoch order; a repeated epoch (a resume redid it): the later wins."""
+    latest = {r.epoch: r for r in records if isinstance(r, EpochRecord)}
+    return [latest[e] for e in sorted(latest)]
+
+
+def last_final(records: list[Record]) -> FinalRecord | None:
+    finals = [r for r in records if isinstance(r, FinalRecord)]
+    return finals[-1] if finals else None
+
+
+# ---------------------------------------------------------------------------------------------------- time
 
 def duration(seconds: float) -> str:
     """4 min 12 s, 1 h 3 min, 12 s."""
@@ -51,16 +246,6 @@ def progress_text(epoch: int, epochs: int, done_fraction: float, eta_s: float | 
     return f"run {done_fraction:.0%}".replace("%", " %") + f" · {where}{eta}"
 
 
-def json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # strict JSON: a diverged loss is written as null
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 class Clock:
     """Elapsed time and ETA of this session of a run (a resumed run estimates from its own pace)."""
 
@@ -68,6 +253,7 @@ class Clock:
         self.t0, self.first_epoch, self.epochs, self.batches = time.perf_counter(), first_epoch, epochs, batches
 
     def stamp(self, epoch: int, epoch_fraction: float, batch: int | None = None) -> dict:
+        """{elapsed_s, eta_s, run_fraction, progress}: the timing fields of a progress or epoch record."""
         elapsed = time.perf_counter() - self.t0
         done_here = (epoch - self.first_epoch) + epoch_fraction  # epochs done in this session
         remaining = self.epochs - (epoch - 1) - epoch_fraction
@@ -96,85 +282,3 @@ class ProgressPacer:
             self.last = now
             return True
         return False
-
-
-class MetricsLog:
-    """Appends records to run_dir/metrics.jsonl (epoch and final records are fsynced) and passes them on."""
-
-    def __init__(self, path: Path, callback: RecordCallback | None = None, enabled: bool = True):
-        self.path, self.callback, self.enabled = path, callback, enabled
-        self._file = open(path, "a") if enabled else None
-
-    def emit(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self._file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-        self._file.flush()
-        if record["kind"] != "progress":
-            os.fsync(self._file.fileno())
-        if self.callback:
-            self.callback(record)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-    def __enter__(self) -> "MetricsLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """Every record; a truncated last line (a killed run) is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: metrics file not found")
-    out = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "kind" in record:
-            check_record(record, path, number)
-            out.append(record)
-    return out
-
-
-EPOCH_KEYS = {"epoch": int, "epochs": int, "train_loss": (int, float, type(None)), "val_loss": (int, float, type(None))}
-
-
-def check_record(record: dict, path: Path, number: int) -> None:
-    """An epoch record has what the analysis reads, with the right types; otherwise one line naming the line."""
-    if record["kind"] != "epoch":
-        return
-    for key, kind in EPOCH_KEYS.items():
-        if key not in record:
-            raise DataError(f"{path}: line {number}: an epoch record without {key!r}")
-        if isinstance(record[key], bool) or not isinstance(record[key], kind):
-            raise DataError(f"{path}: line {number}: {key}={record[key]!r} is not a number")
-
-
-def epoch_history(records: list[dict]) -> list[dict]:
-    """Epoch records in epoch order, NaN restored for null losses; a repeated epoch (resume): the later wins."""
-    latest = {}
-    for r in records:
-        if r["kind"] == "epoch":
-            latest[r["epoch"]] = {k: (float("nan") if v is None and k in ("train_loss", "val_loss") else v)
-                                  for k, v in r.items()} | {"total": r["epochs"]}
-    return [latest[e] for e in sorted(latest)]
-
-
-def final_record(records: list[dict]) -> dict | None:
-    finals = [r for r in records if r["kind"] == "final"]
-    return finals[-1] if finals else None
-
-
-def drop_epochs_after(path: Path, epoch: int) -> None:
-    """Before resuming from epoch `epoch`: forget records of later epochs and earlier final records."""
-    if not path.is_file():
-        return
-    kept = [r for r in read_records(path) if r["kind"] != "final" and r.get("epoch", 0) <= epoch]
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))

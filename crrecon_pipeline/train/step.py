@@ -23,7 +23,7 @@ def compiled(net: torch.nn.Module, training) -> torch.nn.Module:
 
 
 def uses_channels_last(run) -> bool:
-    """channels-last memory format for the CNNs' inputs (and weights, loop._setup): on CUDA only, where the
+    """channels-last memory format for the CNNs' inputs (and weights, run.setup_run): on CUDA only, where the
     convolutions are faster in NHWC; on CPU it would only cost a copy."""
     return run.config.training.channels_last and run.dev.type == "cuda"
 
@@ -50,7 +50,7 @@ def train_step(run, idx: torch.Tensor, terms=None) -> torch.Tensor:
 
 def take_step(run, idx: torch.Tensor, terms=None) -> torch.Tensor:
     """train_step without the out-of-memory translation (torch's error passes: gpu_check probes batch sizes).
-    `terms` (a metric_log.TermAccumulator) collects the loss's named terms on the device, micro-batch by micro-batch."""
+    `terms` (a term_sums.TermAccumulator) collects the loss's named terms on the device, micro-batch by micro-batch."""
     t = run.config.training
     parts = _micro_batches(idx, t.accumulate)
     channels_last = uses_channels_last(run)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from crrecon_pipeline.errors import ConfigError, DataError
+from crrecon_pipeline.train.records import EpochRecord
 
 LINE_RE = re.compile(r"\[EPOCH\]\s+(\d+)\s*/\s*(\d+)\s+(.*)")
 FIELD_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|NaN|inf|-inf|Infinity|-Infinity)")
@@ -30,15 +31,14 @@ def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_va
             f"best_val={best_val:.4g} lr={lr:.4g}")
 
 
-def epoch_summary(record: dict) -> str:
-    """An epoch record as people read it live (the CLI's stderr, the Dagster run log): the seed line, then the
-    throughput and the run's progress text (records.progress_text)."""
-    line = log_line(record["epoch"], record["epochs"], record["train_loss"], record["val_loss"], record["best_val"],
-                    record["lr"])
-    terms = record.get("val_terms") or {}
+def epoch_summary(record) -> str:
+    """An epoch record (records.EpochRecord) as people read it live (the CLI's stderr, the Dagster run log): the
+    research code's line, then the throughput and the run's progress text."""
+    line = log_line(record.epoch, record.epochs, record.train_loss, record.val_loss, record.best_val, record.lr)
+    terms = record.val_terms
     parts = " + ".join(f"{k} {v:.4g}" for k, v in terms.items()) if len(terms) > 1 else ""
-    return (f"{line}  ({f'val terms: {parts}; ' if parts else ''}{record['samples_per_s']:,.4g} samples/s; "
-            f"{record['progress']})")
+    return (f"{line}  ({f'val terms: {parts}; ' if parts else ''}{record.samples_per_s:,.4g} samples/s; "
+            f"{record.progress})")
 
 
 def _epoch_of(line: str) -> int | None:
@@ -46,13 +46,13 @@ def _epoch_of(line: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def parse_train_log(path: str | Path) -> list[dict]:
+def parse_train_log(path: str | Path) -> list[EpochRecord]:
     """Epoch records in epoch order. Survives resumed runs (a repeated epoch: the later line wins), junk lines,
     NaN values and a truncated last line (skipped when a required field is missing)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: log file not found")
-    records: dict[int, dict] = {}
+    records: dict[int, EpochRecord] = {}
     for line in path.read_text(errors="replace").splitlines():
         m = LINE_RE.search(line)
         if not m:
@@ -60,7 +60,8 @@ def parse_train_log(path: str | Path) -> list[dict]:
         fields = {k: float(v) for k, v in FIELD_RE.findall(m.group(3))}
         if not all(k in fields for k in REQUIRED):
             continue
-        records[int(m.group(1))] = {"epoch": int(m.group(1)), "total": int(m.group(2)), **fields}
+        known = {k: v for k, v in fields.items() if k in EpochRecord.model_fields}
+        records[int(m.group(1))] = EpochRecord(epoch=int(m.group(1)), epochs=int(m.group(2)), **known)
     return [records[e] for e in sorted(records)]
 
 

@@ -9,7 +9,7 @@ from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
 from crrecon_pipeline.defs.checks import BASELINE_CHECKS, judged
-from crrecon_pipeline.defs.handoff import resolve_init_from, resolve_resume_from
+from crrecon_pipeline.defs.handoff import CHECKPOINT_SELECTORS, run_config
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.lineage import training_versions
 from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
@@ -17,7 +17,7 @@ from crrecon_pipeline.defs.settings import launchpad_class, plain_values
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS
 from crrecon_pipeline.registry import describe
-from crrecon_pipeline.train.config import RunConfig, load_config, validate
+from crrecon_pipeline.train.config import RunConfig, load_config
 from crrecon_pipeline.train.metrics import MODEL_CHECKS
 
 LAUNCHPAD_PRESET = "quick"
@@ -28,6 +28,7 @@ REGISTRY_CHOICES = {
     "loss.name": (sorted(LOSSES), "registered loss (crrecon_pipeline/losses); its parameters: loss.params (a "
                                   "loss's parameters do not carry over to another: clear them when changing it)"),
     "loss.params:description": describe(LOSSES, "loss"),
+    **CHECKPOINT_SELECTORS,
 }
 TrainedModelConfig = launchpad_class(RunConfig, load_config(LAUNCHPAD_PRESET), "TrainedModelConfig",
                                      REGISTRY_CHOICES)
@@ -84,9 +85,7 @@ def _manifest_refusals(paths: CrreconPaths, chosen: dict[int, str]) -> tuple[dic
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
-        cfg = resolve_init_from(context.instance, validate(plain_values(config.model_dump()), "run config"))
-        # training.resume_from: continue an earlier run's checkpoint (a run id, or "latest") in this run's folder
-        cfg = resolve_resume_from(context.instance, cfg, paths.runs_path())
+        cfg = run_config(context.instance, plain_values(config.model_dump()), paths.runs_path())
     prepared, excluded = training_data(context, paths, cfg.data.augment_180)
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
     run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)
