@@ -25,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +77,7 @@ def physics_reference(settings: DesignSettings, prepared_dir: Path, steps: int) 
     prepared = load_prepared(prepared_dir)
     simulation = recorded_simulation(prepared).settings  # checked once: it re-simulates a few training rows
     t = time.perf_counter()
-    structures, _ = optimize_through_simulator(simulation.physics, replace(settings, steps=steps))
+    structures, _ = optimize_through_simulator(simulation.physics, settings.changed(steps=steps))
     _, bayer = simulated_bayer(structures, simulation, prepare_settings_of(prepared))
     eff = routing_efficiency(bayer, prepared.wavelengths_nm, settings.bands)
     counted = length_scales(structures).minimum >= settings.min_feature_px

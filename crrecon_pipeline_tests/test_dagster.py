@@ -151,12 +151,12 @@ def test_every_check_is_built_from_its_one_definition():
     }
 
 
-def test_settings_are_generated_from_the_core_dataclasses():
-    """Each resource and config field generated from a core dataclass carries its default and its help; the CLI's
-    flags parse to the core defaults; the names and defaults users rely on stay."""
-    import dataclasses
-
-    from crrecon_pipeline.cli import build_parser, settings_from
+def test_settings_are_generated_from_the_core_settings_classes():
+    """Each resource and config field generated from a core settings class carries its default and its description;
+    the CLI's flags parse to the core defaults; the names and defaults users rely on stay."""
+    from crrecon_pipeline.cli import build_parser
+    from crrecon_pipeline.settings import field_specs
+    from crrecon_pipeline.settings import from_flags as settings_from
     from crrecon_pipeline.data.checks import CheckLimits
     from crrecon_pipeline.data.transforms import PrepareSettings
     from crrecon_pipeline.defs.assets.design import DesignConfig
@@ -171,10 +171,11 @@ def test_settings_are_generated_from_the_core_dataclasses():
                             (FilterSettings(), (PrepareSettings, CheckLimits)), (ModelChecks(), (ModelCheckLimits,)),
                             (DesignConfig(), (DesignSettings,))):
         fields = type(settings).model_fields
-        generated = [f for core in cores for f in dataclasses.fields(core) if f.name in fields]
+        generated = [f for core in cores for f in field_specs(core) if f.name in fields]
         assert generated
         for f in generated:
-            assert getattr(settings, f.name) == f.default and fields[f.name].description == f.metadata["help"], f.name
+            assert getattr(settings, f.name) == f.default and fields[f.name].description == f.description, f.name
+            assert f.description and fields[f.name].annotation == f.annotation, f.name
     assert SimulatorResource().settings() == SimulationSettings()
     assert FilterSettings().prepare_settings() == PrepareSettings() and FilterSettings().check_limits() == CheckLimits()
     assert DesignConfig().settings() == DesignSettings()

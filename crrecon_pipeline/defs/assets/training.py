@@ -13,7 +13,7 @@ from crrecon_pipeline.defs.handoff import resolve_init_from, resolve_resume_from
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.lineage import training_versions
 from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
-from crrecon_pipeline.defs.settings import launchpad_class, plain_values
+from crrecon_pipeline.defs.settings import launchpad_class
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS
 from crrecon_pipeline.registry import describe
@@ -84,7 +84,7 @@ def _manifest_refusals(paths: CrreconPaths, chosen: dict[int, str]) -> tuple[dic
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
-        cfg = resolve_init_from(context.instance, validate(plain_values(config.model_dump()), "run config"))
+        cfg = resolve_init_from(context.instance, validate(config.model_dump(), "run config"))
         # training.resume_from: continue an earlier run's checkpoint (a run id, or "latest") in this run's folder
         cfg = resolve_resume_from(context.instance, cfg, paths.runs_path())
     prepared, excluded = training_data(context, paths, cfg.data.augment_180)
