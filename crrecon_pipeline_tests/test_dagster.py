@@ -155,8 +155,6 @@ def test_settings_are_generated_from_the_core_settings_classes():
     """Each resource and config field generated from a core settings class carries its default and its description;
     the CLI's flags parse to the core defaults; the names and defaults users rely on stay."""
     from crrecon_pipeline.cli import build_parser
-    from crrecon_pipeline.settings import field_specs
-    from crrecon_pipeline.settings import from_flags as settings_from
     from crrecon_pipeline.data.checks import CheckLimits
     from crrecon_pipeline.data.transforms import PrepareSettings
     from crrecon_pipeline.defs.assets.design import DesignConfig
@@ -165,6 +163,7 @@ def test_settings_are_generated_from_the_core_settings_classes():
     from crrecon_pipeline.physics.params import PhysicsParams
     from crrecon_pipeline.physics.shards import SimulationSettings
     from crrecon_pipeline.physics.structures import StructureParams
+    from crrecon_pipeline.settings import field_specs, from_flags
     from crrecon_pipeline.train.metrics import ModelCheckLimits
 
     for settings, cores in ((SimulatorResource(), (PhysicsParams, StructureParams, SimulationSettings)),
@@ -185,11 +184,11 @@ def test_settings_are_generated_from_the_core_settings_classes():
 
     parser = build_parser()
     args = parser.parse_args(["simulate", "--out", "x"])
-    assert settings_from(args, PhysicsParams) == PhysicsParams() and args.unfinished_fraction == 0.47 and args.seed == 0
+    assert from_flags(args, PhysicsParams) == PhysicsParams() and args.unfinished_fraction == 0.47 and args.seed == 0
     args = parser.parse_args(["preprocess", "--raw", "r", "--out", "o", "--bins", "301"])
-    assert settings_from(args, PrepareSettings) == PrepareSettings(n_bins=301)
+    assert from_flags(args, PrepareSettings) == PrepareSettings(n_bins=301)
     args = parser.parse_args(["design", "--checkpoint", "c", "--prepared", "p", "--out", "o", "--steps", "5"])
-    assert settings_from(args, DesignSettings) == DesignSettings(steps=5) and args.band_edges == "400,500,600,700"
+    assert from_flags(args, DesignSettings) == DesignSettings(steps=5) and args.band_edges == "400,500,600,700"
 
 
 def test_blocking_check_stops_the_rotated_set(tmp_path):
