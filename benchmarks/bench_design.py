@@ -25,13 +25,12 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from crrecon_pipeline.cli import add_settings_flags, settings_from, simulator_flag
+from crrecon_pipeline.cli import simulator_flag
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.design.lengthscale import length_scales
@@ -42,6 +41,7 @@ from crrecon_pipeline.design.verify import prepare_settings_of, recorded_simulat
 from crrecon_pipeline.physics.bands import band_efficiencies, routing_efficiency
 from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
+from crrecon_pipeline.settings import add_flags, from_flags
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 
@@ -49,7 +49,7 @@ from crrecon_pipeline.train.loop import train
 def simulate_data(args, tmp: Path) -> tuple[Path, float]:
     """Simulate args.rows rows with the simulator flags and prepare them: (prepared folder, seconds)."""
     t = time.perf_counter()
-    physics = settings_from(args, PhysicsParams)
+    physics = from_flags(args, PhysicsParams)
     write_dataset(tmp / "raw", args.rows, 2, SimulationSettings(seed=args.seed, physics=physics))
     preprocess(tmp / "raw", tmp / "prepared")
     return tmp / "prepared", time.perf_counter() - t
@@ -59,7 +59,7 @@ def train_fresh(args, config: dict, tmp: Path) -> tuple[str, Path]:
     """Simulate args.rows rows, prepare them and train `config` on CPU: (best checkpoint, prepared folder)."""
     prepared_dir, t_data = simulate_data(args, tmp)
     prepared = load_prepared(prepared_dir)
-    physics = settings_from(args, PhysicsParams)
+    physics = from_flags(args, PhysicsParams)
     t = time.perf_counter()
     metrics = train(config, prepared, tmp / "run", device="cpu", log=lambda m: None)
     print(f"data: {args.rows} rows simulated ({physics.fidelity}) + prepared in {t_data:.0f} s ({len(prepared)} kept); "
@@ -78,7 +78,7 @@ def physics_reference(settings: DesignSettings, prepared_dir: Path, steps: int) 
     prepared = load_prepared(prepared_dir)
     simulation = recorded_simulation(prepared).settings  # checked once: it re-simulates a few training rows
     t = time.perf_counter()
-    structures, _ = optimize_through_simulator(simulation.physics, replace(settings, steps=steps))
+    structures, _ = optimize_through_simulator(simulation.physics, settings.changed(steps=steps))
     _, bayer = simulated_bayer(structures, simulation, prepare_settings_of(prepared))
     eff = routing_efficiency(bayer, prepared.wavelengths_nm, settings.bands)
     counted = length_scales(structures).minimum >= settings.min_feature_px
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--reference-only", action="store_true",
                     help="simulate the data and print the physics optimum only (no surrogate, no training)")
     ap.add_argument("--finetune-design-repeat", type=int, default=LoopSettings.finetune_design_repeat)
-    add_settings_flags(ap, PhysicsParams, SIMULATOR_FIELDS, spell=simulator_flag)  # `crrecon simulate`'s flags
+    add_flags(ap, PhysicsParams, SIMULATOR_FIELDS, spell=simulator_flag)  # `crrecon simulate`'s flags
     args = ap.parse_args()
     config = load_config(args.config, args.set)
     settings = DesignSettings(designs=args.designs, steps=args.steps, seed=args.seed,
@@ -187,7 +187,7 @@ def report_reference_only(args, settings: DesignSettings, tmp: Path) -> None:
     prepared_dir, t_data = simulate_data(args, tmp)
     train_best, _ = training_best(load_prepared(prepared_dir), settings.bands)
     ref = physics_reference(settings, prepared_dir, args.reference_steps or settings.steps)
-    print(f"data: {args.rows} rows ({settings_from(args, PhysicsParams).fidelity}) in {t_data:.0f} s; designs: "
+    print(f"data: {args.rows} rows ({from_flags(args, PhysicsParams).fidelity}) in {t_data:.0f} s; designs: "
           f"{settings.designs}, seed {settings.seed}, blur {settings.blur_sigma_px} px, min feature "
           f"{settings.min_feature_px} px, objective {settings.objective}")
     print(f"physics optimum: {ref['best']:.4f} = {ref['best'] / train_best:.3f}x the best training structure "

@@ -95,8 +95,9 @@ def main() -> None:
         t0 = time.perf_counter()
         physics = PhysicsParams(fidelity=args.pretrain_fidelity, multislice_grid=args.pretrain_grid,
                                 multislice_slices=args.pretrain_slices, multislice_step_nm=30)
-        data = PretrainData(SimulationSettings(seed=1000, physics=physics,
-                                               structures=StructureParams(unfinished_fraction=0.0)), args.pretrain_rows)
+        data = PretrainData(settings=SimulationSettings(seed=1000, physics=physics,
+                                                        structures=StructureParams(unfinished_fraction=0.0)),
+                            rows=args.pretrain_rows)
         pre, _ = prepare_pretraining(data, work, PrepareSettings(), log=quiet)
         simulated = time.perf_counter() - t0
         pre_cfg = load_config(args.config,

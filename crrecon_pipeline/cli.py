@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
 import time
-import typing
 from pathlib import Path
 
-from crrecon_pipeline.errors import USER_ERRORS, ConfigError, Range, one_line
+from pydantic import Field
+
+from crrecon_pipeline.errors import USER_ERRORS, ConfigError, one_line
+from crrecon_pipeline.settings import Settings, add_flags, from_flags
 from crrecon_pipeline.train.records import json_safe
 
 
@@ -31,39 +32,26 @@ def _progress(total: int, desc: str, unit: str = "row"):
     return bar, bar.update
 
 
-def ranged_type(kind: type, bounds: Range | None):
-    """An argparse type: the value parsed as `kind` and, for a ranged field, inside its range (NaN, infinities
-    and 1e30 refused by argparse in one line, exit 2, before any work)."""
-    if kind not in (int, float):
-        return kind
+class SimulateRun(Settings):
+    """How `crrecon simulate` runs: how many rows in how many shard files, how many at a time (not in the data)."""
 
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: not {'an integer' if kind is int else 'a number'}") from None
-        problem = (bounds or Range(-1e300, 1e300)).problem(value)
-        if problem:
-            raise argparse.ArgumentTypeError(f"{text}: {problem}")
-        return value
+    OWNER = "simulate"
 
-    parse.__name__ = kind.__name__
-    return parse
+    rows: int | None = Field(None, ge=1, le=10**9, description="generated structures (or --structures)")
+    shards: int = Field(2, ge=1, le=10**6, description="raw shard files the generated rows are written in")
+    chunk: int = Field(1024, ge=1, le=2**20, description="rows simulated at a time (bounds memory)")
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, core: type, names=None, spell=lambda name: name) -> None:
-    """One flag per named field (default: all) of a core settings dataclass: --<spell(name) with dashes>, the
-    field's type, default, choices and help (its metadata), so the CLI states no default of its own."""
-    hints = typing.get_type_hints(core)
-    for f in dataclasses.fields(core):
-        if names is None or f.name in names:
-            flag, choices = spell(f.name).replace("_", "-"), f.metadata.get("choices")
-            bounds = f.metadata.get("range")
-            text = (f.metadata.get("help", "") + (f", {bounds}" if bounds else "")).replace("%", "%%")
-            kind = ranged_type(hints[f.name], bounds)
-            parser.add_argument("--" + flag, dest=f.name, type=kind, default=f.default, choices=choices,
-                                metavar=None if choices else flag.upper().replace("-", "_"),
-                                help=f"{text} (default: %(default)s)")
+class DesignRun(Settings):
+    """Where `crrecon design` writes and how many rounds it runs (the design itself: DesignSettings)."""
+
+    OWNER = "design"
+
+    shard_index: int | None = Field(None, ge=0, le=10**9, description="k of the written shard (default: next free "
+                                                                      "in OUT)")
+    rounds: int | None = Field(None, ge=1, le=1000, description="active-learning rounds: design, verify, add the "
+                               "designs as a shard, fine-tune (--finetune-epochs, --finetune-lr) between rounds; "
+                               "OUT/round_<k>/ per round")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -75,7 +63,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 class Subcommand(OneLineParser):
     """A subcommand whose settings flags are added when it is used (parsed or asked for help): the settings
-    dataclasses of simulate and design live beside torch code, and `crrecon analyze` need not import torch."""
+    classes of simulate and design live beside torch code, and `crrecon analyze` need not import torch."""
 
     def __init__(self, *args, settings=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -95,20 +83,14 @@ class Subcommand(OneLineParser):
         return super().format_help()
 
 
-def settings_from(args: argparse.Namespace, core: type, **given):
-    """The core dataclass from the parsed flags of its fields (add_settings_flags) and `given`."""
-    parsed = {f.name: getattr(args, f.name) for f in dataclasses.fields(core) if hasattr(args, f.name)}
-    return core(**(parsed | given))
-
-
 def simulate_flags(s: argparse.ArgumentParser) -> None:
     from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
     from crrecon_pipeline.physics.shards import SimulationSettings
     from crrecon_pipeline.physics.structures import StructureParams
 
-    add_settings_flags(s, SimulationSettings, ["seed"])
-    add_settings_flags(s, StructureParams, ["unfinished_fraction"])
-    add_settings_flags(s, PhysicsParams, SIMULATOR_FIELDS, spell=simulator_flag)
+    add_flags(s, SimulationSettings, ["seed"])
+    add_flags(s, StructureParams, ["unfinished_fraction"])
+    add_flags(s, PhysicsParams, SIMULATOR_FIELDS, spell=simulator_flag)
 
 
 def simulator_flag(name: str) -> str:
@@ -124,8 +106,8 @@ def cmd_simulate(args) -> dict:
 
     if not (args.structures is not None or args.rows is None or 1 <= args.shards <= args.rows):
         raise ConfigError(f"--rows {args.rows} --shards {args.shards}: need 1 <= shards <= rows")
-    settings = settings_from(args, SimulationSettings, physics=settings_from(args, PhysicsParams),
-                             structures=settings_from(args, StructureParams))
+    settings = from_flags(args, SimulationSettings, physics=from_flags(args, PhysicsParams),
+                             structures=from_flags(args, StructureParams))
     t0 = time.perf_counter()
     if args.structures is not None:
         from crrecon_pipeline.data.npyio import read_header
@@ -152,8 +134,8 @@ def preprocess_flags(s: argparse.ArgumentParser) -> None:
     from crrecon_pipeline.data.checks import CheckLimits
     from crrecon_pipeline.data.transforms import PREPARE_FIELDS, PrepareSettings
 
-    add_settings_flags(s, PrepareSettings, PREPARE_FIELDS, spell=lambda name: {"n_bins": "bins"}.get(name, name))
-    add_settings_flags(s, CheckLimits)
+    add_flags(s, PrepareSettings, PREPARE_FIELDS, spell=lambda name: {"n_bins": "bins"}.get(name, name))
+    add_flags(s, CheckLimits)
 
 
 def cmd_preprocess(args) -> dict:
@@ -163,13 +145,13 @@ def cmd_preprocess(args) -> dict:
     from crrecon_pipeline.data.transforms import PrepareSettings
 
     try:
-        settings = settings_from(args, PrepareSettings)
+        settings = from_flags(args, PrepareSettings)
     except ValueError as exc:  # the settings' own range check
         raise ConfigError(f"preprocess: {exc}") from None
     total = sum(open_shard(args.raw, k, settings.n_wavelengths).rows for k in discover_shards(args.raw))
     bar, update = _progress(total, "preprocess")
     with bar:
-        result = preprocess(args.raw, args.out, settings, progress=update, limits=settings_from(args, CheckLimits))
+        result = preprocess(args.raw, args.out, settings, progress=update, limits=from_flags(args, CheckLimits))
     warn_failed_checks(args.out, result["versions"])
     return result
 
@@ -265,8 +247,8 @@ def design_flags(s: argparse.ArgumentParser) -> None:
     from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
     from crrecon_pipeline.physics.bands import BAND_EDGES_NM, BAND_WEIGHTS
 
-    add_settings_flags(s, DesignSettings, DESIGN_FIELDS)
-    add_settings_flags(s, LoopSettings, LOOP_FIELDS)
+    add_flags(s, DesignSettings, DESIGN_FIELDS)
+    add_flags(s, LoopSettings, LOOP_FIELDS)
     s.add_argument("--band-edges", default=_numbers(BAND_EDGES_NM), help="B|G|R band boundaries in nm")
     s.add_argument("--band-weights", default=_numbers(BAND_WEIGHTS), help="weights of the B, G, R bands")
 
@@ -282,14 +264,14 @@ def cmd_design(args) -> dict:
     from crrecon_pipeline.physics.bands import bayer_bands
 
     bands = bayer_bands(_floats(args.band_edges, "--band-edges"), _floats(args.band_weights, "--band-weights"))
-    settings = settings_from(args, DesignSettings, bands=bands)
+    settings = from_flags(args, DesignSettings, bands=bands)
     if args.rounds is not None:  # the active-learning loop: OUT/round_<k>/ per round
         if args.shard_index is not None:
             raise ConfigError("--shard-index: not with --rounds (each round's shard takes the next free index)")
         bar, update = _progress(args.steps * args.rounds, "design rounds", unit="step")
         with bar:
             return run_rounds(args.checkpoint, args.prepared, args.out, settings, args.rounds,
-                              settings_from(args, LoopSettings), args.device, update,
+                              from_flags(args, LoopSettings), args.device, update,
                               log=lambda message: print(f"design: {message}", file=sys.stderr))
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:
@@ -305,13 +287,13 @@ def _floats(text: str, option: str) -> list[float]:
         values = [float(x) for x in text.split(",")]
     except ValueError:
         raise ConfigError(f"{option}: expected comma-separated numbers, got {text!r}") from None
-    if not all(Range(0, 1e6).problem(v) is None for v in values):
+    if not all(0 <= v <= 1e6 for v in values):  # NaN fails the comparison too
         raise ConfigError(f"{option}: expected finite numbers in [0, 1e6], got {text!r}")
     return values
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The subcommands; the settings' flags come from the core dataclasses (*_flags, add_settings_flags)."""
+    """The subcommands; the settings' flags come from the core settings classes (*_flags, add_flags)."""
     p = OneLineParser(prog="crrecon",
                                 description="Color-router surrogate pipeline (data, training, analysis).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Subcommand)
@@ -325,12 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("simulate", cmd_simulate, "write seed-format raw shards from the built-in simulator", "out",
                 settings=simulate_flags)
-    s.add_argument("--rows", type=ranged_type(int, Range(1, 10**9)), help="generated structures (or --structures)")
+    add_flags(s, SimulateRun)
     s.add_argument("--structures", type=Path,
                    help="simulate these structures (.npy, (N,[1,]128,128), {0,1}) into shard 0")
-    s.add_argument("--shards", type=ranged_type(int, Range(1, 10**6)), default=2)
-    s.add_argument("--chunk", type=ranged_type(int, Range(1, 2**20)), default=1024,
-                   help="rows simulated at a time (bounds memory)")
     s.add_argument("--device", default="cpu")
 
     command("preprocess", cmd_preprocess, "raw shards -> filtered Bayer arrays + rotated set", "raw", "out",
@@ -359,11 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("design", cmd_design, "design structures with a trained surrogate; verify them with the simulator",
                 "checkpoint", "prepared", "out", settings=design_flags)
-    s.add_argument("--shard-index", type=ranged_type(int, Range(0, 10**9)), default=None,
-                   help="k of the written shard (default: next free in OUT)")
-    s.add_argument("--rounds", type=ranged_type(int, Range(1, 1000)), default=None,
-                   help="active-learning rounds: design, verify, add the designs as a shard, fine-tune "
-                        "(--finetune-epochs, --finetune-lr) between rounds; OUT/round_<k>/ per round")
+    add_flags(s, DesignRun)
     s.add_argument("--device", default="auto")
     return p
 

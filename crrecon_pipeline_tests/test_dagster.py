@@ -151,12 +151,10 @@ def test_every_check_is_built_from_its_one_definition():
     }
 
 
-def test_settings_are_generated_from_the_core_dataclasses():
-    """Each resource and config field generated from a core dataclass carries its default and its help; the CLI's
-    flags parse to the core defaults; the names and defaults users rely on stay."""
-    import dataclasses
-
-    from crrecon_pipeline.cli import build_parser, settings_from
+def test_settings_are_generated_from_the_core_settings_classes():
+    """Each resource and config field generated from a core settings class carries its default and its description;
+    the CLI's flags parse to the core defaults; the names and defaults users rely on stay."""
+    from crrecon_pipeline.cli import build_parser
     from crrecon_pipeline.data.checks import CheckLimits
     from crrecon_pipeline.data.transforms import PrepareSettings
     from crrecon_pipeline.defs.assets.design import DesignConfig
@@ -165,16 +163,18 @@ def test_settings_are_generated_from_the_core_dataclasses():
     from crrecon_pipeline.physics.params import PhysicsParams
     from crrecon_pipeline.physics.shards import SimulationSettings
     from crrecon_pipeline.physics.structures import StructureParams
+    from crrecon_pipeline.settings import field_specs, from_flags
     from crrecon_pipeline.train.metrics import ModelCheckLimits
 
     for settings, cores in ((SimulatorResource(), (PhysicsParams, StructureParams, SimulationSettings)),
                             (FilterSettings(), (PrepareSettings, CheckLimits)), (ModelChecks(), (ModelCheckLimits,)),
                             (DesignConfig(), (DesignSettings,))):
         fields = type(settings).model_fields
-        generated = [f for core in cores for f in dataclasses.fields(core) if f.name in fields]
+        generated = [f for core in cores for f in field_specs(core) if f.name in fields]
         assert generated
         for f in generated:
-            assert getattr(settings, f.name) == f.default and fields[f.name].description == f.metadata["help"], f.name
+            assert getattr(settings, f.name) == f.default and fields[f.name].description == f.description, f.name
+            assert f.description and fields[f.name].annotation == f.annotation, f.name
     assert SimulatorResource().settings() == SimulationSettings()
     assert FilterSettings().prepare_settings() == PrepareSettings() and FilterSettings().check_limits() == CheckLimits()
     assert DesignConfig().settings() == DesignSettings()
@@ -184,11 +184,11 @@ def test_settings_are_generated_from_the_core_dataclasses():
 
     parser = build_parser()
     args = parser.parse_args(["simulate", "--out", "x"])
-    assert settings_from(args, PhysicsParams) == PhysicsParams() and args.unfinished_fraction == 0.47 and args.seed == 0
+    assert from_flags(args, PhysicsParams) == PhysicsParams() and args.unfinished_fraction == 0.47 and args.seed == 0
     args = parser.parse_args(["preprocess", "--raw", "r", "--out", "o", "--bins", "301"])
-    assert settings_from(args, PrepareSettings) == PrepareSettings(n_bins=301)
+    assert from_flags(args, PrepareSettings) == PrepareSettings(n_bins=301)
     args = parser.parse_args(["design", "--checkpoint", "c", "--prepared", "p", "--out", "o", "--steps", "5"])
-    assert settings_from(args, DesignSettings) == DesignSettings(steps=5) and args.band_edges == "400,500,600,700"
+    assert from_flags(args, DesignSettings) == DesignSettings(steps=5) and args.band_edges == "400,500,600,700"
 
 
 def test_blocking_check_stops_the_rotated_set(tmp_path):

@@ -10,10 +10,11 @@ from pathlib import Path
 import crrecon_pipeline
 
 PACKAGE = Path(crrecon_pipeline.__file__).parent
-BOTTOM = {"grid", "errors", "numbers", "registry", "plots"}
+BOTTOM = {"grid", "errors", "numbers", "registry", "plots", "settings"}
 # what each part of the package may import (besides itself and the bottom modules)
 ALLOWED = {
     "grid": set(), "errors": set(), "numbers": set(), "registry": {"errors"}, "plots": {"grid"},
+    "settings": {"errors"},
     "data": BOTTOM,
     "physics": BOTTOM | {"data"},
     "models": BOTTOM,
@@ -109,7 +110,7 @@ def test_dagster_only_in_the_dagster_layer_and_only_its_public_api():
 
 def test_few_top_level_modules_and_every_package_says_what_it_owns():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert len(top) <= 8, top
+    assert len(top) <= 9, top
     for init in PACKAGE.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert len(doc) > 80, f"{init.parent.name}/__init__.py needs a docstring saying what the package owns"

@@ -113,3 +113,28 @@ def test_raw_asset_records_the_simulator_settings(tmp_path):
     s = np.load(tmp_path / "raw" / "binary_dataset_128_0.npy")
     np.testing.assert_allclose(np.load(tmp_path / "raw" / "spectra_latest_0.npy"),
                                simulate_spectra(s, settings.physics), atol=1e-6)
+
+
+def test_one_range_one_message_from_python_the_cli_and_a_dagster_resource(tmp_path, capsys):
+    """A value outside a setting's range is refused with the same line by the core class, by the flag generated from
+    it and by the Dagster resource generated from it (before any row is simulated)."""
+    from crrecon_pipeline.errors import ConfigError
+
+    message = "physics.period_um=1e+30: must be in (0, 100]"
+    with pytest.raises(ConfigError) as refused:
+        PhysicsParams(period_um=1e30)
+    assert str(refused.value) == message
+
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--out", str(tmp_path / "cli"), "--rows", "4", "--period-um", "1e30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(err) == 1 and f"argument --period-um: {message} " in err[0], err
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(shards.name, ["0"])
+    result = dg.materialize([raw_shard], partition_key="0", instance=instance, raise_on_error=False, resources={
+        "paths": CrreconPaths(home=str(tmp_path / "home")), "simulator": SimulatorResource(period_um=1e30),
+        "filtering": FilterSettings()})
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_failure_data.user_failure_data.description == message
+    assert not list(tmp_path.rglob("*.npy"))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+from pydantic import Field
 
 from crrecon_pipeline.data.npyio import iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
@@ -23,7 +24,7 @@ from crrecon_pipeline.data.transforms import (
     row_status,
     structure_encoding,
 )
-from crrecon_pipeline.errors import check_ranges, ranged
+from crrecon_pipeline.settings import Settings
 
 CHUNK_ROWS = 4096
 SEVERITIES = ("error", "warn")
@@ -83,19 +84,16 @@ def blocking_checks(registry: dict[str, tuple[CheckDef, ...]]) -> dict[str, list
     return {asset: [c.name for c in checks if c.blocking] for asset, checks in registry.items()}
 
 
-@dataclass(frozen=True)
-class CheckLimits:
+class CheckLimits(Settings):
     """The limits the data checks enforce (the FilterSettings resource is generated from these fields)."""
 
-    kept_fraction_min: float = field(default=0.2, metadata=ranged("check_kept_fraction: lowest kept fraction", 0, 1))
-    kept_fraction_max: float = field(default=1.0, metadata=ranged("check_kept_fraction: highest kept fraction", 0, 1))
-    max_nonfinite_fraction: float = field(default=0.01, metadata=ranged(
-        "check_finite_spectra: the largest fraction of rows with NaN/Inf before it warns", 0, 1))
-    green_tolerance: float = field(default=1e-6, metadata=ranged(
-        "check_greens_equal: largest |G1 - G2| allowed", 0, 1))
+    OWNER = "limits"
 
-    def __post_init__(self):
-        check_ranges(self, "limits")
+    kept_fraction_min: float = Field(0.2, ge=0, le=1, description="check_kept_fraction: lowest kept fraction")
+    kept_fraction_max: float = Field(1.0, ge=0, le=1, description="check_kept_fraction: highest kept fraction")
+    max_nonfinite_fraction: float = Field(0.01, ge=0, le=1, description="check_finite_spectra: the largest fraction "
+                                                                        "of rows with NaN/Inf before it warns")
+    green_tolerance: float = Field(1e-6, ge=0, le=1, description="check_greens_equal: largest |G1 - G2| allowed")
 
 
 class FilteredStage(NamedTuple):

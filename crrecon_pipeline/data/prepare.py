@@ -150,7 +150,7 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, setti
         checks = raw | filter_checks(record, staging, limits, raw)
         identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
                     "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
-        manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": asdict(settings),
+        manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": settings.model_dump(),
                     "rows": record["kept_rows"], "record": record, "raw_scan": scan, "checks": checks}
         version = version_id("filtered", identity)
         return store.commit(staging, shard, version, manifest, FILTERED_FILES,

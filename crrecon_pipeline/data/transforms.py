@@ -4,12 +4,14 @@ and the trainer."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from crrecon_pipeline.errors import check_ranges, ranged
+from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.grid import N_PIX
+from crrecon_pipeline.settings import Settings
 
 BINNING_MODES = ("mean", "subsample")
 # What a user sets for the preparation: the FilterSettings resource's fields and `crrecon preprocess`'s flags
@@ -25,31 +27,31 @@ _BIT_SWAPS = tuple((np.uint64(shift), np.uint64(mask)) for shift, mask in
 ROTATE_BLOCK_ROWS = 64  # 64 rows x 2 KiB = 128 KiB, plus as much scratch: in L2 on any current x86 or ARM core
 
 
-@dataclass(frozen=True)
-class PrepareSettings:
-    binning: str = field(default="mean", metadata={
-        "help": "mean: each bin integrates its band (a pixel does); subsample: the research code's samples",
-        "choices": BINNING_MODES})
-    n_bins: int = field(default=30, metadata=ranged(
-        "spectral bins per pixel = data.out_len of the runs on it (30; 301: every sample, no binning)", 1, 100_000))
-    wavelength_first_nm: float = field(default=400.0, metadata=ranged(
-        "wavelength of raw sample 0 (a frequency-ordered export runs 700 -> 400)", 0, 100_000, lo_open=True))
-    wavelength_last_nm: float = field(default=700.0, metadata=ranged(
-        "wavelength of the last raw sample", 0, 100_000, lo_open=True))
-    n_wavelengths: int = field(default=301, metadata=ranged("samples per raw spectrum", 2, 100_000))
-    chunk_rows: int = field(default=4096, metadata=ranged(
-        "rows read at a time (bounds memory; not in the output)", 1, 2**24))
+class PrepareSettings(Settings):
+    """How raw spectra become the prepared Bayer spectra: the binning and the raw wavelength grid."""
 
-    def __post_init__(self):
-        if self.binning not in BINNING_MODES:
-            raise ValueError(f"binning must be one of {BINNING_MODES}, got {self.binning!r}")
-        if not 1 <= self.n_bins <= self.n_wavelengths:
-            raise ValueError(f"n_bins must be between 1 and n_wavelengths ({self.n_wavelengths}), got {self.n_bins}")
-        check_ranges(self, "prepare")
+    OWNER = "prepare"
+
+    binning: Literal[BINNING_MODES] = Field(  # type: ignore[valid-type]
+        "mean", description="mean: each bin integrates its band (a pixel does); subsample: the research code's samples")
+    n_bins: int = Field(30, ge=1, le=100_000, description="spectral bins per pixel = data.out_len of the runs on it "
+                                                          "(30; 301: every sample, no binning)")
+    wavelength_first_nm: float = Field(400.0, gt=0, le=100_000, description="wavelength of raw sample 0 (a "
+                                       "frequency-ordered export runs 700 -> 400)")
+    wavelength_last_nm: float = Field(700.0, gt=0, le=100_000, description="wavelength of the last raw sample")
+    n_wavelengths: int = Field(301, ge=2, le=100_000, description="samples per raw spectrum")
+    chunk_rows: int = Field(4096, ge=1, le=2**24, description="rows read at a time (bounds memory; not in the output)")
+
+    @model_validator(mode="after")
+    def _bins_fit(self) -> PrepareSettings:
+        if self.n_bins > self.n_wavelengths:
+            raise ConfigError(f"prepare.n_bins={self.n_bins}: n_bins must be between 1 and n_wavelengths "
+                              f"({self.n_wavelengths})")
+        return self
 
     def identity(self) -> dict:
         """The settings that decide the output (the chunk size does not)."""
-        return {k: v for k, v in asdict(self).items() if k != "chunk_rows"}
+        return {k: v for k, v in self.model_dump().items() if k != "chunk_rows"}
 
     def raw_wavelengths_nm(self) -> np.ndarray:
         return np.linspace(self.wavelength_first_nm, self.wavelength_last_nm, self.n_wavelengths)

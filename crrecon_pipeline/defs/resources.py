@@ -1,5 +1,5 @@
 """Resources: where data lives, how the simulator and the filtering are set, which device trains, the model
-check's limit. The settings resources are generated from the core dataclasses (defs/settings.py), so their
+check's limit. The settings resources are generated from the core settings classes (defs/settings.py), so their
 defaults and descriptions are those of PhysicsParams, StructureParams, PrepareSettings, CheckLimits and
 ModelCheckLimits; the fields below the generated ones exist only in Dagster."""
 
@@ -12,10 +12,11 @@ from pydantic import Field
 from crrecon_pipeline.data.checks import CheckLimits
 from crrecon_pipeline.data.home import design_made_record, design_shard_dir
 from crrecon_pipeline.data.transforms import PREPARE_FIELDS, PrepareSettings
-from crrecon_pipeline.defs.settings import build, dataclass_fields, generated
+from crrecon_pipeline.defs.settings import build, generated
 from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings
 from crrecon_pipeline.physics.structures import StructureParams
+from crrecon_pipeline.settings import pydantic_fields
 from crrecon_pipeline.train.metrics import ModelCheckLimits
 
 
@@ -52,9 +53,9 @@ class CrreconPaths(dg.ConfigurableResource):
 
 
 class SimulatorResource(generated("SimulatorSettings", dg.ConfigurableResource,
-                                  dataclass_fields(SimulationSettings, ["seed"]),
-                                  dataclass_fields(StructureParams, ["unfinished_fraction"]),
-                                  dataclass_fields(PhysicsParams, SIMULATOR_FIELDS))):
+                                  pydantic_fields(SimulationSettings, ["seed"]),
+                                  pydantic_fields(StructureParams, ["unfinished_fraction"]),
+                                  pydantic_fields(PhysicsParams, SIMULATOR_FIELDS))):
     """The built-in simulator (docs/simulator.md). Shard k holds rows [k * rows_per_shard, (k + 1) * rows_per_shard)
     of `seed`, so each shard is reproducible from these settings alone (they are recorded in its metadata)."""
 
@@ -72,8 +73,8 @@ class SimulatorResource(generated("SimulatorSettings", dg.ConfigurableResource,
 
 
 class FilterSettings(generated("FilterFields", dg.ConfigurableResource,
-                               dataclass_fields(PrepareSettings, PREPARE_FIELDS),
-                               dataclass_fields(CheckLimits))):
+                               pydantic_fields(PrepareSettings, PREPARE_FIELDS),
+                               pydantic_fields(CheckLimits))):
     """Binning (mean | subsample) into n_bins (= data.out_len of the runs: 30, or 301 = every sample), the raw
     wavelength grid, and the limits the data checks enforce."""
 
@@ -93,7 +94,7 @@ class TrainingDevice(dg.ConfigurableResource):
 
 
 class ModelChecks(generated("ModelCheckFields", dg.ConfigurableResource,
-                            dataclass_fields(ModelCheckLimits, ["max_mse_ratio"]))):
+                            pydantic_fields(ModelCheckLimits, ["max_mse_ratio"]))):
     """Limits of the checks on a trained model (train.metrics.ModelCheckLimits)."""
 
     def limits(self) -> ModelCheckLimits:

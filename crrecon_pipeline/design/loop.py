@@ -16,11 +16,11 @@ as assets, with the shard as a new partition of the managed data."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from pydantic import Field
 
 from crrecon_pipeline.data.prepare import prepare_shard, refuse_failed_checks, rotate_version
 from crrecon_pipeline.data.prepared import Prepared, combine_prepared, load_prepared
@@ -29,34 +29,31 @@ from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn
 from crrecon_pipeline.design.run import design_on
 from crrecon_pipeline.design.verify import prepare_settings_of
-from crrecon_pipeline.errors import DataError, check_ranges, ranged
+from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.bands import routing_efficiency
+from crrecon_pipeline.settings import Settings
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import load_model, predict
 
 LOOP_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_design_repeat", "refine_lr")
 
 
-@dataclass(frozen=True)
-class LoopSettings:
+class LoopSettings(Settings):
     """What the loop adds to a design run: the short fine-tuning schedule between rounds (the designing model's own
     run config, started from its checkpoint by training.init_from, with these epochs and peak learning rate, no
     warmup, every design-made row in training and counted `finetune_design_repeat` times: a few dozen new rows
     among thousands would barely move it) and how the rounds after the first design (round_settings)."""
 
-    finetune_epochs: int = field(default=6, metadata=ranged(
-        "epochs of the fine-tuning between rounds (from the current checkpoint, on old + new shards)", 1, 100_000))
-    finetune_lr: float = field(default=5e-4, metadata=ranged(
-        "peak learning rate of the fine-tuning between rounds", 0, 10, lo_open=True))
-    finetune_design_repeat: int = field(default=10, metadata=ranged(
-        "times each design-made row counts per fine-tuning epoch (data.oversample); 1: like any row", 1, 10_000))
-    refine_lr: float = field(default=0.01, metadata=ranged(
-        "Adam learning rate of the rounds after the first: they refine the previous round's designs at the final "
-        "sharpness (beta_end) in steps this small, where the fine-tuned surrogate has seen data", 0, 100,
-        lo_open=True))
+    OWNER = "design"
 
-    def __post_init__(self):
-        check_ranges(self, "design")
+    finetune_epochs: int = Field(6, ge=1, le=100_000, description="epochs of the fine-tuning between rounds (from "
+                                 "the current checkpoint, on old + new shards)")
+    finetune_lr: float = Field(5e-4, gt=0, le=10, description="peak learning rate of the fine-tuning between rounds")
+    finetune_design_repeat: int = Field(10, ge=1, le=10_000, description="times each design-made row counts per "
+                                        "fine-tuning epoch (data.oversample); 1: like any row")
+    refine_lr: float = Field(0.01, gt=0, le=100, description="Adam learning rate of the rounds after the first: they "
+                             "refine the previous round's designs at the final sharpness (beta_end) in steps this "
+                             "small, where the fine-tuned surrogate has seen data")
 
     def run_config(self, base: RunConfig, checkpoint: str | Path, design_shards) -> RunConfig:
         """The fine-tuning run: `base` (the checkpoint's own config) from `checkpoint`'s weights, a short schedule,
@@ -78,7 +75,7 @@ class LoopSettings:
         gap on them would grow instead of shrink (measured in docs/design.md)."""
         if k == 0:
             return settings
-        return replace(settings, beta_start=settings.beta_end, lr=self.refine_lr)
+        return settings.changed(beta_start=settings.beta_end, lr=self.refine_lr)
 
 
 def round_numbers(summary: dict) -> dict:

@@ -14,19 +14,21 @@ against)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from crrecon_pipeline.data.transforms import to_bayer
 from crrecon_pipeline.design.lengthscale import LengthScales, enforce_length_scale, length_scales
 from crrecon_pipeline.design.objective import OBJECTIVES, smooth_objective
-from crrecon_pipeline.errors import ConfigError, check_ranges, ranged
+from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.params import FIDELITIES, PhysicsParams
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams, _periodic_gaussian
+from crrecon_pipeline.settings import Settings
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.inference import predict
 
@@ -38,40 +40,41 @@ DESIGN_FIELDS = ("designs", "steps", "seed", "lr", "beta_start", "beta_end", "bl
 RECORDED = "recorded"  # verify_fidelity: the fidelity the training data was simulated with (its simulation.json)
 
 
-@dataclass(frozen=True)
-class DesignSettings:
-    designs: int = field(default=8, metadata=ranged("structures optimized together, from random starts", 1, 4096))
-    steps: int = field(default=100, metadata=ranged("Adam steps on the latent density", 1, 1_000_000))
-    seed: int = field(default=0, metadata=ranged(
-        "random starts (the generator's rows 0..designs-1 of this seed)", 0, 2**63 - 1))
-    lr: float = field(default=0.05, metadata=ranged("Adam learning rate on the latent", 0, 100, lo_open=True))
-    beta_start: float = field(default=4.0, metadata=ranged(
-        "tanh sharpness at the first step (geometric schedule)", 0, 1e6, lo_open=True))
-    beta_end: float = field(default=128.0, metadata=ranged("tanh sharpness at the last step", 0, 1e6, lo_open=True))
-    blur_sigma_px: float = field(default=3.0, metadata=ranged(
-        "smoothness of the design's boundary (periodic Gaussian blur of the latent, pixels)", 0, 64))
-    objective: str = field(default="band_mean", metadata={
-        "help": "what the designs maximize: band_mean (weighted mean of the B, G, R band efficiencies) or min_band "
-                "(the smallest band efficiency, invrs-gym's Bayer metric); both are reported", "choices": OBJECTIVES})
-    min_feature_px: int = field(default=4, metadata=ranged(
-        "minimum solid and void length scale (pixels; 128 px = one period) a design must have to count; the final "
-        "structures are filtered towards it; 0: off", 0, 64))
-    verify_fidelity: str = field(default=RECORDED, metadata={
-        "help": "simulator fidelity the designs are verified with; recorded: the training data's own (its "
-                "simulation.json)", "choices": (RECORDED, *FIDELITIES)})
-    bands: tuple[Band, ...] = DEFAULT_BANDS
+VERIFY_FIDELITIES = (RECORDED, *FIDELITIES)
 
-    def __post_init__(self):
-        check_ranges(self, "design")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"design.objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
-        if self.verify_fidelity not in (RECORDED, *FIDELITIES):
-            raise ConfigError(f"design.verify_fidelity: {self.verify_fidelity!r} is not one of "
-                              f"{', '.join((RECORDED, *FIDELITIES))}")
-        if self.designs < 1 or self.steps < 1:
-            raise ConfigError(f"need designs >= 1 and steps >= 1, got designs={self.designs}, steps={self.steps}")
-        if not 0 < self.beta_start <= self.beta_end or self.lr <= 0 or self.blur_sigma_px < 0:
-            raise ConfigError("need 0 < beta_start <= beta_end, lr > 0 and blur_sigma_px >= 0")
+
+class DesignSettings(Settings):
+    """An inverse-design run: how many designs, the optimizer and its sharpness schedule, the objective, the
+    minimum length scale, the verification fidelity and the bands scored."""
+
+    OWNER = "design"
+
+    designs: int = Field(8, ge=1, le=4096, description="structures optimized together, from random starts")
+    steps: int = Field(100, ge=1, le=1_000_000, description="Adam steps on the latent density")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="random starts (the generator's rows 0..designs-1 of this "
+                                                          "seed)")
+    lr: float = Field(0.05, gt=0, le=100, description="Adam learning rate on the latent")
+    beta_start: float = Field(4.0, gt=0, le=1e6, description="tanh sharpness at the first step (geometric schedule)")
+    beta_end: float = Field(128.0, gt=0, le=1e6, description="tanh sharpness at the last step")
+    blur_sigma_px: float = Field(3.0, ge=0, le=64, description="smoothness of the design's boundary (periodic "
+                                                               "Gaussian blur of the latent, pixels)")
+    objective: Literal[OBJECTIVES] = Field(  # type: ignore[valid-type]
+        "band_mean", description="what the designs maximize: band_mean (weighted mean of the B, G, R band "
+                                 "efficiencies) or min_band (the smallest band efficiency, invrs-gym's Bayer metric); "
+                                 "both are reported")
+    min_feature_px: int = Field(4, ge=0, le=64, description="minimum solid and void length scale (pixels; 128 px = "
+                                "one period) a design must have to count; the final structures are filtered towards "
+                                "it; 0: off")
+    verify_fidelity: Literal[VERIFY_FIDELITIES] = Field(  # type: ignore[valid-type]
+        RECORDED, description="simulator fidelity the designs are verified with; recorded: the training data's own "
+                              "(its simulation.json)")
+    bands: tuple[Band, ...] = Field(DEFAULT_BANDS, description="the Bayer bands scored (physics.bands.bayer_bands)")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> DesignSettings:
+        if self.beta_start > self.beta_end:
+            raise ConfigError(f"design.beta_start={self.beta_start!r}: must be <= beta_end ({self.beta_end!r})")
+        return self
 
     def betas(self) -> np.ndarray:
         return np.geomspace(self.beta_start, self.beta_end, self.steps)

@@ -8,7 +8,6 @@ the run's objective, simulated where verified."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +174,7 @@ def design_on(checkpoint: str | Path, prepared: Prepared, prepared_name: str | P
         "files": [str(structure_path(out_dir, k))] + ([str(spectra_path(out_dir, k))] if raw is not None else []),
         "checkpoint": str(Path(checkpoint).resolve()),
         "prepared": str(prepared_name),
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
         "record": record or {},
         "history": result.history,
         "out": str(out_dir.resolve()),

@@ -8,11 +8,12 @@ design run (check_design_verified) is registered here in the style of data.check
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
 from crrecon_pipeline.data.prepared import Prepared
@@ -23,12 +24,13 @@ from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings
 from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
 from crrecon_pipeline.physics.structures import StructureParams
+from crrecon_pipeline.settings import Settings
 
 REPRODUCE_TOLERANCE = 1e-4  # recorded settings must give the training spectra back to this (float32 noise ~1e-7)
 
 
 def _known(cls, values: dict) -> dict:
-    names = {f.name for f in fields(cls)}
+    names = set(cls.model_fields)
     return {k: v for k, v in values.items() if k in names}
 
 
@@ -111,7 +113,7 @@ def verification_settings(recorded: SimulationSettings, fidelity: str) -> Simula
     any fidelity of physics.params.FIDELITIES, with the recorded geometry and materials."""
     if fidelity in ("", "recorded") or fidelity == recorded.physics.fidelity:
         return recorded
-    return replace(recorded, physics=replace(recorded.physics, fidelity=fidelity))
+    return recorded.changed(physics=recorded.physics.changed(fidelity=fidelity))
 
 
 def training_best(prepared: Prepared, bands: tuple[Band, ...] = DEFAULT_BANDS) -> tuple[float, int]:
@@ -123,12 +125,12 @@ def training_best(prepared: Prepared, bands: tuple[Band, ...] = DEFAULT_BANDS) -
     return float(eff[best]), best
 
 
-@dataclass(frozen=True)
-class DesignCheckLimits:
+class DesignCheckLimits(Settings):
     """Limits of the check on a design run (the design run config's `tolerance` is generated from this field)."""
 
-    tolerance: float = field(default=0.05, metadata={
-        "help": "check_design_verified: largest |predicted - simulated| allowed"})
+    OWNER = "design"
+
+    tolerance: float = Field(0.05, ge=0, description="check_design_verified: largest |predicted - simulated| allowed")
 
 
 def efficiency_gaps(summary: dict) -> list[float]:

@@ -7,33 +7,34 @@ byte for byte from (seed, row range, settings); the settings are written beside 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header, write_text_atomic
 from crrecon_pipeline.data.rawfiles import spectra_path, structure_path
-from crrecon_pipeline.errors import DataError, check_ranges, ranged
+from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX
 from crrecon_pipeline.physics.params import PhysicsParams
 from crrecon_pipeline.physics.simulate import make_plan, simulate_power
 from crrecon_pipeline.physics.structures import StructureGenerator, StructureParams
+from crrecon_pipeline.settings import Settings
 
 ProgressFn = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class SimulationSettings:
-    seed: int = field(default=0, metadata=ranged(
-        "structure seed: row r of a seed is the same bytes however sharded", 0, 2**63 - 1))
-    physics: PhysicsParams = field(default_factory=PhysicsParams)
-    structures: StructureParams = field(default_factory=StructureParams)
+class SimulationSettings(Settings):
+    """Everything a simulated shard is regenerated from: the structure seed, the physics, the structure recipe."""
 
-    def __post_init__(self):
-        check_ranges(self, "simulation")
+    OWNER = "simulation"
+
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="structure seed: row r of a seed is the same bytes however "
+                                                          "sharded")
+    physics: PhysicsParams = Field(default_factory=PhysicsParams, description="geometry, materials and fidelity")
+    structures: StructureParams = Field(default_factory=StructureParams, description="the random structures")
 
     def to_dict(self) -> dict:
         return {"seed": self.seed, "physics": self.physics.to_dict(), "structures": self.structures.to_dict()}
@@ -46,7 +47,7 @@ class SimulationSettings:
         parts = {}
         for key, kind in (("physics", PhysicsParams), ("structures", StructureParams)):
             values = dict(record.get(key) or {})
-            unknown = sorted(set(values) - set(kind.__dataclass_fields__))
+            unknown = sorted(set(values) - set(kind.model_fields))
             if unknown:
                 raise ValueError(f"simulation settings: unknown {key} key(s) {unknown}")
             parts[key] = kind(**values)

@@ -10,33 +10,27 @@ by (seed, block), so row r of a seed is the same bytes however the rows are chun
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 import torch
+from pydantic import Field
 
-from crrecon_pipeline.errors import check_ranges, ranged
 from crrecon_pipeline.grid import N_PIX
+from crrecon_pipeline.settings import Settings
 
 ROWS_PER_BLOCK = 256
 
 
-@dataclass(frozen=True)
-class StructureParams:
-    seed_size: int = field(default=16, metadata=ranged("side of the random seed pattern (pixels)", 1, 128))
-    blur_sigma_px: float = field(default=2.0, metadata=ranged(
-        "periodic Gaussian blur after upsampling (pixels)", 0, 64))
-    fill_mean: float = field(default=0.32, metadata=ranged("mean target fill fraction", 0, 1))
-    fill_spread: float = field(default=0.08, metadata=ranged(
-        "target fill drawn uniformly in fill_mean +- this", 0, 1))
-    unfinished_fraction: float = field(default=0.47, metadata=ranged(
-        "fraction of rows written as unfinished simulations (all-zero spectra), as in the research data", 0, 1))
+class StructureParams(Settings):
+    """How the random structures are made (the research group's recipe, docs/simulator.md)."""
 
-    def __post_init__(self):
-        check_ranges(self, "structures")
+    OWNER = "structures"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    seed_size: int = Field(16, ge=1, le=128, description="side of the random seed pattern (pixels)")
+    blur_sigma_px: float = Field(2.0, ge=0, le=64, description="periodic Gaussian blur after upsampling (pixels)")
+    fill_mean: float = Field(0.32, ge=0, le=1, description="mean target fill fraction")
+    fill_spread: float = Field(0.08, ge=0, le=1, description="target fill drawn uniformly in fill_mean +- this")
+    unfinished_fraction: float = Field(0.47, ge=0, le=1, description="fraction of rows written as unfinished "
+                                       "simulations (all-zero spectra), as in the research data")
 
 
 def _periodic_bilinear(n_in: int, n_out: int) -> np.ndarray:

@@ -6,15 +6,15 @@ The check on a trained model (check_beats_baseline) is registered here in the st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
+from pydantic import Field
 
 from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
 from crrecon_pipeline.physics.bands import routing_efficiency
+from crrecon_pipeline.settings import Settings
 
 PIXELS = ("R", "G1", "G2", "B")  # row-major over the [[R, G1], [G2, B]] layout
 
@@ -46,13 +46,14 @@ def regression_metrics(pred: torch.Tensor, target: torch.Tensor, mean_spectrum: 
     }
 
 
-@dataclass(frozen=True)
-class ModelCheckLimits:
+class ModelCheckLimits(Settings):
     """Limits of the checks on a trained model (the ModelChecks resource is generated from these fields)."""
 
-    max_mse_ratio: float = field(default=0.5, metadata={
-        "help": "check_beats_baseline passes at val MSE <= max_mse_ratio times the mean-spectrum baseline's, warns "
-                "below 1, fails at 1 or above (and such a run is never run_comparison's best)"})
+    OWNER = "model_checks"
+
+    max_mse_ratio: float = Field(0.5, ge=0, description="check_beats_baseline passes at val MSE <= max_mse_ratio "
+                                 "times the mean-spectrum baseline's, warns below 1, fails at 1 or above (and such a "
+                                 "run is never run_comparison's best)")
 
 
 def check_beats_baseline(metrics, limits: ModelCheckLimits) -> CheckOutcome:

@@ -14,14 +14,16 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import Prepared, load_prepared
 from crrecon_pipeline.data.transforms import PrepareSettings
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.physics.shards import ProgressFn, SimulationSettings, write_dataset
+from crrecon_pipeline.settings import Settings
 
 # The pretraining rows' physics unless the run says otherwise: a coarse multi-slice simulation (32 x 32 grid, 8 slices,
 # a 30 nm step: ~300 rows/s on 2 cores), as cheap as thin and a far better start for rigorous data
@@ -30,16 +32,20 @@ PRETRAIN_PHYSICS = {"fidelity": "multislice", "multislice_slices": 8, "multislic
 PRETRAIN_SEED = 1000
 
 
-@dataclass(frozen=True)
-class PretrainData:
-    settings: SimulationSettings
-    rows: int = field(default=4000, metadata={"help": "simulated rows (every one finished: no unfinished rows)"})
-    shards: int = field(default=1, metadata={"help": "raw shard files the rows are written in"})
+class PretrainData(Settings):
+    """The pretraining rows: the simulator settings they are made with, how many, in how many shard files."""
 
-    def __post_init__(self):
-        if self.rows < 10 or not 1 <= self.shards <= self.rows:
-            raise ConfigError(f"pretraining rows: need rows >= 10 and 1 <= shards <= rows, got rows={self.rows}, "
-                              f"shards={self.shards}")
+    OWNER = "pretraining"
+
+    settings: SimulationSettings = Field(description="the simulator settings of the rows")
+    rows: int = Field(4000, ge=10, description="simulated rows (every one finished: no unfinished rows)")
+    shards: int = Field(1, ge=1, description="raw shard files the rows are written in")
+
+    @model_validator(mode="after")
+    def _split(self) -> PretrainData:
+        if self.shards > self.rows:
+            raise ConfigError(f"pretraining.shards={self.shards}: need 1 <= shards <= rows ({self.rows})")
+        return self
 
     def digest(self) -> str:
         """The folder name: what decides the rows (settings, row count, shard split), hashed."""

@@ -12,7 +12,7 @@ from crrecon_pipeline.defs.checks import DESIGN_VERIFIED_CHECKS, judged
 from crrecon_pipeline.defs.handoff import required_trained_model
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
-from crrecon_pipeline.defs.settings import build, dataclass_fields, generated
+from crrecon_pipeline.defs.settings import build, generated
 from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
 from crrecon_pipeline.design.run import run_design
 from crrecon_pipeline.design.verify import DESIGN_CHECKS, DesignCheckLimits, efficiency_gaps
@@ -20,10 +20,11 @@ from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.physics.bands import BAND_EDGES_NM, BAND_WEIGHTS, bayer_bands
 from crrecon_pipeline.plots import markdown_image
 from crrecon_pipeline.report.tables import design_table
+from crrecon_pipeline.settings import pydantic_fields
 
 
-class DesignConfig(generated("DesignFields", dg.Config, dataclass_fields(DesignSettings, DESIGN_FIELDS),
-                             dataclass_fields(DesignCheckLimits))):
+class DesignConfig(generated("DesignFields", dg.Config, pydantic_fields(DesignSettings, DESIGN_FIELDS),
+                             pydantic_fields(DesignCheckLimits))):
     """The design run: DesignSettings (design/optimize.py) and the check's tolerance (design/verify.py)."""
 
     band_edges_nm: list[float] = Field(default_factory=lambda: list(BAND_EDGES_NM),

@@ -29,17 +29,18 @@ from crrecon_pipeline.defs.handoff import required_trained_model
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
-from crrecon_pipeline.defs.settings import build, dataclass_fields, generated
+from crrecon_pipeline.defs.settings import build, generated
 from crrecon_pipeline.design.loop import LOOP_FIELDS, LoopSettings, round_numbers, surrogate_gap
 from crrecon_pipeline.design.run import design_on
 from crrecon_pipeline.numbers import rounded
 from crrecon_pipeline.plots import markdown_image
 from crrecon_pipeline.report.tables import design_rounds_table, design_table
+from crrecon_pipeline.settings import pydantic_fields
 from crrecon_pipeline.train.inference import load_model
 
 
 class DesignLoopConfig(generated("DesignLoopFields", DesignConfig,
-                                 dataclass_fields(LoopSettings, LOOP_FIELDS))):
+                                 pydantic_fields(LoopSettings, LOOP_FIELDS))):
     """A design round: the design run (DesignConfig), the fine-tuning between rounds, and where in the loop it is
     (design_loop_sensor fills `round` and `loop_id` for the rounds after the first)."""
 

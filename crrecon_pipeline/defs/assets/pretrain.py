@@ -13,20 +13,21 @@ from crrecon_pipeline.defs.assets.training import TrainedModelConfig
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
-from crrecon_pipeline.defs.settings import build, dataclass_fields, generated, plain_values
+from crrecon_pipeline.defs.settings import build, generated
 from crrecon_pipeline.physics.params import GEOMETRY, PhysicsParams
 from crrecon_pipeline.physics.shards import SimulationSettings
 from crrecon_pipeline.physics.structures import StructureParams
 from crrecon_pipeline.report.tables import settings_table
+from crrecon_pipeline.settings import pydantic_fields
 from crrecon_pipeline.train.config import validate
 from crrecon_pipeline.train.pretrain import PRETRAIN_PHYSICS, PRETRAIN_SEED, PretrainData, prepare_pretraining
 
 PretrainSimulatorFields = generated(
     "PretrainSimulatorFields", dg.Config,
-    dataclass_fields(PretrainData, ["rows", "shards"]),
-    dataclass_fields(SimulationSettings, ["seed"], defaults={"seed": PRETRAIN_SEED}),
-    dataclass_fields(PhysicsParams, PRETRAIN_PHYSICS, defaults=PRETRAIN_PHYSICS),
-    dataclass_fields(PhysicsParams, GEOMETRY, optional=True, note="; empty: the simulator resource's"))
+    pydantic_fields(PretrainData, ["rows", "shards"]),
+    pydantic_fields(SimulationSettings, ["seed"], defaults={"seed": PRETRAIN_SEED}),
+    pydantic_fields(PhysicsParams, PRETRAIN_PHYSICS, defaults=PRETRAIN_PHYSICS),
+    pydantic_fields(PhysicsParams, GEOMETRY, optional=True, note="; empty: the simulator resource's"))
 
 
 class PretrainSimulator(PretrainSimulatorFields):
@@ -44,7 +45,7 @@ def pretrain_data(sim: PretrainSimulator, resource: SimulatorResource) -> Pretra
     geometry = {k: getattr(resource, k) if getattr(sim, k) is None else getattr(sim, k) for k in GEOMETRY}
     settings = SimulationSettings(seed=sim.seed, physics=build(PhysicsParams, sim, **geometry),
                                   structures=StructureParams(unfinished_fraction=0.0))
-    return PretrainData(settings, sim.rows, sim.shards)
+    return PretrainData(settings=settings, rows=sim.rows, shards=sim.shards)
 
 
 @dg.asset(
@@ -59,7 +60,7 @@ def pretrain_data(sim: PretrainSimulator, resource: SimulatorResource) -> Pretra
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainedModelConfig, paths: CrreconPaths,
                      simulator: SimulatorResource, filtering: FilterSettings, device: TrainingDevice):
     with bad_input_fails_step():
-        cfg = validate(plain_values(config.model_dump(exclude={"simulator"})), "run config")
+        cfg = validate(config.model_dump(exclude={"simulator"}), "run config")
         data = pretrain_data(config.simulator, simulator)
         prepare = PrepareSettings(binning=filtering.binning, n_bins=cfg.data.out_len)
         prepared, reused = prepare_pretraining(data, paths.home, prepare, simulator.device,

@@ -50,7 +50,8 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
                     "design_made": dg.MetadataValue.json(design_made)}
     elif paths.uses_simulator:
         start, stop = shard * simulator.rows_per_shard, (shard + 1) * simulator.rows_per_shard
-        settings = simulator.settings()
+        with bad_input_fails_step():
+            settings = simulator.settings()
         context.log.info(f"simulating shard {shard}: rows {start}..{stop - 1} of seed {settings.seed} into {raw_dir}")
         write_shard(raw_dir, shard, start, stop, settings, device=simulator.device,
                     progress=LogProgress(context.log, stop - start, f"simulate shard {shard}"))

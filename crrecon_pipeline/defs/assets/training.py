@@ -13,7 +13,7 @@ from crrecon_pipeline.defs.handoff import CHECKPOINT_SELECTORS, run_config
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.lineage import training_versions
 from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
-from crrecon_pipeline.defs.settings import launchpad_class, plain_values
+from crrecon_pipeline.defs.settings import launchpad_class
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS
 from crrecon_pipeline.registry import describe
@@ -85,7 +85,7 @@ def _manifest_refusals(paths: CrreconPaths, chosen: dict[int, str]) -> tuple[dic
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
-        cfg = run_config(context.instance, plain_values(config.model_dump()), paths.runs_path())
+        cfg = run_config(context.instance, config.model_dump(), paths.runs_path())
     prepared, excluded = training_data(context, paths, cfg.data.augment_180)
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
     run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)
