@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crrecon_pipeline.models.research.parts import (TRUNK_PREFIXES, FixedScale, add_trunk, research_norm,
-                                                    run_trunk)
+from crrecon_pipeline.models.research.parts import TRUNK_PREFIXES, FixedScale, add_trunk, research_norm, run_trunk
 
 
 class FourierFeatureMixing(nn.Module):

@@ -9,7 +9,6 @@ Sequences are (length, batch, d_model) as there."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from crrecon_pipeline.models.research.parts import TRUNK_PREFIXES, FixedScale, add_trunk, run_trunk
