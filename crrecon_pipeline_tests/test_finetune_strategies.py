@@ -75,7 +75,7 @@ def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prep
     assert metrics.frozen_groups == ["encoder", "decoder"]
     # frozen parameters get no AdamW state: the optimizer holds exactly the head's tensors
     assert len(after["optimizer"]["state"]) == len(model.mix.state_dict())
-    assert any(f"{metrics['trainable_params']:,} trainable" in line for line in lines)
+    assert any(f"{metrics.trainable_params:,} trainable" in line for line in lines)
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["frozen_params"] == frozen
     meta = final_metadata(metrics, cfg)
     assert meta["frozen_params"] == ("int", frozen) and meta["trainable_params"][1] == metrics.trainable_params
