@@ -218,7 +218,7 @@ def check_checkpoint_moves(prepared_dir: Path, dev, work: Path, there: str, back
     metrics = train(load_config("quick", CHECKPOINT_RUN + ["training.epochs=2"]), prepared, folder, device=back,
                     resume="auto", log=quiet)
     ok = metrics.epochs_completed == 2 and state["epoch"] == 1 and math.isfinite(metrics.val_mse)
-    return ok, f"epoch 1 on {there}, epoch 2 on {back}: val_mse {metrics['val_mse']:.3g}"
+    return ok, f"epoch 1 on {there}, epoch 2 on {back}: val_mse {metrics.val_mse:.3g}"
 
 
 def structures(n: int):
