@@ -23,7 +23,7 @@ from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.trainlog import log_line
 
-from .test_training import tiny_config
+from .helpers import tiny_config
 
 
 def write_log(path, train, val, total=None, lr=1e-3, extra=""):

@@ -23,7 +23,7 @@ from crrecon_pipeline.physics.simulate import simulate_spectra
 from crrecon_pipeline.train.inference import load_model
 from crrecon_pipeline.train.loop import train
 
-from .test_training import tiny_config
+from .helpers import tiny_config
 
 FEW = DesignSettings(designs=3, steps=15, seed=5)
 

@@ -18,7 +18,7 @@ from crrecon_pipeline.design.objective import min_band_efficiency, objective_val
 from crrecon_pipeline.physics.bands import bayer_bands
 from crrecon_pipeline.train.loop import train
 
-from .test_training import tiny_config
+from .helpers import tiny_config
 
 LAM = np.array([450.0, 550.0, 650.0])  # one wavelength per band: B, G, R
 

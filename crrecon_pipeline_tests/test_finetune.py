@@ -2,8 +2,6 @@
 its own folder (the pretrained_model asset) and trained_model starting from it."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,14 +14,10 @@ from crrecon_pipeline.train.checkpoints import load as load_checkpoint
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 
-from .test_training import TINY as TRAINING_TINY
+from .helpers import TINY as TRAINING_TINY
+from .helpers import run_cli
 
 TINY = TRAINING_TINY + ["training.epochs=2", "training.save_every=0"]  # later --set values win
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)],
-                          capture_output=True, text=True)
 
 
 def test_bin_spectra_301_is_the_samples_and_other_counts_follow_the_mean_rule():

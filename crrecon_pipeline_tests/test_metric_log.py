@@ -11,7 +11,7 @@ from crrecon_pipeline.train import records
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.metric_log import TENSORBOARD_DIR
 from crrecon_pipeline.train.trainlog import log_line, parse_train_log
-from crrecon_pipeline_tests.test_training import tiny_config
+from crrecon_pipeline_tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

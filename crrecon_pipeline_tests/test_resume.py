@@ -13,7 +13,7 @@ from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model
 
-from .test_training import TINY, tiny_config
+from .helpers import TINY, tiny_config
 
 
 def quiet(msg):

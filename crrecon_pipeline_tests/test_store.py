@@ -18,10 +18,8 @@ from crrecon_pipeline.defs.resources import ModelChecks
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
 
-from .conftest import write_raw_pair
-from .test_dagster import DATA_ASSETS, check_results, new_instance, resources
-from .test_data import run_cli
-from .test_training import tiny_config
+from .dagster_helpers import DATA_ASSETS, check_results, new_instance, resources
+from .helpers import run_cli, tiny_config, write_raw_pair
 
 
 @pytest.fixture(scope="module")

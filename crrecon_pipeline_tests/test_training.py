@@ -22,16 +22,11 @@ from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.split import split_rows, structure_keys
 
+from .helpers import TINY, tiny_config
+
 SMALL = {"cnn_xattn": {"d_model": 32, "nhead": 4, "channels": (8, 8, 16, 16, 16)},  # per model, for unit tests
          "cnn_gru": {"d_model": 32, "channels": (8, 8, 16, 16, 16)},
          "cnn_field": {"fields": 8, "channels": (8, 16, 16)}}
-TINY = ["model.params.channels=[8, 8, 8]", "model.params.fields=8", "model.params.in_pool=2",
-        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2",
-        "data.augment_shifts=false"]  # 4x shorter epochs; test_training_is_deterministic... trains with the shifts
-
-
-def tiny_config(*extra):
-    return load_config("configs/quick.yaml", TINY + list(extra))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
