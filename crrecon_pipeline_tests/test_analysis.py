@@ -8,20 +8,15 @@ import pytest
 
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.models import MODELS
-from crrecon_pipeline.report.analysis import (
-    DIAGNOSES,
-    analyze_log,
-    analyze_run,
-    apply_suggestions,
-    compare_runs,
-    format_report,
-    parse_train_log,
-    report_markdown,
-)
+from crrecon_pipeline.report.advice import model_sizes, neighbour_model
+from crrecon_pipeline.report.analysis import analyze_log, analyze_run, format_report, report_markdown
+from crrecon_pipeline.report.diagnosis import DIAGNOSES
+from crrecon_pipeline.report.leaderboard import compare_runs
+from crrecon_pipeline.report.next_config import apply_suggestions
 from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
-from crrecon_pipeline.train.trainlog import log_line
+from crrecon_pipeline.train.trainlog import log_line, parse_train_log
 
 from .helpers import tiny_config
 
@@ -238,7 +233,6 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
 def test_suggestions_take_models_from_the_registry_and_defaults_from_the_schema(tmp_path):
     """Model switches go between registered models by size (cnn_field included); a log without a config reasons
     from RunConfig()'s defaults."""
-    from crrecon_pipeline.report.analysis import model_sizes, neighbour_model
     from crrecon_pipeline.train.config import RunConfig
 
     assert set(model_sizes()) == set(MODELS)
