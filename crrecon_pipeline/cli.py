@@ -1,4 +1,4 @@
-"""The `crrecon` command: the same core code as the Dagster assets, for people used to the seed's scripts.
+"""The `crrecon` command: the same core code as the Dagster assets, for people used to the research code's scripts.
 
 Every subcommand prints human progress on stderr and, where docs/cli.md says so, one JSON line last on stdout.
 Bad input (errors.USER_ERRORS: bad data, a bad config or option, a diverged run, a path that cannot be used) ends
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
-    s = command("simulate", cmd_simulate, "write seed-format raw shards from the built-in simulator", "out",
+    s = command("simulate", cmd_simulate, "write raw-format shards from the built-in simulator", "out",
                 settings=simulate_flags)
     s.add_argument("--rows", type=ranged_type(int, Range(1, 10**9)), help="generated structures (or --structures)")
     s.add_argument("--structures", type=Path,

@@ -13,7 +13,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 @pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory) -> Path:
-    """A small simulated dataset in the seed's raw format: 2 shards, 600 rows, ~47% unfinished."""
+    """A small simulated dataset in the research code's raw format: 2 shards, 600 rows, ~47% unfinished."""
     out = tmp_path_factory.mktemp("raw")
     write_dataset(out, rows=600, shards=2, settings=SimulationSettings(seed=7))
     return out

@@ -269,7 +269,7 @@ def test_dagster_definitions_validate(tmp_path):
 
 
 def test_resume_from_latest_continues_the_earlier_run_with_a_changed_weight(pipeline):
-    """training.resume_from: 'latest' (issue 21): a new run continues the latest trained_model's checkpoint with a
+    """training.resume_from: 'latest': a new run continues the latest trained_model's checkpoint with a
     changed loss weight, recorded in its model card; a run id that has no checkpoint is one line."""
     res = resources(pipeline["home"])
     earlier = pipeline["train"].asset_materializations_for_node("trained_model")[0].metadata

@@ -1,4 +1,4 @@
-"""Fine-tuning across fidelities (issue 12): data.out_len real (30 / 301 / other bin counts), pretraining data in
+"""Fine-tuning across fidelities: data.out_len real (30 / 301 / other bin counts), pretraining data in
 its own folder (the pretrained_model asset) and trained_model starting from it."""
 
 import json

@@ -1,4 +1,4 @@
-"""The research group's fine-tuning workflow (issue 21) on simulator data: frozen parameter groups, early stopping,
+"""The research group's fine-tuning workflow on simulator data: frozen parameter groups, early stopping,
 the cosine floor, the spectral loss and its unit-free option, the hard Bayer-sum constraint, and resuming with
 changed loss weights / freeze / patience (recorded) while a changed model is still refused."""
 

@@ -1,4 +1,4 @@
-"""Bad input and faults (issue #20): each defect a hostile or careless user found, with the test that keeps it fixed.
+"""Bad input and faults: each defect a hostile or careless user found, with the test that keeps it fixed.
 Every `crrecon` refusal is one line on stderr and exit code 2, never a traceback, never a temporary file left."""
 
 import errno

@@ -22,7 +22,7 @@ from crrecon_pipeline.train.trainlog import parse_train_log
 
 
 def load_history(path: str | Path) -> list[dict]:
-    """Epoch records from a metrics.jsonl (new runs) or a seed-format text log (old runs, the research code's)."""
+    """Epoch records from a metrics.jsonl (new runs) or a text log in the research code's format (old runs)."""
     path = Path(path)
     if path.suffix == ".jsonl":
         return records.epoch_history(records.read_records(path))
@@ -31,7 +31,7 @@ def load_history(path: str | Path) -> list[dict]:
 
 def stored_config(run_dir: str | Path) -> RunConfig | None:
     """The run's config.json (the trainer writes it) validated into its RunConfig; None when there is none (a
-    seed-format log on its own). One that does not validate is a one-line ConfigError naming the file."""
+    text log on its own). One that does not validate is a one-line ConfigError naming the file."""
     path = Path(run_dir) / "config.json"
     return RunConfig.from_dict(json.loads(path.read_text()), str(path)) if path.is_file() else None
 

@@ -19,8 +19,8 @@ from crrecon_pipeline.train.config import RunConfig, differing_keys, flatten
 
 CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
 RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file",
-                     "training.compile", "training.channels_last", "training.accumulate",  # GPU execution (#23)
-                     # fine-tuning (#21): stop a run, change a loss weight / what is frozen / the patience, go on
+                     "training.compile", "training.channels_last", "training.accumulate",  # GPU execution
+                     # fine-tuning: stop a run, change a loss weight / what is frozen / the patience, go on
                      "loss.params", "training.freeze", "training.early_stopping", "training.resume_from")
 RECORDED_CHANGES = ("loss.params", "training.freeze", "training.early_stopping")  # listed in the log and model card
 

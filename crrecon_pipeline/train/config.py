@@ -1,4 +1,4 @@
-"""Run configs: one schema (a pydantic model per section of the seed's YAML: data / model / loss / training /
+"""Run configs: one schema (a pydantic model per section of the research code's YAML: data / model / loss / training /
 output, plus seed) used by the CLI, the launchpad (defs/assets/training.py mirrors it) and every torchrun rank.
 
 Defaults, ranges and field names live here only. Unknown keys are refused at every level with the dotted key named;
@@ -155,13 +155,13 @@ class TrainingConfig(Section):
     init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1; "
                                            "tensors of another shape skipped and listed); in Dagster also "
                                            "'pretrained_model' (its latest checkpoint); empty: random initialization")
-    # GPU execution (#23)
+    # GPU execution
     compile: bool = Field(False, description="torch.compile the model for training (first steps slower, then faster)")
     compile_backend: str = Field("inductor", description="torch.compile backend: inductor (default), eager, ...")
     channels_last: bool = Field(True, description="channels-last inputs and weights for the CNNs, on CUDA only")
     accumulate: int = Field(1, ge=1, description="micro-batches per step (gradients summed): a batch that does not "
                                                  "fit in GPU memory trains as data.batch_size / accumulate at a time")
-    # fine-tuning (#21)
+    # fine-tuning
     freeze: list[str] = Field([], description="parameter groups of the model kept frozen (no gradient, no optimizer "
                                               "state, norm layers in eval mode); the groups are the model's "
                                               "PARAM_GROUPS, e.g. encoder, decoder, head")
@@ -179,7 +179,7 @@ class TrainingConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("outputs", description="folder for figures and sample predictions, inside the run folder")
-    log_file: str = Field("train_log.txt", description="seed-format text log, inside the run folder")
+    log_file: str = Field("train_log.txt", description="text log in the research code's format, inside the run folder")
     tensorboard: bool = Field(True, description="write TensorBoard event files into <run folder>/tensorboard "
                                                 "(per-step and per-epoch loss terms, lr, samples/s, sample "
                                                 "figures, hyper-parameters): tensorboard --logdir $CRRECON_HOME/runs")
@@ -190,7 +190,8 @@ class OutputConfig(Section):
 
 
 class RunConfig(Section):
-    """A whole run: the seed's YAML structure, validated (constructor parameters included) and never changed."""
+    """A whole run: the research code's YAML structure, validated (constructor parameters included) and never
+    changed."""
 
     seed: int = Field(0, description="seeds the initialization and the shuffling")
     data: DataConfig = Field(DataConfig(), description="batches, augmentation (symmetry images), the split, the "
@@ -249,8 +250,6 @@ class RunConfig(Section):
         """A NEW validated config with one dotted key changed (`replaced("training.init_from", path)`)."""
         return self.with_overrides({key: value}, source)
 
-
-SECTIONS = tuple(RunConfig.model_fields)
 
 
 # ---------------------------------------------------------------------------------------------------- validation

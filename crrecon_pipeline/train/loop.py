@@ -2,7 +2,7 @@
 
 Run folder (every name from config stays inside it):
     metrics.jsonl        structured records: progress (~10 % of an epoch), one per epoch, the final one (records.py)
-    train_log.txt        output.log_file: the seed's line format, for people and old tools
+    train_log.txt        output.log_file: the research code's line format, for people and old tools
     last.pt best.pt      written atomically every epoch / on improvement; epoch_NNNN.pt every save_every
     metrics.json config.json   final numbers (val_mse, baseline_val_mse, val_pearson, ...) and the config used
     outputs/             output.dir: loss_curves.png, predictions.png / predictions_train.png (the fixed sample

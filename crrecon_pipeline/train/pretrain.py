@@ -3,7 +3,7 @@ model (rigorous FDTD/RCWA rows, or the multislice fidelity) then fine-tunes (tra
 
 Why a folder per settings digest: simulating thousands of rows costs minutes, and the same settings give the same
 rows byte for byte (physics/shards.py), so a second pretraining run with the same simulator settings reuses them.
-    <home>/pretrain/<digest>/raw/        seed-format shards + simulation.json (written last: present = complete)
+    <home>/pretrain/<digest>/raw/        raw-format shards + simulation.json (written last: present = complete)
     <home>/pretrain/<digest>/prepared/   its own versioned store (data.prepare.preprocess), never the user's
 No Dagster here: the pretrained_model asset and the benchmark call it.
 """

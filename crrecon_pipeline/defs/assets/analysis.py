@@ -1,4 +1,5 @@
-"""training_log_analysis, run_comparison and dataset_profile: the seed's log analysis and data report as assets."""
+"""training_log_analysis, run_comparison and dataset_profile: the research code's log analysis and data report as
+assets."""
 
 
 import json
