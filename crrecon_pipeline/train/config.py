@@ -7,7 +7,7 @@ RunConfig is validated (that check included) and frozen: the object travels thro
 the Dagster layer, a change is a new validated object (`replaced`, `with_overrides`), and `to_dict()` is the plain
 form for files (checkpoints, config.json, the torchrun ranks' YAML), read back by `RunConfig.from_dict`. Presets ship
 inside the package (crrecon_pipeline/presets/*.yaml, read on demand, never at import); the top-level `configs/`
-folder is the user-facing copy of them.
+folder links to them for users.
 """
 
 from __future__ import annotations
