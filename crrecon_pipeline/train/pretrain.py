@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crrecon_pipeline.data.home import pretrain_dir
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import Prepared, load_prepared
 from crrecon_pipeline.data.transforms import PrepareSettings
@@ -47,7 +48,7 @@ class PretrainData:
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def folder(self, home: str | Path) -> Path:
-        return Path(home) / "pretrain" / self.digest()
+        return pretrain_dir(home) / self.digest()
 
 
 def prepare_pretraining(data: PretrainData, home: str | Path, prepare: PrepareSettings, device: str = "cpu",
