@@ -251,7 +251,6 @@ class RunConfig(Section):
         return self.with_overrides({key: value}, source)
 
 
-
 # ---------------------------------------------------------------------------------------------------- validation
 
 def _describe(error: dict) -> str:
