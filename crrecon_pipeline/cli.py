@@ -75,7 +75,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 class Subcommand(OneLineParser):
     """A subcommand whose settings flags are added when it is used (parsed or asked for help): the settings
-    dataclasses of simulate and design live beside torch code, and `crrecon analyze` need not import torch."""
+    dataclasses of simulate and design live beside torch code, which only the subcommand that runs imports."""
 
     def __init__(self, *args, settings=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "= training.init_from")
     s.add_argument("--device", default="auto")
 
-    s = command("analyze", cmd_analyze, "diagnose a train_log.txt and suggest the next run", "log")
+    s = command("analyze", cmd_analyze,
+                "diagnose a run's metrics.jsonl (or an old run's text log) and suggest the next run", "log")
     s.add_argument("--json", action="store_true")
 
     s = command("predict", cmd_predict, "predict Bayer spectra for structures with a checkpoint",
