@@ -15,7 +15,9 @@ from crrecon_pipeline.train.checkpoints import load as load_checkpoint
 from .helpers import TINY
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
-pytestmark = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not found")
+pytestmark = [pytest.mark.slow,  # torchrun ranks in subprocesses
+              pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                                 reason="torchrun not found")]
 
 
 def test_two_ranks_match_one_process(prepared_dir, tmp_path):

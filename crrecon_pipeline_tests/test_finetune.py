@@ -73,6 +73,7 @@ def test_train_from_raw_bins_by_out_len(raw_dir, tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1])["val_mse"] > 0
 
 
+@pytest.mark.slow
 def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     """pretrained_model simulates its own rows (reused by a second run), trains with out_len 20; trained_model
     with init_from: pretrained_model starts from its checkpoint, the out_len-shaped tensors skipped and listed."""
@@ -135,6 +136,7 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     assert state["model"]["scale.mean"].shape[-1] == 30
 
 
+@pytest.mark.slow
 def test_pretraining_on_cheap_rows_beats_scratch_on_a_small_expensive_set(tmp_path):
     """The cross-fidelity path pays: the quick preset pretrained on 2,000 cheap rows (a coarse multi-slice
     simulation: 32x32 grid, 8 slices, 30 nm wavelength step, ~7 s), then fine-tuned on 300 rows of a finer one (64x64,
