@@ -136,6 +136,7 @@ def test_cli_json_and_text(tmp_path):
     assert missing.returncode == 2 and "nope.txt" in missing.stderr
 
 
+@pytest.mark.slow
 def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
     train(tiny_config("training.epochs=4"), p, tmp_path / "runs" / "a", device="cpu", log=lambda m: None)
@@ -213,6 +214,7 @@ def test_reports_keep_their_lines_and_name_the_metric(tmp_path):
     assert "Diagnosis: too_short, not_learning" in format_report(result)
 
 
+@pytest.mark.slow
 def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
     run_id = "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc"  # a Dagster run's folder is named by its run id

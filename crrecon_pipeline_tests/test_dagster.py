@@ -268,6 +268,7 @@ def test_dagster_definitions_validate(tmp_path):
     assert "All code locations passed validation" in res.stderr + res.stdout
 
 
+@pytest.mark.slow
 def test_resume_from_latest_continues_the_earlier_run_with_a_changed_weight(pipeline):
     """training.resume_from: 'latest': a new run continues the latest trained_model's checkpoint with a
     changed loss weight, recorded in its model card; a run id that has no checkpoint is one line."""

@@ -40,6 +40,7 @@ def test_bin_spectra_301_is_the_samples_and_other_counts_follow_the_mean_rule():
             PrepareSettings(n_bins=bad)
 
 
+@pytest.mark.slow
 def test_out_len_301_end_to_end_and_a_mismatch_is_one_line(raw_dir, tmp_path):
     out = tmp_path / "p301"
     res = run_cli("preprocess", "--raw", raw_dir, "--out", out, "--bins", 301)
@@ -65,6 +66,7 @@ def test_out_len_301_end_to_end_and_a_mismatch_is_one_line(raw_dir, tmp_path):
     assert run_cli("preprocess", "--raw", raw_dir, "--out", tmp_path / "p0", "--bins", 0).returncode != 0
 
 
+@pytest.mark.slow
 def test_train_from_raw_bins_by_out_len(raw_dir, tmp_path):
     res = run_cli("train", "--config", "configs/quick.yaml", "--raw", raw_dir, "--out", tmp_path / "r",
                   *[a for s in TINY + ["data.out_len=20", "model.params.out_len=20"] for a in ("--set", s)])

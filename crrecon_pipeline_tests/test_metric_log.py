@@ -49,6 +49,7 @@ def test_tensorboard_holds_every_term_the_lr_and_sample_images(multiscale_run):
     assert events.Scalars("epoch/val_loss")[-1].value == pytest.approx(epoch2["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_each_redone_step_once_after_a_resume(prepared_dir, tmp_path):
     """A run killed after logging epoch 3 but resumed from its epoch-2 checkpoint redoes epoch 3: TensorBoard
     shows every step and epoch once, with the redone values (the earlier process's events purged)."""

@@ -127,6 +127,7 @@ def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     assert kinds.count("epoch") == 3 and kinds.count("final") == 1 and kinds.count("progress") >= 3
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_exact(prepared_dir, tmp_path):
     """SIGKILL a CLI training run after its second epoch, resume with --resume auto, compare with a clean run."""
     sets = sum((["--set", s] for s in TINY + ["training.epochs=4"]), [])
