@@ -113,6 +113,7 @@ def load_config_dict_is_valid(config):
     return validate(config, "next run") == config
 
 
+@pytest.mark.slow
 def test_cli_json_and_text(tmp_path):
     v = [1.0 * 0.85**i for i in range(12)]
     log = write_log(tmp_path / "train_log.txt", v, v)

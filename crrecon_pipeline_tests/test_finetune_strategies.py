@@ -59,6 +59,7 @@ def test_unknown_freeze_group_is_one_line_naming_the_groups():
         tiny_config("training.freeze=[backbone]")
 
 
+@pytest.mark.slow
 def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prepared_dir, tmp_path):
     cfg = tiny_config("training.epochs=2", "training.save_every=0", "training.freeze=[encoder, decoder]",
                       f"training.init_from={pretrained / 'last.pt'}")
@@ -82,6 +83,7 @@ def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prep
     assert f"{frozen:,} frozen" in meta["model_card"][1] and "Final loss terms" in meta["model_card"][1]
 
 
+@pytest.mark.slow
 def test_frozen_modules_stay_in_eval_mode_during_training(prepared_dir, tmp_path, monkeypatch):
     from crrecon_pipeline.train import loop
 
@@ -240,6 +242,7 @@ def test_resume_with_changed_loss_weights_freeze_and_patience_is_recorded(pretra
     assert "after epoch 3: `loss.params.w_mse` 2.0 → 3.0" in card
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_model_is_still_refused(pretrained, prepared_dir, tmp_path):
     run = tmp_path / "r"
     shutil.copytree(pretrained, run)

@@ -25,6 +25,7 @@ def multiscale_run(prepared_dir, tmp_path_factory):
     return run_dir, config, metrics, seen
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_term_the_lr_and_sample_images(multiscale_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -77,6 +78,7 @@ def _dummy_batch():
     return torch.rand(4, 2, 2, 30), torch.rand(4, 2, 2, 30)
 
 
+@pytest.mark.slow
 def test_records_carry_the_terms_per_step_and_epoch(multiscale_run):
     run_dir, config, metrics, seen = multiscale_run
     progress = [r for r in seen if r["kind"] == "progress"]

@@ -59,6 +59,7 @@ def test_gradient_flows_and_bad_parameters_are_one_line():
         get_loss("multiscale", w_d3=1.0)
 
 
+@pytest.mark.slow
 def test_a_run_config_can_train_with_it(prepared_dir, tmp_path):
     """Registered by name: `loss: {name: multiscale}` in a run config trains (tiny model, two epochs)."""
     from crrecon_pipeline.train.entry import train_from_config

@@ -213,6 +213,7 @@ def train(lineage, *sets, max_ratio=0.5, assets=(trained_model,)):
 
 
 @pytest.mark.parametrize("augment", [True, False])
+@pytest.mark.slow
 def test_sign_flipped_shard_is_excluded_and_named(lineage, augment):
     assert check_results(lineage["data"]["1"])["check_sign_convention"] is False
     assert not lineage["data"]["1"].asset_materializations_for_node("filtered_bayer")
@@ -240,6 +241,7 @@ def test_nothing_to_train_on_fails_in_one_line(tmp_path):
             and "\n" not in message)
 
 
+@pytest.mark.slow
 def test_baseline_check_judges_its_own_run(lineage):
     """A model trained for one step at a tiny lr is no better than the mean spectrum: its check fails, with the
     ratio of its own materialization, and run_comparison names no best run."""

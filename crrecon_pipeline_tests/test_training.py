@@ -158,6 +158,7 @@ def test_kill_and_resume_is_exact(prepared_dir, tmp_path):
     assert json.loads(clean.stdout.strip().splitlines()[-1])["val_mse"] == result["val_mse"]
 
 
+@pytest.mark.slow
 def test_predict_cli(prepared_dir, tmp_path, raw_dir):
     p = load_prepared(prepared_dir)
     train(tiny_config("training.epochs=1"), p, tmp_path / "run", device="cpu", log=lambda m: None)
