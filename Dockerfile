@@ -13,6 +13,6 @@ RUN pip install "/tmp/src[k8s]" && rm -rf /tmp/src \
     && python -c "import torch, crrecon_pipeline.definitions; from crrecon_pipeline.train.config import load_config; load_config('default')"
 
 WORKDIR /opt/crrecon
-COPY configs ./configs
+COPY crrecon_pipeline/presets ./configs
 EXPOSE 3030
 CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "3030", "--module-name", "crrecon_pipeline.definitions"]

@@ -1,4 +1,6 @@
-# The two commands of the README: `make demo` and `make test`. Everything else is set up on the way.
+# The two commands of the README: `make demo` and `make test`. Everything else is set up on the way;
+# `make test-fast` is the inner loop: the suite without the tests marked slow (end to end: servers, a browser,
+# torchrun ranks, packaging, design loops, CLI training runs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(abspath .dagster_home)
 export CRRECON_HOME ?= $(abspath data)
 
-.PHONY: install demo dev test lint bench clean validate gpu-check
+.PHONY: install demo dev test test-fast lint bench clean validate gpu-check
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +32,9 @@ dev: install
 
 test: lint
 	$(BIN)/python -m pytest -q -ra
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 lint: install
 	$(BIN)/ruff check crrecon_pipeline crrecon_pipeline_tests benchmarks

@@ -1,6 +1,6 @@
 """Fine-tuning across fidelities: a surrogate pretrained on cheap rows (thin element, or a coarse multislice), then
 fine-tuned on ~100 rows (--ft-train-rows; the rest of the small set held out) from another physics model (the
-multislice fidelity, same geometry), against the same model trained from scratch on those rows. Arms (issue 21):
+multislice fidelity, same geometry), against the same model trained from scratch on those rows. Arms:
 scratch, full fine-tune, head only (encoder + decoder frozen), encoder frozen, each with and without early stopping,
 and the unit-free `spectral` loss for the full fine-tune. Every arm uses the same config, split (by structure hash)
 and epoch budget; they run alternately, seed by seed. Reported: val MSE / mean-spectrum baseline on the held-out
@@ -11,7 +11,7 @@ rows, Pearson, epochs run, trainable parameters, wall time (a markdown table las
         [--ft-train-rows 100] [--patience 5] [--head-lr 3e-4] [--decoder-lr 3e-4]
         [--set key=value ...]
 
-Without --ft-raw (a folder of seed-format multislice shards, e.g. `crrecon simulate --fidelity multislice`), the
+Without --ft-raw (a folder of raw-format multislice shards, e.g. `crrecon simulate --fidelity multislice`), the
 small set is simulated here with --ms-grid / --ms-slices (coarse by default: the full multislice runs ~1-3 rows/s
 on a CPU).
 """

@@ -145,7 +145,7 @@ def main_thin(args) -> None:
     print(f"naive numpy (loop over 301 wavelengths, all orders): {naive_rate:10.3f} rows/s ({args.naive_rows} rows)")
     print(f"fast physics only (batched, propagating orders):      {physics_rate:10.0f} rows/s  "
           f"-> {physics_rate / naive_rate:,.0f}x naive")
-    print(f"end to end, 47% unfinished rows (seed-like), {args.rows} rows: {e2e_default:8.0f} rows/s  "
+    print(f"end to end, 47% unfinished rows (like the research data), {args.rows} rows: {e2e_default:8.0f} rows/s  "
           f"-> {e2e_default / naive_rate:,.0f}x naive")
     print(f"end to end, every row simulated, {args.rows} rows:            {e2e_all:8.0f} rows/s  "
           f"-> {e2e_all / naive_rate:,.0f}x naive")

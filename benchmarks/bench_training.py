@@ -1,6 +1,6 @@
 """Training: quick.yaml on 5,000 simulated rows (wall time, validation MSE against the mean baseline), and the
 input pipeline's share of a training step (the loader alone vs loader + model step). On a GPU, add
---config configs/default.yaml for samples/s of the seed's model.
+--config configs/default.yaml for samples/s of the research code's model.
 
     python benchmarks/bench_training.py [--rows 5000] [--config configs/quick.yaml] [--device auto]
 """

@@ -1,4 +1,4 @@
-"""What verifying the prepared store's content costs (issue #20 item 4): load_prepared with and without the
+"""What verifying the prepared store's content costs: load_prepared with and without the
 sha256 check of every output, and the hashing that the commit adds to `crrecon preprocess`, on N rows of random
 binary structures with negative spectra (the physics does not matter to hashing). Page-cached files, best of R.
 

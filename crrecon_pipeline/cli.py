@@ -1,4 +1,4 @@
-"""The `crrecon` command: the same core code as the Dagster assets, for people used to the seed's scripts.
+"""The `crrecon` command: the same core code as the Dagster assets, for people used to the research code's scripts.
 
 Every subcommand prints human progress on stderr and, where docs/cli.md says so, one JSON line last on stdout.
 Bad input (errors.USER_ERRORS: bad data, a bad config or option, a diverged run, a path that cannot be used) ends
@@ -63,7 +63,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 class Subcommand(OneLineParser):
     """A subcommand whose settings flags are added when it is used (parsed or asked for help): the settings
-    classes of simulate and design live beside torch code, and `crrecon analyze` need not import torch."""
+    classes of simulate and design live beside torch code, which only the subcommand that runs imports."""
 
     def __init__(self, *args, settings=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
-    s = command("simulate", cmd_simulate, "write seed-format raw shards from the built-in simulator", "out",
+    s = command("simulate", cmd_simulate, "write raw-format shards from the built-in simulator", "out",
                 settings=simulate_flags)
     add_flags(s, SimulateRun)
     s.add_argument("--structures", type=Path,
@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "= training.init_from")
     s.add_argument("--device", default="auto")
 
-    s = command("analyze", cmd_analyze, "diagnose a train_log.txt and suggest the next run", "log")
+    s = command("analyze", cmd_analyze,
+                "diagnose a run's metrics.jsonl (or an old run's text log) and suggest the next run", "log")
     s.add_argument("--json", action="store_true")
 
     s = command("predict", cmd_predict, "predict Bayer spectra for structures with a checkpoint",

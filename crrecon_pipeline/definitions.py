@@ -1,7 +1,6 @@
 """The crrecon_pipeline code location: assets, checks, jobs, schedule, sensor and resources."""
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -20,7 +19,14 @@ from crrecon_pipeline.defs.jobs import (
     pretrain_job,
     train_job,
 )
-from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
+from crrecon_pipeline.defs.resources import (
+    CrreconPaths,
+    FilterSettings,
+    ModelChecks,
+    SimulatorResource,
+    TrainingDevice,
+    default_home,
+)
 from crrecon_pipeline.defs.schedules import weekly_retraining
 from crrecon_pipeline.defs.sensors import design_loop_sensor, new_shard_sensor
 
@@ -48,7 +54,7 @@ defs = dg.Definitions(
     sensors=[new_shard_sensor, design_loop_sensor],
     executor=_executor(),
     resources={
-        "paths": CrreconPaths(home=_env("CRRECON_HOME", str(Path.cwd() / "data")), raw_dir=_env("CRRECON_RAW_DIR", "")),
+        "paths": CrreconPaths(home=_env("CRRECON_HOME", default_home()), raw_dir=_env("CRRECON_RAW_DIR", "")),
         "simulator": SimulatorResource(rows_per_shard=int(os.environ.get("CRRECON_SIM_ROWS_PER_SHARD", "2500")),
                                        initial_shards=int(os.environ.get("CRRECON_SIM_SHARDS", "2")),
                                        sensor_simulates=os.environ.get("CRRECON_SIM_SENSOR", "") == "1"),

@@ -8,23 +8,18 @@ import pytest
 
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.models import MODELS
-from crrecon_pipeline.report.analysis import (
-    DIAGNOSES,
-    analyze_log,
-    analyze_run,
-    apply_suggestions,
-    compare_runs,
-    format_report,
-    parse_train_log,
-    report_markdown,
-)
+from crrecon_pipeline.report.advice import model_sizes, neighbour_model
+from crrecon_pipeline.report.analysis import analyze_log, analyze_run, format_report, report_markdown
+from crrecon_pipeline.report.diagnosis import DIAGNOSES
+from crrecon_pipeline.report.leaderboard import compare_runs
+from crrecon_pipeline.report.next_config import apply_suggestions
 from crrecon_pipeline.train import records
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.sinks import JsonlSink
-from crrecon_pipeline.train.trainlog import log_line
+from crrecon_pipeline.train.trainlog import log_line, parse_train_log
 
-from .test_training import tiny_config
+from .helpers import tiny_config
 
 
 def write_log(path, train, val, total=None, lr=1e-3, extra=""):
@@ -119,6 +114,7 @@ def load_config_dict_is_valid(config):
     return validate(config, "next run") == config
 
 
+@pytest.mark.slow
 def test_cli_json_and_text(tmp_path):
     v = [1.0 * 0.85**i for i in range(12)]
     log = write_log(tmp_path / "train_log.txt", v, v)
@@ -142,6 +138,7 @@ def test_cli_json_and_text(tmp_path):
     assert missing.returncode == 2 and "nope.txt" in missing.stderr
 
 
+@pytest.mark.slow
 def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
     train(tiny_config("training.epochs=4"), p, tmp_path / "runs" / "a", device="cpu", log=lambda m: None)
@@ -230,6 +227,7 @@ def test_reports_keep_their_lines_and_name_the_metric(tmp_path):
     assert "Diagnosis: too_short, not_learning" in format_report(result)
 
 
+@pytest.mark.slow
 def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     p = load_prepared(prepared_dir)
     run_id = "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc"  # a Dagster run's folder is named by its run id
@@ -250,7 +248,6 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
 def test_suggestions_take_models_from_the_registry_and_defaults_from_the_schema(tmp_path):
     """Model switches go between registered models by size (cnn_field included); a log without a config reasons
     from RunConfig()'s defaults."""
-    from crrecon_pipeline.report.analysis import model_sizes, neighbour_model
     from crrecon_pipeline.train.config import RunConfig
 
     assert set(model_sizes()) == set(MODELS)

@@ -14,12 +14,15 @@ from crrecon_pipeline.train.config import RunConfig, load_config, preset_names, 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_packaged_presets_are_the_user_facing_copies():
+def test_user_facing_configs_link_to_the_packaged_presets():
+    """configs/ holds no second copy: every entry is a symbolic link to its preset in the package (one source)."""
     user = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
     assert user == preset_names() and "quick" in user
     for name in user:
-        assert (REPO / "configs" / f"{name}.yaml").read_text() == preset_text(name), name
-        assert load_config(name) == load_config(REPO / "configs" / f"{name}.yaml")
+        path = REPO / "configs" / f"{name}.yaml"
+        assert path.is_symlink() and path.resolve() == (REPO / "crrecon_pipeline" / "presets" / f"{name}.yaml"), name
+        assert path.read_text() == preset_text(name), name
+        assert load_config(name) == load_config(path)
 
 
 def test_defaults_live_in_the_schema_and_fill_missing_keys(tmp_path):

@@ -13,36 +13,14 @@ import torch
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.definitions import defs
 from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
-from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
-from crrecon_pipeline.defs.assets.raw import raw_shard
 from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
 from crrecon_pipeline.defs.partitions import shards
-from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, ModelChecks, SimulatorResource, TrainingDevice
+from crrecon_pipeline.defs.resources import FilterSettings, ModelChecks, SimulatorResource
 from crrecon_pipeline.defs.schedules import weekly_retraining
 from crrecon_pipeline.defs.sensors import new_shard_sensor
 
-from .conftest import write_raw_pair
-from .test_training import tiny_config
-
-DATA_ASSETS = [raw_shard, filtered_bayer, rotated_bayer]
-
-
-def resources(home, raw_dir="", **filtering):
-    return {"paths": CrreconPaths(home=str(home), raw_dir=str(raw_dir)),
-            "simulator": SimulatorResource(rows_per_shard=300, initial_shards=2, seed=3),
-            "filtering": FilterSettings(**filtering), "device": TrainingDevice(device="cpu"),
-            "model_checks": ModelChecks()}
-
-
-def new_instance(keys=("0", "1")):
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(shards.name, list(keys))
-    return instance
-
-
-def check_results(result):
-    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+from .dagster_helpers import DATA_ASSETS, check_results, new_instance, resources
+from .helpers import tiny_config, write_raw_pair
 
 
 def test_definitions_load():
@@ -290,8 +268,9 @@ def test_dagster_definitions_validate(tmp_path):
     assert "All code locations passed validation" in res.stderr + res.stdout
 
 
+@pytest.mark.slow
 def test_resume_from_latest_continues_the_earlier_run_with_a_changed_weight(pipeline):
-    """training.resume_from: 'latest' (issue 21): a new run continues the latest trained_model's checkpoint with a
+    """training.resume_from: 'latest': a new run continues the latest trained_model's checkpoint with a
     changed loss weight, recorded in its model card; a run id that has no checkpoint is one line."""
     res = resources(pipeline["home"])
     earlier = pipeline["train"].asset_materializations_for_node("trained_model")[0].metadata

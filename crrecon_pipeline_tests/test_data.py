@@ -1,8 +1,6 @@
 """Preprocessing: transforms against hand-computed values, counts, bad input, the prepared-folder API."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ from crrecon_pipeline.data.transforms import (
 )
 from crrecon_pipeline.errors import DataError
 
-from .conftest import write_raw_pair
+from .helpers import run_cli, write_raw_pair
 
 
 def test_mean_binning_by_hand():
@@ -216,11 +214,6 @@ def assert_intact(out, before: dict) -> None:
     assert {k: after["files"].get(k) for k in before["files"]} == before["files"]
     assert after["training_set"] == before["training_set"]
     assert not any((out / ".staging").iterdir()) if (out / ".staging").exists() else True
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)],
-                          capture_output=True, text=True)
 
 
 def _bad_cases():

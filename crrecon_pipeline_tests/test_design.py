@@ -23,7 +23,7 @@ from crrecon_pipeline.physics.simulate import simulate_spectra
 from crrecon_pipeline.train.inference import load_model
 from crrecon_pipeline.train.loop import train
 
-from .test_training import tiny_config
+from .helpers import tiny_config
 
 FEW = DesignSettings(designs=3, steps=15, seed=5)
 
@@ -81,6 +81,7 @@ def test_efficiency_band_means_and_uniform_pattern():
 
 # ---------------------------------------------------------------------------------------------------- optimizer
 
+@pytest.mark.slow
 def test_designs_binary_symmetric_deterministic_and_improving(checkpoint, prepared_dir):
     model, config = load_model(checkpoint, "cpu")
     lam = load_prepared(prepared_dir).wavelengths_nm
@@ -100,6 +101,7 @@ def test_designs_binary_symmetric_deterministic_and_improving(checkpoint, prepar
     assert [h["beta"] for h in a.history] == sorted(h["beta"] for h in a.history)  # rising sharpness
 
 
+@pytest.mark.slow
 def test_designing_through_the_simulator_climbs_the_true_efficiency():
     """The physics reference: the simulator's own gradient in the surrogate's place. Its designs are binary and
     symmetric, beat their starts and the blank cell in the simulator, and its last steps score what the final
@@ -123,6 +125,7 @@ def test_designing_through_the_simulator_climbs_the_true_efficiency():
 
 # ---------------------------------------------------------------------------------------------------- verification
 
+@pytest.mark.slow
 def test_run_design_simulates_with_recorded_settings(checkpoint, raw_dir, prepared_dir, tmp_path):
     out = tmp_path / "designs"
     summary = run_design(checkpoint, prepared_dir, out, FEW, device="cpu")
@@ -153,6 +156,7 @@ def test_run_design_simulates_with_recorded_settings(checkpoint, raw_dir, prepar
         run_design(checkpoint, prepared_dir, out, FEW, shard_index=0, device="cpu")
 
 
+@pytest.mark.slow
 def test_verification_follows_the_recorded_settings(checkpoint, prepared_dir, tmp_path):
     """Data simulated with a different detector depth: the designs are simulated at that depth, so their
     numbers equal a direct call at depth 3.0 and differ from the default depth's."""
@@ -188,6 +192,7 @@ def test_verification_follows_the_recorded_settings(checkpoint, prepared_dir, tm
 
 # ---------------------------------------------------------------------------------------------------- CLI + Dagster
 
+@pytest.mark.slow
 def test_cli_design(checkpoint, prepared_dir, tmp_path, capsys):
     args = ["design", "--checkpoint", str(checkpoint), "--prepared", str(prepared_dir), "--out", str(tmp_path / "o"),
             "--designs", "2", "--steps", "5", "--seed", "1", "--device", "cpu"]
@@ -206,6 +211,7 @@ def test_cli_design(checkpoint, prepared_dir, tmp_path, capsys):
             == ["binary_dataset_128_0.npy", "spectra_latest_0.npy"])
 
 
+@pytest.mark.slow
 def test_designed_structures_asset_and_check(checkpoint, prepared_dir, tmp_path):
     from crrecon_pipeline.definitions import defs
     from crrecon_pipeline.defs.assets.design import designed_structures

@@ -18,7 +18,7 @@ from crrecon_pipeline.design.objective import min_band_efficiency, objective_val
 from crrecon_pipeline.physics.bands import bayer_bands
 from crrecon_pipeline.train.loop import train
 
-from .test_training import tiny_config
+from .helpers import tiny_config
 
 LAM = np.array([450.0, 550.0, 650.0])  # one wavelength per band: B, G, R
 
@@ -136,6 +136,7 @@ def checkpoint(prepared_dir, tmp_path_factory):
                  log=lambda m: None).best_checkpoint
 
 
+@pytest.mark.slow
 def test_cli_design_rounds(checkpoint, prepared_dir, tmp_path, capsys):
     out = tmp_path / "loop"
     args = ["design", "--checkpoint", str(checkpoint), "--prepared", str(prepared_dir), "--out", str(out),
@@ -174,6 +175,7 @@ def test_cli_design_rounds(checkpoint, prepared_dir, tmp_path, capsys):
     assert sorted(load_prepared(out / "prepared").versions) == [2, 3]
 
 
+@pytest.mark.slow
 def test_cli_rounds_stop_on_failed_verification(checkpoint, raw_dir, tmp_path, capsys):
     """No simulator record: the loop stops with one line before writing anything."""
     from crrecon_pipeline.data.prepare import preprocess
@@ -216,6 +218,7 @@ def prepare(instance, resources, partition):
 ROUND = {"designs": 2, "steps": 3, "rounds": 2, "finetune_epochs": 1, "min_feature_px": 4}
 
 
+@pytest.mark.slow
 def test_design_loop_in_dagster(checkpoint, tmp_path):
     """Round 0 adds exactly one design-made shard partition whose lineage names the model that designed it; the
     sensor then prepares it, fine-tunes from that model on old + new shards, and starts round 1 from round 0's
@@ -273,6 +276,7 @@ def test_design_loop_in_dagster(checkpoint, tmp_path):
     assert "finished" in next_loop_step(instance).skip_message
 
 
+@pytest.mark.slow
 def test_design_round_failed_verification_adds_nothing(checkpoint, tmp_path):
     from crrecon_pipeline.defs.assets.design_loop import design_round
     from crrecon_pipeline.defs.partitions import shards

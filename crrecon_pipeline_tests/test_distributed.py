@@ -12,10 +12,12 @@ import torch
 
 from crrecon_pipeline.train.checkpoints import load as load_checkpoint
 
-from .test_training import TINY
+from .helpers import TINY
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
-pytestmark = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not found")
+pytestmark = [pytest.mark.slow,  # torchrun ranks in subprocesses
+              pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                                 reason="torchrun not found")]
 
 
 def test_two_ranks_match_one_process(prepared_dir, tmp_path):
@@ -62,8 +64,8 @@ def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp
     from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
     from crrecon_pipeline.defs.resources import TrainingDevice
 
-    from .test_dagster import DATA_ASSETS, new_instance, resources
-    from .test_training import tiny_config
+    from .dagster_helpers import DATA_ASSETS, new_instance, resources
+    from .helpers import tiny_config
 
     instance = new_instance(["0", "1"])
     for k in ("0", "1"):  # the lineage decides what trains: prepare both shards through the assets
@@ -103,8 +105,8 @@ def test_bad_input_in_the_ranks_fails_the_step_in_one_line(tmp_path, raw_dir):
     from crrecon_pipeline.defs.assets.training import TrainedModelConfig, trained_model
     from crrecon_pipeline.defs.resources import TrainingDevice
 
-    from .test_dagster import DATA_ASSETS, new_instance, resources
-    from .test_training import tiny_config
+    from .dagster_helpers import DATA_ASSETS, new_instance, resources
+    from .helpers import tiny_config
 
     instance = new_instance(["0"])
     assert dg.materialize(DATA_ASSETS, partition_key="0", instance=instance,
@@ -128,7 +130,7 @@ def test_pretrained_model_honours_processes(tmp_path):
     from crrecon_pipeline.defs.assets.pretrain import PretrainedModelConfig, pretrained_model
     from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
 
-    from .test_training import tiny_config
+    from .helpers import tiny_config
 
     instance = dg.DagsterInstance.ephemeral()
     resources = {"paths": CrreconPaths(home=str(tmp_path)), "filtering": FilterSettings(),

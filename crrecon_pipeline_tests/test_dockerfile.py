@@ -19,12 +19,15 @@ def instructions(keyword: str) -> list[str]:
     return [line[len(keyword):].strip() for line in text.splitlines() if line.startswith(keyword + " ")]
 
 
-def test_the_files_it_copies_exist():
+def test_the_files_it_copies_exist_and_are_no_links():
+    """COPY keeps a symbolic link as a link: configs/'s links into the package would point nowhere in the image."""
     copies = instructions("COPY")
     assert copies
     for copy in copies:
         for source in copy.split()[:-1]:
             assert (ROOT / source).exists(), source
+            inside = [ROOT / source, *(ROOT / source).rglob("*")]
+            assert not [p for p in inside if p.is_symlink()], f"{source} holds symbolic links"
 
 
 def test_it_installs_the_k8s_extra_non_editable_on_a_cuda_torch_base():

@@ -1,9 +1,7 @@
-"""Fine-tuning across fidelities (issue 12): data.out_len real (30 / 301 / other bin counts), pretraining data in
+"""Fine-tuning across fidelities: data.out_len real (30 / 301 / other bin counts), pretraining data in
 its own folder (the pretrained_model asset) and trained_model starting from it."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,14 +14,10 @@ from crrecon_pipeline.train.checkpoints import load as load_checkpoint
 from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 
-from .test_training import TINY as TRAINING_TINY
+from .helpers import TINY as TRAINING_TINY
+from .helpers import run_cli
 
 TINY = TRAINING_TINY + ["training.epochs=2", "training.save_every=0"]  # later --set values win
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "crrecon_pipeline.cli", *map(str, args)],
-                          capture_output=True, text=True)
 
 
 def test_bin_spectra_301_is_the_samples_and_other_counts_follow_the_mean_rule():
@@ -46,6 +40,7 @@ def test_bin_spectra_301_is_the_samples_and_other_counts_follow_the_mean_rule():
             PrepareSettings(n_bins=bad)
 
 
+@pytest.mark.slow
 def test_out_len_301_end_to_end_and_a_mismatch_is_one_line(raw_dir, tmp_path):
     out = tmp_path / "p301"
     res = run_cli("preprocess", "--raw", raw_dir, "--out", out, "--bins", 301)
@@ -71,6 +66,7 @@ def test_out_len_301_end_to_end_and_a_mismatch_is_one_line(raw_dir, tmp_path):
     assert run_cli("preprocess", "--raw", raw_dir, "--out", tmp_path / "p0", "--bins", 0).returncode != 0
 
 
+@pytest.mark.slow
 def test_train_from_raw_bins_by_out_len(raw_dir, tmp_path):
     res = run_cli("train", "--config", "configs/quick.yaml", "--raw", raw_dir, "--out", tmp_path / "r",
                   *[a for s in TINY + ["data.out_len=20", "model.params.out_len=20"] for a in ("--set", s)])
@@ -79,6 +75,7 @@ def test_train_from_raw_bins_by_out_len(raw_dir, tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1])["val_mse"] > 0
 
 
+@pytest.mark.slow
 def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     """pretrained_model simulates its own rows (reused by a second run), trains with out_len 20; trained_model
     with init_from: pretrained_model starts from its checkpoint, the out_len-shaped tensors skipped and listed."""
@@ -141,6 +138,7 @@ def test_pretrained_model_asset_then_trained_model_starts_from_it(tmp_path):
     assert state["model"]["scale.mean"].shape[-1] == 30
 
 
+@pytest.mark.slow
 def test_pretraining_on_cheap_rows_beats_scratch_on_a_small_expensive_set(tmp_path):
     """The cross-fidelity path pays: the quick preset pretrained on 2,000 cheap rows (a coarse multi-slice
     simulation: 32x32 grid, 8 slices, 30 nm wavelength step, ~7 s), then fine-tuned on 300 rows of a finer one (64x64,

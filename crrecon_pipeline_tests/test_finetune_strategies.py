@@ -1,4 +1,4 @@
-"""The research group's fine-tuning workflow (issue 21) on simulator data: frozen parameter groups, early stopping,
+"""The research group's fine-tuning workflow on simulator data: frozen parameter groups, early stopping,
 the cosine floor, the spectral loss and its unit-free option, the hard Bayer-sum constraint, and resuming with
 changed loss weights / freeze / patience (recorded) while a changed model is still refused."""
 
@@ -25,7 +25,7 @@ from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model
 
-from .test_training import TINY, tiny_config
+from .helpers import TINY, tiny_config
 
 
 def quiet(msg):
@@ -59,6 +59,7 @@ def test_unknown_freeze_group_is_one_line_naming_the_groups():
         tiny_config("training.freeze=[backbone]")
 
 
+@pytest.mark.slow
 def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prepared_dir, tmp_path):
     cfg = tiny_config("training.epochs=2", "training.save_every=0", "training.freeze=[encoder, decoder]",
                       f"training.init_from={pretrained / 'last.pt'}")
@@ -82,6 +83,7 @@ def test_frozen_groups_stay_bit_identical_while_the_rest_trains(pretrained, prep
     assert f"{frozen:,} frozen" in meta["model_card"][1] and "Final loss terms" in meta["model_card"][1]
 
 
+@pytest.mark.slow
 def test_frozen_modules_stay_in_eval_mode_during_training(prepared_dir, tmp_path, monkeypatch):
     from crrecon_pipeline.train import loop
 
@@ -103,6 +105,7 @@ def test_early_stopping_counter():
     assert epochs_without_improvement([3, 2, 1.95, 1.9], 0.1) == 2
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_a_plateaued_run_and_best_is_the_best_epoch(prepared_dir, tmp_path):
     # lr so small that nothing improves after the first epochs beyond min_delta: a plateau by construction
     cfg = tiny_config("training.epochs=8", "training.save_every=0", "training.lr=1e-9", "training.warmup_ratio=0",
@@ -174,6 +177,7 @@ def test_mse_corr_l1_by_hand_with_a_flat_spectrum_left_out_of_the_correlation():
     assert float(loss.terms(flat, flat)["corr"]) == 0.0  # nothing left to correlate: 0, not NaN
 
 
+@pytest.mark.slow
 def test_spectral_unit_free_run_reports_per_term_values(prepared_dir, tmp_path):
     cfg = tiny_config("training.epochs=1", "loss.name=spectral",
                       "loss.params={w_mse: 1, w_rel: 0.5, w_grad: 1, unit_free: true}")
@@ -184,6 +188,7 @@ def test_spectral_unit_free_run_reports_per_term_values(prepared_dir, tmp_path):
     assert sum(terms.values()) == pytest.approx(history[-1]["val_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_constraint_holds_for_every_output_and_is_identity_when_inactive(prepared_dir, tmp_path):
     spectra = torch.randn(16, 2, 2, 30)
     projected = project_bayer_sum(spectra, -0.2, 0.3)
@@ -210,6 +215,7 @@ def test_constraint_holds_for_every_output_and_is_identity_when_inactive(prepare
         tiny_config("model.constraint={sum_min: 1.0, sum_max: 0.5}")
 
 
+@pytest.mark.slow
 def test_resume_with_changed_loss_weights_freeze_and_patience_is_recorded(pretrained, prepared_dir, tmp_path):
     run = tmp_path / "r"
     shutil.copytree(pretrained, run)
@@ -236,6 +242,7 @@ def test_resume_with_changed_loss_weights_freeze_and_patience_is_recorded(pretra
     assert "after epoch 3: `loss.params.w_mse` 2.0 → 3.0" in card
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_model_is_still_refused(pretrained, prepared_dir, tmp_path):
     run = tmp_path / "r"
     shutil.copytree(pretrained, run)
@@ -260,6 +267,7 @@ def test_load_weights_centre_crops_1d_kernels():
     assert skipped == ["mean"] and torch.equal(small[0].weight, big[0].weight[:, :, 1:6])
 
 
+@pytest.mark.slow
 def test_kill_and_resume_with_freeze_and_early_stopping_is_exact(prepared_dir, tmp_path):
     """SIGKILL a CLI run (encoder frozen, early stopping made to fire at epoch 3) after its first epoch, resume it:
     the same weights, the same stopping epoch as an uninterrupted run."""

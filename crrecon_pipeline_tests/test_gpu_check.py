@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the full check runs (make gpu-check)")
+@pytest.mark.slow
 def test_gpu_check_runs_its_cpu_smoke_mode(tmp_path):
     env = os.environ | {"OUT": str(tmp_path), "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True,

@@ -10,7 +10,7 @@ from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.train import distributed, step
 from crrecon_pipeline.train.run import setup_run
-from crrecon_pipeline_tests.test_training import tiny_config
+from crrecon_pipeline_tests.helpers import tiny_config
 
 HOST_READS = {"item", "cpu", "__float__", "__int__", "__bool__", "tolist", "numpy"}
 

@@ -1,4 +1,4 @@
-"""Bad input and faults (issue #20): each defect a hostile or careless user found, with the test that keeps it fixed.
+"""Bad input and faults: each defect a hostile or careless user found, with the test that keeps it fixed.
 Every `crrecon` refusal is one line on stderr and exit code 2, never a traceback, never a temporary file left."""
 
 import errno
@@ -14,8 +14,7 @@ from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.errors import DataError
 
-from .conftest import write_raw_pair
-from .test_training import TINY
+from .helpers import TINY, write_raw_pair
 
 
 def crrecon(capsys, *args) -> tuple[int, str, str]:
@@ -96,7 +95,7 @@ def test_raw_files_changed_after_their_assets_show_red_on_the_refiltered_shard(t
     from crrecon_pipeline.defs.assets.prepared import filtered_bayer, rotated_bayer
     from crrecon_pipeline.defs.assets.raw import raw_shard
 
-    from .test_dagster import check_results, new_instance, resources
+    from .dagster_helpers import check_results, new_instance, resources
 
     raw = tmp_path / "raw"
     structures, spectra = np.load(raw_dir / "binary_dataset_128_0.npy"), np.load(raw_dir / "spectra_latest_0.npy")

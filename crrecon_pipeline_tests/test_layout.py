@@ -145,3 +145,16 @@ def test_names_are_imported_from_the_module_that_defines_them():
                 if not submodule and alias.name not in own:
                     wrong.append(f"{module_name(path)}: {alias.name} from {node.module}")
     assert not wrong, "names imported from a module that does not define them: " + ", ".join(sorted(wrong))
+
+
+def test_test_modules_share_helpers_not_each_other():
+    """Shared test code lives in conftest.py (fixtures) and the helper modules; a test module never imports
+    another test module or conftest.py (pytest loads conftest itself)."""
+    wrong = []
+    for path in Path(__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("crrecon_pipeline_")):
+                target = (node.module or "").rsplit(".", 1)[-1]
+                if target.startswith("test_") or target == "conftest":
+                    wrong.append(f"{path.name} imports {target}")
+    assert not wrong, "test modules importing test modules: " + ", ".join(sorted(wrong))

@@ -59,11 +59,12 @@ def test_gradient_flows_and_bad_parameters_are_one_line():
         get_loss("multiscale", w_d3=1.0)
 
 
+@pytest.mark.slow
 def test_a_run_config_can_train_with_it(prepared_dir, tmp_path):
     """Registered by name: `loss: {name: multiscale}` in a run config trains (tiny model, two epochs)."""
     from crrecon_pipeline.train.entry import train_from_config
 
-    from .test_training import tiny_config
+    from .helpers import tiny_config
 
     config = tiny_config("training.epochs=2", "loss.name=multiscale", "loss.params={w_d2: 0.5}")
     metrics = train_from_config(config, out_dir=tmp_path / "run", prepared_dir=prepared_dir, device="cpu")

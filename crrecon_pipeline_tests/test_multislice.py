@@ -11,7 +11,7 @@ from crrecon_pipeline.physics.simulate import make_plan, simulate_spectra
 from crrecon_pipeline.physics.structures import StructureGenerator
 from crrecon_pipeline.physics.wavelengths import spline_matrix
 
-from .conftest import assert_turn_swaps_red_and_blue
+from .helpers import assert_turn_swaps_red_and_blue
 
 HIDDEN = dict(period_um=1.6, depth_um=1.2, n_substrate=1.46)  # the rigorous set: SiN on SiO2
 FEW = dict(fidelity="multislice", wavelength_min_nm=430, wavelength_max_nm=670, n_wavelengths=4, multislice_step_nm=1)

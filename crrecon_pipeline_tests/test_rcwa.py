@@ -18,7 +18,7 @@ from crrecon_pipeline.physics.simulate import simulate_spectra
 from crrecon_pipeline.physics.structures import StructureGenerator
 from crrecon_pipeline.report.tables import settings_table
 
-from .conftest import assert_turn_swaps_red_and_blue
+from .helpers import assert_turn_swaps_red_and_blue
 
 HIDDEN = dict(period_um=1.6, depth_um=1.2, n_substrate=1.46)  # SiN on SiO2
 RED = dict(wavelength_min_nm=610, wavelength_max_nm=700, n_wavelengths=3, rcwa_step_nm=1)  # |m| <= 3 propagate

@@ -13,7 +13,7 @@ from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model
 
-from .test_training import TINY, tiny_config
+from .helpers import TINY, tiny_config
 
 
 def quiet(msg):
@@ -165,6 +165,7 @@ def test_cli_one_line_errors_leave_no_temp_files(two_epochs, prepared_dir, raw_d
     assert np.load(tmp_path / "p.npy").shape == (40, 2, 2, 30)
 
 
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_then_resume(prepared_dir, tmp_path, capsys, monkeypatch):
     """ENOSPC in the 2nd epoch's checkpoint: one line, no .tmp left; the resumed run logs each epoch once."""
     out = tmp_path / "full"

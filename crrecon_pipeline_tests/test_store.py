@@ -18,10 +18,8 @@ from crrecon_pipeline.defs.resources import ModelChecks
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.shards import SimulationSettings, write_dataset
 
-from .conftest import write_raw_pair
-from .test_dagster import DATA_ASSETS, check_results, new_instance, resources
-from .test_data import run_cli
-from .test_training import tiny_config
+from .dagster_helpers import DATA_ASSETS, check_results, new_instance, resources
+from .helpers import run_cli, tiny_config, write_raw_pair
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +213,7 @@ def train(lineage, *sets, max_ratio=0.5, assets=(trained_model,)):
 
 
 @pytest.mark.parametrize("augment", [True, False])
+@pytest.mark.slow
 def test_sign_flipped_shard_is_excluded_and_named(lineage, augment):
     assert check_results(lineage["data"]["1"])["check_sign_convention"] is False
     assert not lineage["data"]["1"].asset_materializations_for_node("filtered_bayer")
@@ -242,6 +241,7 @@ def test_nothing_to_train_on_fails_in_one_line(tmp_path):
             and "\n" not in message)
 
 
+@pytest.mark.slow
 def test_baseline_check_judges_its_own_run(lineage):
     """A model trained for one step at a tiny lr is no better than the mean spectrum: its check fails, with the
     ratio of its own materialization, and run_comparison names no best run."""

@@ -22,16 +22,11 @@ from crrecon_pipeline.train.config import load_config
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.split import split_rows, structure_keys
 
+from .helpers import TINY, tiny_config
+
 SMALL = {"cnn_xattn": {"d_model": 32, "nhead": 4, "channels": (8, 8, 16, 16, 16)},  # per model, for unit tests
          "cnn_gru": {"d_model": 32, "channels": (8, 8, 16, 16, 16)},
          "cnn_field": {"fields": 8, "channels": (8, 16, 16)}}
-TINY = ["model.params.channels=[8, 8, 8]", "model.params.fields=8", "model.params.in_pool=2",
-        "data.batch_size=32", "data.train_ratio=0.8", "training.epochs=3", "training.save_every=2",
-        "data.augment_shifts=false"]  # 4x shorter epochs; test_training_is_deterministic... trains with the shifts
-
-
-def tiny_config(*extra):
-    return load_config("configs/quick.yaml", TINY + list(extra))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -132,6 +127,7 @@ def test_training_is_deterministic_and_beats_baseline(prepared_dir, tmp_path):
     assert kinds.count("epoch") == 3 and kinds.count("final") == 1 and kinds.count("progress") >= 3
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_exact(prepared_dir, tmp_path):
     """SIGKILL a CLI training run after its second epoch, resume with --resume auto, compare with a clean run."""
     sets = sum((["--set", s] for s in TINY + ["training.epochs=4"]), [])
@@ -162,6 +158,7 @@ def test_kill_and_resume_is_exact(prepared_dir, tmp_path):
     assert json.loads(clean.stdout.strip().splitlines()[-1])["val_mse"] == result["val_mse"]
 
 
+@pytest.mark.slow
 def test_predict_cli(prepared_dir, tmp_path, raw_dir):
     p = load_prepared(prepared_dir)
     train(tiny_config("training.epochs=1"), p, tmp_path / "run", device="cpu", log=lambda m: None)

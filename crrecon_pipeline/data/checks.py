@@ -226,8 +226,8 @@ def check_finite_spectra(scan: dict, limits: CheckLimits) -> CheckOutcome:
 def check_sign_convention(scan: dict, limits: CheckLimits) -> CheckOutcome:
     mx = scan["spectra_max"]
     ok = mx is None or mx <= 1e-6
-    text = (f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the seed format says" if ok
-            else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the seed format stores them negative")
+    text = (f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the raw format says" if ok
+            else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the raw format stores them negative")
     return CheckOutcome(ok, text, {"spectra_min": scan["spectra_min"], "spectra_max": mx})
 
 
@@ -279,7 +279,7 @@ def check_greens_equal(stage: FilteredStage, limits: CheckLimits) -> CheckOutcom
 def check_kept_fraction(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
     frac, low, high = stage.record["kept_fraction"], limits.kept_fraction_min, limits.kept_fraction_max
     return CheckOutcome(low <= frac <= high,
-                        f"kept fraction {frac:.3f} (expected {low}..{high}; the seed data keeps 0.528)",
+                        f"kept fraction {frac:.3f} (expected {low}..{high}; the research data keeps 0.528)",
                         {"kept_fraction": frac})
 
 

@@ -64,10 +64,6 @@ class ShardVersion:
     def rows(self) -> int:
         return int(self.manifest["rows"])
 
-    @property
-    def checks_passed(self) -> bool:
-        return self.failed_checks() == []
-
     def failed_checks(self) -> list[str]:
         """The blocking checks this version's manifest records as failed (a version LATEST never points to)."""
         return [name for name, c in self.manifest.get("checks", {}).items() if c["blocking"] and not c["passed"]]

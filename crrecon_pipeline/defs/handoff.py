@@ -1,6 +1,8 @@
-"""What one asset hands the next through the Dagster instance, read back as typed records from the latest
-materialization's metadata; and the launchpad's checkpoint selectors (an asset, a run id) resolved to the paths
-the core takes.
+"""What one asset hands the next through the Dagster instance (a shard's prepared version, a trained checkpoint),
+read back as typed records from the latest materialization's metadata; and the launchpad's checkpoint selectors
+(an asset, a run id) resolved to the paths the core takes. Other facts are read from the instance elsewhere: the
+check evaluations and the versions that may train (defs/lineage.py), the design loop's rounds
+(defs/assets/design_loop.py), the registered and prepared partitions (defs/sensors.py).
 
 The metadata keys are a contract (stored materializations, the UI and tools read them): filtered_bayer and
 rotated_bayer write `version` (version_metadata below); trained_model and pretrained_model write `checkpoint` and

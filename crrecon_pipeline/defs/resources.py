@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from crrecon_pipeline.data import home as layout
 from crrecon_pipeline.data.checks import CheckLimits
-from crrecon_pipeline.data.home import design_made_record, design_shard_dir
 from crrecon_pipeline.data.transforms import PREPARE_FIELDS, PrepareSettings
 from crrecon_pipeline.defs.settings import build, generated
 from crrecon_pipeline.physics.params import SIMULATOR_FIELDS, PhysicsParams
@@ -18,6 +18,11 @@ from crrecon_pipeline.physics.shards import SimulationSettings
 from crrecon_pipeline.physics.structures import StructureParams
 from crrecon_pipeline.settings import pydantic_fields
 from crrecon_pipeline.train.metrics import ModelCheckLimits
+
+
+def default_home() -> str:
+    """CRRECON_HOME's default for the code location: data/home.py's, the CLI's."""
+    return str(layout.crrecon_home())
 
 
 class CrreconPaths(dg.ConfigurableResource):
@@ -32,24 +37,24 @@ class CrreconPaths(dg.ConfigurableResource):
         return not self.raw_dir
 
     def raw_path(self) -> Path:
-        return Path(self.raw_dir) if self.raw_dir else Path(self.home) / "raw"
+        return Path(self.raw_dir) if self.raw_dir else layout.simulated_raw_dir(self.home)
 
     def raw_path_for(self, shard: int) -> Path:
         """Where shard k's raw files are: its design-made folder (design_round) when it is one, else raw_path()."""
-        return design_shard_dir(self.home, shard) if self.design_made(shard) is not None else self.raw_path()
+        return layout.design_shard_dir(self.home, shard) if self.design_made(shard) is not None else self.raw_path()
 
     def design_made(self, shard: int) -> dict | None:
         """The lineage record of a design-made shard (design/loop.py), or None."""
-        return design_made_record(self.home, shard)
+        return layout.design_made_record(self.home, shard)
 
     def prepared_path(self) -> Path:
-        return Path(self.home) / "prepared"
+        return layout.prepared_dir(self.home)
 
     def runs_path(self) -> Path:
-        return Path(self.home) / "runs"
+        return layout.runs_dir(self.home)
 
     def reports_path(self) -> Path:
-        return Path(self.home) / "reports"
+        return layout.reports_dir(self.home)
 
 
 class SimulatorResource(generated("SimulatorSettings", dg.ConfigurableResource,

@@ -1,5 +1,5 @@
-"""mse_pearson (the seed's default): w_mse * MSE + w_corr * (1 - Pearson), Pearson per spectrum (shape agreement,
-invariant to scale and offset)."""
+"""mse_pearson (the research code's default): w_mse * MSE + w_corr * (1 - Pearson), Pearson per spectrum (shape
+agreement, invariant to scale and offset)."""
 
 import torch
 

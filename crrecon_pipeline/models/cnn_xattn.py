@@ -1,5 +1,5 @@
-"""cnn_xattn (the seed's default): CNN backbone -> spatial tokens with 2D positions -> a transformer decoder whose
-30 spectral queries cross-attend to the tokens -> (B, 2, 2, 30)."""
+"""cnn_xattn (the research code's default): CNN backbone -> spatial tokens with 2D positions -> a transformer decoder
+whose 30 spectral queries cross-attend to the tokens -> (B, 2, 2, 30)."""
 
 from __future__ import annotations
 

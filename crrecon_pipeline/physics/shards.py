@@ -1,4 +1,4 @@
-"""Seed-format raw shards from the built-in simulator: the default data of a fresh install.
+"""Raw-format shards (the research code's format) from the built-in simulator: the default data of a fresh install.
 
 Shard k holds global rows [start_k, stop_k) of a seed, so a dataset (or one new batch of it) is regenerated
 byte for byte from (seed, row range, settings); the settings are written beside the shards in simulation.json.

@@ -48,7 +48,8 @@ def simulate_power(structures, plan=None) -> torch.Tensor:
 
 
 def simulate_spectra(structures, params: PhysicsParams | None = None, plan=None, chunk: int = 256) -> np.ndarray:
-    """Raw-format spectra (B, 3, 301) float32: NEGATIVE transmitted fractions of R, G, B (seed convention).
+    """Raw-format spectra (B, 3, 301) float32: NEGATIVE transmitted fractions of R, G, B (the research code's
+    convention).
 
     The fidelity is params.fidelity (or the given plan's): thin element, multi-slice or rcwa."""
     if plan is None:

@@ -1,5 +1,5 @@
-"""The dataset profile (the seed's analyze_data.py): sizes, ranges, per-pixel spectra, fill fractions, pictures;
-and the preview picture of one prepared shard version."""
+"""The dataset profile (the research code's analyze_data.py): sizes, ranges, per-pixel spectra, fill fractions,
+pictures; and the preview picture of one prepared shard version."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run configs: one schema (a pydantic model per section of the seed's YAML: data / model / loss / training /
+"""Run configs: one schema (a pydantic model per section of the research code's YAML: data / model / loss / training /
 output, plus seed) used by the CLI, the launchpad (defs/assets/training.py mirrors it) and every torchrun rank.
 
 Defaults, ranges and field names live here only. Unknown keys are refused at every level with the dotted key named;
@@ -7,7 +7,7 @@ RunConfig is validated (that check included) and frozen: the object travels thro
 the Dagster layer, a change is a new validated object (`replaced`, `with_overrides`), and `to_dict()` is the plain
 form for files (checkpoints, config.json, the torchrun ranks' YAML), read back by `RunConfig.from_dict`. Presets ship
 inside the package (crrecon_pipeline/presets/*.yaml, read on demand, never at import); the top-level `configs/`
-folder is the user-facing copy of them.
+folder links to them for users.
 """
 
 from __future__ import annotations
@@ -155,11 +155,13 @@ class TrainingConfig(Section):
     init_from: str = Field("", description="checkpoint whose weights start this run (fresh optimizer, epoch 1; "
                                            "tensors of another shape skipped and listed); empty: random "
                                            "initialization")
+    # GPU execution
     compile: bool = Field(False, description="torch.compile the model for training (first steps slower, then faster)")
     compile_backend: str = Field("inductor", description="torch.compile backend: inductor (default), eager, ...")
     channels_last: bool = Field(True, description="channels-last inputs and weights for the CNNs, on CUDA only")
     accumulate: int = Field(1, ge=1, description="micro-batches per step (gradients summed): a batch that does not "
                                                  "fit in GPU memory trains as data.batch_size / accumulate at a time")
+    # fine-tuning
     freeze: list[str] = Field([], description="parameter groups of the model kept frozen (no gradient, no optimizer "
                                               "state, norm layers in eval mode); the groups are the model's "
                                               "PARAM_GROUPS, e.g. encoder, decoder, head")
@@ -176,7 +178,7 @@ class TrainingConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("outputs", description="folder for figures and sample predictions, inside the run folder")
-    log_file: str = Field("train_log.txt", description="seed-format text log, inside the run folder")
+    log_file: str = Field("train_log.txt", description="text log in the research code's format, inside the run folder")
     tensorboard: bool = Field(True, description="write TensorBoard event files into <run folder>/tensorboard "
                                                 "(per-step and per-epoch loss terms, lr, samples/s, sample "
                                                 "figures, hyper-parameters): tensorboard --logdir $CRRECON_HOME/runs")
@@ -187,7 +189,8 @@ class OutputConfig(Section):
 
 
 class RunConfig(Section):
-    """A whole run: the seed's YAML structure, validated (constructor parameters included) and never changed."""
+    """A whole run: the research code's YAML structure, validated (constructor parameters included) and never
+    changed."""
 
     seed: int = Field(0, description="seeds the initialization and the shuffling")
     data: DataConfig = Field(DataConfig(), description="batches, augmentation (symmetry images), the split, the "
@@ -245,9 +248,6 @@ class RunConfig(Section):
     def replaced(self, key: str, value: Any, source: str = "config") -> RunConfig:
         """A NEW validated config with one dotted key changed (`replaced("training.init_from", path)`)."""
         return self.with_overrides({key: value}, source)
-
-
-SECTIONS = tuple(RunConfig.model_fields)
 
 
 # ---------------------------------------------------------------------------------------------------- validation

@@ -3,7 +3,7 @@ model (rigorous FDTD/RCWA rows, or the multislice fidelity) then fine-tunes (tra
 
 Why a folder per settings digest: simulating thousands of rows costs minutes, and the same settings give the same
 rows byte for byte (physics/shards.py), so a second pretraining run with the same simulator settings reuses them.
-    <home>/pretrain/<digest>/raw/        seed-format shards + simulation.json (written last: present = complete)
+    <home>/pretrain/<digest>/raw/        raw-format shards + simulation.json (written last: present = complete)
     <home>/pretrain/<digest>/prepared/   its own versioned store (data.prepare.preprocess), never the user's
 No Dagster here: the pretrained_model asset and the benchmark call it.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from crrecon_pipeline.data.home import pretrain_dir
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import Prepared, load_prepared
 from crrecon_pipeline.data.transforms import PrepareSettings
@@ -53,7 +54,7 @@ class PretrainData(Settings):
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def folder(self, home: str | Path) -> Path:
-        return Path(home) / "pretrain" / self.digest()
+        return pretrain_dir(home) / self.digest()
 
 
 def prepare_pretraining(data: PretrainData, home: str | Path, prepare: PrepareSettings, device: str = "cpu",

@@ -1,5 +1,5 @@
-"""The seed's text log format (`[EPOCH] k/N train_loss=... val_loss=... best_val=... lr=...`): written for humans
-and read back for logs of old runs. New runs are analysed from their structured metrics.jsonl (records.py)."""
+"""The research code's text log format (`[EPOCH] k/N train_loss=... val_loss=... best_val=... lr=...`): written for
+humans and read back for logs of old runs. New runs are analysed from their structured metrics.jsonl (records.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def confined_path(run_dir: Path, relative: str, key: str) -> Path:
 
 
 def log_line(epoch: int, total: int, train_loss: float, val_loss: float, best_val: float, lr: float) -> str:
-    """4 significant figures (5.903e-06, not 0.000006: a converging run still shows its improvement); the seed's
-    six-decimal lines parse the same (parse_train_log reads any float)."""
+    """4 significant figures (5.903e-06, not 0.000006: a converging run still shows its improvement); the research
+    code's six-decimal lines parse the same (parse_train_log reads any float)."""
     return (f"[EPOCH] {epoch}/{total} train_loss={train_loss:.4g} val_loss={val_loss:.4g} "
             f"best_val={best_val:.4g} lr={lr:.4g}")
 

@@ -1,4 +1,5 @@
-"""training_log_analysis, run_comparison and dataset_profile: the seed's log analysis and data report as assets."""
+"""training_log_analysis, run_comparison and dataset_profile: the research code's log analysis and data report as
+assets."""
 
 
 import json
@@ -14,7 +15,9 @@ from crrecon_pipeline.defs.lineage import training_versions
 from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks
 from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.plots import markdown_image
-from crrecon_pipeline.report.analysis import EXPLAIN, analyze_run, compare_runs, report_markdown
+from crrecon_pipeline.report.analysis import analyze_run, report_markdown
+from crrecon_pipeline.report.diagnosis import EXPLAIN
+from crrecon_pipeline.report.leaderboard import compare_runs
 from crrecon_pipeline.report.profile import profile_dataset
 from crrecon_pipeline.report.tables import launchpad_yaml, pixel_table, setting_effects, shard_rows_table
 

@@ -18,7 +18,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from crrecon_pipeline.data.home import DESIGN_MADE, design_shard_dir
+from crrecon_pipeline.data.home import DESIGN_MADE, design_shard_dir, design_shards_dir
 from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.rawfiles import STRUCTURE_RE
@@ -55,7 +55,7 @@ class DesignLoopConfig(generated("DesignLoopFields", DesignConfig,
 def next_free_shard(instance: dg.DagsterInstance, paths: CrreconPaths) -> int:
     """One above every shard index in use: registered partitions, the raw folder's files, design-made folders."""
     taken = {int(k) for k in instance.get_dynamic_partitions(shards.name) if k.isascii() and k.isdigit()}
-    for folder in (paths.raw_path(), Path(paths.home) / "design_shards"):
+    for folder in (paths.raw_path(), design_shards_dir(paths.home)):
         if folder.is_dir():
             taken |= {int(m.group(1)) for p in folder.iterdir() if (m := STRUCTURE_RE.match(p.name))}
             taken |= {int(p.name.removeprefix("shard_")) for p in folder.glob("shard_*")

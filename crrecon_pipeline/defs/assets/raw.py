@@ -1,4 +1,4 @@
-"""raw_structures + raw_spectra: one shard's two files in the seed's raw format, from CRRECON_RAW_DIR or the
+"""raw_structures + raw_spectra: one shard's two files in the research code's raw format, from CRRECON_RAW_DIR or the
 built-in simulator. The step reads both files once: checksums (hashed while scanning), value ranges, and the
 raw-data checks (the same function `crrecon preprocess` applies)."""
 

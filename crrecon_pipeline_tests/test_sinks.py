@@ -11,7 +11,7 @@ from crrecon_pipeline.train import records
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.sinks import TENSORBOARD_DIR
 from crrecon_pipeline.train.trainlog import log_line, parse_train_log
-from crrecon_pipeline_tests.test_training import tiny_config
+from crrecon_pipeline_tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def multiscale_run(prepared_dir, tmp_path_factory):
     return run_dir, config, metrics, seen
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_term_the_lr_and_sample_images(multiscale_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -49,6 +50,7 @@ def test_tensorboard_holds_every_term_the_lr_and_sample_images(multiscale_run):
     assert events.Scalars("epoch/val_loss")[-1].value == pytest.approx(epoch2.val_loss, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_each_redone_step_once_after_a_resume(prepared_dir, tmp_path):
     """A run killed after logging epoch 3 but resumed from its epoch-2 checkpoint redoes epoch 3: TensorBoard
     shows every step and epoch once, with the redone values (the earlier process's events purged)."""
@@ -76,6 +78,7 @@ def _dummy_batch():
     return torch.rand(4, 2, 2, 30), torch.rand(4, 2, 2, 30)
 
 
+@pytest.mark.slow
 def test_records_carry_the_terms_per_step_and_epoch(multiscale_run):
     run_dir, config, metrics, seen = multiscale_run
     progress = [r for r in seen if r.kind == "progress"]
