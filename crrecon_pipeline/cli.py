@@ -272,14 +272,14 @@ def cmd_design(args) -> dict:
         with bar:
             return run_rounds(args.checkpoint, args.prepared, args.out, settings, args.rounds,
                               from_flags(args, LoopSettings), args.device, update,
-                              log=lambda message: print(f"design: {message}", file=sys.stderr))
+                              log=lambda message: print(f"design: {message}", file=sys.stderr)).to_json()
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:
         summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, args.device, update)
-    keep = ("index", "predicted_efficiency", "simulated_efficiency")
-    print(f"design: {summary['verification']}", file=sys.stderr)
-    return {"designs": [{k: d[k] for k in keep} for d in summary["designs"]],
-            "training_best_efficiency": summary["training_best_efficiency"], "out": summary["out"]}
+    keep = {"index", "predicted_efficiency", "simulated_efficiency"}
+    print(f"design: {summary.verification}", file=sys.stderr)
+    return {"designs": [d.model_dump(include=keep) for d in summary.designs],
+            "training_best_efficiency": summary.training_best_efficiency, "out": summary.out}
 
 
 def _floats(text: str, option: str) -> list[float]:
