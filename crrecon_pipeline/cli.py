@@ -159,13 +159,14 @@ def cmd_preprocess(args) -> dict:
 def warn_failed_checks(out: Path, versions: dict[str, str]) -> None:
     """The warning checks that failed (e.g. check_finite_spectra above its limit: the rows were dropped, the
     shard is usable) on stderr, one line each, as Dagster shows them in yellow."""
+    from crrecon_pipeline.data.checks import manifest_checks
     from crrecon_pipeline.data.store import PreparedStore
 
     store = PreparedStore(out)
     for shard, version in versions.items():
-        for name, check in store.open(int(shard), version).manifest["checks"].items():
-            if not check["passed"] and not check["blocking"]:
-                print(f"crrecon preprocess: warning: shard {shard}: {name} failed: {check['description']}",
+        for name, check in manifest_checks(store.open(int(shard), version).manifest).items():
+            if not check.passed and not check.blocking:
+                print(f"crrecon preprocess: warning: shard {shard}: {name} failed: {check.description}",
                       file=sys.stderr)
 
 

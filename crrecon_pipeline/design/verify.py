@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
+from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, Stage, by_stage
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.data.transforms import PrepareSettings, bin_spectra, to_bayer
 from crrecon_pipeline.design.summary import DesignSummary
@@ -145,8 +145,8 @@ def check_design_verified(summary: DesignSummary, limits: DesignCheckLimits) -> 
                         {"max_abs_gap": max(gaps), "tolerance": limits.tolerance, "gaps": gaps})
 
 
-DESIGN_CHECKS = by_asset(
-    CheckDef("check_design_verified", "designed_structures",
+DESIGN_CHECKS = by_stage(
+    CheckDef("check_design_verified", Stage.DESIGNS,
              "every design's surrogate efficiency is within `tolerance` of the simulator's", check_design_verified,
              blocking=False),
 )

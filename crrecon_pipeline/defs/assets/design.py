@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from crrecon_pipeline.data.checks import Stage
 from crrecon_pipeline.defs.assets.training import trained_model
 from crrecon_pipeline.defs.checks import DESIGN_VERIFIED_CHECKS, judged
 from crrecon_pipeline.defs.handoff import required_trained_model
@@ -57,7 +58,7 @@ def designed_structures(context: dg.AssetExecutionContext, config: DesignConfig,
         raise dg.Failure(description=str(exc)) from None
     context.log.info(summary.verification)
     yield dg.MaterializeResult(metadata=design_metadata(summary, out))
-    yield from judged(DESIGN_CHECKS, "designed_structures", summary, build(DesignCheckLimits, config))
+    yield from judged(DESIGN_CHECKS, Stage.DESIGNS, summary, build(DesignCheckLimits, config))
 
 
 def design_metadata(summary: DesignSummary, out: Path) -> dict:

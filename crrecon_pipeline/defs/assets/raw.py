@@ -11,7 +11,7 @@ from crrecon_pipeline.data.checks import raw_checks, scan_raw_shard
 from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.data.rawfiles import shard_pair
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
-from crrecon_pipeline.defs.checks import RAW_CHECKS, check_result_from_record
+from crrecon_pipeline.defs.checks import RAW_CHECKS, check_result
 from crrecon_pipeline.defs.lineage import shard_of
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.progress import LogProgress
@@ -87,6 +87,6 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         "unfinished_rows": scan["unfinished_rows"],
         "nonfinite_rows": scan["nonfinite_rows"],
     })
-    for name, record in raw_checks(scan, filtering.check_limits()).items():
-        yield check_result_from_record(name, record)
+    for name, result in raw_checks(scan, filtering.check_limits()).items():
+        yield check_result(name, result)
     context.log.debug(json.dumps(scan))
