@@ -165,6 +165,34 @@ class FilteredShard(NamedTuple):
     raw_checks: dict[str, CheckResult] = {}
 
 
+class ScanResult(BaseModel):
+    """What one pass over a raw shard learned (a filtered version's manifest records it as `raw_scan`; the sha256
+    keys are absent when the pass did not hash)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard: int
+    rows: int
+    n_wavelengths: int
+    structures_path: str
+    spectra_path: str
+    structures_shape: list[int]
+    spectra_shape: list[int]
+    structures_dtype: str
+    spectra_dtype: str
+    structure_encoding: str  # "0/1", "0/255", "all zero", "non-binary" or "mixed"
+    spectra_min: float | None  # over the finite rows (None: none)
+    spectra_max: float | None
+    unfinished_rows: int
+    nonfinite_rows: int
+    structures_sha256: str | None = None
+    spectra_sha256: str | None = None
+
+    def to_json(self) -> dict:
+        data = self.model_dump()
+        return {k: v for k, v in data.items() if v is not None or not k.endswith("_sha256")}
+
+
 class RawScan:
     """What one pass over a raw shard learns about it: encodings, unfinished and non-finite rows, value range."""
 
@@ -186,7 +214,7 @@ class RawScan:
             good = sp[finite]
             self.sp_min, self.sp_max = min(self.sp_min, float(good.min())), max(self.sp_max, float(good.max()))
 
-    def result(self, sha256: dict[str, str] | None = None) -> dict:
+    def result(self, sha256: dict[str, str] | None = None) -> ScanResult:
         raw = self.raw
         encodings = self.encodings - {None}
         if not encodings:
@@ -195,30 +223,22 @@ class RawScan:
             encoding = "non-binary"
         else:
             encoding = encodings.pop() if len(encodings) == 1 else "mixed"
-        out = {
-            "shard": raw.index,
-            "rows": raw.rows,
-            "n_wavelengths": raw.n_wavelengths,
-            "structures_path": str(raw.structures.path),
-            "spectra_path": str(raw.spectra.path),
-            "structures_shape": list(raw.structures.shape),
-            "spectra_shape": list(raw.spectra.shape),
-            "structures_dtype": str(raw.structures.dtype),
-            "spectra_dtype": str(raw.spectra.dtype),
-            "structure_encoding": encoding,
-            "spectra_min": self.sp_min if np.isfinite(self.sp_min) else None,
-            "spectra_max": self.sp_max if np.isfinite(self.sp_max) else None,
-            "unfinished_rows": self.unfinished,
-            "nonfinite_rows": self.nonfinite,
-        }
-        if sha256:
-            out |= {"structures_sha256": sha256["structures"], "spectra_sha256": sha256["spectra"]}
-        return out
+        return ScanResult(
+            shard=raw.index, rows=raw.rows, n_wavelengths=raw.n_wavelengths,
+            structures_path=str(raw.structures.path), spectra_path=str(raw.spectra.path),
+            structures_shape=list(raw.structures.shape), spectra_shape=list(raw.spectra.shape),
+            structures_dtype=str(raw.structures.dtype), spectra_dtype=str(raw.spectra.dtype),
+            structure_encoding=encoding,
+            spectra_min=self.sp_min if np.isfinite(self.sp_min) else None,
+            spectra_max=self.sp_max if np.isfinite(self.sp_max) else None,
+            unfinished_rows=self.unfinished, nonfinite_rows=self.nonfinite,
+            **({"structures_sha256": sha256["structures"], "spectra_sha256": sha256["spectra"]} if sha256 else {}))
 
 
 # ------------------------------------------------------------------------------------------------ raw shards
 
-def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None, progress=None) -> dict:
+def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None,
+                   progress=None) -> ScanResult:
     """One streaming pass over a raw shard pair: checksums (hashed while reading), value ranges, counts of
     unfinished/non-finite rows and of non-binary structure values. Headers are checked first (DataError)."""
     raw = open_shard(raw_dir, shard, n_wavelengths)
@@ -231,7 +251,7 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
     return scan.result(reader.sha256)
 
 
-def raw_checks(scan: dict, limits: CheckLimits) -> dict[str, CheckResult]:
+def raw_checks(scan: ScanResult, limits: CheckLimits) -> dict[str, CheckResult]:
     """The raw-data checks on one scan: one function for the assets and the CLI."""
     return run_checks(Stage.RAW_STRUCTURES, scan, limits) | run_checks(Stage.RAW_SPECTRA, scan, limits)
 
@@ -279,26 +299,26 @@ def failed_blocking(checks: dict[str, CheckResult]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ the judges
 
-def check_binary_structures(scan: dict, limits: CheckLimits) -> CheckOutcome:
-    enc = scan["structure_encoding"]
+def check_binary_structures(scan: ScanResult, limits: CheckLimits) -> CheckOutcome:
+    enc = scan.structure_encoding
     ok = enc in ("0/1", "0/255", "all zero")
-    desc = f"structures are binary ({enc})" if ok else f"{scan['structures_path']}: structures are not binary ({enc})"
+    desc = f"structures are binary ({enc})" if ok else f"{scan.structures_path}: structures are not binary ({enc})"
     return CheckOutcome(ok, desc, {"encoding": enc})
 
 
-def check_finite_spectra(scan: dict, limits: CheckLimits) -> CheckOutcome:
-    frac, limit = scan["nonfinite_rows"] / max(scan["rows"], 1), limits.max_nonfinite_fraction
-    return CheckOutcome(frac <= limit, f"{scan['nonfinite_rows']} of {scan['rows']} rows have NaN/Inf ({frac:.2%}; "
+def check_finite_spectra(scan: ScanResult, limits: CheckLimits) -> CheckOutcome:
+    frac, limit = scan.nonfinite_rows / max(scan.rows, 1), limits.max_nonfinite_fraction
+    return CheckOutcome(frac <= limit, f"{scan.nonfinite_rows} of {scan.rows} rows have NaN/Inf ({frac:.2%}; "
                                        f"limit {limit:.2%}); they are dropped",
-                        {"nonfinite_rows": scan["nonfinite_rows"], "nonfinite_fraction": frac})
+                        {"nonfinite_rows": scan.nonfinite_rows, "nonfinite_fraction": frac})
 
 
-def check_sign_convention(scan: dict, limits: CheckLimits) -> CheckOutcome:
-    mx = scan["spectra_max"]
+def check_sign_convention(scan: ScanResult, limits: CheckLimits) -> CheckOutcome:
+    mx = scan.spectra_max
     ok = mx is None or mx <= 1e-6
-    text = (f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the seed format says" if ok
-            else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the seed format stores them negative")
-    return CheckOutcome(ok, text, {"spectra_min": scan["spectra_min"], "spectra_max": mx})
+    text = (f"raw spectra in [{scan.spectra_min}, {mx}]: stored negative as the seed format says" if ok
+            else f"{scan.spectra_path}: positive raw spectra (max {mx}); the seed format stores them negative")
+    return CheckOutcome(ok, text, {"spectra_min": scan.spectra_min, "spectra_max": mx})
 
 
 def check_raw_data_passed(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:

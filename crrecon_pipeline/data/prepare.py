@@ -25,6 +25,7 @@ import numpy as np
 from crrecon_pipeline.data.checks import (
     CheckLimits,
     RawScan,
+    ScanResult,
     checks_json,
     failed_blocking,
     filter_checks,
@@ -99,7 +100,8 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
     return encoding
 
 
-def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
+def _filter_into(raw, staging: Path, settings: PrepareSettings,
+                 progress: ProgressFn | None) -> tuple[dict, ScanResult, list]:
     """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
     Every structure row is packed and scanned on the structures' hashing thread, a cache-sized piece at a time
     right after its digest update (cheaper than gathering the kept rows first), then the kept rows are taken."""
@@ -153,7 +155,8 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, setti
         identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
                     "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
         manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": settings.model_dump(),
-                    "rows": record["kept_rows"], "record": record, "raw_scan": scan, "checks": checks_json(checks)}
+                    "rows": record["kept_rows"], "record": record, "raw_scan": scan.to_json(),
+                    "checks": checks_json(checks)}
         version = version_id("filtered", identity)
         return store.commit(staging, shard, version, manifest, FILTERED_FILES,
                             make_latest=make_latest and not failed_blocking(checks))
