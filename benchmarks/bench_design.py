@@ -153,14 +153,14 @@ def main() -> None:
             shutil.copyfile(tmp / "designs" / "design_progress.png",
                             Path(args.picture).with_name("design_progress.png"))
 
-    designs = summary["designs"]
-    pred = np.array([d["predicted_efficiency"] for d in designs])
-    sim = np.array([d["simulated_efficiency"] for d in designs])
-    start = np.array([d["initial_predicted_efficiency"] for d in designs])
-    best = summary["best_design"] if summary["best_design"] is not None else int(np.argmax(sim))
-    print(f"length scale: {summary['counted_designs']} of {len(designs)} designs meet {args.min_feature_px} px "
-          f"(min feature px: {[d['min_feature_px'] for d in designs]})")
-    train_best = summary["training_best_efficiency"]
+    designs = summary.designs
+    pred = np.array([d.predicted_efficiency for d in designs])
+    sim = np.array([d.simulated_efficiency for d in designs])
+    start = np.array([d.initial_predicted_efficiency for d in designs])
+    best = summary.best_design if summary.best_design is not None else int(np.argmax(sim))
+    print(f"length scale: {summary.counted_designs} of {len(designs)} designs meet {args.min_feature_px} px "
+          f"(min feature px: {[d.min_feature_px for d in designs]})")
+    train_best = summary.training_best_efficiency
     ratio, gap = sim[best] / train_best, abs(pred[best] - sim[best])
     print(f"design: {args.designs} designs x {args.steps} steps in {t_design:.0f} s (optimization, simulation, files)")
     print(f"surrogate efficiency: starts {start.mean():.4f} -> designs {pred.mean():.4f} (mean); "
@@ -171,8 +171,8 @@ def main() -> None:
           f"ratio {ratio:.3f}x (target >= 1.05); blank cell {blank_eff:.4f} -> {sim[best] / blank_eff:.3f}x")
     print(f"all designs: |predicted - simulated| max {np.abs(pred - sim).max():.4f}, "
           f"mean {np.abs(pred - sim).mean():.4f}")
-    min_band = np.array([d["simulated_min_band"] for d in designs])
-    print(f"min-band metric (objective {summary['objective']}): best design {min_band[best]:.4f}, "
+    min_band = np.array([d.simulated_min_band for d in designs])
+    print(f"min-band metric (objective {summary.objective}): best design {min_band[best]:.4f}, "
           f"best of all {min_band.max():.4f}, mean {min_band.mean():.4f}")
     if ref:
         print_reference(ref, train_best, float(sim[best]))
@@ -203,7 +203,7 @@ def report_rounds(args, settings: DesignSettings, checkpoint, prepared_dir: Path
                         finetune_design_repeat=args.finetune_design_repeat, refine_lr=args.refine_lr)
     result = run_rounds(checkpoint, prepared_dir, tmp / "loop", settings, args.rounds, loop, device="cpu",
                         log=lambda message: print(message, flush=True), train_log=lambda message: None)
-    train_best = result["training_best_efficiency"]
+    train_best = result.training_best_efficiency
     print(f"{args.rounds} rounds x {args.designs} designs x {args.steps} steps, fine-tuning {args.finetune_epochs} "
           f"epochs at lr {args.finetune_lr} (design rows x{args.finetune_design_repeat}, all in training) between "
           f"rounds, later rounds refining at lr {args.refine_lr}: "
@@ -212,22 +212,24 @@ def report_rounds(args, settings: DesignSettings, checkpoint, prepared_dir: Path
     print("| round | designed by | counted designs | best simulated | × best training | mean simulated "
           "| max gap (designing model) | max gap after fine-tuning | rows added |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in result["rounds"]:
-        by = "the trained model" if r["round"] == 0 else f"fine-tuned after round {r['round'] - 1}"
-        after = "-" if r["gap_after"] is None else f"{r['gap_after']:.4f}"
-        best = r["best_simulated"] or float("nan")  # None: no design met the length scale
-        print(f"| {r['round']} | {by} | {r['counted_designs']} / {len(r['designs'])} | {best:.4f} | "
-              f"{best / train_best:.3f}× | {r['mean_simulated'] or float('nan'):.4f} | {r['gap']:.4f} | {after} | "
-              f"{r['rows_added']} |")
-    last = result["rounds"][-1]
+    for r in result.rounds:
+        n = r.numbers
+        by = "the trained model" if r.round == 0 else f"fine-tuned after round {r.round - 1}"
+        after = "-" if r.gap_after is None else f"{r.gap_after:.4f}"
+        best = n.best_simulated or float("nan")  # None: no design met the length scale
+        print(f"| {r.round} | {by} | {n.counted_designs} / {len(r.designs)} | {best:.4f} | "
+              f"{best / train_best:.3f}× | {n.mean_simulated or float('nan'):.4f} | {n.gap:.4f} | {after} | "
+              f"{n.rows_added} |")
+    last = result.rounds[-1].numbers
     ref = physics_reference(settings, prepared_dir, args.reference_steps) if args.reference_steps else None
     if ref:
-        print_reference(ref, train_best, max(r["best_simulated"] or 0 for r in result["rounds"]))
+        print_reference(ref, train_best, max(r.numbers.best_simulated or 0 for r in result.rounds))
+    keep = ("round", "best_simulated", "mean_simulated", "gap", "gap_after", "counted_designs")
     print(json.dumps({"training_best": train_best, "physics_optimum": ref and ref["best"], "rounds": [
-        {k: r[k] for k in ("round", "best_simulated", "mean_simulated", "gap", "gap_after", "counted_designs")}
-        | {"ratio": (r["best_simulated"] or float("nan")) / train_best} for r in result["rounds"]],
-        "target_met": bool(len(result["rounds"]) > 1 and last["gap"] <= 0.02
-                           and (last["best_simulated"] or 0) >= 1.5 * train_best)}))
+        {k: r.to_json()[k] for k in keep} | {"ratio": (r.numbers.best_simulated or float("nan")) / train_best}
+        for r in result.rounds],
+        "target_met": bool(len(result.rounds) > 1 and last.gap <= 0.02
+                           and (last.best_simulated or 0) >= 1.5 * train_best)}))
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def check_predict_and_design(checkpoint: Path, prepared_dir: Path, dev, work: Pa
     settings = DesignSettings(designs=2, steps=scale.design_steps)
     summary = run_design(checkpoint, prepared_dir, work / "designs", settings, device=str(dev))
     ok = pred.shape == (8, 2, 2, config.data.out_len) and bool(torch.isfinite(torch.as_tensor(pred)).all())
-    return ok and len(summary["designs"]) == 2, f"predict {pred.shape}, design {len(summary['designs'])} verified"
+    return ok and len(summary.designs) == 2, f"predict {pred.shape}, design {len(summary.designs)} verified"
 
 
 def check_two_ranks(prepared_dir: Path, work: Path):

@@ -159,13 +159,14 @@ def cmd_preprocess(args) -> dict:
 def warn_failed_checks(out: Path, versions: dict[str, str]) -> None:
     """The warning checks that failed (e.g. check_finite_spectra above its limit: the rows were dropped, the
     shard is usable) on stderr, one line each, as Dagster shows them in yellow."""
+    from crrecon_pipeline.data.checks import manifest_checks
     from crrecon_pipeline.data.store import PreparedStore
 
     store = PreparedStore(out)
     for shard, version in versions.items():
-        for name, check in store.open(int(shard), version).manifest["checks"].items():
-            if not check["passed"] and not check["blocking"]:
-                print(f"crrecon preprocess: warning: shard {shard}: {name} failed: {check['description']}",
+        for name, check in manifest_checks(store.open(int(shard), version).manifest).items():
+            if not check.passed and not check.blocking:
+                print(f"crrecon preprocess: warning: shard {shard}: {name} failed: {check.description}",
                       file=sys.stderr)
 
 
@@ -272,14 +273,14 @@ def cmd_design(args) -> dict:
         with bar:
             return run_rounds(args.checkpoint, args.prepared, args.out, settings, args.rounds,
                               from_flags(args, LoopSettings), args.device, update,
-                              log=lambda message: print(f"design: {message}", file=sys.stderr))
+                              log=lambda message: print(f"design: {message}", file=sys.stderr)).to_json()
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:
         summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, args.device, update)
-    keep = ("index", "predicted_efficiency", "simulated_efficiency")
-    print(f"design: {summary['verification']}", file=sys.stderr)
-    return {"designs": [{k: d[k] for k in keep} for d in summary["designs"]],
-            "training_best_efficiency": summary["training_best_efficiency"], "out": summary["out"]}
+    keep = {"index", "predicted_efficiency", "simulated_efficiency"}
+    print(f"design: {summary.verification}", file=sys.stderr)
+    return {"designs": [d.model_dump(include=keep) for d in summary.designs],
+            "training_best_efficiency": summary.training_best_efficiency, "out": summary.out}
 
 
 def _floats(text: str, option: str) -> list[float]:

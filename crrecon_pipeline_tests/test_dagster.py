@@ -105,7 +105,8 @@ def test_handoff_reads_the_latest_materializations_as_typed_records(pipeline):
 def test_every_check_is_built_from_its_one_definition():
     """The code location's check specs are the registries' entries (name, asset, description, blocking), the data
     checks partitioned by shard; the lineage's blocking list is derived from the same registry."""
-    from crrecon_pipeline.data.checks import DATA_CHECKS
+    from crrecon_pipeline.data.checks import DATA_CHECKS, RECORDED_NAMES
+    from crrecon_pipeline.defs.checks import ASSET_KEYS
     from crrecon_pipeline.defs.lineage import BLOCKING_CHECKS
     from crrecon_pipeline.design.verify import DESIGN_CHECKS
     from crrecon_pipeline.train.metrics import MODEL_CHECKS
@@ -117,9 +118,11 @@ def test_every_check_is_built_from_its_one_definition():
     assert set(specs) == set(registry) and len(registry) == 11
     for name, spec in specs.items():
         check = registry[name]
-        assert spec.asset_key.to_user_string() == check.asset
+        assert spec.asset_key.to_user_string() == ASSET_KEYS[check.stage]
         assert (spec.description, spec.blocking) == (check.description, check.blocking)
-        assert (spec.partitions_def is shards) == (check.asset in DATA_CHECKS)
+        assert (spec.partitions_def is shards) == (check.stage in DATA_CHECKS)
+    # a manifest's check record names the asset that reports it ("asset"), as stored manifests always did
+    assert all(ASSET_KEYS[stage] == name for stage, name in RECORDED_NAMES.items())
     assert BLOCKING_CHECKS == {
         "raw_structures": ["check_binary_structures"],
         "raw_spectra": ["check_sign_convention"],

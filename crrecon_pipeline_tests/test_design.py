@@ -129,7 +129,7 @@ def test_designing_through_the_simulator_climbs_the_true_efficiency():
 def test_run_design_simulates_with_recorded_settings(checkpoint, raw_dir, prepared_dir, tmp_path):
     out = tmp_path / "designs"
     summary = run_design(checkpoint, prepared_dir, out, FEW, device="cpu")
-    assert summary["verified"] and summary["reproduction_error"] <= 1e-4
+    assert summary.verified and summary.reproduction_error <= 1e-4
     structures = np.load(out / "binary_dataset_128_0.npy")
     spectra = np.load(out / "spectra_latest_0.npy")
     assert structures.shape == (3, 1, 128, 128) and structures.dtype == np.uint8
@@ -139,19 +139,21 @@ def test_run_design_simulates_with_recorded_settings(checkpoint, raw_dir, prepar
     direct = simulate_spectra(structures, physics)
     np.testing.assert_allclose(spectra, direct, atol=1e-7)
     lam = load_prepared(prepared_dir).wavelengths_nm
-    sim = [d["simulated_efficiency"] for d in summary["designs"]]
+    sim = summary.simulated()
     assert sim == pytest.approx(routing_efficiency(bayer_of(direct), lam), abs=1e-6)
     best, _ = training_best(load_prepared(prepared_dir))
     prepared = load_prepared(prepared_dir)
     everything = np.concatenate([prepared.bayer, prepared.rotated_bayer])
-    assert summary["training_best_efficiency"] == pytest.approx(routing_efficiency(everything, lam).max(), abs=1e-6)
-    assert best == pytest.approx(summary["training_best_efficiency"], abs=1e-6)
+    assert summary.training_best_efficiency == pytest.approx(routing_efficiency(everything, lam).max(), abs=1e-6)
+    assert best == pytest.approx(summary.training_best_efficiency, abs=1e-6)
     assert (out / "designs.png").stat().st_size > 1000 and (out / "design_progress.png").exists()
     on_disk = json.loads((out / "designs.json").read_text())
-    assert on_disk["designs"] == summary["designs"] and on_disk["files"][0].endswith("binary_dataset_128_0.npy")
+    assert on_disk == json.loads(json.dumps(summary.to_json()))
+    assert summary.structures_file.endswith("binary_dataset_128_0.npy")
+    assert summary.spectra_file.endswith("spectra_latest_0.npy")
     # a second run picks the next shard index; an explicit collision is refused
     assert run_design(checkpoint, prepared_dir, out, DesignSettings(designs=1, steps=2),
-                      device="cpu")["shard_index"] == 1
+                      device="cpu").shard_index == 1
     with pytest.raises(ValueError, match="already exists"):
         run_design(checkpoint, prepared_dir, out, FEW, shard_index=0, device="cpu")
 
@@ -168,7 +170,7 @@ def test_verification_follows_the_recorded_settings(checkpoint, prepared_dir, tm
     summary = run_design(checkpoint, tmp_path / "prepared", tmp_path / "out", FEW, device="cpu")
     structures = np.load(tmp_path / "out" / "binary_dataset_128_0.npy")
     lam = PrepareSettings().bin_centers_nm()
-    sim = np.array([d["simulated_efficiency"] for d in summary["designs"]])
+    sim = np.array(summary.simulated())
     at_3 = routing_efficiency(bayer_of(simulate_spectra(structures, PhysicsParams(depth_um=3.0))), lam)
     at_default = routing_efficiency(bayer_of(simulate_spectra(structures)), lam)
     assert sim == pytest.approx(at_3, abs=1e-6)
@@ -184,8 +186,9 @@ def test_verification_follows_the_recorded_settings(checkpoint, prepared_dir, tm
     # no record (e.g. the user's FDTD data): structures only, simulated_efficiency null
     (raw / "simulation.json").unlink()
     summary = run_design(checkpoint, tmp_path / "prepared", tmp_path / "out2", FEW, device="cpu")
-    assert not summary["verified"] and "not found" in summary["verification"]
-    assert all(d["simulated_efficiency"] is None for d in summary["designs"])
+    assert not summary.verified and "not found" in summary.verification
+    assert all(d.simulated_efficiency is None for d in summary.designs) and summary.spectra_file is None
+    assert "simulated_bands" not in json.loads((tmp_path / "out2" / "designs.json").read_text())["designs"][0]
     assert (tmp_path / "out2" / "binary_dataset_128_0.npy").exists()
     assert not (tmp_path / "out2" / "spectra_latest_0.npy").exists()
 

@@ -125,8 +125,9 @@ def test_a_version_committed_before_the_check_existed_still_reports_it(flipped_s
     for version, passed in ((good, True), (bad, False)):
         old = dict(version.manifest, checks={k: v for k, v in version.manifest["checks"].items()
                                              if k != "check_raw_data_passed"})
-        assert recorded_checks(old)["check_raw_data_passed"]["passed"] is passed
-        assert recorded_checks(old)["check_raw_data_passed"] == version.manifest["checks"]["check_raw_data_passed"]
+        derived = recorded_checks(old)["check_raw_data_passed"]
+        assert derived.passed is passed
+        assert derived.to_json() == version.manifest["checks"]["check_raw_data_passed"]
 
 
 # ---------------------------------------------------------------------------------------------- item 7

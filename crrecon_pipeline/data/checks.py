@@ -1,20 +1,22 @@
-"""Data-quality checks on raw and prepared shards, each defined ONCE here: its name, the asset it judges, its
+"""Data-quality checks on raw and prepared shards, each defined ONCE here: its name, the data stage it judges, its
 description, whether a failure blocks (and how it is reported) and the plain function that judges it.
 
-The registry DATA_CHECKS (grouped by asset) is what everything else reads: raw_checks / filter_checks /
-rotation_checks run it for `crrecon preprocess` and the assets alike and record the outcomes in a version's
-manifest ({asset, passed, blocking, description, metadata}); the Dagster layer (defs/checks.py) builds its
-AssetCheckSpecs and results from it, and the lineage its list of blocking checks. No Dagster import here.
+The registry DATA_CHECKS (grouped by Stage) is what everything else reads: raw_checks / filter_checks /
+rotation_checks run it for `crrecon preprocess` and the assets alike and return typed CheckResults, which a
+version's manifest records in their JSON form ({asset, passed, blocking, description, metadata}, "asset" naming the
+stage as the first release wrote it); the Dagster layer (defs/checks.py) maps each stage to its asset and builds the
+AssetCheckSpecs and results from the registry, and the lineage its list of blocking checks. No Dagster import here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crrecon_pipeline.data.npyio import iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
@@ -24,13 +26,35 @@ from crrecon_pipeline.data.transforms import (
     row_status,
     structure_encoding,
 )
+from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.settings import Settings
 
 CHUNK_ROWS = 4096
 SEVERITIES = ("error", "warn")
 
 
-@dataclass
+class Stage(str, Enum):
+    """What a check judges: a stage of the data (raw files, the filtered and the rotated versions), a trained model
+    or a design run. defs/checks.py maps each to its Dagster asset."""
+
+    RAW_STRUCTURES = "raw.structures"
+    RAW_SPECTRA = "raw.spectra"
+    FILTERED = "filtered"
+    ROTATED = "rotated"
+    MODEL = "model"
+    DESIGNS = "designs"
+
+
+RAW_STAGES = (Stage.RAW_STRUCTURES, Stage.RAW_SPECTRA)
+
+# How a manifest's check record names its stage (its "asset" key, as the first release wrote it): stored manifests
+# and the tools that read them keep these words.
+RECORDED_NAMES = {Stage.RAW_STRUCTURES: "raw_structures", Stage.RAW_SPECTRA: "raw_spectra",
+                  Stage.FILTERED: "filtered_bayer", Stage.ROTATED: "rotated_bayer"}
+_STAGE_OF_NAME = {name: stage for stage, name in RECORDED_NAMES.items()}
+
+
+@dataclass(frozen=True)
 class CheckOutcome:
     """What a judge found. `warn_only`: this failure is a warning although the check's severity is "error" (a
     model a little better than the baseline); a "warn" check's failures are warnings anyway."""
@@ -41,6 +65,39 @@ class CheckOutcome:
     warn_only: bool = False
 
 
+class CheckResult(BaseModel):
+    """A check's result as recorded: `blocking` when its failure is an error (a failed blocking result keeps the
+    version out of LATEST and out of training), a warning otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: Stage
+    passed: bool
+    blocking: bool
+    description: str
+    metadata: dict[str, Any] = {}
+
+    @property
+    def failed_blocking(self) -> bool:
+        return self.blocking and not self.passed
+
+    def to_json(self) -> dict:
+        """The manifest's form: {asset, passed, blocking, description, metadata}."""
+        return {"asset": RECORDED_NAMES.get(self.stage, self.stage.value), "passed": self.passed,
+                "blocking": self.blocking, "description": self.description, "metadata": self.metadata}
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "check record") -> CheckResult:
+        """A manifest's record (keys a newer version added are ignored); DataError naming `source` if malformed."""
+        try:
+            values = {k: data[k] for k in ("passed", "blocking", "description") if k in data}
+            return cls(stage=_STAGE_OF_NAME.get(data["asset"], data["asset"]), metadata=data.get("metadata") or {},
+                       **values)
+        except (KeyError, TypeError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise DataError(f"{source}: not a check record ({type(exc).__name__}: {first})") from None
+
+
 @dataclass(frozen=True)
 class CheckDef:
     """One check. blocking: a failure stops the assets downstream in that run and keeps the shard out of training
@@ -48,7 +105,7 @@ class CheckDef:
     still usable, e.g. NaN rows that the filter drops anyway). judge(subject, limits) -> CheckOutcome."""
 
     name: str
-    asset: str
+    stage: Stage
     description: str
     judge: Callable[[Any, Any], CheckOutcome]
     blocking: bool = True
@@ -58,30 +115,33 @@ class CheckDef:
         if self.severity not in SEVERITIES:
             raise ValueError(f"check {self.name}: severity must be one of {SEVERITIES}, got {self.severity!r}")
 
-    def record(self, outcome: CheckOutcome) -> dict:
-        """The form kept in a version's manifest (and read back by the Dagster layer and the trainer)."""
-        return {"asset": self.asset, "passed": bool(outcome.passed),
-                "blocking": self.severity == "error" and not outcome.warn_only,
-                "description": outcome.description, "metadata": outcome.metadata}
+    def result(self, outcome: CheckOutcome) -> CheckResult:
+        """The outcome as recorded (in a version's manifest, by the Dagster layer and the trainer)."""
+        return CheckResult(stage=self.stage, passed=bool(outcome.passed),
+                           blocking=self.severity == "error" and not outcome.warn_only,
+                           description=outcome.description, metadata=outcome.metadata)
 
-    def evaluate(self, subject, limits) -> dict:
-        return self.record(self.judge(subject, limits))
+    def evaluate(self, subject, limits) -> CheckResult:
+        return self.result(self.judge(subject, limits))
 
 
-def by_asset(*checks: CheckDef) -> dict[str, tuple[CheckDef, ...]]:
-    """A registry: the checks grouped by the asset they judge, in the order given (names unique)."""
+Registry = dict[Stage, tuple[CheckDef, ...]]
+
+
+def by_stage(*checks: CheckDef) -> Registry:
+    """A registry: the checks grouped by the stage they judge, in the order given (names unique)."""
     names = [c.name for c in checks]
     if len(set(names)) != len(names):
         raise ValueError(f"check names must be unique, got {names}")
-    grouped: dict[str, tuple[CheckDef, ...]] = {}
+    grouped: Registry = {}
     for check in checks:
-        grouped[check.asset] = grouped.get(check.asset, ()) + (check,)
+        grouped[check.stage] = grouped.get(check.stage, ()) + (check,)
     return grouped
 
 
-def blocking_checks(registry: dict[str, tuple[CheckDef, ...]]) -> dict[str, list[str]]:
-    """{asset: names of its blocking checks}."""
-    return {asset: [c.name for c in checks if c.blocking] for asset, checks in registry.items()}
+def blocking_checks(registry: Registry) -> dict[Stage, list[str]]:
+    """{stage: names of its blocking checks}."""
+    return {stage: [c.name for c in checks if c.blocking] for stage, checks in registry.items()}
 
 
 class CheckLimits(Settings):
@@ -96,13 +156,41 @@ class CheckLimits(Settings):
     green_tolerance: float = Field(1e-6, ge=0, le=1, description="check_greens_equal: largest |G1 - G2| allowed")
 
 
-class FilteredStage(NamedTuple):
+class FilteredShard(NamedTuple):
     """What the filter checks judge: the shard's record (counts, statistics), the folder of its written files and
-    the raw checks' records of the same pass over the raw files."""
+    the raw checks' results of the same pass over the raw files."""
 
     record: dict
     folder: Path
-    raw_checks: dict = {}
+    raw_checks: dict[str, CheckResult] = {}
+
+
+class ScanResult(BaseModel):
+    """What one pass over a raw shard learned (a filtered version's manifest records it as `raw_scan`; the sha256
+    keys are absent when the pass did not hash)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard: int
+    rows: int
+    n_wavelengths: int
+    structures_path: str
+    spectra_path: str
+    structures_shape: list[int]
+    spectra_shape: list[int]
+    structures_dtype: str
+    spectra_dtype: str
+    structure_encoding: str  # "0/1", "0/255", "all zero", "non-binary" or "mixed"
+    spectra_min: float | None  # over the finite rows (None: none)
+    spectra_max: float | None
+    unfinished_rows: int
+    nonfinite_rows: int
+    structures_sha256: str | None = None
+    spectra_sha256: str | None = None
+
+    def to_json(self) -> dict:
+        data = self.model_dump()
+        return {k: v for k, v in data.items() if v is not None or not k.endswith("_sha256")}
 
 
 class RawScan:
@@ -126,7 +214,7 @@ class RawScan:
             good = sp[finite]
             self.sp_min, self.sp_max = min(self.sp_min, float(good.min())), max(self.sp_max, float(good.max()))
 
-    def result(self, sha256: dict[str, str] | None = None) -> dict:
+    def result(self, sha256: dict[str, str] | None = None) -> ScanResult:
         raw = self.raw
         encodings = self.encodings - {None}
         if not encodings:
@@ -135,30 +223,22 @@ class RawScan:
             encoding = "non-binary"
         else:
             encoding = encodings.pop() if len(encodings) == 1 else "mixed"
-        out = {
-            "shard": raw.index,
-            "rows": raw.rows,
-            "n_wavelengths": raw.n_wavelengths,
-            "structures_path": str(raw.structures.path),
-            "spectra_path": str(raw.spectra.path),
-            "structures_shape": list(raw.structures.shape),
-            "spectra_shape": list(raw.spectra.shape),
-            "structures_dtype": str(raw.structures.dtype),
-            "spectra_dtype": str(raw.spectra.dtype),
-            "structure_encoding": encoding,
-            "spectra_min": self.sp_min if np.isfinite(self.sp_min) else None,
-            "spectra_max": self.sp_max if np.isfinite(self.sp_max) else None,
-            "unfinished_rows": self.unfinished,
-            "nonfinite_rows": self.nonfinite,
-        }
-        if sha256:
-            out |= {"structures_sha256": sha256["structures"], "spectra_sha256": sha256["spectra"]}
-        return out
+        return ScanResult(
+            shard=raw.index, rows=raw.rows, n_wavelengths=raw.n_wavelengths,
+            structures_path=str(raw.structures.path), spectra_path=str(raw.spectra.path),
+            structures_shape=list(raw.structures.shape), spectra_shape=list(raw.spectra.shape),
+            structures_dtype=str(raw.structures.dtype), spectra_dtype=str(raw.spectra.dtype),
+            structure_encoding=encoding,
+            spectra_min=self.sp_min if np.isfinite(self.sp_min) else None,
+            spectra_max=self.sp_max if np.isfinite(self.sp_max) else None,
+            unfinished_rows=self.unfinished, nonfinite_rows=self.nonfinite,
+            **({"structures_sha256": sha256["structures"], "spectra_sha256": sha256["spectra"]} if sha256 else {}))
 
 
 # ------------------------------------------------------------------------------------------------ raw shards
 
-def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None, progress=None) -> dict:
+def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = None,
+                   progress=None) -> ScanResult:
     """One streaming pass over a raw shard pair: checksums (hashed while reading), value ranges, counts of
     unfinished/non-finite rows and of non-binary structure values. Headers are checked first (DataError)."""
     raw = open_shard(raw_dir, shard, n_wavelengths)
@@ -171,83 +251,93 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
     return scan.result(reader.sha256)
 
 
-def raw_checks(scan: dict, limits: CheckLimits) -> dict[str, dict]:
-    """The raw-data checks on one scan, as manifest records: one function for the assets and the CLI."""
-    return run_checks("raw_structures", scan, limits) | run_checks("raw_spectra", scan, limits)
+def raw_checks(scan: ScanResult, limits: CheckLimits) -> dict[str, CheckResult]:
+    """The raw-data checks on one scan: one function for the assets and the CLI."""
+    return run_checks(Stage.RAW_STRUCTURES, scan, limits) | run_checks(Stage.RAW_SPECTRA, scan, limits)
 
 
 def filter_checks(record: dict, folder: str | Path, limits: CheckLimits,
-                  raw: dict[str, dict] | None = None) -> dict[str, dict]:
-    """The checks on a filtered shard (its record, the written files and the raw checks of the same pass), as
-    manifest records."""
-    return run_checks("filtered_bayer", FilteredStage(record, Path(folder), raw or {}), limits)
+                  raw: dict[str, CheckResult] | None = None) -> dict[str, CheckResult]:
+    """The checks on a filtered shard (its record, the written files and the raw checks of the same pass)."""
+    return run_checks(Stage.FILTERED, FilteredShard(record, Path(folder), raw or {}), limits)
 
 
-def rotation_checks(folder: str | Path, limits: CheckLimits | None = None) -> dict[str, dict]:
-    return run_checks("rotated_bayer", Path(folder), limits or CheckLimits())
+def rotation_checks(folder: str | Path, limits: CheckLimits | None = None) -> dict[str, CheckResult]:
+    return run_checks(Stage.ROTATED, Path(folder), limits or CheckLimits())
 
 
-def recorded_checks(manifest: dict) -> dict[str, dict]:
-    """A version's check records, with those of checks added since it was committed derived from what it records
+def manifest_checks(manifest: dict, source: str = "manifest") -> dict[str, CheckResult]:
+    """The check results a version's manifest records, exactly as recorded."""
+    return {name: CheckResult.from_json(record, f"{source}: check {name}")
+            for name, record in manifest.get("checks", {}).items()}
+
+
+def checks_json(checks: dict[str, CheckResult]) -> dict[str, dict]:
+    """Check results in the manifest's form."""
+    return {name: result.to_json() for name, result in checks.items()}
+
+
+def recorded_checks(manifest: dict) -> dict[str, CheckResult]:
+    """A version's check results, with those of checks added since it was committed derived from what it records
     (check_raw_data_passed from its raw checks), so a store written by an earlier release reports every check."""
-    checks = dict(manifest["checks"])
+    checks = manifest_checks(manifest)
     if manifest.get("kind") in ("filtered", "rotated") and "check_raw_data_passed" not in checks:
-        raw = {n: c for n, c in checks.items() if c["asset"] in ("raw_structures", "raw_spectra")}
-        check = next(c for c in DATA_CHECKS["filtered_bayer"] if c.name == "check_raw_data_passed")
-        checks["check_raw_data_passed"] = check.evaluate(FilteredStage(manifest.get("record", {}), Path("."), raw),
+        raw = {n: c for n, c in checks.items() if c.stage in RAW_STAGES}
+        check = next(c for c in DATA_CHECKS[Stage.FILTERED] if c.name == "check_raw_data_passed")
+        checks["check_raw_data_passed"] = check.evaluate(FilteredShard(manifest.get("record", {}), Path("."), raw),
                                                          CheckLimits())
     return checks
 
 
-def run_checks(asset: str, subject, limits: CheckLimits) -> dict[str, dict]:
-    return {check.name: check.evaluate(subject, limits) for check in DATA_CHECKS[asset]}
+def run_checks(stage: Stage, subject, limits: CheckLimits) -> dict[str, CheckResult]:
+    return {check.name: check.evaluate(subject, limits) for check in DATA_CHECKS[stage]}
 
 
-def failed_blocking(checks: dict[str, dict]) -> list[str]:
-    return [name for name, c in checks.items() if c["blocking"] and not c["passed"]]
+def failed_blocking(checks: dict[str, CheckResult]) -> list[str]:
+    return [name for name, c in checks.items() if c.failed_blocking]
 
 
 # ------------------------------------------------------------------------------------------------ the judges
 
-def check_binary_structures(scan: dict, limits: CheckLimits) -> CheckOutcome:
-    enc = scan["structure_encoding"]
+def check_binary_structures(scan: ScanResult, limits: CheckLimits) -> CheckOutcome:
+    enc = scan.structure_encoding
     ok = enc in ("0/1", "0/255", "all zero")
-    desc = f"structures are binary ({enc})" if ok else f"{scan['structures_path']}: structures are not binary ({enc})"
+    desc = f"structures are binary ({enc})" if ok else f"{scan.structures_path}: structures are not binary ({enc})"
     return CheckOutcome(ok, desc, {"encoding": enc})
 
 
-def check_finite_spectra(scan: dict, limits: CheckLimits) -> CheckOutcome:
-    frac, limit = scan["nonfinite_rows"] / max(scan["rows"], 1), limits.max_nonfinite_fraction
-    return CheckOutcome(frac <= limit, f"{scan['nonfinite_rows']} of {scan['rows']} rows have NaN/Inf ({frac:.2%}; "
+def check_finite_spectra(scan: ScanResult, limits: CheckLimits) -> CheckOutcome:
+    frac, limit = scan.nonfinite_rows / max(scan.rows, 1), limits.max_nonfinite_fraction
+    return CheckOutcome(frac <= limit, f"{scan.nonfinite_rows} of {scan.rows} rows have NaN/Inf ({frac:.2%}; "
                                        f"limit {limit:.2%}); they are dropped",
-                        {"nonfinite_rows": scan["nonfinite_rows"], "nonfinite_fraction": frac})
+                        {"nonfinite_rows": scan.nonfinite_rows, "nonfinite_fraction": frac})
 
 
-def check_sign_convention(scan: dict, limits: CheckLimits) -> CheckOutcome:
-    mx = scan["spectra_max"]
+def check_sign_convention(scan: ScanResult, limits: CheckLimits) -> CheckOutcome:
+    mx = scan.spectra_max
     ok = mx is None or mx <= 1e-6
-    text = (f"raw spectra in [{scan['spectra_min']}, {mx}]: stored negative as the raw format says" if ok
-            else f"{scan['spectra_path']}: positive raw spectra (max {mx}); the raw format stores them negative")
-    return CheckOutcome(ok, text, {"spectra_min": scan["spectra_min"], "spectra_max": mx})
+    text = (f"raw spectra in [{scan.spectra_min}, {mx}]: stored negative as the raw format says" if ok
+            else f"{scan.spectra_path}: positive raw spectra (max {mx}); the raw format stores them negative")
+    return CheckOutcome(ok, text, {"spectra_min": scan.spectra_min, "spectra_max": mx})
 
 
-def check_raw_data_passed(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
+def check_raw_data_passed(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
     """The blocking raw checks of the files this version was filtered from, judged in the same pass. Why here too:
     in Dagster the raw assets' own check results date from their last materialization; raw files changed since
     then and only re-filtered would otherwise show every check green on a version its manifest records as failed."""
-    failed = failed_blocking(stage.raw_checks)
+    failed = failed_blocking(shard.raw_checks)
     if not failed:
-        return CheckOutcome(True, f"the raw files' blocking checks passed in this pass ({len(stage.raw_checks)} run)",
+        return CheckOutcome(True, f"the raw files' blocking checks passed in this pass ({len(shard.raw_checks)} run)",
                             {"failed_raw_checks": ""})
-    first = stage.raw_checks[failed[0]]
-    return CheckOutcome(False, f"{failed[0]} failed on the files this version was made from: {first['description']} "
+    first = shard.raw_checks[failed[0]]
+    return CheckOutcome(False, f"{failed[0]} failed on the files this version was made from: {first.description} "
                                f"(the raw data changed since raw_structures / raw_spectra were materialized? "
                                f"fix the files; materialize the raw assets to refresh their checks)",
                         {"failed_raw_checks": ", ".join(failed)})
 
 
-def check_row_counts(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
-    record = stage.record
+def check_row_counts(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
+    record = shard.record
     total = record["kept_rows"] + record["dropped_unfinished"] + record["dropped_nonfinite"]
     ok = total == record["raw_rows"]
     return CheckOutcome(ok, f"kept {record['kept_rows']} + unfinished {record['dropped_unfinished']} + non-finite "
@@ -255,9 +345,9 @@ def check_row_counts(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
                         {k: record[k] for k in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")})
 
 
-def check_no_bad_rows(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
+def check_no_bad_rows(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
     """Re-reads the written Bayer file: no all-zero row, nothing non-finite, nothing negative."""
-    h = read_header(stage.folder / "bayer.npy")
+    h = read_header(shard.folder / "bayer.npy")
     zero = nonfinite = negative = 0
     for _, b in iter_chunks(h, 1 << 16):
         flat = b.reshape(len(b), -1)
@@ -270,14 +360,14 @@ def check_no_bad_rows(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome
                         {"rows": h.shape[0], "zero_rows": zero, "nonfinite_rows": nonfinite, "negative_rows": negative})
 
 
-def check_greens_equal(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
-    mism, tolerance = stage.record["max_green_mismatch"], limits.green_tolerance
+def check_greens_equal(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
+    mism, tolerance = shard.record["max_green_mismatch"], limits.green_tolerance
     return CheckOutcome(mism <= tolerance, f"max |G1 - G2| = {mism:.3g} (tolerance {tolerance:g})",
                         {"max_green_mismatch": mism})
 
 
-def check_kept_fraction(stage: FilteredStage, limits: CheckLimits) -> CheckOutcome:
-    frac, low, high = stage.record["kept_fraction"], limits.kept_fraction_min, limits.kept_fraction_max
+def check_kept_fraction(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
+    frac, low, high = shard.record["kept_fraction"], limits.kept_fraction_min, limits.kept_fraction_max
     return CheckOutcome(low <= frac <= high,
                         f"kept fraction {frac:.3f} (expected {low}..{high}; the research data keeps 0.528)",
                         {"kept_fraction": frac})
@@ -311,24 +401,25 @@ def _count_bayer_mismatches(originals: np.ndarray, rotated: np.ndarray) -> int:
 
 # ------------------------------------------------------------------------------------------------ the registry
 
-DATA_CHECKS = by_asset(
-    CheckDef("check_binary_structures", "raw_structures", "structures are {0,1} or {0,255}", check_binary_structures),
-    CheckDef("check_finite_spectra", "raw_spectra",
+DATA_CHECKS = by_stage(
+    CheckDef("check_binary_structures", Stage.RAW_STRUCTURES, "structures are {0,1} or {0,255}",
+             check_binary_structures),
+    CheckDef("check_finite_spectra", Stage.RAW_SPECTRA,
              "rows with NaN/Inf stay under FilterSettings.max_nonfinite_fraction (they are dropped)",
              check_finite_spectra, blocking=False, severity="warn"),
-    CheckDef("check_sign_convention", "raw_spectra",
+    CheckDef("check_sign_convention", Stage.RAW_SPECTRA,
              "raw spectra are stored negative (a flipped export would train on wrong signs)", check_sign_convention),
-    CheckDef("check_raw_data_passed", "filtered_bayer",
+    CheckDef("check_raw_data_passed", Stage.FILTERED,
              "the raw files it was made from pass their blocking checks, judged in the same pass (the raw assets' "
              "results may be older)", check_raw_data_passed),
-    CheckDef("check_row_counts", "filtered_bayer", "kept + dropped_unfinished + dropped_nonfinite = raw_rows",
+    CheckDef("check_row_counts", Stage.FILTERED, "kept + dropped_unfinished + dropped_nonfinite = raw_rows",
              check_row_counts),
-    CheckDef("check_no_bad_rows", "filtered_bayer",
+    CheckDef("check_no_bad_rows", Stage.FILTERED,
              "no all-zero, non-finite or negative row is left in the written Bayer file", check_no_bad_rows),
-    CheckDef("check_greens_equal", "filtered_bayer", "the two green pixels agree (diagonal-symmetric structures)",
+    CheckDef("check_greens_equal", Stage.FILTERED, "the two green pixels agree (diagonal-symmetric structures)",
              check_greens_equal),
-    CheckDef("check_kept_fraction", "filtered_bayer",
+    CheckDef("check_kept_fraction", Stage.FILTERED,
              "the kept fraction lies in FilterSettings [kept_fraction_min, kept_fraction_max]", check_kept_fraction),
-    CheckDef("check_rotation_exact", "rotated_bayer",
+    CheckDef("check_rotation_exact", Stage.ROTATED,
              "turning the rotated set once more gives back the originals exactly", check_rotation_exact),
 )

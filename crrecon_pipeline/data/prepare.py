@@ -25,8 +25,11 @@ import numpy as np
 from crrecon_pipeline.data.checks import (
     CheckLimits,
     RawScan,
+    ScanResult,
+    checks_json,
     failed_blocking,
     filter_checks,
+    manifest_checks,
     raw_checks,
     rotation_checks,
 )
@@ -97,7 +100,8 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
     return encoding
 
 
-def _filter_into(raw, staging: Path, settings: PrepareSettings, progress: ProgressFn | None) -> tuple[dict, dict, list]:
+def _filter_into(raw, staging: Path, settings: PrepareSettings,
+                 progress: ProgressFn | None) -> tuple[dict, ScanResult, list]:
     """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
     Every structure row is packed and scanned on the structures' hashing thread, a cache-sized piece at a time
     right after its digest update (cheaper than gathering the kept rows first), then the kept rows are taken."""
@@ -151,7 +155,8 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, setti
         identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
                     "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
         manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": settings.model_dump(),
-                    "rows": record["kept_rows"], "record": record, "raw_scan": scan, "checks": checks}
+                    "rows": record["kept_rows"], "record": record, "raw_scan": scan.to_json(),
+                    "checks": checks_json(checks)}
         version = version_id("filtered", identity)
         return store.commit(staging, shard, version, manifest, FILTERED_FILES,
                             make_latest=make_latest and not failed_blocking(checks))
@@ -171,9 +176,9 @@ def rotate_version(store_root: str | Path, filtered: ShardVersion, chunk_rows: i
             for (_, packed), (_, bayer) in zip(iter_chunks(h_struct, chunk_rows), iter_chunks(h_bayer, chunk_rows)):
                 w_struct.write(rotate_packed(packed))
                 w_bayer.write(rotate_bayer(bayer))
-        checks = filtered.manifest["checks"] | rotation_checks(staging)
+        checks = manifest_checks(filtered.manifest) | rotation_checks(staging)
         manifest = {k: filtered.manifest[k] for k in ("sources", "settings", "rows", "record", "raw_scan")}
-        manifest |= {"kind": "rotated", "parent": filtered.version, "checks": checks}
+        manifest |= {"kind": "rotated", "parent": filtered.version, "checks": checks_json(checks)}
         version = version_id("rotated", {"kind": "rotated", "parent": filtered.version})
         return store.commit(staging, filtered.shard, version, manifest, FILTERED_FILES + ROTATED_FILES,
                             make_latest=make_latest and not failed_blocking(checks))
@@ -224,8 +229,8 @@ def _rotated_checked(out_dir: str | Path, filtered: ShardVersion) -> ShardVersio
 
 def refuse_failed_checks(v: ShardVersion) -> None:
     """The CLI's form of a blocking check: one line naming the file and the problem."""
-    failed = failed_blocking(v.manifest["checks"])
+    checks = manifest_checks(v.manifest, str(v.path))
+    failed = failed_blocking(checks)
     if failed:
-        first = v.manifest["checks"][failed[0]]
         extra = f" (and {', '.join(failed[1:])})" if failed[1:] else ""
-        raise DataError(f"shard {v.shard}: {failed[0]} failed: {first['description']}{extra}")
+        raise DataError(f"shard {v.shard}: {failed[0]} failed: {checks[failed[0]].description}{extra}")

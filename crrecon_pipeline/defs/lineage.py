@@ -10,13 +10,14 @@ registry (data.checks.DATA_CHECKS), where each check is defined."""
 
 import dagster as dg
 
-from crrecon_pipeline.data.checks import DATA_CHECKS, blocking_checks
+from crrecon_pipeline.data.checks import DATA_CHECKS
 from crrecon_pipeline.data.rawfiles import parse_shard_key
+from crrecon_pipeline.defs.checks import blocking_checks_by_asset
 from crrecon_pipeline.defs.handoff import latest_materialization, latest_prepared_version
 from crrecon_pipeline.defs.partitions import shards
 
 # The blocking checks along a shard's lineage, per asset (check_finite_spectra only warns: the rows are dropped).
-BLOCKING_CHECKS = blocking_checks(DATA_CHECKS)
+BLOCKING_CHECKS = blocking_checks_by_asset(DATA_CHECKS)
 
 
 def shard_of(partition_key: str) -> int:

@@ -28,6 +28,7 @@ from crrecon_pipeline.data.rawfiles import structure_path
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.design.optimize import DesignSettings, ProgressFn
 from crrecon_pipeline.design.run import design_on
+from crrecon_pipeline.design.summary import DesignBrief, DesignSummary, LoopResult, LoopRound, RoundNumbers
 from crrecon_pipeline.design.verify import prepare_settings_of
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.bands import routing_efficiency
@@ -78,23 +79,6 @@ class LoopSettings(Settings):
         return settings.changed(beta_start=settings.beta_end, lr=self.refine_lr)
 
 
-def round_numbers(summary: dict) -> dict:
-    """A round's numbers from its design summary: best and mean simulated efficiency of the designs that count,
-    the largest |predicted - simulated| (the designing model's gap), rows added."""
-    designs = summary["designs"]
-    counted = [d for d in designs if d["counted"]]
-    sim = [d["simulated_efficiency"] for d in counted]
-    best = None if summary["best_design"] is None else designs[summary["best_design"]]
-    return {
-        "best_simulated": best["simulated_efficiency"] if best else None,
-        "best_simulated_min_band": best["simulated_min_band"] if best else None,
-        "mean_simulated": round(float(np.mean(sim)), 6) if sim else None,
-        "gap": round(max(abs(d["predicted_efficiency"] - d["simulated_efficiency"]) for d in designs), 6),
-        "counted_designs": len(counted),
-        "rows_added": len(designs),
-    }
-
-
 def surrogate_gap(checkpoint: str | Path, structures: np.ndarray, simulated_efficiency: np.ndarray,
                   wavelengths_nm: np.ndarray, settings: DesignSettings, device: str = "auto") -> float:
     """Largest |predicted - simulated| band-mean efficiency of `checkpoint` on given structures (the gap on a
@@ -104,9 +88,9 @@ def surrogate_gap(checkpoint: str | Path, structures: np.ndarray, simulated_effi
     return round(float(np.abs(eff - np.asarray(simulated_efficiency)).max()), 6)
 
 
-def next_start(structures: np.ndarray, summary: dict) -> np.ndarray:
+def next_start(structures: np.ndarray, summary: DesignSummary) -> np.ndarray:
     """The next round's starts: this round's designs best first (those that count, by the objective)."""
-    return np.asarray(structures)[summary["rank"]]
+    return np.asarray(structures)[summary.rank]
 
 
 def prepare_design_shard(round_dir: Path, shard: int, store: Path, like: Prepared) -> None:
@@ -122,12 +106,8 @@ def prepare_design_shard(round_dir: Path, shard: int, store: Path, like: Prepare
 def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | Path, settings: DesignSettings,
                rounds: int, loop: LoopSettings, device: str = "auto", progress: ProgressFn | None = None,
                log: Callable[[str], None] = lambda message: None, train_log: Callable[[str], None] | None = None,
-               ) -> dict:
-    """`rounds` rounds of design -> verify -> new shard -> prepare -> fine-tune (between rounds). Returns
-    {rounds: [...], training_best_efficiency, out}; each round {round, checkpoint, designs, best_simulated, gap,
-    gap_after, mean_simulated, rows_added, shard}."""
-    from crrecon_pipeline.train.loop import train  # the trainer only when the loop runs
-
+               ) -> LoopResult:
+    """`rounds` rounds of design -> verify -> new shard -> prepare -> fine-tune (between rounds)."""
     out_dir, prepared_dir = Path(out_dir), Path(prepared_dir)
     for earlier in [out_dir / "prepared", *sorted(out_dir.glob("round_*"))]:
         if earlier.exists():  # a loop continues from its own numbers only: never mix two loops' shards
@@ -136,7 +116,7 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
     store = out_dir / "prepared"
     shard = max(base.versions) + 1 if base.versions else 0
     start, current = None, Path(checkpoint)
-    done: list[dict] = []
+    done: list[LoopRound] = []
     for k in range(rounds):
         data = combine_prepared([base] + ([load_prepared(store)] if PreparedStore(store).pointers() else []))
         round_dir = out_dir / f"round_{k}"
@@ -144,28 +124,36 @@ def run_rounds(checkpoint: str | Path, prepared_dir: str | Path, out_dir: str | 
                             device, progress,
                             start=start, require_verified=True,
                             record={"round": k, "designed_by": str(current.resolve())}, reference=base)
-        numbers = round_numbers(summary)
-        log(f"round {k}: best simulated {numbers['best_simulated']}, gap {numbers['gap']} "
-            f"({numbers['counted_designs']} of {len(summary['designs'])} designs meet {settings.min_feature_px} px)")
+        numbers = RoundNumbers.of(summary)
+        log(f"round {k}: best simulated {numbers.best_simulated}, gap {numbers.gap} "
+            f"({numbers.counted_designs} of {len(summary.designs)} designs meet {settings.min_feature_px} px)")
         prepare_design_shard(round_dir, shard, store, data)
-        structures = np.load(structure_path(round_dir, shard))[:, 0]
-        entry = {"round": k, "checkpoint": str(current.resolve()), "shard": shard,
-                 "designs": [{key: d[key] for key in ("index", "predicted_efficiency", "simulated_efficiency",
-                                                       "min_feature_px")} for d in summary["designs"]],
-                 **numbers, "gap_after": None}
+        entry = LoopRound(round=k, checkpoint=str(current.resolve()), shard=shard, numbers=numbers,
+                          designs=[DesignBrief.model_validate(d.model_dump(include=set(DesignBrief.model_fields)))
+                                   for d in summary.designs])
         if k + 1 < rounds:
-            _, base_config = load_model(current, "cpu")
-            designed = load_prepared(store)
-            config = loop.run_config(base_config, current, designed.versions)
-            grown = combine_prepared([base, designed])
-            log(f"round {k}: fine-tuning {loop.finetune_epochs} epochs on {len(grown)} rows "
-                f"({len(designed)} designed, each x{loop.finetune_design_repeat}) into {round_dir / 'model'}")
-            metrics = train(config, grown, round_dir / "model", device=device, log=train_log or log)
-            current = Path(metrics.best_checkpoint)
-            sim = np.array([d["simulated_efficiency"] for d in summary["designs"]])
-            entry["gap_after"] = surrogate_gap(current, structures, sim, data.wavelengths_nm, settings, device)
+            structures = np.load(structure_path(round_dir, shard))[:, 0]
+            current = finetune(loop, k, current, base, store, round_dir, device, train_log or log, log)
+            gap_after = surrogate_gap(current, structures, np.array(summary.simulated()), data.wavelengths_nm,
+                                      settings, device)
+            entry = entry.model_copy(update={"gap_after": gap_after})
             start = next_start(structures, summary)
         done.append(entry)
         shard += 1
-    return {"rounds": done, "training_best_efficiency": summary["training_best_efficiency"],
-            "out": str(out_dir.resolve())}
+    return LoopResult(rounds=done, training_best_efficiency=summary.training_best_efficiency,
+                      out=str(out_dir.resolve()))
+
+
+def finetune(loop: LoopSettings, k: int, current: Path, base: Prepared, store: Path, round_dir: Path, device: str,
+             train_log: Callable[[str], None], log: Callable[[str], None]) -> Path:
+    """The fine-tuning between rounds: `current`'s own run config from its weights, on the original data and every
+    design shard so far, into round_dir/model. Returns the new best checkpoint."""
+    from crrecon_pipeline.train.loop import train  # the trainer only when the loop runs
+
+    _, base_config = load_model(current, "cpu")
+    designed = load_prepared(store)
+    config = loop.run_config(base_config, current, designed.versions)
+    grown = combine_prepared([base, designed])
+    log(f"round {k}: fine-tuning {loop.finetune_epochs} epochs on {len(grown)} rows ({len(designed)} designed, "
+        f"each x{loop.finetune_design_repeat}) into {round_dir / 'model'}")
+    return Path(train(config, grown, round_dir / "model", device=device, log=train_log).best_checkpoint)

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
+from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, Stage, by_stage
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.data.transforms import PrepareSettings, bin_spectra, to_bayer
+from crrecon_pipeline.design.summary import DesignSummary
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.physics.bands import DEFAULT_BANDS, Band, routing_efficiency
 from crrecon_pipeline.physics.params import PhysicsParams
@@ -133,26 +134,19 @@ class DesignCheckLimits(Settings):
     tolerance: float = Field(0.05, ge=0, description="check_design_verified: largest |predicted - simulated| allowed")
 
 
-def efficiency_gaps(summary: dict) -> list[float]:
-    """|predicted - simulated| routing efficiency per design of a verified run (run_design's summary)."""
-    if not summary["verified"]:
-        return []
-    return [abs(d["predicted_efficiency"] - d["simulated_efficiency"]) for d in summary["designs"]]
-
-
-def check_design_verified(summary: dict, limits: DesignCheckLimits) -> CheckOutcome:
+def check_design_verified(summary: DesignSummary, limits: DesignCheckLimits) -> CheckOutcome:
     """Every design's surrogate efficiency within `tolerance` of the simulator's; a run that could not be simulated
     (no matching simulation.json) is a warning, not a failure of the designs."""
-    if not summary["verified"]:
-        return CheckOutcome(False, f"not verified: {summary['verification']}", warn_only=True)
-    gaps = efficiency_gaps(summary)
+    if not summary.verified:
+        return CheckOutcome(False, f"not verified: {summary.verification}", warn_only=True)
+    gaps = summary.gaps()
     return CheckOutcome(bool(max(gaps) <= limits.tolerance),
                         f"largest |predicted - simulated| {max(gaps):.4f} (tolerance {limits.tolerance})",
                         {"max_abs_gap": max(gaps), "tolerance": limits.tolerance, "gaps": gaps})
 
 
-DESIGN_CHECKS = by_asset(
-    CheckDef("check_design_verified", "designed_structures",
+DESIGN_CHECKS = by_stage(
+    CheckDef("check_design_verified", Stage.DESIGNS,
              "every design's surrogate efficiency is within `tolerance` of the simulator's", check_design_verified,
              blocking=False),
 )

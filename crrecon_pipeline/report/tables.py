@@ -39,15 +39,16 @@ def settings_table(settings: SimulationSettings) -> str:
     return markdown_table(["setting", "value"], [list(r) for r in rows])
 
 
-def design_table(designs: list[dict]) -> str:
+def design_table(designs: list) -> str:
     """Each design's surrogate efficiency at the start and the end, the simulator's, the min-band metric, its
-    solid / void length scales (and whether it counts), and its fill."""
+    solid / void length scales (and whether it counts), and its fill. `designs`: a design run's DesignRecords
+    (design/summary.py; read as attributes)."""
     def number(x):
         return "-" if x is None else format(x, ".4f")
 
-    rows = [[d["index"], number(d["initial_predicted_efficiency"]), number(d["predicted_efficiency"]),
-             number(d["simulated_efficiency"]), number(d["predicted_min_band"]), number(d["simulated_min_band"]),
-             f"{d['solid_px']} / {d['void_px']}" + ("" if d["counted"] else " (not counted)"), f"{d['fill']:.3f}"]
+    rows = [[d.index, number(d.initial_predicted_efficiency), number(d.predicted_efficiency),
+             number(d.simulated_efficiency), number(d.predicted_min_band), number(d.simulated_min_band),
+             f"{d.solid_px} / {d.void_px}" + ("" if d.counted else " (not counted)"), f"{d.fill:.3f}"]
             for d in designs]
     return markdown_table(["design", "start (predicted)", "predicted", "simulated", "min band (predicted)",
                            "min band (simulated)", "solid / void px", "fill"], rows)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
+from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, Stage, by_stage
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
 from crrecon_pipeline.physics.bands import routing_efficiency
@@ -69,8 +69,8 @@ def check_beats_baseline(metrics, limits: ModelCheckLimits) -> CheckOutcome:
                         {"ratio": float(f"{ratio:.4g}"), "max_ratio": max_ratio}, warn_only=not passed and ratio < 1)
 
 
-MODEL_CHECKS = by_asset(
-    CheckDef("check_beats_baseline", "trained_model",
+MODEL_CHECKS = by_stage(
+    CheckDef("check_beats_baseline", Stage.MODEL,
              "this run's val MSE against the mean-spectrum baseline: pass at ratio <= ModelChecks.max_mse_ratio "
              "(0.5), warn below 1, fail at 1 or above", check_beats_baseline, blocking=False),
 )

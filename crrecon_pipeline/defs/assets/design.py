@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from crrecon_pipeline.data.checks import Stage
 from crrecon_pipeline.defs.assets.training import trained_model
 from crrecon_pipeline.defs.checks import DESIGN_VERIFIED_CHECKS, judged
 from crrecon_pipeline.defs.handoff import required_trained_model
@@ -15,7 +16,8 @@ from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
 from crrecon_pipeline.defs.settings import build, generated
 from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
 from crrecon_pipeline.design.run import run_design
-from crrecon_pipeline.design.verify import DESIGN_CHECKS, DesignCheckLimits, efficiency_gaps
+from crrecon_pipeline.design.summary import DesignSummary
+from crrecon_pipeline.design.verify import DESIGN_CHECKS, DesignCheckLimits
 from crrecon_pipeline.numbers import percent, rounded
 from crrecon_pipeline.physics.bands import BAND_EDGES_NM, BAND_WEIGHTS, bayer_bands
 from crrecon_pipeline.plots import markdown_image
@@ -54,36 +56,35 @@ def designed_structures(context: dg.AssetExecutionContext, config: DesignConfig,
                              versions=model.versions())  # the data it trained on
     except (ValueError, FileNotFoundError) as exc:  # DataError included: bad input fails with its one line
         raise dg.Failure(description=str(exc)) from None
-    context.log.info(summary["verification"])
+    context.log.info(summary.verification)
     yield dg.MaterializeResult(metadata=design_metadata(summary, out))
-    yield from judged(DESIGN_CHECKS, "designed_structures", summary, build(DesignCheckLimits, config))
+    yield from judged(DESIGN_CHECKS, Stage.DESIGNS, summary, build(DesignCheckLimits, config))
 
 
-def design_metadata(summary: dict, out: Path) -> dict:
-    designs, verified = summary["designs"], summary["verified"]
-    best = designs[summary["best_design"]] if summary["best_design"] is not None else None  # None: none counts
+def design_metadata(summary: DesignSummary, out: Path) -> dict:
+    best = summary.best  # None: no design counts
     metadata = {
-        "designs": len(designs),
-        "best_design": summary["best_design"],
-        "counted_designs": summary["counted_designs"],
-        "min_feature_px": summary["min_feature_px"],
-        "objective": summary["objective"],
-        "best_predicted_efficiency": rounded(best["predicted_efficiency"]) if best else None,
-        "training_best_efficiency": rounded(summary["training_best_efficiency"]),
-        "verified": verified,
-        "verification": summary["verification"],
-        "efficiencies": dg.MetadataValue.md(design_table(designs)),
+        "designs": len(summary.designs),
+        "best_design": summary.best_design,
+        "counted_designs": summary.counted_designs,
+        "min_feature_px": summary.min_feature_px,
+        "objective": summary.objective,
+        "best_predicted_efficiency": rounded(best.predicted_efficiency) if best else None,
+        "training_best_efficiency": rounded(summary.training_best_efficiency),
+        "verified": summary.verified,
+        "verification": summary.verification,
+        "efficiencies": dg.MetadataValue.md(design_table(summary.designs)),
         "designs_picture": dg.MetadataValue.md(markdown_image(out / "designs.png",
                                                               "designs: simulated vs predicted spectra")),
         "progress_picture": dg.MetadataValue.md(markdown_image(out / "design_progress.png", "efficiency per step")),
-        "out": dg.MetadataValue.path(summary["out"]),
-        "shard_files": dg.MetadataValue.json(summary["files"]),
+        "out": dg.MetadataValue.path(summary.out),
+        "shard_files": dg.MetadataValue.json(summary.files),
     }
-    if verified:
-        metadata |= {"max_abs_gap": rounded(max(efficiency_gaps(summary)))}
-    if verified and best:
-        metadata |= {"best_simulated_efficiency": rounded(best["simulated_efficiency"]),
-                     "best_simulated_min_band": rounded(best["simulated_min_band"]),
-                     "best_pct_of_training_best": percent(best["simulated_efficiency"]
-                                                          / summary["training_best_efficiency"])}
+    if summary.verified:
+        metadata |= {"max_abs_gap": rounded(max(summary.gaps()))}
+    if summary.verified and best:
+        metadata |= {"best_simulated_efficiency": rounded(best.simulated_efficiency),
+                     "best_simulated_min_band": rounded(best.simulated_min_band),
+                     "best_pct_of_training_best": percent(best.simulated_efficiency
+                                                          / summary.training_best_efficiency)}
     return metadata

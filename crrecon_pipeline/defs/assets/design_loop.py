@@ -13,10 +13,11 @@ cannot be verified fails with one line and adds nothing: no files, no partition.
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crrecon_pipeline.data.home import DESIGN_MADE, design_shard_dir, design_shards_dir
 from crrecon_pipeline.data.npyio import write_text_atomic
@@ -30,8 +31,9 @@ from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, TrainingDevice
 from crrecon_pipeline.defs.settings import build, generated
-from crrecon_pipeline.design.loop import LOOP_FIELDS, LoopSettings, round_numbers, surrogate_gap
+from crrecon_pipeline.design.loop import LOOP_FIELDS, LoopSettings, surrogate_gap
 from crrecon_pipeline.design.run import design_on
+from crrecon_pipeline.design.summary import DesignSummary, RoundNumbers
 from crrecon_pipeline.numbers import rounded
 from crrecon_pipeline.plots import markdown_image
 from crrecon_pipeline.report.tables import design_rounds_table, design_table
@@ -63,22 +65,50 @@ def next_free_shard(instance: dg.DagsterInstance, paths: CrreconPaths) -> int:
     return max(taken) + 1 if taken else 0
 
 
-def loop_history(instance: dg.DagsterInstance, loop_id: str) -> list[dict]:
+class RoundRecord(BaseModel):
+    """A design_round materialization's `round_record` (Dagster metadata): what the next round and
+    design_loop_sensor continue from. `row`: the round's line of the rounds table."""
+
+    model_config = ConfigDict(frozen=True)  # keys a newer version added are ignored
+
+    loop_id: str
+    round: int
+    rounds: int
+    shard: int
+    structures_file: str
+    rank: list[int]
+    simulated: list[float | None]
+    gap_after_previous: float | None
+    model_run_id: str | None
+    loop_config: dict[str, Any]
+    finetune_run_config: dict[str, Any]
+    row: dict[str, Any]
+
+    @classmethod
+    def of_metadata(cls, value) -> "RoundRecord | None":
+        """The record of a materialization's `round_record` metadata value (None: absent or not a record)."""
+        entry = getattr(value, "value", None)
+        try:
+            return cls.model_validate(entry) if isinstance(entry, dict) else None
+        except ValidationError:
+            return None
+
+
+def loop_history(instance: dg.DagsterInstance, loop_id: str) -> list[RoundRecord]:
     """The earlier rounds of a loop: each design_round materialization's `round_record`, by round."""
     records = instance.fetch_materializations(dg.AssetKey("design_round"), limit=1000).records
     found = {}
     for record in records:
-        value = record.asset_materialization.metadata.get("round_record")
-        entry = getattr(value, "value", None)
-        if isinstance(entry, dict) and entry.get("loop_id") == loop_id and entry["round"] not in found:
-            found[entry["round"]] = entry  # newest first: a re-run round replaces the older one
+        entry = RoundRecord.of_metadata(record.asset_materialization.metadata.get("round_record"))
+        if entry is not None and entry.loop_id == loop_id and entry.round not in found:
+            found[entry.round] = entry  # newest first: a re-run round replaces the older one
     return [found[k] for k in sorted(found)]
 
 
-def rounds_rows(history: list[dict], current: dict) -> list[dict]:
+def rounds_rows(history: list[RoundRecord], current: RoundRecord) -> list[dict]:
     """Table rows: each round's numbers, its gap after fine-tuning from the round after it."""
     done = history + [current]
-    return [r["row"] | {"gap_after": done[i + 1]["gap_after_previous"] if i + 1 < len(done) else None}
+    return [r.row | {"gap_after": done[i + 1].gap_after_previous if i + 1 < len(done) else None}
             for i, r in enumerate(done)]
 
 
@@ -97,7 +127,7 @@ def design_round(context: dg.AssetExecutionContext, config: DesignLoopConfig, pa
     loop_id = config.loop_id or context.run.run_id
     history = loop_history(context.instance, loop_id)
     previous = history[-1] if config.round > 0 and history else None
-    if config.round > 0 and (previous is None or previous["round"] != config.round - 1):
+    if config.round > 0 and (previous is None or previous.round != config.round - 1):
         raise dg.Failure(description=f"design loop {loop_id}: round {config.round - 1} has no materialization "
                                      "to continue from", allow_retries=False)
     with bad_input_fails_step():
@@ -108,9 +138,9 @@ def design_round(context: dg.AssetExecutionContext, config: DesignLoopConfig, pa
         reference = load_prepared(paths.prepared_path(), original) if original else prepared
         start = gap_after = None
         if previous is not None:
-            shard_structures = np.load(previous["structures_file"])[:, 0]
-            start = shard_structures[previous["rank"]]  # the previous round's designs, best first
-            gap_after = surrogate_gap(model.checkpoint, shard_structures, np.array(previous["simulated"]),
+            shard_structures = np.load(previous.structures_file)[:, 0]
+            start = shard_structures[previous.rank]  # the previous round's designs, best first
+            gap_after = surrogate_gap(model.checkpoint, shard_structures, np.array(previous.simulated),
                                       prepared.wavelengths_nm, settings, device.device)
         shard = next_free_shard(context.instance, paths)
         out = design_shard_dir(paths.home, shard)
@@ -123,42 +153,43 @@ def design_round(context: dg.AssetExecutionContext, config: DesignLoopConfig, pa
         finetune_config = loop.run_config(load_model(model.checkpoint, "cpu")[1], model.checkpoint, designed)
     write_text_atomic(out / DESIGN_MADE, json.dumps(record, indent=2) + "\n")  # last: the shard is complete
     context.instance.add_dynamic_partitions(shards.name, [str(shard)])
-    numbers = round_numbers(summary)
-    context.log.info(f"design loop {loop_id[:8]} round {config.round}: shard {shard} added ({numbers['rows_added']} "
-                     f"rows); best simulated {numbers['best_simulated']}, gap {numbers['gap']}")
-    current = {"loop_id": loop_id, "round": config.round, "rounds": config.rounds, "shard": shard,
-               "structures_file": summary["files"][0], "rank": summary["rank"],
-               "simulated": [d["simulated_efficiency"] for d in summary["designs"]],
-               "gap_after_previous": gap_after, "model_run_id": model.run_id,
-               "loop_config": config.model_dump() | {"loop_id": loop_id},
-               "finetune_run_config": finetune_config.to_dict(),
-               "row": {"round": config.round, "checkpoint": str(model.checkpoint), "shard": shard, **numbers}}
+    numbers = RoundNumbers.of(summary)
+    context.log.info(f"design loop {loop_id[:8]} round {config.round}: shard {shard} added ({numbers.rows_added} "
+                     f"rows); best simulated {numbers.best_simulated}, gap {numbers.gap}")
+    current = RoundRecord(loop_id=loop_id, round=config.round, rounds=config.rounds, shard=shard,
+                          structures_file=summary.structures_file, rank=summary.rank, simulated=summary.simulated(),
+                          gap_after_previous=gap_after, model_run_id=model.run_id,
+                          loop_config=config.model_dump() | {"loop_id": loop_id},
+                          finetune_run_config=finetune_config.to_dict(),
+                          row={"round": config.round, "checkpoint": str(model.checkpoint), "shard": shard,
+                               **numbers.to_json()})
     yield dg.MaterializeResult(metadata=round_metadata(summary, numbers, current, history, out))
 
 
-def round_metadata(summary: dict, numbers: dict, current: dict, history: list[dict], out: Path) -> dict:
+def round_metadata(summary: DesignSummary, numbers: RoundNumbers, current: RoundRecord, history: list[RoundRecord],
+                   out: Path) -> dict:
     return {
-        "loop_id": current["loop_id"],
-        "round": current["round"],
-        "rounds": current["rounds"],
-        "shard": current["shard"],
-        "designed_by": dg.MetadataValue.path(current["row"]["checkpoint"]),
-        "model_run_id": current["model_run_id"],
-        "rows_added": numbers["rows_added"],
-        "counted_designs": numbers["counted_designs"],
-        "best_simulated_efficiency": rounded(numbers["best_simulated"]),
-        "mean_simulated_efficiency": rounded(numbers["mean_simulated"]),
-        "best_simulated_min_band": rounded(numbers["best_simulated_min_band"]),
-        "gap_before": rounded(numbers["gap"]),  # the designing model's largest |predicted - simulated|
-        "previous_round_gap_after": rounded(current["gap_after_previous"]),  # this model on the last round's designs
-        "training_best_efficiency": rounded(summary["training_best_efficiency"]),
-        "min_feature_px": summary["min_feature_px"],
-        "objective": summary["objective"],
+        "loop_id": current.loop_id,
+        "round": current.round,
+        "rounds": current.rounds,
+        "shard": current.shard,
+        "designed_by": dg.MetadataValue.path(current.row["checkpoint"]),
+        "model_run_id": current.model_run_id,
+        "rows_added": numbers.rows_added,
+        "counted_designs": numbers.counted_designs,
+        "best_simulated_efficiency": rounded(numbers.best_simulated),
+        "mean_simulated_efficiency": rounded(numbers.mean_simulated),
+        "best_simulated_min_band": rounded(numbers.best_simulated_min_band),
+        "gap_before": rounded(numbers.gap),  # the designing model's largest |predicted - simulated|
+        "previous_round_gap_after": rounded(current.gap_after_previous),  # this model on the last round's designs
+        "training_best_efficiency": rounded(summary.training_best_efficiency),
+        "min_feature_px": summary.min_feature_px,
+        "objective": summary.objective,
         "design_rounds": dg.MetadataValue.md(design_rounds_table(rounds_rows(history, current))),
-        "efficiencies": dg.MetadataValue.md(design_table(summary["designs"])),
+        "efficiencies": dg.MetadataValue.md(design_table(summary.designs)),
         "designs_picture": dg.MetadataValue.md(markdown_image(out / "designs.png", "designs: simulated vs predicted")),
         "shard_dir": dg.MetadataValue.path(str(out)),
-        "round_record": dg.MetadataValue.json(current),
+        "round_record": dg.MetadataValue.json(current.model_dump()),
     }
 
 

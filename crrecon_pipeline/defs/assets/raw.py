@@ -11,7 +11,7 @@ from crrecon_pipeline.data.checks import raw_checks, scan_raw_shard
 from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.data.rawfiles import shard_pair
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
-from crrecon_pipeline.defs.checks import RAW_CHECKS, check_result_from_record
+from crrecon_pipeline.defs.checks import RAW_CHECKS, check_result
 from crrecon_pipeline.defs.lineage import shard_of
 from crrecon_pipeline.defs.partitions import shards
 from crrecon_pipeline.defs.progress import LogProgress
@@ -65,28 +65,28 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
         sim_meta = {"source": "CRRECON_RAW_DIR"}
     with bad_input_fails_step():
         scan = scan_raw_shard(raw_dir, shard, filtering.n_wavelengths)
-    context.log.info(f"shard {shard}: {scan['rows']} rows, {scan['unfinished_rows']} unfinished, "
-                     f"{scan['nonfinite_rows']} non-finite")
-    common = {"rows": scan["rows"], **sim_meta}
-    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan["structures_sha256"]),
+    context.log.info(f"shard {shard}: {scan.rows} rows, {scan.unfinished_rows} unfinished, "
+                     f"{scan.nonfinite_rows} non-finite")
+    common = {"rows": scan.rows, **sim_meta}
+    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan.structures_sha256),
                                metadata=common | {
-        "path": dg.MetadataValue.path(scan["structures_path"]),
-        "sha256": scan["structures_sha256"],
-        "shape": shape_text(scan["structures_shape"]),
-        "dtype": scan["structures_dtype"],
-        "encoding": scan["structure_encoding"],
+        "path": dg.MetadataValue.path(scan.structures_path),
+        "sha256": scan.structures_sha256,
+        "shape": shape_text(scan.structures_shape),
+        "dtype": scan.structures_dtype,
+        "encoding": scan.structure_encoding,
     })
-    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan["spectra_sha256"]),
+    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan.spectra_sha256),
                                metadata=common | {
-        "path": dg.MetadataValue.path(scan["spectra_path"]),
-        "sha256": scan["spectra_sha256"],
-        "shape": shape_text(scan["spectra_shape"]),
-        "dtype": scan["spectra_dtype"],
-        "spectra_min": rounded(scan["spectra_min"]),
-        "spectra_max": rounded(scan["spectra_max"]),
-        "unfinished_rows": scan["unfinished_rows"],
-        "nonfinite_rows": scan["nonfinite_rows"],
+        "path": dg.MetadataValue.path(scan.spectra_path),
+        "sha256": scan.spectra_sha256,
+        "shape": shape_text(scan.spectra_shape),
+        "dtype": scan.spectra_dtype,
+        "spectra_min": rounded(scan.spectra_min),
+        "spectra_max": rounded(scan.spectra_max),
+        "unfinished_rows": scan.unfinished_rows,
+        "nonfinite_rows": scan.nonfinite_rows,
     })
-    for name, record in raw_checks(scan, filtering.check_limits()).items():
-        yield check_result_from_record(name, record)
-    context.log.debug(json.dumps(scan))
+    for name, result in raw_checks(scan, filtering.check_limits()).items():
+        yield check_result(name, result)
+    context.log.debug(json.dumps(scan.to_json()))

@@ -5,6 +5,7 @@ launchpad. It trains on the shard versions the lineage says passed their checks;
 
 import dagster as dg
 
+from crrecon_pipeline.data.checks import Stage
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.store import PreparedStore
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
@@ -92,4 +93,4 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig,
     metadata, metrics = train_model(context, cfg, prepared, paths.prepared_path(), run_dir, device)
     yield dg.MaterializeResult(metadata={**metadata, "training_set": dg.MetadataValue.json(prepared.training_set()),
                                          "excluded_shards": dg.MetadataValue.json(excluded)})
-    yield from judged(MODEL_CHECKS, "trained_model", metrics, model_checks.limits())
+    yield from judged(MODEL_CHECKS, Stage.MODEL, metrics, model_checks.limits())
