@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from crrecon_pipeline.data.npyio import atomic_output
+from crrecon_pipeline.data.npyio import atomic_output, lfs_pointer
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.train.config import RunConfig, differing_keys
 from crrecon_pipeline.train.records import ResumeChange
@@ -50,7 +50,7 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is bad input
-        raise DataError(unloadable(path, exc)) from None
+        raise DataError(lfs_pointer(path) or unloadable(path, exc)) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"{path}: not a crrecon checkpoint (no model/config)")
     check_layout(state, path)
