@@ -19,11 +19,11 @@ from crrecon_pipeline.errors import ConfigError
 
 
 class Registry(Mapping):
-    """name -> nn.Module class. The built-in entries are given; the entry points of `group` join them on the first
-    lookup (iteration, `in`, `[]`, len). A built-in name cannot be replaced by a plugin."""
+    """name -> class (a subclass of `base`). The built-in entries are given; the entry points of `group` join them on
+    the first lookup (iteration, `in`, `[]`, len). A built-in name cannot be replaced by a plugin."""
 
-    def __init__(self, kind: str, group: str, builtin: Mapping[str, type]):
-        self.kind, self.group = kind, group
+    def __init__(self, kind: str, group: str, builtin: Mapping[str, type], base: type = nn.Module):
+        self.kind, self.group, self.base = kind, group, base
         self._entries: dict[str, type] = dict(builtin)
         self.broken: dict[str, str] = {}  # entry-point name -> one line: what it is and why it did not load
         self._loaded = False
@@ -48,8 +48,10 @@ class Registry(Mapping):
         except Exception as exc:  # noqa: BLE001 - whatever a broken plugin raises, it is reported, never fatal
             self.broken[entry.name] = f"{where}: cannot be loaded ({type(exc).__name__}: {_one_line(exc)})"
             return
-        if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-            self.broken[entry.name] = f"{where}: is not a torch.nn.Module class ({type(cls).__name__})"
+        if not (inspect.isclass(cls) and issubclass(cls, self.base)):
+            what = cls.__name__ if inspect.isclass(cls) else type(cls).__name__
+            base = f"{self.base.__module__}.{self.base.__name__}"
+            self.broken[entry.name] = f"{where}: {what} is not a subclass of {base}"
             return
         self._entries[entry.name] = cls
 

@@ -17,11 +17,12 @@ from crrecon_pipeline.losses.crrecon_weighted_smooth import CrreconWeightedSmoot
 from crrecon_pipeline.losses.multiscale import MultiScale
 from crrecon_pipeline.losses.research import RESEARCH_LOSSES
 from crrecon_pipeline.losses.spectral import Spectral
+from crrecon_pipeline.losses.terms import TermLoss
 from crrecon_pipeline.registry import Registry, build
 
 PROJECT_LOSSES = {"crrecon_mse_pearson": CrreconMSEPearson, "crrecon_weighted_smooth": CrreconWeightedSmooth,
                   "multiscale": MultiScale, "spectral": Spectral, "crrecon_mse_corr_l1": CrreconMSECorrL1}
-LOSSES = Registry("loss", "crrecon_pipeline.losses", {**RESEARCH_LOSSES, **PROJECT_LOSSES})
+LOSSES = Registry("loss", "crrecon_pipeline.losses", {**RESEARCH_LOSSES, **PROJECT_LOSSES}, base=TermLoss)
 
 
 def get_loss(name: str, **params) -> nn.Module:
