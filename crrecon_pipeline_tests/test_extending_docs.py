@@ -38,13 +38,13 @@ def example_class(section: str, base: type) -> type:
 
 def test_the_pages_example_model_and_loss_train_through_the_real_trainer(prepared_dir, tmp_path, monkeypatch):
     model_cls, loss_cls = example_class("Add a model", nn.Module), example_class("Add a loss", TermLoss)
-    monkeypatch.setitem(MODELS, "docs_model", model_cls)
-    monkeypatch.setitem(LOSSES, "docs_loss", loss_cls)
+    monkeypatch.setitem(MODELS._entries, "docs_model", model_cls)  # registered in this process only
+    monkeypatch.setitem(LOSSES._entries, "docs_loss", loss_cls)
     cfg = tiny_config("training.epochs=1", "training.save_every=0").with_overrides(
         {"model.name": "docs_model", "model.params": {"channels": [8, 16]}, "training.freeze": ["encoder"],
          "loss.name": "docs_loss", "loss.params": {"w_l1": 0.2}}, "docs example")
     result = train(cfg, load_prepared(prepared_dir), tmp_path, device="cpu", log=lambda m: None)
-    assert result["epochs_completed"] == 1 and math.isfinite(result["val_mse"]) and result["val_mse"] > 0
+    assert result.epochs_completed == 1 and math.isfinite(result.val_mse) and result.val_mse > 0
 
     epoch = next(r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
                  if r["kind"] == "epoch")

@@ -457,3 +457,27 @@ def test_analyze_a_file_that_is_no_log_is_refused(tmp_path, capsys):
     (tmp_path / "started.txt").write_text("starting\n")  # a text log with no epoch yet: 0 epochs, not an error
     rc, out, _ = crrecon(capsys, "analyze", "--log", tmp_path / "started.txt", "--json")
     assert rc == 0 and json.loads(out)["epochs_completed"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- Git LFS pointers
+
+LFS_TEXT = "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize 1966080128\n".format("ab" * 32)
+
+
+def test_a_git_lfs_pointer_is_refused_naming_the_file_and_git_lfs_pull(tmp_path, capsys, raw_dir):
+    """A clone made without `git lfs pull` holds pointer files where the shards belong: one line saying so."""
+    raw = tmp_path / "raw"
+    write_raw_pair(raw, 0, np.load(raw_dir / "binary_dataset_128_0.npy")[:50],
+                   np.load(raw_dir / "spectra_latest_0.npy")[:50])
+    (raw / "binary_dataset_128_0.npy").write_text(LFS_TEXT)
+    rc, _, err = crrecon(capsys, "preprocess", "--raw", raw, "--out", tmp_path / "out")
+    assert_refused(rc, err, "binary_dataset_128_0.npy", "Git LFS pointer", "git lfs pull")
+    assert "magic" not in err
+
+
+def test_a_git_lfs_pointer_checkpoint_is_refused_naming_git_lfs_pull(tmp_path, capsys, raw_dir):
+    (tmp_path / "cnn_xattn_best.pt").write_text(LFS_TEXT)
+    np.save(tmp_path / "s.npy", np.load(raw_dir / "binary_dataset_128_0.npy")[:2])
+    rc, _, err = crrecon(capsys, "predict", "--checkpoint", tmp_path / "cnn_xattn_best.pt", "--structures",
+                         tmp_path / "s.npy", "--out", tmp_path / "p.npy")
+    assert_refused(rc, err, "cnn_xattn_best.pt", "Git LFS pointer", "git lfs pull")

@@ -62,6 +62,23 @@ def check_regular_file(path: Path) -> None:
         raise DataError(f"{path}: not a regular file ({'a folder' if stat.S_ISDIR(st.st_mode) else 'special file'})")
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def lfs_pointer(path: Path) -> str | None:
+    """The one-line refusal when `path` is a Git LFS pointer (a small text file standing in for the data in a
+    clone made without `git lfs pull`), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(LFS_POINTER))
+    except OSError:
+        return None
+    if head != LFS_POINTER:
+        return None
+    return (f"{path}: a Git LFS pointer ({path.stat().st_size} bytes), not the data: run `git lfs pull` in that "
+            "clone (git-lfs installed) to fetch the file")
+
+
 def read_header(path: str | os.PathLike) -> NpyHeader:
     """The header of a .npy file, checked against the file size (a truncated file is bad input)."""
     path = Path(path)
@@ -73,6 +90,9 @@ def read_header(path: str | os.PathLike) -> NpyHeader:
             shape, fortran, dtype = reader(f)
             offset = f.tell()
     except (ValueError, OSError, SyntaxError) as exc:
+        pointer = lfs_pointer(path)
+        if pointer:
+            raise DataError(pointer) from None
         raise DataError(f"{path}: not a valid .npy file "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if fortran and len(shape) > 1:

@@ -14,12 +14,19 @@ from pathlib import Path
 
 import torch
 
-from crrecon_pipeline.data.npyio import atomic_output
+from crrecon_pipeline.data.npyio import atomic_output, lfs_pointer
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.train.config import RunConfig, differing_keys
 from crrecon_pipeline.train.records import ResumeChange
 
-CHECKPOINT_FORMAT = 2  # 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only)
+# 2: the learning-rate schedule is stored (format 1 checkpoints can seed weights only); 3: the registries carry the
+# research code's names, and a loss with state (adaptive_spectral's averages) has it under "loss_state"
+CHECKPOINT_FORMAT = 3
+# what this project's own models and losses were called before the research code's took those names: a checkpoint
+# of an older format is read with its config's names moved on (its weights are this project's design's)
+RENAMED_IN_FORMAT_3 = {"model": {"cnn_xattn": "crrecon_xattn", "cnn_gru": "crrecon_gru"},
+                       "loss": {"mse_pearson": "crrecon_mse_pearson", "mse_corr_l1": "crrecon_mse_corr_l1",
+                                "weighted_smooth": "crrecon_weighted_smooth"}}
 RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file",
                      "training.compile", "training.channels_last", "training.accumulate",  # how, not what
                      # fine-tuning: stop a run, change a loss weight / what is frozen / the patience, go on
@@ -43,10 +50,27 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is bad input
-        raise DataError(unloadable(path, exc)) from None
+        raise DataError(lfs_pointer(path) or unloadable(path, exc)) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"{path}: not a crrecon checkpoint (no model/config)")
     check_layout(state, path)
+    return upgraded(state)
+
+
+def upgraded(state: dict) -> dict:
+    """A format-2 checkpoint read as format 3: its config's model and loss names are today's names of the same
+    designs (RENAMED_IN_FORMAT_3), so it resumes and seeds weights as before. Format 1 keeps its number (it can
+    seed weights only) but gets the names too."""
+    version = int(state.get("format", 1))
+    if version >= 3:
+        return state
+    config = state["config"]
+    for section, renamed in RENAMED_IN_FORMAT_3.items():
+        part = config.get(section)
+        if isinstance(part, dict) and part.get("name") in renamed:
+            config[section] = part | {"name": renamed[part["name"]]}
+    if version == 2:
+        state["format"] = 3
     return state
 
 
@@ -84,7 +108,7 @@ def stored_config(state: dict, path: Path) -> RunConfig:
 def check_resumable(state: dict, stored: RunConfig, requested: RunConfig, path: Path) -> list[str]:
     """The dotted keys in which `requested` differs from the checkpoint's `stored` config (both validated, defaults
     filled on both sides) when a resume may carry them over (RESUMABLE_CHANGES); ConfigError otherwise."""
-    if int(state.get("format", 1)) < CHECKPOINT_FORMAT:
+    if int(state.get("format", 1)) < 2:  # format 2 is read as 3 (upgraded)
         raise ConfigError(f"{path}: made by an older version (format {state.get('format', 1)}); start a new run "
                           f"with --init-weights {path}")
     changed = differing_keys(stored.to_dict(), requested.to_dict())

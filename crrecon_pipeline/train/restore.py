@@ -46,6 +46,7 @@ def _resume(run: Run, path: Path, log: Log) -> int:
     done = int(state["epoch"])
     _restore_optimization(run, state, stored, changed, log)
     _restore_random_state(run, state)
+    _restore_loss_state(run, state, log)
     new = checkpoints.resume_changes(stored, run.config, changed, done)
     for change in new:
         log(f"resume: {change.key} {change.old!r} -> {change.new!r}")
@@ -86,6 +87,20 @@ def _restore_random_state(run: Run, state: dict) -> None:
     torch.set_rng_state(state["torch_rng"].cpu())
     if run.dev.type == "cuda" and "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+
+
+def _restore_loss_state(run: Run, state: dict, log: Log) -> None:
+    """The loss's own state (adaptive_spectral's running averages), when the checkpoint has it. Changed loss.params
+    may add or drop a buffer (use_uncertainty switched): what still fits is restored, the rest is said."""
+    saved = state.get("loss_state")
+    if not saved:
+        return
+    own = run.loss_fn.state_dict()
+    fitting = {k: v for k, v in saved.items() if k in own and v.shape == own[k].shape}
+    run.loss_fn.load_state_dict(fitting, strict=False)
+    left = sorted((set(saved) | set(own)) - set(fitting))
+    if left:
+        log(f"loss state: {', '.join(left)} not restored (the loss's parameters changed)")
 
 
 def _init_weights(run: Run, init_path: Path, log: Log) -> None:

@@ -92,6 +92,9 @@ class Run:
                  "shuffler": self.shuffler.get_state(), "torch_rng": torch.get_rng_state(),
                  "n_params": count_parameters(self.model), "training_set": self.prepared.training_set(),
                  "compare_from": self.compare_from, "resume_changes": [c.model_dump() for c in self.resume_changes]}
+        loss_state = self.loss_fn.state_dict()  # e.g. adaptive_spectral's running averages: part of what trains
+        if loss_state:
+            state["loss_state"] = loss_state
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
