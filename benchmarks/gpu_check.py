@@ -44,7 +44,7 @@ from crrecon_pipeline.train.inference import load_model, predict  # noqa: E402
 from crrecon_pipeline.train.loop import train  # noqa: E402
 from crrecon_pipeline.train.run import setup_run  # noqa: E402
 
-PRESETS = {"default": "cnn_xattn", "quick": "cnn_field"}
+PRESETS = {"default": "crrecon_xattn", "quick": "cnn_field"}
 NO_DROPOUT = {"default": ["model.params.cnn_dropout=0.0", "model.params.tr_dropout=0.0",
                           "model.params.head_dropout=0.0"],
               "quick": ["model.params.cnn_dropout=0.0"]}  # dropout masks come from per-device RNGs

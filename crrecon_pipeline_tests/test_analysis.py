@@ -99,16 +99,19 @@ def test_suggestions_reason_from_config_and_apply(tmp_path):
     cfg = load_config("configs/test_cnn_gru.yaml")
     v = [1.0, 0.5, 0.3, 0.2] + [0.2] * 8
     result = analyze_log(write_log(tmp_path / "train_log.txt", [x * 0.9 for x in v], v), cfg)
+    from crrecon_pipeline.report.analysis import neighbour_model
+
+    larger = neighbour_model("crrecon_gru", +1)  # by size among the registered models
     params = {s["parameter"]: s["action"] for s in result["suggestions"]}
-    assert params["model.name"] == "switch to cnn_xattn"
+    assert larger and params["model.name"] == f"switch to {larger}"
     assert params["training.lr"].startswith("decrease to 0.0005")
     values = {s["parameter"]: s["value"] for s in result["suggestions"]}
-    assert values["model.name"] == "cnn_xattn" and values["training.lr"] == pytest.approx(5e-4)
+    assert values["model.name"] == larger and values["training.lr"] == pytest.approx(5e-4)
     # the next config is built from the values: rewording the prose changes nothing
     reworded = [s | {"action": "see the value", "reason": "?"} for s in result["suggestions"]]
     nxt = apply_suggestions(cfg, reworded)
     assert nxt == apply_suggestions(cfg, result["suggestions"])
-    assert nxt.model.name == "cnn_xattn" and "gru_layers" not in nxt.model.params
+    assert nxt.model.name == larger and "gru_layers" not in nxt.model.params
     assert nxt.training.lr == pytest.approx(5e-4) and nxt.data.batch_size == 200
     assert load_config_dict_is_valid(nxt)
 

@@ -45,7 +45,7 @@ BAD = [  # (--set ..., the key the one-line error must name)
     (["training.lr=0"], "training.lr"),
     (["model.name=nope"], "model.name: unknown model"),
     (["model.params.depth=3"], "model.params.depth: not a parameter of model cnn_field"),
-    (["loss.params.w_smooth=1"], "loss.params.w_smooth: not a parameter of loss mse_pearson"),
+    (["loss.params.w_smooth=1"], "loss.params.w_smooth: not a parameter of loss crrecon_mse_pearson"),
     (["model.params.out_len=20"], "model.params.out_len"),
     (["output.log_file=/tmp/evil.txt"], "output.log_file: must be a relative path"),
     (["output.log_file=../evil.txt"], "output.log_file: must stay inside the run folder"),
@@ -81,8 +81,8 @@ def test_bad_yaml_files_are_one_line(tmp_path, capsys):
 def test_constructor_binding_accepts_every_preset_and_checks_names():
     for name in preset_names():
         validate(load_config(name), name)
-    with pytest.raises(ConfigError, match="model.params.fields: not a parameter of model cnn_gru"):
-        load_config("quick", ["model.name=cnn_gru"])  # quick's params are cnn_field's
+    with pytest.raises(ConfigError, match="model.params.fields: not a parameter of model crrecon_gru"):
+        load_config("quick", ["model.name=crrecon_gru"])  # quick's params are cnn_field's
 
 
 def test_launchpad_mirrors_the_schema_with_the_quick_preset():

@@ -264,7 +264,7 @@ def test_schedule_targets_training_with_the_default_preset():
     with dg.build_schedule_context() as ctx:
         request = next(iter(weekly_retraining.evaluate_tick(ctx).run_requests))
     config = request.run_config["ops"]["trained_model"]["config"]
-    assert config["model"]["name"] == "cnn_xattn" and config["training"]["epochs"] == 100
+    assert config["model"]["name"] == "crrecon_xattn" and config["training"]["epochs"] == 100
     assert weekly_retraining.cron_schedule == "0 3 * * 1"
     from crrecon_pipeline.train.config import load_config
 

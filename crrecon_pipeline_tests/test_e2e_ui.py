@@ -170,8 +170,8 @@ def materialized(server):
     assert server.wait(data_run) == "SUCCESS"
     config = {"ops": {"trained_model": {"config": {
         "training": {"epochs": EPOCHS, "save_every": 5}, "data": {"batch_size": 32, "train_ratio": 0.8},
-        "loss": {"name": "mse_pearson", "params": {"w_mse": 1.0, "w_corr": 0.2}},  # two terms to watch
-        "model": {"name": "cnn_xattn", "params": {"channels": [8, 8, 8, 8, 8], "d_model": 16, "nhead": 2,
+        "loss": {"name": "crrecon_mse_pearson", "params": {"w_mse": 1.0, "w_corr": 0.2}},  # two terms to watch
+        "model": {"name": "crrecon_xattn", "params": {"channels": [8, 8, 8, 8, 8], "d_model": 16, "nhead": 2,
                                                    "dec_layers": 1, "in_pool": 2, "blocks_per_stage": 1}}}}}}
     train_run = server.launch("train_job", run_config=config)
     server.live = server.watch_live(train_run)
@@ -214,7 +214,7 @@ def test_model_card_rounded_numbers_and_figures_after_the_run(materialized):
     assert mat["runId"] == s.train_run
     meta = {e["label"]: e for e in mat["metadataEntries"]}
     card = meta["model_card"]["mdStr"]
-    for part in ("parameters", "**Loss** `mse_pearson`", "**Split**", "**Architecture**", "**Training data**",
+    for part in ("parameters", "**Loss** `crrecon_mse_pearson`", "**Split**", "**Architecture**", "**Training data**",
                  "**Hyper-parameters**", "`training.lr`", "`model.params.d_model` | 16"):
         assert part in card, f"model card lacks {part!r}"
     for key in ("val_mse", "baseline_val_mse", "val_pearson", "samples_per_s", "val_mse_pct_of_baseline"):

@@ -25,7 +25,7 @@ from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.schedule import Schedule
 from crrecon_pipeline.train.setup import build_model
 
-from .test_training import TINY, tiny_config
+from .test_training import SMALL, TINY, tiny_config
 
 
 def quiet(msg):
@@ -46,10 +46,8 @@ def pretrained(prepared_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_declares_groups_covering_every_parameter(name):
-    cfg = load_config("configs/quick.yaml") if name == "cnn_field" else load_config(
-        None, [f"model.name={name}", "model.params.channels=[8, 8]", "model.params.d_model=16"]
-        + (["model.params.nhead=2", "model.params.dec_layers=1"] if name == "cnn_xattn" else []))
-    model = build_model(cfg)
+    small = [f"model.params.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in SMALL[name].items()]
+    model = build_model(load_config(None, [f"model.name={name}", *small]))
     assert {group_of(model, n) for n, _ in model.named_parameters()} == set(MODELS[name].PARAM_GROUPS)
 
 
@@ -149,8 +147,8 @@ def test_spectral_terms_sum_to_the_total_and_unit_free_calibrates(prepared_dir):
     assert "spectral" in LOSSES
 
 
-def test_mse_corr_l1_by_hand_with_a_flat_spectrum_left_out_of_the_correlation():
-    """The research code's mse_corr_l1 on small arrays: MSE and MAE with B weighted, the mean (1 - r) over the
+def test_crrecon_mse_corr_l1_by_hand_with_a_flat_spectrum_left_out_of_the_correlation():
+    """This project's crrecon_mse_corr_l1 on small arrays: MSE and MAE with B weighted, the mean (1 - r) over the
     spectra that are not flat, computed here with numpy."""
     rng = np.random.default_rng(0)
     target = rng.random((3, 2, 2, 12))
@@ -165,7 +163,7 @@ def test_mse_corr_l1_by_hand_with_a_flat_spectrum_left_out_of_the_correlation():
     valid[0, 0, 1] = False
     expected = {"mse": 1.0 * np.mean(w * err ** 2), "corr": 0.5 * np.mean(1 - r[valid]),
                 "l1": 0.2 * np.mean(w * np.abs(err))}
-    loss = get_loss("mse_corr_l1", w_mse=1.0, w_corr=0.5, w_l1=0.2, blue_weight=3.0)
+    loss = get_loss("crrecon_mse_corr_l1", w_mse=1.0, w_corr=0.5, w_l1=0.2, blue_weight=3.0)
     terms = loss.terms(torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32))
     assert set(terms) == set(expected)
     for name, value in expected.items():

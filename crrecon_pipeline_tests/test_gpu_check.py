@@ -28,5 +28,5 @@ def test_gpu_check_runs_its_cpu_smoke_mode(tmp_path):
             "simulator multislice: cpu = CPU", "checkpoint written on cpu resumes on cpu"} <= set(checks)
     measured = {m["measurement"]: m for m in result["measurements"]}
     assert all(m["value"] is not None and m["value"] > 0 for m in measured.values()), measured
-    assert "train default (cnn_xattn) batch 8 bf16 compiled" in measured and "design (8 designs)" in measured
+    assert "train default (crrecon_xattn) batch 8 bf16 compiled" in measured and "design (8 designs)" in measured
     assert f"| {'simulate thin':<58} |" in done.stdout  # the table carries the JSON's rows

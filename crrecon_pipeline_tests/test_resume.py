@@ -111,7 +111,7 @@ def test_another_models_checkpoint_is_refused_in_one_line(two_epochs, tmp_path, 
     base = ["train", "--config", "test_cnn_gru", "--prepared", str(prepared_dir), "--device", "cpu", *sets]
     assert cli.main([*base, "--out", str(tmp_path / "a"), "--init-weights", str(two_epochs / "best.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cnn_field checkpoint cannot initialize model cnn_gru" in err[0], err
+    assert len(err) == 1 and "cnn_field checkpoint cannot initialize model crrecon_gru" in err[0], err
     run = copy_run(two_epochs, tmp_path / "b")  # resuming it as another model: the differing keys, not a traceback
     assert cli.main([*base, "--out", str(run), "--resume", "auto"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -7,7 +7,7 @@ the last (wavelength) axis, so a prediction with the right level but wrong peak 
 
 import torch
 
-from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
+from crrecon_pipeline.losses.crrecon_mse_pearson import pearson_per_spectrum
 from crrecon_pipeline.losses.terms import TermLoss
 
 

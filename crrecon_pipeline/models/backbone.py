@@ -79,12 +79,14 @@ class OutputScale(nn.Module):
 
 
 def project_bayer_sum(spectra: torch.Tensor, sum_min: float, sum_max: float) -> torch.Tensor:
-    """The research code's hard constraint: per bin, s = R + (G1 + G2)/2 + B is moved into [sum_min, sum_max] by
-    one shift c added to all four pixels (s changes by 3c), the smallest change that makes the output plausible.
-    (B, 2, 2, L) -> (B, 2, 2, L); the identity where s is already inside."""
-    total = spectra[:, 0, 0] + 0.5 * (spectra[:, 0, 1] + spectra[:, 1, 0]) + spectra[:, 1, 1]  # (B, L)
+    """The research code's hard constraint (the one formula, research models' included): per bin,
+    s = R + (G1 + G2)/2 + B is moved into [sum_min, sum_max] by one shift c = (clamp(s) - s)/3 added to all four
+    pixels (s changes by 3c), the smallest change that makes the output plausible. Computed in float32 and cast
+    back, as the research trainer does. (B, 2, 2, L) -> (B, 2, 2, L); the identity where s is already inside."""
+    phys = spectra.float()
+    total = phys[:, 0, 0] + 0.5 * (phys[:, 0, 1] + phys[:, 1, 0]) + phys[:, 1, 1]  # (B, L)
     shift = (total.clamp(sum_min, sum_max) - total) / 3.0
-    return spectra + shift[:, None, None, :]
+    return (phys + shift[:, None, None, :]).to(spectra.dtype)
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:

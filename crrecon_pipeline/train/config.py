@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.registry import Registry
 
 
 class Section(BaseModel):
@@ -112,8 +113,19 @@ class ConstraintConfig(Section):
 
     sum_min: float = Field(0.45, description="lowest R + (G1 + G2)/2 + B per bin, in the model's output units")
     sum_max: float = Field(0.95, description="highest R + (G1 + G2)/2 + B per bin, in the model's output units")
+    physical_is_negative: bool = Field(False, description="the model's outputs are the NEGATED intensities (spectra "
+                                       "stored negative, as in the raw files): the bounds apply to -output, i.e. the "
+                                       "output's sum is kept in [-sum_max, -sum_min]")
 
     _finite_sums = field_validator("sum_min", "sum_max")(_finite)
+
+    @property
+    def output_bounds(self) -> tuple[float, float]:
+        """The bounds on the sum of the model's own outputs (the research trainer's physical_is_negative is the
+        same projection with the bounds negated and swapped)."""
+        if self.physical_is_negative:
+            return -self.sum_max, -self.sum_min
+        return self.sum_min, self.sum_max
 
     @model_validator(mode="after")
     def _ordered(self) -> ConstraintConfig:
@@ -123,7 +135,7 @@ class ConstraintConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = Field("cnn_xattn", description="registered model (crrecon_pipeline/models)")
+    name: str = Field("crrecon_xattn", description="registered model (crrecon_pipeline/models)")
     params: dict[str, Any] = Field({}, description="keyword arguments of the model's constructor")
     constraint: ConstraintConfig | None = Field(None, description="hard projection of every output: per bin "
                                                 "R + (G1 + G2)/2 + B into [sum_min, sum_max] by one uniform shift "
@@ -131,7 +143,7 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    name: str = Field("mse_pearson", description="registered loss (crrecon_pipeline/losses)")
+    name: str = Field("crrecon_mse_pearson", description="registered loss (crrecon_pipeline/losses)")
     params: dict[str, Any] = Field({}, description="keyword arguments of the loss's constructor")
 
 
@@ -269,9 +281,9 @@ def describe_error(error: dict) -> str:
     return _describe(error)
 
 
-def _check_params(section: str, name: str, params: dict, registry: dict) -> None:
+def _check_params(section: str, name: str, params: dict, registry: Registry) -> None:
     if name not in registry:
-        raise ConfigError(f"{section}.name: unknown {section} {name!r} (one of {sorted(registry)})")
+        raise ConfigError(f"{section}.name: {registry.unknown(name)}")
     signature = inspect.signature(registry[name])
     accepted = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for key in params:
@@ -284,7 +296,7 @@ def _check_params(section: str, name: str, params: dict, registry: dict) -> None
         raise ConfigError(f"{section}.params: {exc} for {section} {name}") from None
 
 
-def _check_freeze(name: str, groups: list[str], registry: dict) -> None:
+def _check_freeze(name: str, groups: list[str], registry: Registry) -> None:
     declared = getattr(registry[name], "PARAM_GROUPS", {})
     for group in groups:
         if group not in declared:

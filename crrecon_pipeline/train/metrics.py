@@ -12,7 +12,7 @@ from pydantic import Field
 
 from crrecon_pipeline.data.checks import CheckDef, CheckOutcome, by_asset
 from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.losses.mse_pearson import pearson_per_spectrum
+from crrecon_pipeline.losses.crrecon_mse_pearson import pearson_per_spectrum
 from crrecon_pipeline.physics.bands import routing_efficiency
 from crrecon_pipeline.settings import Settings
 

@@ -32,11 +32,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def build_model(config: RunConfig) -> torch.nn.Module:
     """The registered model with its params; its out_len is data.out_len unless the params name it (validation
-    made them agree)."""
+    made them agree). model.constraint goes to the model's output stage, `scale.set_constraint(lo, hi)`: this
+    project's OutputScale and the research models' FixedScale apply the same projection (models/backbone.py)."""
     name, params = config.model.name, dict(config.model.params)
     if "out_len" in inspect.signature(MODELS[name]).parameters:
         params.setdefault("out_len", config.data.out_len)
     model = get_model(name, **params)
-    if config.model.constraint is not None:  # every registered model ends in an OutputScale (models/backbone.py)
-        model.scale.set_constraint(config.model.constraint.sum_min, config.model.constraint.sum_max)
+    if config.model.constraint is not None:
+        set_constraint = getattr(getattr(model, "scale", None), "set_constraint", None)
+        if set_constraint is None:
+            raise ConfigError(f"model.constraint: model {name} has no output stage that takes it "
+                              "(scale.set_constraint(sum_min, sum_max), docs/extending.md)")
+        set_constraint(*config.model.constraint.output_bounds)
     return model

@@ -1,8 +1,8 @@
 """The research group's six loss families (hyoseokp/data_CR, code/CR_recon/losses at debe903) under their names,
 with their parameters, defaults and values, each a TermLoss whose named terms sum to the research code's total
-(`clamp` carries its clamp to [0, 100]). Not yet in LOSSES: RESEARCH_LOSSES is wired into the registry with the
-import (issue #32); where this project has a same-named loss with other parameters (mse_pearson, mse_corr_l1,
-weighted_smooth), the project's keeps a name of its own then."""
+(`clamp` carries its clamp to [0, 100]). Registered in LOSSES under these names
+(losses/__init__.py); this project's losses of the same root name and other parameters are crrecon_mse_pearson,
+crrecon_mse_corr_l1 and crrecon_weighted_smooth."""
 
 from crrecon_pipeline.losses.research.abs_dc_shape import AbsDCShape
 from crrecon_pipeline.losses.research.adaptive_spectral import AdaptiveSpectral

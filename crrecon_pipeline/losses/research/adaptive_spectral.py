@@ -19,6 +19,7 @@ BALANCED = {"mse": "ema_mse", "rel": "ema_rel", "grad": "ema_grad"}
 
 
 class AdaptiveSpectral(ClampedTermLoss):
+    IGNORED_PARAMS = ("w_sam", "w_ffl", "ffl_alpha", "ffl_use_full_spectrum", "sam_eps")  # accepted, no effect
     FORMULA = ("L = clamp({w_mse}·MSE + {w_mae}·MAE + {w_rel}·relMSE(eps {rel_eps}, |·| ≤ {rel_max}) "
                "+ {w_grad}·MSE(Δλ) + {w_grad_mae}·MAE(Δλ) + {w_curv_mae}·MAE(Δλ²), 0, 100);  "
                "B pixel weight {blue_weight}; EMA-balanced {use_uncertainty} (momentum {ema_momentum})")

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crrecon_pipeline.models.backbone import project_bayer_sum
+
 # the research trainer's projection bounds when a config has no `constraints` block (trainer.py reads them with
 # these defaults, so the projection is ALWAYS on there)
 DEFAULT_SUM_MIN, DEFAULT_SUM_MAX = 0.45, 0.95
@@ -88,10 +90,9 @@ def research_projection(pred: torch.Tensor, sum_min: float = DEFAULT_SUM_MIN, su
     A tensor of another shape passes unchanged, as there."""
     if pred.ndim != 4 or pred.shape[1:3] != (2, 2):
         return pred
-    phys = (-pred if physical_is_negative else pred).float()
-    total = phys[:, 0, 0] + 0.5 * (phys[:, 0, 1] + phys[:, 1, 0]) + phys[:, 1, 1]  # (B, L)
-    phys = phys + ((total.clamp(sum_min, sum_max) - total) / 3.0)[:, None, None, :]
-    return (-phys if physical_is_negative else phys).to(pred.dtype)
+    if physical_is_negative:  # negation is exact: the same as bounds [-sum_max, -sum_min] on pred, bit for bit
+        return -project_bayer_sum(-pred, sum_min, sum_max)
+    return project_bayer_sum(pred, sum_min, sum_max)
 
 
 def trainer_constraint(config: dict) -> tuple[float, float, bool]:

@@ -1,5 +1,10 @@
-"""cnn_xattn (the seed's default): CNN backbone -> spatial tokens with 2D positions -> a transformer decoder whose
-30 spectral queries cross-attend to the tokens -> (B, 2, 2, 30)."""
+"""crrecon_xattn (this project's cross-attention model, the GPU presets'): CNN backbone -> spatial tokens with 2D
+positions -> a transformer decoder whose 30 spectral queries cross-attend to the tokens -> (B, 2, 2, 30).
+
+Not the research code's `cnn_xattn` (registered under that name): the backbone's widths, depth and input pooling
+are parameters, the decoder is torch's pre-norm TransformerDecoder with plain learned queries (no FiLM from a
+global summary), and the head predicts in normalized units through OutputScale (the training split's mean and
+std) instead of a sigmoid."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from torch import nn
 from crrecon_pipeline.models.backbone import Backbone, OutputScale, sinusoidal_encoding
 
 
-class CNNXAttn(nn.Module):
+class CrreconXAttn(nn.Module):
     # training.freeze names these: attribute prefixes of the parameters in each group (train/freeze.py)
     PARAM_GROUPS = {"encoder": ("backbone", "token_proj", "token_pos"), "decoder": ("queries", "decoder", "norm"),
                     "head": ("head",)}

@@ -1,4 +1,6 @@
-"""mse_corr_l1 (the research code's successor of mse_pearson): w_mse·MSE + w_corr·(1 − r̄) + w_l1·MAE.
+"""crrecon_mse_corr_l1, this project's take on the research code's mse_corr_l1: w_mse·MSE + w_corr·(1 − r̄) +
+w_l1·MAE (`norm_floor` where the research loss has `corr_norm_floor`, no `corr_eps`; registered under its own name
+so that `mse_corr_l1` is the research code's own).
 
 Why the L1 term: the correlation term matches the spectral shape but is blind to scale and offset, and the MSE's
 gradient vanishes on the small residuals of a well-fitted model; the MAE keeps pulling them to zero. Spectra that
@@ -13,7 +15,7 @@ import torch
 from crrecon_pipeline.losses.terms import TermLoss
 
 
-class MSECorrL1(TermLoss):
+class CrreconMSECorrL1(TermLoss):
     FORMULA = ("L = {w_mse} · MSE(ŷ, y) + {w_corr} · (1 − r̄) + {w_l1} · MAE(ŷ, y);  B pixel weight {blue_weight}; "
                "r̄ = mean Pearson correlation along wavelength over the spectra not flatter than {norm_floor}")
 

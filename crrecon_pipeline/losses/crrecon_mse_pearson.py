@@ -1,5 +1,6 @@
-"""mse_pearson (the seed's default): w_mse * MSE + w_corr * (1 - Pearson), Pearson per spectrum (shape agreement,
-invariant to scale and offset)."""
+"""crrecon_mse_pearson, this project's default loss: w_mse * MSE + w_corr * (1 - Pearson), Pearson per spectrum
+(shape agreement, invariant to scale and offset). The research code's `mse_pearson` adds a B-pixel weight and
+clamps; this plain form keeps a name of its own."""
 
 import torch
 
@@ -13,7 +14,7 @@ def pearson_per_spectrum(pred: torch.Tensor, target: torch.Tensor, eps: float = 
     return (p * t).sum(-1) / (p.norm(dim=-1) * t.norm(dim=-1) + eps)
 
 
-class MSEPearson(TermLoss):
+class CrreconMSEPearson(TermLoss):
     FORMULA = ("L = {w_mse} · MSE(ŷ, y) + {w_corr} · (1 − r̄),  "
                "r̄ = mean Pearson correlation of ŷ and y along wavelength, per pixel spectrum")
 

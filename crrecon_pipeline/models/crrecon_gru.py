@@ -1,5 +1,9 @@
-"""cnn_gru: the same CNN backbone, its last map flattened (positions kept) into a context vector that conditions
-a GRU running over the 30 spectral bins; a linear head gives the 4 Bayer values per bin -> (B, 2, 2, 30)."""
+"""crrecon_gru (this project's sequence model): the same CNN backbone as crrecon_xattn, its last map flattened
+(positions kept) into a context vector that conditions a GRU running over the 30 spectral bins; a linear head gives
+the 4 Bayer values per bin -> (B, 2, 2, 30).
+
+Not the research code's `cnn_gru` (registered under that name), whose trunk pools the map to one vector: here the
+flattened map keeps where each feature sits, and the outputs are in normalized units through OutputScale."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from torch import nn
 from crrecon_pipeline.models.backbone import Backbone, OutputScale
 
 
-class CNNGRU(nn.Module):
+class CrreconGRU(nn.Module):
     # training.freeze names these: attribute prefixes of the parameters in each group (train/freeze.py)
     PARAM_GROUPS = {"encoder": ("backbone",), "decoder": ("context", "h0", "bin_embed", "gru"), "head": ("head",)}
 
