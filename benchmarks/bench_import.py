@@ -2,8 +2,9 @@
 model with THEIR code (DIR/code/CR_recon/models, seeded), save it in their trainer's checkpoint format, run
 `crrecon import --config THEIRS.yaml --checkpoint THEIRS.pt --out ...`, then `crrecon predict` on random binary
 structures, and compare with their model's own output after their trainer's projection (their constraints.py, with
-their defaults where the config has no `constraints` block): max |Δ| absolute and relative (to the largest |output|),
-projection included. Also: which of their configs import (the target is all of them), and the contract warnings.
+their defaults where the config has no `constraints` block): max |Δ| absolute and relative (to the largest
+|output|), projection included, and the share of outputs the projection moved. Also: which of their configs import
+(the target is all of them), and the contract warnings.
 
 DIR is a clone of hyoseokp/data_CR (the research code is only read from there, never copied into this repository).
 
@@ -54,9 +55,10 @@ def their_prediction(model, project, cfg: dict, structures: np.ndarray) -> np.nd
     if cfg["data"].get("map_to_pm1", True):
         x = x * 2.0 - 1.0
     block = cfg.get("constraints", {}) or {}
-    out = project(model(x), sum_min=float(block.get("sum_min", 0.45)), sum_max=float(block.get("sum_max", 0.95)),
+    raw = model(x)
+    out = project(raw, sum_min=float(block.get("sum_min", 0.45)), sum_max=float(block.get("sum_max", 0.95)),
                   physical_is_negative=bool(block.get("physical_is_negative", False)))
-    return out.float().numpy()
+    return out.float().numpy(), float((out != raw).float().mean())
 
 
 def crrecon(*args) -> subprocess.CompletedProcess:
@@ -68,7 +70,7 @@ def one_config(config: Path, get_model, project, structures: Path, tmp: Path) ->
     cfg = yaml.safe_load(config.read_text())
     ckpt = tmp / f"{config.stem}_best.pt"
     model = their_checkpoint(get_model, cfg, ckpt, seed=0)
-    theirs = their_prediction(model, project, cfg, np.load(structures))
+    theirs, projected = their_prediction(model, project, cfg, np.load(structures))
     t0 = time.perf_counter()
     res = crrecon("import", "--config", config, "--checkpoint", ckpt, "--out", tmp / config.stem)
     seconds = time.perf_counter() - t0
@@ -84,7 +86,8 @@ def one_config(config: Path, get_model, project, structures: Path, tmp: Path) ->
     delta = float(np.abs(ours - theirs).max())
     return {"config": config.name, "model": cfg["model"]["name"], "loss": cfg["loss"]["name"], "imported": True,
             "import_s": round(seconds, 1), "max_abs_delta": delta,
-            "max_rel_delta": delta / float(np.abs(theirs).max()), "mapped": len(report["mapped"]),
+            "max_rel_delta": delta / float(np.abs(theirs).max()), "projected": round(projected, 3),
+            "mapped": len(report["mapped"]),
             "dropped": len(report["dropped"]), "filled": len(report["filled"]), "warnings": report["warnings"]}
 
 
@@ -124,7 +127,8 @@ def main() -> None:
             print(f"{r['config']:40s} FAILED: {r['error']}", file=sys.stderr)
         else:
             print(f"{r['config']:40s} {r['model']:16s} max|Δ| {r['max_abs_delta']:.3g} "
-                  f"(relative {r['max_rel_delta']:.3g})  import {r['import_s']} s  warnings {len(r['warnings'])}",
+                  f"(relative {r['max_rel_delta']:.3g})  projected {r['projected']:.0%}  import {r['import_s']} s  "
+                  f"warnings {len(r['warnings'])}",
                   file=sys.stderr)
     print(json.dumps({"configs": len(rows), "imported": imported, "rows": rows,
                       "worst_rel_delta": max((r["max_rel_delta"] for r in rows if "error" not in r), default=None)}))

@@ -253,7 +253,7 @@ def cmd_predict(args) -> dict:
 
 
 def cmd_import(args) -> dict:
-    from crrecon_pipeline.migrate import import_research
+    from crrecon_pipeline.migrate.importer import import_research
 
     def log(line: str) -> None:
         prefix = "crrecon import: " if line.startswith("warning: ") else "import: "

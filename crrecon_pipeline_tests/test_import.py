@@ -15,7 +15,7 @@ import yaml
 
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.losses import get_loss
-from crrecon_pipeline.migrate import import_research
+from crrecon_pipeline.migrate.importer import import_research
 from crrecon_pipeline.models import get_model
 from crrecon_pipeline.models.research.parts import research_projection
 from crrecon_pipeline.train import checkpoints

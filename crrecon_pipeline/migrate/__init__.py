@@ -7,8 +7,3 @@ the facts of their config keys, trainer and checkpoint layout.
 
 May import: the bottom modules, `data`, `models`, `losses`, `train`. Never `report`, `design`, `defs` or Dagster.
 """
-
-from crrecon_pipeline.migrate.importer import import_research
-from crrecon_pipeline.migrate.report import ImportReport
-
-__all__ = ["ImportReport", "import_research"]

@@ -142,10 +142,12 @@ def _schedule(raw: Mapping, ours: dict, report: ImportReport) -> None:
     report.map("training.warmup_ratio", "training.warmup_ratio",
                f"{ratio} -> {converted:.6g}: their {warmup_epochs} warmup epoch(s) reach the peak lr at the start of "
                f"epoch {warmup_epochs} (1-based); here the warmup is per step and ends there too")
+    ramp = (f"warmup (e+1)/{warmup_epochs} of the lr, the peak held for 2 epochs" if warmup_epochs > 1
+            else "no warmup, the first 2 epochs at the peak")
     report.differences.append(
-        f"schedule: per epoch there (warmup (e+1)/{warmup_epochs} of the lr, the peak held for 2 epochs, the cosine "
-        "ending one epoch short of its floor), per optimizer step here (linear from 1e-3 x lr, the cosine reaching "
-        "training.min_lr_ratio on the last step); same peak, same floor, same warmup length")
+        f"schedule: per epoch there ({ramp}, the cosine ending one epoch short of its floor), per optimizer step "
+        "here (linear from 1e-3 x lr, the cosine reaching training.min_lr_ratio on the last step); same peak, same "
+        "floor, the peak reached at the same epoch")
 
 
 def _number(value: Any) -> bool:
