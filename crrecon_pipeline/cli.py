@@ -54,6 +54,16 @@ class DesignRun(Settings):
                                "OUT/round_<k>/ per round")
 
 
+class ImportRun(Settings):
+    """How `crrecon import` writes the run config (the mapping itself: crrecon_pipeline/migrate)."""
+
+    OWNER = "import"
+
+    out_len: int | None = Field(None, ge=1, le=301, description="data.out_len of OUT/config.yaml when the data to "
+                                "train on have other bins than their config (default: theirs); the checkpoint keeps "
+                                "its own, and a run started from it skips the tensors shaped by the bins")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors in one line (`crrecon simulate: error: argument --chunk: ...`), exit 2, like every refusal."""
 
@@ -243,6 +253,16 @@ def cmd_predict(args) -> dict:
     return predict_file(args.checkpoint, args.structures, args.out, device=args.device)
 
 
+def cmd_import(args) -> dict:
+    from crrecon_pipeline.migrate.importer import import_research
+
+    def log(line: str) -> None:
+        prefix = "crrecon import: " if line.startswith("warning: ") else "import: "
+        print(prefix + line, file=sys.stderr)
+
+    return import_research(args.config, args.out, checkpoint=args.checkpoint, out_len=args.out_len, log=log)
+
+
 def design_flags(s: argparse.ArgumentParser) -> None:
     from crrecon_pipeline.design.loop import LOOP_FIELDS, LoopSettings
     from crrecon_pipeline.design.optimize import DESIGN_FIELDS, DesignSettings
@@ -337,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("predict", cmd_predict, "predict Bayer spectra for structures with a checkpoint",
                 "checkpoint", "structures", "out")
     s.add_argument("--device", default="auto")
+
+    s = command("import", cmd_import, "a research config (and checkpoint) -> a run config and a crrecon checkpoint",
+                "config", "out")
+    s.add_argument("--checkpoint", type=Path, help="a checkpoint of the research trainer to convert (their *_best.pt)")
+    add_flags(s, ImportRun)
 
     s = command("design", cmd_design, "design structures with a trained surrogate; verify them with the simulator",
                 "checkpoint", "prepared", "out", settings=design_flags)

@@ -208,7 +208,8 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path,
 # ---------------------------------------------------------------------------------------------- item 9
 
 REQUIRED = {"simulate": ["--out", "{tmp}/sim"], "preprocess": ["--raw", "{tmp}/none", "--out", "{tmp}/p"],
-            "design": ["--checkpoint", "{tmp}/none.pt", "--prepared", "{tmp}/none", "--out", "{tmp}/d"]}
+            "design": ["--checkpoint", "{tmp}/none.pt", "--prepared", "{tmp}/none", "--out", "{tmp}/d"],
+            "import": ["--config", "{tmp}/none.yaml", "--out", "{tmp}/i"]}
 
 
 def numeric_flags() -> list[tuple[str, str]]:
@@ -229,7 +230,7 @@ def numeric_flags() -> list[tuple[str, str]]:
 def test_every_numeric_flag_refuses_out_of_range_values_in_one_line(tmp_path, capsys):
     flags = numeric_flags()
     assert {("simulate", "--chunk"), ("simulate", "--unfinished-fraction"), ("design", "--blur-sigma-px"),
-            ("preprocess", "--bins"), ("simulate", "--period-um")} <= set(flags)
+            ("preprocess", "--bins"), ("simulate", "--period-um"), ("import", "--out-len")} <= set(flags)
     for command, flag in flags:
         for value in ("0", "-1", "nan", "inf", "1e30"):
             args = [a.format(tmp=tmp_path) for a in REQUIRED.get(command, [])]

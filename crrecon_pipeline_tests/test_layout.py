@@ -22,7 +22,8 @@ ALLOWED = {
     "train": BOTTOM | {"data", "physics", "models", "losses"},
     "report": BOTTOM | {"data", "physics", "models", "losses", "train"},
     "design": BOTTOM | {"data", "physics", "models", "losses", "train"},
-    "cli": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design"},
+    "migrate": BOTTOM | {"data", "models", "losses", "train"},
+    "cli": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design", "migrate"},
     "defs": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design"},
     "definitions": {"defs"},
 }

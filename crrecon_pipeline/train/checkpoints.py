@@ -85,8 +85,19 @@ def check_layout(state: dict, path: Path) -> None:
         raise DataError(f"{path}: not a crrecon checkpoint (its config names no model)")
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
 def unloadable(path: Path, exc: Exception) -> str:
     """Why a file is no checkpoint, in words that never suggest the unsafe way round (weights_only=False)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(LFS_POINTER))
+    except OSError:
+        head = b""
+    if head == LFS_POINTER:
+        return (f"{path}: a Git LFS pointer ({path.stat().st_size} bytes), not the checkpoint itself: fetch the file "
+                "with `git lfs pull` in its repository")
     text = " ".join(str(exc).split())
     if "Weights only load failed" in text or "weights_only" in text:
         return (f"{path}: not a plain checkpoint: it holds pickled Python objects, which crrecon will not unpickle "
@@ -108,7 +119,10 @@ def stored_config(state: dict, path: Path) -> RunConfig:
 def check_resumable(state: dict, stored: RunConfig, requested: RunConfig, path: Path) -> list[str]:
     """The dotted keys in which `requested` differs from the checkpoint's `stored` config (both validated, defaults
     filled on both sides) when a resume may carry them over (RESUMABLE_CHANGES); ConfigError otherwise."""
-    if int(state.get("format", 1)) < 2:  # format 2 is read as 3 (upgraded)
+    if "provenance" in state:  # crrecon import: the weights and history of another trainer, no optimizer state
+        raise ConfigError(f"{path}: imported from another trainer, without its optimizer and schedule state; start a "
+                          f"new run with --init-weights {path}")
+    if int(state.get("format", 1)) < CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: made by an older version (format {state.get('format', 1)}); start a new run "
                           f"with --init-weights {path}")
     changed = differing_keys(stored.to_dict(), requested.to_dict())

@@ -276,6 +276,11 @@ def _describe(error: dict) -> str:
     return f"{key}: {msg} (got {error['input']!r})"[:300]
 
 
+def describe_error(error: dict) -> str:
+    """One pydantic error as `dotted.key: problem` (from_dict names the first; `crrecon import` lists them all)."""
+    return _describe(error)
+
+
 def _check_params(section: str, name: str, params: dict, registry: Registry) -> None:
     if name not in registry:
         raise ConfigError(f"{section}.name: {registry.unknown(name)}")
