@@ -5,8 +5,9 @@ checkpoint of this project.
 Their files are untrusted: loaded with weights_only (their layout is tensors, numbers and lists, so it loads); a
 Git LFS pointer is named as one. The result carries this project's layout (`format`, `config`, `epoch`, `best_val`,
 `history`, `model`, `loss_state`) with the weights exactly theirs, checked against the imported config by a strict
-load, and their epoch and loss history under `provenance` (which marks it imported). It holds no optimizer or schedule: it starts runs (`--init-weights`,
-`training.init_from`) and predicts, and a resume from it is refused with that said."""
+load, and their epoch and loss history under `provenance` (which marks it imported). It holds no optimizer or
+schedule: it starts runs (`--init-weights`, `training.init_from`) and predicts, and a resume from it is refused with
+that said."""
 
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ def _pretrained(mapped: MappedConfig, config: RunConfig, out_dir: Path, research
     if skipped:
         report.warnings.append(f"{path}: {len(skipped)} tensors of another shape will start fresh: "
                                f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
-    return {"format": checkpoints.CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": 0, "best_val": float("inf"), "history": [],
+    return {"format": checkpoints.CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": 0, "best_val": float("inf"),
+            "history": [],
             "model": theirs["model"], "provenance": {"source": "research training.pretrained_from (weights for "
                                                                 "initialization only)", "file": str(path.resolve()),
                                                      "research_config": research}}, target
