@@ -47,6 +47,7 @@ from crrecon_pipeline.data.transforms import (
 )
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX, PACKED_BYTES
+from crrecon_pipeline.testhooks import pause_point
 
 ProgressFn = Callable[[int], None]
 
@@ -226,6 +227,7 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
                 versions.append(pending.result())
             pending = turner.submit(_rotated_checked, store, filtered)
         versions.append(pending.result())
+        pause_point("pointers")
         latest = store.update_pointers({v.shard: v.version for v in versions}, replace=True, started_ns=started_ns)
     records = [v.manifest["record"] for v in versions]
     total = {key: sum(r[key] for r in records)

@@ -39,6 +39,7 @@ from typing import Iterator
 
 from crrecon_pipeline.data.npyio import read_header, write_text_atomic
 from crrecon_pipeline.errors import DataError
+from crrecon_pipeline.testhooks import pause_point
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST.json"
@@ -186,6 +187,7 @@ class PreparedStore:
         write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         _fsync_dir(staging)
         final = self.shard_dir(shard) / version
+        pause_point("commit")
         with self.writer(), self.locked():
             final.parent.mkdir(parents=True, exist_ok=True)
             _move_leftover_aside(final)

@@ -12,6 +12,7 @@ import torch
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header, remove_stale_temps
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.grid import N_PIX
+from crrecon_pipeline.testhooks import pause_point
 from crrecon_pipeline.train import checkpoints
 from crrecon_pipeline.train.batches import unpack_to_inputs
 from crrecon_pipeline.train.config import RunConfig
@@ -72,4 +73,5 @@ def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: 
                 raise DataError(f"{header.path}: mixes {{0,1}} and {{0,255}} encodings "
                                 f"(rows up to {first + len(rows) - 1})")
             writer.write(predict(model, config, rows).astype(np.float32))
+            pause_point("predict")
     return {"rows": header.shape[0], "out": str(out_path.resolve()), "shape": [header.shape[0], 2, 2, out_len]}

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from crrecon_pipeline.data.npyio import remove_stale_temps
 from crrecon_pipeline.errors import ConfigError
+from crrecon_pipeline.testhooks import pause_point
 
 LEASE = ".run.lease"
 BEFORE_TRAINING = {LEASE, "prepared", "training_set.json", "run_config.yaml"}
@@ -42,6 +43,7 @@ def claim(run_dir: Path, config, resume: str | None, enabled: bool = True) -> It
         except BlockingIOError:
             raise ConfigError(f"--out {run_dir}: another crrecon train is writing this run folder (its lease "
                               f"{LEASE} is held); wait for it to end or give another folder") from None
+        pause_point("claimed")
         remove_stale_temps(run_dir)
         check_contents(run_dir, config, resume)
         yield

@@ -121,9 +121,11 @@ class TensorBoardSink:
     def __init__(self, log_dir: Path, hparams: dict):
         self.log_dir, self.hparams = Path(log_dir), hparams
         self.writers: dict = {}
+        self._axis = "epoch"
 
     def _writer(self, axis: str, first_step: int):
         """The axis's writer, opened at its first event: events of an earlier process at >= first_step are hidden."""
+        self._axis = axis  # the events file an error is reported against
         if axis not in self.writers:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -142,9 +144,9 @@ class TensorBoardSink:
             raise self._named(exc) from None
 
     def _named(self, exc: OSError) -> OSError:
-        files = [getattr(getattr(getattr(w, "file_writer", None), "event_writer", None), "_file_name", None)
-                 for w in self.writers.values()]
-        where = next((f for f in files if f), str(self.log_dir))
+        writer = self.writers.get(self._axis)
+        where = getattr(getattr(getattr(writer, "file_writer", None), "event_writer", None), "_file_name", None)
+        where = where or str(self.log_dir / self._axis / "events.out.tfevents.*")
         return OSError(exc.errno, f"cannot write TensorBoard events ({exc.strerror or exc})", where)
 
     def _progress(self, record: ProgressRecord) -> None:
