@@ -167,6 +167,7 @@ class ShardReader:
         hashes = [hashlib.sha256(), hashlib.sha256()]
         pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]  # one ordered hash stream per file
         in_flight: list[list] = [[], []]
+        rings = [_Ring(h, self.chunk_rows) for h in headers]  # buffers reused: no fresh pages to fault in per chunk
         files = [open(h.path, "rb") for h in headers]
         stats = [os.fstat(f.fileno()) for f in files]
         piece_rows = max(1, PIECE_BYTES // max(headers[0].row_bytes, 1))
@@ -182,7 +183,7 @@ class ShardReader:
                 for i, (f, header) in enumerate(zip(files, headers)):
                     while len(in_flight[i]) >= 2:
                         in_flight[i].pop(0).result()
-                    view, array = _read_rows(f, header, first, count)
+                    view, array = _read_rows(f, header, first, count, rings[i].next())
                     if i == 0 and piece_job is not None:
                         job = pools[0].submit(_hash_pieces, hashes[0], view, array, piece_rows, piece_job)
                     else:
@@ -219,11 +220,27 @@ class ShardReader:
                 for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]
 
 
-def _read_rows(f, header: NpyHeader, first: int, count: int) -> tuple[memoryview, np.ndarray]:
-    """Rows first .. first + count - 1 of an open .npy file as (bytes, array), read into a fresh buffer. Not a
-    memory map: a file truncated under a mapping kills the process with SIGBUS; a short read is one line instead."""
+class _Ring:
+    """RING chunk buffers of one file, used in turn: a chunk is overwritten only RING chunks later, after the
+    reader's contract (valid until the one after the next is requested) and the two hashes in flight are done."""
+
+    RING = 4
+
+    def __init__(self, header: NpyHeader, chunk_rows: int):
+        rows = min(chunk_rows, header.shape[0])
+        self.buffers = [np.empty((rows,) + header.shape[1:], header.dtype) for _ in range(self.RING)]
+        self.turn = -1
+
+    def next(self) -> np.ndarray:
+        self.turn = (self.turn + 1) % self.RING
+        return self.buffers[self.turn]
+
+
+def _read_rows(f, header: NpyHeader, first: int, count: int, buffer: np.ndarray) -> tuple[memoryview, np.ndarray]:
+    """Rows first .. first + count - 1 of an open .npy file as (bytes, array), read into `buffer`. Not a memory
+    map: a file truncated under a mapping kills the process with SIGBUS; a short read is one line instead."""
     start = header.offset + first * header.row_bytes
-    array = np.empty((count,) + header.shape[1:], header.dtype)
+    array = buffer[:count]
     view = memoryview(array.reshape(-1).view(np.uint8))
     done = 0
     while done < len(view):
