@@ -1,5 +1,5 @@
 """A run folder belongs to one run. Owns the run folder's lease and the rule for what a new run may find in it;
-imports npyio (the temporary-file pattern) and errors only.
+imports npyio (the temporary-file pattern), trainlog (paths confined to the folder) and errors.
 
 - The lease: <run folder>/.run.lease, flocked by the training process for the run's life (the kernel releases it
   when the process dies, in any PID namespace). A second writer while the first is alive is refused in one line.
@@ -22,6 +22,7 @@ from typing import Iterator
 from crrecon_pipeline.data.npyio import remove_stale_temps
 from crrecon_pipeline.errors import ConfigError
 from crrecon_pipeline.testhooks import pause_point
+from crrecon_pipeline.train import trainlog
 
 LEASE = ".run.lease"
 BEFORE_TRAINING = {LEASE, "prepared", "training_set.json", "run_config.yaml"}
@@ -45,6 +46,8 @@ def claim(run_dir: Path, config, resume: str | None, enabled: bool = True) -> It
                               f"{LEASE} is held); wait for it to end or give another folder") from None
         pause_point("claimed")
         remove_stale_temps(run_dir)
+        for key in ("log_file", "dir"):  # a path leading out through a symlink: that refusal, first
+            trainlog.confined_path(run_dir, getattr(config.output, key), f"output.{key}")
         check_contents(run_dir, config, resume)
         yield
     finally:
