@@ -11,7 +11,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -163,6 +165,10 @@ def cmd_preprocess(args) -> dict:
     with bar:
         result = preprocess(args.raw, args.out, settings, progress=update, limits=from_flags(args, CheckLimits))
     warn_failed_checks(args.out, result["versions"])
+    for shard, version in result["superseded"].items():
+        print(f"crrecon preprocess: warning: shard {shard}: LATEST keeps {result['versions'][shard]}, from a "
+              f"preparation that started after this one; this run's {version} is committed but not in LATEST",
+              file=sys.stderr)
     return result
 
 
@@ -188,12 +194,17 @@ def cmd_train(args) -> dict:
     config = load_config(args.config, args.set)
     if args.init_weights is not None:
         config = config.replaced("training.init_from", str(args.init_weights), "--init-weights")
-    versions = read_training_set(args.training_set) if args.training_set is not None else None
+    versions = None
+    if args.training_set is not None:
+        from crrecon_pipeline.data.home import default_prepared_dir
+
+        store = None if args.raw is not None else (args.prepared or default_prepared_dir())
+        versions = read_training_set(args.training_set, store)
     progress = TrainProgress()
     try:
         metrics = train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
-                                    resume=args.resume, device=args.device, on_record=progress, log=progress.log,
-                                    versions=versions)
+                                    resume=args.resume, device=device_of(args), on_record=progress,
+                                    log=progress.log, versions=versions)
     finally:
         progress.close()
     return metrics.model_dump() if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
@@ -250,7 +261,14 @@ def cmd_analyze(args) -> dict | None:
 def cmd_predict(args) -> dict:
     from crrecon_pipeline.train.inference import predict_file
 
-    return predict_file(args.checkpoint, args.structures, args.out, device=args.device)
+    return predict_file(args.checkpoint, args.structures, args.out, device=device_of(args))
+
+
+def device_of(args) -> str:
+    """--device, else CRRECON_DEVICE (validated by name), else auto."""
+    from crrecon_pipeline import envvars
+
+    return args.device if args.device is not None else envvars.device("CRRECON_DEVICE", "auto")
 
 
 def cmd_import(args) -> dict:
@@ -292,11 +310,12 @@ def cmd_design(args) -> dict:
         bar, update = _progress(args.steps * args.rounds, "design rounds", unit="step")
         with bar:
             return run_rounds(args.checkpoint, args.prepared, args.out, settings, args.rounds,
-                              from_flags(args, LoopSettings), args.device, update,
+                              from_flags(args, LoopSettings), device_of(args), update,
                               log=lambda message: print(f"design: {message}", file=sys.stderr)).to_json()
     bar, update = _progress(args.steps, "design", unit="step")
     with bar:
-        summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, args.device, update)
+        summary = run_design(args.checkpoint, args.prepared, args.out, settings, args.shard_index, device_of(args),
+                             update)
     keep = {"index", "predicted_efficiency", "simulated_efficiency"}
     print(f"design: {summary.verification}", file=sys.stderr)
     return {"designs": [d.model_dump(include=keep) for d in summary.designs],
@@ -348,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-weights", type=Path, metavar="CKPT",
                    help="start from this checkpoint's weights (same model; fresh optimizer, epoch 1) "
                         "= training.init_from")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: CRRECON_DEVICE, else auto)")
 
     s = command("analyze", cmd_analyze,
                 "diagnose a run's metrics.jsonl (or an old run's text log) and suggest the next run", "log")
@@ -356,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("predict", cmd_predict, "predict Bayer spectra for structures with a checkpoint",
                 "checkpoint", "structures", "out")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: CRRECON_DEVICE, else auto)")
 
     s = command("import", cmd_import, "a research config (and checkpoint) -> a run config and a crrecon checkpoint",
                 "config", "out")
@@ -366,20 +385,43 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("design", cmd_design, "design structures with a trained surrogate; verify them with the simulator",
                 "checkpoint", "prepared", "out", settings=design_flags)
     add_flags(s, DesignRun)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: CRRECON_DEVICE, else auto)")
     return p
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every `finally` and atomic write cleans up as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         result = args.func(args)
     except USER_ERRORS as exc:
         print(f"crrecon {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"crrecon {args.command}: terminated (SIGTERM); temporary files removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"crrecon {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"crrecon {args.command}: error: out of memory (MemoryError); give the process more memory or "
+              "work in smaller pieces", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "can't start new thread" not in str(exc):
+            raise
+        print(f"crrecon {args.command}: error: cannot start a thread ({exc}); raise the process's limits "
+              "(ulimit -u / -v)", file=sys.stderr)
+        return 2
     if result is not None:
         print(json.dumps(json_safe(result), allow_nan=False))
     return 0

@@ -1,9 +1,11 @@
-"""The crrecon_pipeline code location: assets, checks, jobs, schedule, sensor and resources."""
+"""The crrecon_pipeline code location: assets, checks, jobs, schedule, sensor and resources. Every environment
+variable it reads is validated by name (envvars.py): a bad value stops the load with one line naming it."""
 
 import os
 
 import dagster as dg
 
+from crrecon_pipeline import envvars
 from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from crrecon_pipeline.defs.assets.design import designed_structures
 from crrecon_pipeline.defs.assets.design_loop import design_round
@@ -33,8 +35,9 @@ from crrecon_pipeline.defs.sensors import design_loop_sensor, new_shard_sensor
 
 def _executor():
     """CRRECON_EXECUTOR=k8s runs every step in its own pod (pip install crrecon_pipeline[k8s]); trained_model's
-    op tags then request a GPU for its pod. Anything else: Dagster's default multiprocess executor."""
-    if os.environ.get("CRRECON_EXECUTOR") == "k8s":
+    op tags then request a GPU for its pod. Unset or `multiprocess`: Dagster's default multiprocess executor;
+    anything else is refused naming the variable."""
+    if envvars.choice("CRRECON_EXECUTOR", "", envvars.EXECUTORS) == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
@@ -55,11 +58,11 @@ defs = dg.Definitions(
     executor=_executor(),
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", default_home()), raw_dir=_env("CRRECON_RAW_DIR", "")),
-        "simulator": SimulatorResource(rows_per_shard=int(os.environ.get("CRRECON_SIM_ROWS_PER_SHARD", "2500")),
-                                       initial_shards=int(os.environ.get("CRRECON_SIM_SHARDS", "2")),
-                                       sensor_simulates=os.environ.get("CRRECON_SIM_SENSOR", "") == "1"),
+        "simulator": SimulatorResource(rows_per_shard=envvars.integer("CRRECON_SIM_ROWS_PER_SHARD", 2500, 1, 10**8),
+                                       initial_shards=envvars.integer("CRRECON_SIM_SHARDS", 2, 1, 10**6),
+                                       sensor_simulates=envvars.flag("CRRECON_SIM_SENSOR")),
         "filtering": FilterSettings(),
-        "device": TrainingDevice(device=_env("CRRECON_DEVICE", "auto")),
+        "device": TrainingDevice(device=_env("CRRECON_DEVICE", envvars.device("CRRECON_DEVICE", "auto"))),
         "model_checks": ModelChecks(),
     },
 )

@@ -172,7 +172,8 @@ def test_preprocess_counts_and_values(tmp_path, encoding):
     st, sp = _handmade(tmp_path / "raw", encoding)
     summary = preprocess(tmp_path / "raw", tmp_path / "out")
     versions = summary.pop("versions")
-    assert summary == {"raw_rows": 8, "kept_rows": 4, "dropped_unfinished": 2, "dropped_nonfinite": 2, "shards": 1}
+    assert summary == {"raw_rows": 8, "kept_rows": 4, "dropped_unfinished": 2, "dropped_nonfinite": 2, "shards": 1,
+                       "superseded": {}}
     assert list(versions) == ["0"] and versions["0"].startswith("rotated-")
     p = load_prepared(tmp_path / "out")
     np.testing.assert_array_equal(p.source_rows, [0, 3, 5, 7])

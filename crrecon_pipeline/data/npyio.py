@@ -2,13 +2,17 @@
 
 Reads use plain file reads into a reusable buffer instead of memory maps, so the resident memory of a pass
 over a multi-GB shard is one chunk, not the file. Writes go to a temporary file in the same folder that is
-fsynced and renamed into place only when complete: a crash or bad input never leaves a half-written output.
+fsynced and renamed into place only when complete: a crash or bad input never leaves a half-written output; the
+temporary is flocked while written, so one left by a killed writer is told apart and removed later
+(remove_stale_temps). Imports errors only.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
+import re
 import stat
 import struct
 import tempfile
@@ -23,12 +27,45 @@ from crrecon_pipeline.errors import DataError
 
 
 def _mkstemp_like_open(path: Path) -> tuple[int, Path]:
-    """A temp file beside `path` with the permissions a plain open() would give (mkstemp makes them 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """A temp file beside `path` (.<name>.<8 characters>.tmp) with the permissions a plain open() would give
+    (mkstemp makes them 0600), flocked while it is written: remove_stale_temps removes only temporaries whose lock
+    is free, i.e. whose writer is gone (killed by SIGKILL before it could clean up)."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:  # not removed by a cleaner between mkstemp and flock
+            break
+        os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
     return fd, Path(tmp)
+
+
+def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries of this module's atomic writes (of `name`, or of any file) in `folder` whose writer
+    is gone: only files named .<name>.<8 characters>.tmp, only when nobody holds their lock."""
+    pattern = re.compile(rf"^\.{re.escape(name) if name else '.+'}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    removed = []
+    try:
+        candidates = [p for p in Path(folder).iterdir() if pattern.match(p.name)]
+    except OSError:
+        return removed
+    for p in candidates:
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        except OSError:
+            pass  # held: a writer is at work
+        finally:
+            os.close(fd)
+    return removed
 
 
 def named(exc: OSError, path: Path) -> OSError:

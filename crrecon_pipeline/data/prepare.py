@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,6 +50,7 @@ from crrecon_pipeline.data.transforms import (
 )
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX, PACKED_BYTES
+from crrecon_pipeline.testhooks import pause_point
 
 ProgressFn = Callable[[int], None]
 
@@ -140,13 +142,21 @@ def _filter_into(raw, staging: Path, settings: PrepareSettings,
     return stats.summary(), scan.result(reader.sha256), reader.sources()
 
 
-def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, settings: PrepareSettings | None = None,
-                  limits: CheckLimits | None = None, progress: ProgressFn | None = None,
-                  make_latest: bool = True) -> ShardVersion:
+def _store(store_root: str | Path | PreparedStore) -> PreparedStore:
+    return store_root if isinstance(store_root, PreparedStore) else PreparedStore(store_root)
+
+
+def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path | PreparedStore,
+                  settings: PrepareSettings | None = None, limits: CheckLimits | None = None,
+                  progress: ProgressFn | None = None, make_latest: bool = True,
+                  started_ns: int | None = None) -> ShardVersion:
     """Filter one raw shard into a new committed version (or the identical one already there). The version's
-    manifest records the raw and filter checks; LATEST moves to it only when every blocking check passed."""
+    manifest records the raw and filter checks, and when the preparation started (`started_ns`, default now:
+    LATEST never moves back to a preparation that started earlier); LATEST moves to it only when every blocking
+    check passed."""
     settings, limits = settings or PrepareSettings(), limits or CheckLimits()
-    store = PreparedStore(store_root)
+    started_ns = time.time_ns() if started_ns is None else started_ns
+    store = _store(store_root)
     raw = open_shard(raw_dir, shard, settings.n_wavelengths)
     with store.stage("filtered") as staging:
         record, scan, sources = _filter_into(raw, staging, settings, progress)
@@ -156,17 +166,21 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path, setti
                     "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
         manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": settings.model_dump(),
                     "rows": record["kept_rows"], "record": record, "raw_scan": scan.to_json(),
-                    "checks": checks_json(checks)}
+                    "checks": checks_json(checks),
+                    "started_ns": started_ns}
         version = version_id("filtered", identity)
         return store.commit(staging, shard, version, manifest, FILTERED_FILES,
                             make_latest=make_latest and not failed_blocking(checks))
 
 
-def rotate_version(store_root: str | Path, filtered: ShardVersion, chunk_rows: int = 16384,
-                   make_latest: bool = True) -> ShardVersion:
+def rotate_version(store_root: str | Path | PreparedStore, filtered: ShardVersion, chunk_rows: int = 16384,
+                   make_latest: bool = True, started_ns: int | None = None) -> ShardVersion:
     """The 180-degree set of a filtered version, as a new version: the filtered arrays hard-linked (they never
-    change), the turned structures and Bayer pixels (R <-> B, G1 <-> G2) written beside them."""
-    store = PreparedStore(store_root)
+    change), the turned structures and Bayer pixels (R <-> B, G1 <-> G2) written beside them. It counts as started
+    when its parent's preparation did (or at `started_ns`)."""
+    store = _store(store_root)
+    if started_ns is None:
+        started_ns = filtered.manifest.get("started_ns", filtered.manifest["committed_ns"])
     with store.stage("rotated") as staging:
         for name in FILTERED_FILES:
             _link_or_copy(filtered.file(name), staging / name)
@@ -178,7 +192,8 @@ def rotate_version(store_root: str | Path, filtered: ShardVersion, chunk_rows: i
                 w_bayer.write(rotate_bayer(bayer))
         checks = manifest_checks(filtered.manifest) | rotation_checks(staging)
         manifest = {k: filtered.manifest[k] for k in ("sources", "settings", "rows", "record", "raw_scan")}
-        manifest |= {"kind": "rotated", "parent": filtered.version, "checks": checks_json(checks)}
+        manifest |= {"kind": "rotated", "parent": filtered.version, "checks": checks_json(checks),
+                     "started_ns": started_ns}
         version = version_id("rotated", {"kind": "rotated", "parent": filtered.version})
         return store.commit(staging, filtered.shard, version, manifest, FILTERED_FILES + ROTATED_FILES,
                             make_latest=make_latest and not failed_blocking(checks))
@@ -196,33 +211,40 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
     """Every shard of a raw folder into the store at out_dir, all or nothing: each shard's filtered and rotated
     versions are committed, and LATEST.json then names exactly these versions in one atomic replacement, once
     every shard passed its blocking checks, so bad input leaves what `load_prepared(out_dir)` returns as it was.
+    The whole preparation is one writer of the store (one lease); a shard whose LATEST version comes from a
+    preparation that started after this one keeps it (`superseded` lists this run's version of it).
 
     Shard k's rotated version is made on a second thread while shard k + 1 is filtered: the filter pass is bound by
     hashing the raw structures on one core, and the turn, its check and the commits fill the other."""
     from concurrent.futures import ThreadPoolExecutor
 
+    started_ns = time.time_ns()
     settings = settings or PrepareSettings()
     shards = discover_shards(raw_dir)
     for k in shards:  # every header first: fail before any work on a bad shard
         open_shard(raw_dir, k, settings.n_wavelengths)
     versions, pending = [], None
-    with ThreadPoolExecutor(1) as turner:
+    with PreparedStore(out_dir).writer() as store, ThreadPoolExecutor(1) as turner:
         for k in shards:
-            filtered = prepare_shard(raw_dir, k, out_dir, settings, limits, progress, make_latest=False)
+            filtered = prepare_shard(raw_dir, k, store, settings, limits, progress, make_latest=False,
+                                     started_ns=started_ns)
             refuse_failed_checks(filtered)
             if pending is not None:
                 versions.append(pending.result())
-            pending = turner.submit(_rotated_checked, out_dir, filtered)
+            pending = turner.submit(_rotated_checked, store, filtered)
         versions.append(pending.result())
-    PreparedStore(out_dir).update_pointers({v.shard: v.version for v in versions}, replace=True)
+        pause_point("pointers")
+        latest = store.update_pointers({v.shard: v.version for v in versions}, replace=True, started_ns=started_ns)
     records = [v.manifest["record"] for v in versions]
     total = {key: sum(r[key] for r in records)
              for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
-    return total | {"shards": len(records), "versions": {str(v.shard): v.version for v in versions}}
+    superseded = {str(v.shard): v.version for v in versions if latest.get(v.shard) != v.version}
+    return total | {"shards": len(records), "versions": {str(v.shard): latest[v.shard] for v in versions},
+                    "superseded": superseded}
 
 
-def _rotated_checked(out_dir: str | Path, filtered: ShardVersion) -> ShardVersion:
-    rotated = rotate_version(out_dir, filtered, make_latest=False)
+def _rotated_checked(store: PreparedStore, filtered: ShardVersion) -> ShardVersion:
+    rotated = rotate_version(store, filtered, make_latest=False)
     refuse_failed_checks(rotated)
     return rotated
 

@@ -62,13 +62,22 @@ class Prepared:
         return {str(k): {"version": v.version, "rows": v.rows} for k, v in self.versions.items()}
 
 
-def read_training_set(path: str | Path) -> dict[int, str]:
-    """A training_set.json ({shard: {version, rows}} or {shard: version}) -> {shard: version}."""
+def read_training_set(path: str | Path, prepared_dir: str | Path | None = None) -> dict[int, str]:
+    """A training_set.json ({shard: {version, rows}} or {shard: version}) -> {shard: version}. With the store
+    (`prepared_dir`), each entry's `rows` must be its version's row count: a set that does not describe the
+    store's data is refused by name."""
     try:
         entries = json.loads(Path(path).read_text())
-        return {int(k): (v["version"] if isinstance(v, dict) else str(v)) for k, v in entries.items()}
+        versions = {int(k): (v["version"] if isinstance(v, dict) else str(v)) for k, v in entries.items()}
+        rows = {int(k): v["rows"] for k, v in entries.items() if isinstance(v, dict) and "rows" in v}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: not a training set ({{shard: version}}): {exc}") from None
+    for k, want in rows.items() if prepared_dir is not None else ():
+        have = PreparedStore(prepared_dir).open(k, versions[k]).rows
+        if isinstance(want, bool) or want != have:
+            raise DataError(f"{path}: shard {k} version {versions[k]} has {have} rows in {prepared_dir}, the "
+                            f"training set says {want!r}")
+    return versions
 
 
 def refuse_failed_versions(prepared_dir: str | Path, picked: list[ShardVersion]) -> None:

@@ -6,6 +6,7 @@ spectra_latest_<k>.npy       (N, 3, W) float spectra R, G, B, stored negative; W
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from crrecon_pipeline.data.npyio import NpyHeader, read_header
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX
+from crrecon_pipeline.testhooks import pause_point
 
 STRUCTURE_RE = re.compile(r"^binary_dataset_128_([0-9]+)\.npy$")  # ASCII digits only: '٣' is no shard index
 SPECTRA_RE = re.compile(r"^spectra_latest_([0-9]+)\.npy$")
@@ -133,8 +135,10 @@ class ShardReader:
     """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) while the
     caller works on the chunk: the raw data is read exactly once per pass.
 
-    Chunks are windows of a memory map (no copy out of the page cache), dropped as the pass moves on, so the
-    resident memory is a few chunks whatever the file size. Each file is hashed in order on its own thread
+    Chunks are read into fresh buffers (not memory-mapped: a file truncated by a sync under a mapping would kill
+    the process with SIGBUS), dropped as the pass moves on, so the resident memory is a few chunks whatever the
+    file size. A file that ends early or changes (size, modification time) while it is read is one line naming
+    it. Each file is hashed in order on its own thread
     (hashlib releases the GIL), so hashing the two files and the caller's work share the cores; at most two
     chunks per file are in flight. A yielded chunk stays valid until the one after the next is requested.
 
@@ -163,7 +167,9 @@ class ShardReader:
         hashes = [hashlib.sha256(), hashlib.sha256()]
         pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]  # one ordered hash stream per file
         in_flight: list[list] = [[], []]
+        rings = [_Ring(h, self.chunk_rows) for h in headers]  # buffers reused: no fresh pages to fault in per chunk
         files = [open(h.path, "rb") for h in headers]
+        stats = [os.fstat(f.fileno()) for f in files]
         piece_rows = max(1, PIECE_BYTES // max(headers[0].row_bytes, 1))
         try:
             for h, f, header in zip(hashes, files, headers):
@@ -171,11 +177,13 @@ class ShardReader:
             ahead = None
             for first in range(0, self.raw.rows, self.chunk_rows):
                 count = min(self.chunk_rows, self.raw.rows - first)
+                if first:
+                    pause_point("reading")
                 arrays = []
                 for i, (f, header) in enumerate(zip(files, headers)):
                     while len(in_flight[i]) >= 2:
                         in_flight[i].pop(0).result()
-                    view, array = _map_rows(f, header, first, count)
+                    view, array = _read_rows(f, header, first, count, rings[i].next())
                     if i == 0 and piece_job is not None:
                         job = pools[0].submit(_hash_pieces, hashes[0], view, array, piece_rows, piece_job)
                     else:
@@ -197,6 +205,7 @@ class ShardReader:
                 files[i].seek(headers[i].offset + self.raw.rows * headers[i].row_bytes)
                 while block := files[i].read(1 << 20):  # anything after the array (rare) is part of the file too
                     hashes[i].update(block)
+                _check_unchanged(files[i], headers[i], stats[i])
         finally:
             for pool in pools:
                 pool.shutdown(wait=True)
@@ -211,20 +220,44 @@ class ShardReader:
                 for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]
 
 
-def _map_rows(f, header: NpyHeader, first: int, count: int) -> tuple[memoryview, np.ndarray]:
-    """Rows first .. first + count - 1 of an open .npy file as (bytes, array) over one read-only memory map."""
-    import mmap
+class _Ring:
+    """RING chunk buffers of one file, used in turn: a chunk is overwritten only RING chunks later, after the
+    reader's contract (valid until the one after the next is requested) and the two hashes in flight are done."""
 
+    RING = 4
+
+    def __init__(self, header: NpyHeader, chunk_rows: int):
+        rows = min(chunk_rows, header.shape[0])
+        self.buffers = [np.empty((rows,) + header.shape[1:], header.dtype) for _ in range(self.RING)]
+        self.turn = -1
+
+    def next(self) -> np.ndarray:
+        self.turn = (self.turn + 1) % self.RING
+        return self.buffers[self.turn]
+
+
+def _read_rows(f, header: NpyHeader, first: int, count: int, buffer: np.ndarray) -> tuple[memoryview, np.ndarray]:
+    """Rows first .. first + count - 1 of an open .npy file as (bytes, array), read into `buffer`. Not a memory
+    map: a file truncated under a mapping kills the process with SIGBUS; a short read is one line instead."""
     start = header.offset + first * header.row_bytes
-    base = start - start % mmap.ALLOCATIONGRANULARITY
-    length = start - base + count * header.row_bytes
-    try:
-        window = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=base)
-    except (ValueError, OSError) as exc:  # the file shrank under us
-        raise DataError(f"{header.path}: cannot read rows {first}..{first + count - 1} ({exc})") from None
-    window.madvise(mmap.MADV_SEQUENTIAL)
-    array = np.frombuffer(window, header.dtype, count * int(np.prod(header.shape[1:])), start - base)
-    return memoryview(window)[start - base:], array.reshape((count,) + header.shape[1:])
+    array = buffer[:count]
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        got = os.preadv(f.fileno(), [view[done:]], start + done)
+        if got <= 0:
+            raise DataError(f"{header.path}: changed while being read (it ends before row {first + count}: "
+                            "truncated or rewritten meanwhile); prepare it again once it is complete")
+        done += got
+    return view, array
+
+
+def _check_unchanged(f, header: NpyHeader, before: os.stat_result) -> None:
+    """A file rewritten in place while it was read (same inode, new size or modification time) is refused."""
+    now = os.fstat(f.fileno())
+    if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise DataError(f"{header.path}: changed while being read (rewritten meanwhile); prepare it again once it is "
+                        "complete")
 
 
 def _hash_pieces(hasher, view: memoryview, rows: np.ndarray, piece_rows: int, piece_job) -> list:

@@ -71,8 +71,8 @@ def _train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Pr
         data_args = rank_data_args(store, run_dir, prepared.training_set())
         metrics = train_under_pipes(context, cfg, run_dir, data_args, device)
         return dagster_metadata(final_metadata(metrics, cfg)), metrics
-    resume = "auto" if (run_dir / "last.pt").exists() else None
-    if resume:
+    resume = "auto"  # the root run's folder: its last.pt when a retry finds one, else a fresh start there
+    if (run_dir / "last.pt").exists():
         context.log.info(f"resuming from {run_dir / 'last.pt'}")
     live = LiveCurves.for_run(run_dir)
     with bad_input_fails_step():

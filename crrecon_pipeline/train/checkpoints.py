@@ -5,7 +5,8 @@
   what is trained (RESUMABLE_CHANGES); a changed `training.epochs` rebuilds the schedule (training.Schedule).
 - init (`--init-weights` / `training.init_from`): weights only, from a checkpoint of the same model; tensors whose
   shape differs (e.g. another out_len) are skipped and listed; a 1-D conv kernel of another length is centre-cropped.
-Checkpoints from elsewhere are untrusted: tensors and plain containers only (weights_only).
+Checkpoints from elsewhere are untrusted: tensors and plain containers only (weights_only), every weight finite
+(predict, --init-weights, training.init_from and resume all load through `load`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def check_layout(state: dict, path: Path) -> None:
     model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise DataError(f"{path}: not a crrecon checkpoint (its config names no model)")
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # refused before any epoch or prediction: NaN weights predict NaN and train nothing
+        raise DataError(f"{path}: its weights hold NaN or infinite values (tensor {bad}); not a usable checkpoint")
 
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"

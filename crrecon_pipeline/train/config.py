@@ -34,6 +34,17 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info):
+        """`training.epochs: true` is no epoch count: a number field refuses a boolean (pydantic would read 1)."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in _NUMBERS:
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
+
+
+_NUMBERS = (int, float, int | None, float | None)
+
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):

@@ -1,4 +1,6 @@
-"""Predicting Bayer spectra for structures with a trained checkpoint (the `crrecon predict` command)."""
+"""Predicting Bayer spectra for structures with a trained checkpoint (the `crrecon predict` command). Imports the
+data readers and writers, checkpoints and the model setup; a checkpoint with non-finite weights is refused by
+checkpoints.load before anything is predicted."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header
+from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header, remove_stale_temps
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.grid import N_PIX
+from crrecon_pipeline.testhooks import pause_point
 from crrecon_pipeline.train import checkpoints
 from crrecon_pipeline.train.batches import unpack_to_inputs
 from crrecon_pipeline.train.config import RunConfig
@@ -56,6 +59,7 @@ def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: 
     out_path = Path(out_path)
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path}: is a folder; give a file name such as {out_path / 'pred.npy'}")
+    remove_stale_temps(out_path.parent, out_path.name)  # of an earlier predict killed by SIGKILL
     header = read_header(structures_path)
     if header.shape[1:] not in ((1, N_PIX, N_PIX), (N_PIX, N_PIX)):
         raise DataError(f"{structures_path}: structures must have shape (N, 1, 128, 128), got {header.shape}")
@@ -69,4 +73,5 @@ def predict_file(checkpoint: str | Path, structures_path: str | Path, out_path: 
                 raise DataError(f"{header.path}: mixes {{0,1}} and {{0,255}} encodings "
                                 f"(rows up to {first + len(rows) - 1})")
             writer.write(predict(model, config, rows).astype(np.float32))
+            pause_point("predict")
     return {"rows": header.shape[0], "out": str(out_path.resolve()), "shape": [header.shape[0], 2, 2, out_len]}

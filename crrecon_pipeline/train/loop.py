@@ -30,7 +30,7 @@ from crrecon_pipeline.data.npyio import save_atomic, write_text_atomic
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.errors import TrainingDiverged
 from crrecon_pipeline.models import count_parameters
-from crrecon_pipeline.train import checkpoints, distributed, early_stop, freeze, sinks, step
+from crrecon_pipeline.train import checkpoints, distributed, early_stop, freeze, runfolder, sinks, step
 from crrecon_pipeline.train.batches import DeviceData
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
@@ -78,19 +78,27 @@ def train(config: RunConfig, prepared: Prepared, run_dir: str | Path, device: st
     requested = resolve_device(device)
     ranks = distributed.from_env(requested)  # torchrun: one process per GPU; otherwise a single process
     try:
-        run = setup_run(config, prepared, run_dir, ranks.device(requested), ranks)
-        resumed_after = restore(run, resume, log if ranks.is_main else (lambda msg: None))
-        with sinks.open_recorder(run_dir, config, on_record, ranks.is_main, resumed_after) as recorder:
-            latest = [c for c in run.resume_changes if c.epoch == run.start_epoch - 1]
-            if latest:
-                recorder.emit(ResumeRecord(epoch=run.start_epoch - 1, changes=latest))
-            _train_epochs(run, recorder)
-            metrics, val_pred = _evaluate(run)
-            if ranks.is_main:
-                _finalize(run, metrics, val_pred, recorder)
-        return metrics
+        with runfolder.claim(run_dir, config, resume, ranks.is_main):  # one run per folder, refused otherwise
+            return _train_claimed(config, prepared, run_dir, ranks, requested, resume, on_record, log)
     finally:
         ranks.close()
+
+
+def _train_claimed(config: RunConfig, prepared: Prepared, run_dir: Path, ranks: distributed.DistContext,
+                   requested: torch.device, resume: str | None, on_record: RecordCallback | None,
+                   log: Callable[[str], None]) -> RunMetrics:
+    """train() once the run folder is this run's."""
+    run = setup_run(config, prepared, run_dir, ranks.device(requested), ranks)
+    resumed_after = restore(run, resume, log if ranks.is_main else (lambda msg: None))
+    with sinks.open_recorder(run_dir, config, on_record, ranks.is_main, resumed_after) as recorder:
+        latest = [c for c in run.resume_changes if c.epoch == run.start_epoch - 1]
+        if latest:
+            recorder.emit(ResumeRecord(epoch=run.start_epoch - 1, changes=latest))
+        _train_epochs(run, recorder)
+        metrics, val_pred = _evaluate(run)
+        if ranks.is_main:
+            _finalize(run, metrics, val_pred, recorder)
+    return metrics
 
 
 def _run_epoch(run: Run, epoch: int, clock: Clock, recorder: sinks.Recorder) -> tuple[float, int, dict]:

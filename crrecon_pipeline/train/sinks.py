@@ -15,6 +15,7 @@ train and val), `final/*` and the hyper-parameters (HParams tab), `samples/val` 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -120,9 +121,11 @@ class TensorBoardSink:
     def __init__(self, log_dir: Path, hparams: dict):
         self.log_dir, self.hparams = Path(log_dir), hparams
         self.writers: dict = {}
+        self._axis = "epoch"
 
     def _writer(self, axis: str, first_step: int):
         """The axis's writer, opened at its first event: events of an earlier process at >= first_step are hidden."""
+        self._axis = axis  # the events file an error is reported against
         if axis not in self.writers:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -130,12 +133,21 @@ class TensorBoardSink:
         return self.writers[axis]
 
     def write(self, record: Record) -> None:
-        if isinstance(record, ProgressRecord):
-            self._progress(record)
-        elif isinstance(record, EpochRecord):
-            self._epoch(record)
-        elif isinstance(record, FinalRecord):
-            self._final(record)
+        try:
+            if isinstance(record, ProgressRecord):
+                self._progress(record)
+            elif isinstance(record, EpochRecord):
+                self._epoch(record)
+            elif isinstance(record, FinalRecord):
+                self._final(record)
+        except OSError as exc:  # a full disk, met by the writer's thread and raised here: one line naming the file
+            raise self._named(exc) from None
+
+    def _named(self, exc: OSError) -> OSError:
+        writer = self.writers.get(self._axis)
+        where = getattr(getattr(getattr(writer, "file_writer", None), "event_writer", None), "_file_name", None)
+        where = where or str(self.log_dir / self._axis / "events.out.tfevents.*")
+        return OSError(exc.errno, f"cannot write TensorBoard events ({exc.strerror or exc})", where)
 
     def _progress(self, record: ProgressRecord) -> None:
         step = (record.epoch - 1) * record.batches + record.batch
@@ -183,8 +195,22 @@ class TensorBoardSink:
         writer.flush()
 
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+        try:
+            for writer in self.writers.values():
+                writer.close()
+        except OSError as exc:
+            raise self._named(exc) from None
+
+
+def _quiet_event_writer_threads(args) -> None:
+    """TensorBoard's writer thread dies on a full disk with a traceback; the sink raises the error on the main
+    thread, naming the file, so the thread's own traceback is left out."""
+    if not (type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError)):
+        _PREVIOUS_HOOK(args)
+
+
+_PREVIOUS_HOOK = threading.excepthook
+threading.excepthook = _quiet_event_writer_threads
 
 
 def hparams(config) -> dict:
