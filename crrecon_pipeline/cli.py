@@ -266,9 +266,9 @@ def cmd_predict(args) -> dict:
 
 def device_of(args) -> str:
     """--device, else CRRECON_DEVICE (validated by name), else auto."""
-    from crrecon_pipeline import envvars
+    from crrecon_pipeline.settings import env_device
 
-    return args.device if args.device is not None else envvars.device("CRRECON_DEVICE", "auto")
+    return args.device if args.device is not None else env_device("CRRECON_DEVICE", "auto")
 
 
 def cmd_import(args) -> dict:

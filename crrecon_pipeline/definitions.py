@@ -1,11 +1,10 @@
 """The crrecon_pipeline code location: assets, checks, jobs, schedule, sensor and resources. Every environment
-variable it reads is validated by name (envvars.py): a bad value stops the load with one line naming it."""
+variable it reads is validated by name (settings.py): a bad value stops the load with one line naming it."""
 
 import os
 
 import dagster as dg
 
-from crrecon_pipeline import envvars
 from crrecon_pipeline.defs.assets.analysis import dataset_profile, run_comparison, training_log_analysis
 from crrecon_pipeline.defs.assets.design import designed_structures
 from crrecon_pipeline.defs.assets.design_loop import design_round
@@ -31,13 +30,14 @@ from crrecon_pipeline.defs.resources import (
 )
 from crrecon_pipeline.defs.schedules import weekly_retraining
 from crrecon_pipeline.defs.sensors import design_loop_sensor, new_shard_sensor
+from crrecon_pipeline.settings import EXECUTORS, env_choice, env_device, env_flag, env_integer
 
 
 def _executor():
     """CRRECON_EXECUTOR=k8s runs every step in its own pod (pip install crrecon_pipeline[k8s]); trained_model's
     op tags then request a GPU for its pod. Unset or `multiprocess`: Dagster's default multiprocess executor;
     anything else is refused naming the variable."""
-    if envvars.choice("CRRECON_EXECUTOR", "", envvars.EXECUTORS) == "k8s":
+    if env_choice("CRRECON_EXECUTOR", "", EXECUTORS) == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
@@ -58,11 +58,11 @@ defs = dg.Definitions(
     executor=_executor(),
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", default_home()), raw_dir=_env("CRRECON_RAW_DIR", "")),
-        "simulator": SimulatorResource(rows_per_shard=envvars.integer("CRRECON_SIM_ROWS_PER_SHARD", 2500, 1, 10**8),
-                                       initial_shards=envvars.integer("CRRECON_SIM_SHARDS", 2, 1, 10**6),
-                                       sensor_simulates=envvars.flag("CRRECON_SIM_SENSOR")),
+        "simulator": SimulatorResource(rows_per_shard=env_integer("CRRECON_SIM_ROWS_PER_SHARD", 2500, 1, 10**8),
+                                       initial_shards=env_integer("CRRECON_SIM_SHARDS", 2, 1, 10**6),
+                                       sensor_simulates=env_flag("CRRECON_SIM_SENSOR")),
         "filtering": FilterSettings(),
-        "device": TrainingDevice(device=_env("CRRECON_DEVICE", envvars.device("CRRECON_DEVICE", "auto"))),
+        "device": TrainingDevice(device=_env("CRRECON_DEVICE", env_device("CRRECON_DEVICE", "auto"))),
         "model_checks": ModelChecks(),
     },
 )

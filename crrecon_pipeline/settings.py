@@ -9,13 +9,16 @@ description; rules across fields are model validators. A bad value is refused in
 `field_specs` walks a pydantic model's fields (type, default, description, constraints; a `Literal` type is a
 choice of names). The `crrecon` flags are generated from it here (`add_flags`, `from_flags`), and the Dagster config
 classes, resources and the launchpad's run config in defs/settings.py (from `pydantic_fields`), so a default, a range
-or a help text is written once, on the core class. May import: errors (never Dagster).
+or a help text is written once, on the core class. The environment variables are read here too, each validated
+by name. May import: errors (never Dagster).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
+import signal
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -217,3 +220,66 @@ def from_flags(args: argparse.Namespace, model: type[Settings], **given: Any) ->
     """The settings object from the parsed flags of its fields (add_flags) and `given`."""
     parsed = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
     return model(**(parsed | given))
+
+
+# ---------------------------------------------------------------------------------------------- environment variables
+# The variables the CLI and the code location read, each validated by name where it is read: a bad value is one
+# ConfigError naming the variable (`CRRECON_SIM_SHARDS='-1': must be an integer in [1, 1000000]`); a preset name is
+# checked by the caller, which knows the presets.
+
+EXECUTORS = ("", "multiprocess", "k8s")  # CRRECON_EXECUTOR
+
+
+def env_raw(name: str, default: str) -> str:
+    """The variable's value, or `default` when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+def env_integer(name: str, default: int, lo: int, hi: int) -> int:
+    text = env_raw(name, str(default)).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ConfigError(f"{name}={text!r}: must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_raw(name, default).strip()
+    if value not in choices:
+        shown = ", ".join(c for c in choices if c) + (" or unset" if "" in choices else "")
+        raise ConfigError(f"{name}={value!r}: must be {shown}")
+    return value
+
+
+def env_flag(name: str) -> bool:
+    """A switch: unset, empty or 0 is off, 1 is on; anything else is refused."""
+    return env_choice(name, "0", ("0", "1")) == "1"
+
+
+def env_device(name: str, default: str) -> str:
+    """A torch device name as `--device` takes it (auto, cpu, cuda, cuda:N), checked for its form only."""
+    value = env_raw(name, default).strip()
+    head, _, index = value.partition(":")
+    if not (value in ("auto", "cpu", "cuda") or (head == "cuda" and index.isascii() and index.isdigit())):
+        raise ConfigError(f"{name}={value!r}: must be auto, cpu, cuda or cuda:N")
+    return value
+
+
+# CRRECON_TEST_PAUSE=<point>[,<point>...], for the concurrency tests only: a process stops itself (SIGSTOP) the first
+# time it reaches each named point; the test does what must happen at that instant (another writer's whole run, a
+# file truncated under a read) and resumes it with SIGCONT. Unset (always, outside the tests) a point costs one
+# environment lookup. Points: `commit` (a staged version about to be committed), `pointers` (`crrecon preprocess`
+# about to set LATEST), `reading` (a raw shard's second chunk about to be read), `claimed` (a run folder's lease just
+# taken), `predict` (`crrecon predict` after its first chunk).
+_DONE: set[str] = set()
+
+
+def pause_point(name: str) -> None:
+    wanted = os.environ.get("CRRECON_TEST_PAUSE")
+    if not wanted or name in _DONE or name not in wanted.split(","):
+        return
+    _DONE.add(name)
+    os.kill(os.getpid(), signal.SIGSTOP)

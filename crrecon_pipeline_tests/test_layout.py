@@ -25,7 +25,7 @@ ALLOWED = {
     "migrate": BOTTOM | {"data", "models", "losses", "train"},
     "cli": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design", "migrate"},
     "defs": BOTTOM | {"data", "physics", "models", "losses", "train", "report", "design"},
-    "definitions": {"defs"},
+    "definitions": {"defs", "settings"},  # the code location, and the environment variables it reads
 }
 SCRIPTS = {"crrecon_pipeline.defs.demo": {"definitions"}}  # `make demo` runs the assembled code location
 

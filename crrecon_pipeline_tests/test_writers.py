@@ -1,5 +1,5 @@
 """Many writers at once, and files that change underneath: real `crrecon` processes (each in its own PID namespace
-where `unshare` works, plain processes otherwise), paused at named points (crrecon_pipeline/testhooks.py: the
+where `unshare` works, plain processes otherwise), paused at named points (crrecon_pipeline/settings.py: the
 process stops itself with SIGSTOP) while another writer runs, then resumed with SIGCONT. No sleep decides an
 interleaving: a test waits for the process to be stopped, however long that takes on a loaded machine."""
 
@@ -21,8 +21,7 @@ from crrecon_pipeline.data.npyio import _mkstemp_like_open, atomic_output, remov
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.data.store import PreparedStore
 
-from .conftest import write_raw_pair
-from .test_training import TINY
+from .helpers import TINY, write_raw_pair
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -50,7 +50,7 @@ from crrecon_pipeline.data.transforms import (
 )
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX, PACKED_BYTES
-from crrecon_pipeline.testhooks import pause_point
+from crrecon_pipeline.settings import pause_point
 
 ProgressFn = Callable[[int], None]
 

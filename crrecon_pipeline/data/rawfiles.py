@@ -17,7 +17,7 @@ import numpy as np
 from crrecon_pipeline.data.npyio import NpyHeader, read_header
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX
-from crrecon_pipeline.testhooks import pause_point
+from crrecon_pipeline.settings import pause_point
 
 STRUCTURE_RE = re.compile(r"^binary_dataset_128_([0-9]+)\.npy$")  # ASCII digits only: '٣' is no shard index
 SPECTRA_RE = re.compile(r"^spectra_latest_([0-9]+)\.npy$")

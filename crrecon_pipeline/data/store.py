@@ -39,7 +39,7 @@ from typing import Iterator
 
 from crrecon_pipeline.data.npyio import read_header, write_text_atomic
 from crrecon_pipeline.errors import DataError
-from crrecon_pipeline.testhooks import pause_point
+from crrecon_pipeline.settings import pause_point
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST.json"

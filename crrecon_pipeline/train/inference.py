@@ -12,7 +12,7 @@ import torch
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header, remove_stale_temps
 from crrecon_pipeline.errors import ConfigError, DataError
 from crrecon_pipeline.grid import N_PIX
-from crrecon_pipeline.testhooks import pause_point
+from crrecon_pipeline.settings import pause_point
 from crrecon_pipeline.train import checkpoints
 from crrecon_pipeline.train.batches import unpack_to_inputs
 from crrecon_pipeline.train.config import RunConfig

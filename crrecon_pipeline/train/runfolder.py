@@ -21,7 +21,7 @@ from typing import Iterator
 
 from crrecon_pipeline.data.npyio import remove_stale_temps
 from crrecon_pipeline.errors import ConfigError
-from crrecon_pipeline.testhooks import pause_point
+from crrecon_pipeline.settings import pause_point
 from crrecon_pipeline.train import trainlog
 
 LEASE = ".run.lease"
