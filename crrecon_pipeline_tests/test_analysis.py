@@ -94,7 +94,6 @@ def test_suggestions_reason_from_config_and_apply(tmp_path):
     cfg = load_config("configs/test_cnn_gru.yaml")
     v = [1.0, 0.5, 0.3, 0.2] + [0.2] * 8
     result = analyze_log(write_log(tmp_path / "train_log.txt", [x * 0.9 for x in v], v), cfg)
-    from crrecon_pipeline.report.analysis import neighbour_model
 
     larger = neighbour_model("crrecon_gru", +1)  # by size among the registered models
     params = {s["parameter"]: s["action"] for s in result["suggestions"]}

@@ -69,6 +69,19 @@ class Server:
         assert "errors" not in out, out["errors"]
         return out["data"]
 
+    def location_loaded(self) -> bool:
+        """The webserver answers before the code location has loaded; mutations on it are refused until then
+        (as UnauthorizedError). A location that failed to load fails the test with its error."""
+        entries = self.gql("""{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+            locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+        entry = next((e for e in entries["workspaceOrError"]["locationEntries"]
+                      if e["name"] == LOCATION["repositoryLocationName"]), None)
+        if entry is None or entry["loadStatus"] != "LOADED" or entry["locationOrLoadError"] is None:
+            return False
+        error = entry["locationOrLoadError"]
+        assert error["__typename"] == "RepositoryLocation", error.get("message")
+        return True
+
     def launch(self, job: str, run_config: dict | None = None, partition: str | None = None) -> str:
         params = {"selector": {**LOCATION, "jobName": job}, "runConfigData": run_config or {},
                   "executionMetadata": {
@@ -139,7 +152,7 @@ def server(tmp_path_factory):
         deadline = time.time() + 180
         while True:
             try:
-                if srv.gql("{ version }")["version"]:
+                if srv.location_loaded():
                     break
             except OSError:
                 pass
