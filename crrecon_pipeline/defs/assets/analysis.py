@@ -79,16 +79,16 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
         prepared = load_prepared(paths.prepared_path(), chosen)
     picture = paths.reports_path() / "dataset_profile.png"
     prof = profile_dataset(prepared, picture)
-    write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")
+    write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof.to_json(), indent=2) + "\n")
     return dg.MaterializeResult(metadata={
-        "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
-        "dropped_unfinished": prof["dropped_unfinished"], "dropped_nonfinite": prof["dropped_nonfinite"],
-        "kept_fraction_pct": percent(prof["kept_rows"] / max(prof["raw_rows"], 1)),
-        "rotated_rows": prof["rotated_rows"], "fill_mean": rounded(prof["fill_mean"]),
-        "fill_std": rounded(prof["fill_std"]),
-        "diagonal_symmetric_pct": percent(prof["diagonal_symmetric_fraction"]),
+        "shards": prof.shards, "raw_rows": prof.raw_rows, "kept_rows": prof.kept_rows,
+        "dropped_unfinished": prof.dropped_unfinished, "dropped_nonfinite": prof.dropped_nonfinite,
+        "kept_fraction_pct": percent(prof.kept_rows / max(prof.raw_rows, 1)),
+        "rotated_rows": prof.rotated_rows, "fill_mean": rounded(prof.fill_mean),
+        "fill_std": rounded(prof.fill_std),
+        "diagonal_symmetric_pct": percent(prof.diagonal_symmetric_fraction),
         "rows_by_shard": dg.MetadataValue.md(shard_rows_table(prof, excluded)),
         "excluded_shards": dg.MetadataValue.json(excluded),
-        "per_pixel": dg.MetadataValue.md(pixel_table(prof["per_pixel"])),
+        "per_pixel": dg.MetadataValue.md(pixel_table(prof.per_pixel)),
         "profile": dg.MetadataValue.md(markdown_image(picture, "dataset profile")),
     })
