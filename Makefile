@@ -13,11 +13,12 @@ export CRRECON_HOME ?= $(abspath data)
 .PHONY: install demo dev test test-fast lint bench clean validate check-defs gpu-check
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
+# [k8s] for the tests: dagster-postgres (the Postgres-backed instance test), dagster-k8s (the step pods' tags parsed)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,postgres]"
+	$(BIN)/pip install -q -e ".[dev,k8s]"
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
