@@ -5,7 +5,8 @@ server's children, not the daemon's). Against that instance: new_shard_sensor ti
 shard and prepares it (raw -> filtered -> rotated); two train_job runs (trained_model and the analyses) submitted
 together train one after the other, because trained_model sits in the `gpu` pool whose limit is 1 (one step waits,
 "blocked by limit for pool gpu", and their step times do not overlap); the daemon is stopped and started again
-while they run, and both still succeed, with the sensor's cursor kept (the shard is prepared once). Skipped, with
+while they run, and both still succeed, with the sensor's cursor kept (the shard is prepared once); the retraining
+schedule, switched on, ticks and launches its run (cancelled: it would train for minutes). Skipped, with
 the reason, where no PostgreSQL server is installed (`.ci/run` installs Debian's `postgresql`)."""
 
 import glob
@@ -33,6 +34,10 @@ TINY_TRAINING = {"execution": {"config": {"in_process": {}}}, "ops": {"trained_m
     "model": {"name": "cnn_field", "params": {"channels": [8, 8, 8], "fields": 8, "in_pool": 2}}}}}}
 RUNS = """query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results { runId jobName status
     stepStats { stepKey status startTime endTime } } } } }"""
+SCHEDULE = {"repositoryLocationName": "crrecon_pipeline", "repositoryName": "__repository__",
+            "scheduleName": "weekly_retraining"}
+TICKS = """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { ... on Schedule { scheduleState {
+    ticks(limit: 5) { status runIds timestamp } } } } }"""
 EVENTS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename
     ... on MessageEvent { message stepKey } } } } }"""
 
@@ -155,7 +160,8 @@ def deployment(postgres, tmp_path_factory):
     (tmp / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
         "host": "127.0.0.1", "port": code_port, "location_name": "crrecon_pipeline"}}]}))
     env = os.environ | {"DAGSTER_HOME": str(home), "CRRECON_HOME": str(tmp / "data"), "CRRECON_DEVICE": "cpu",
-                        "CRRECON_SIM_ROWS_PER_SHARD": "300", "CRRECON_SIM_SHARDS": "1", "CRRECON_SIM_SENSOR": "1"}
+                        "CRRECON_SIM_ROWS_PER_SHARD": "300", "CRRECON_SIM_SHARDS": "1", "CRRECON_SIM_SENSOR": "1",
+                        "CRRECON_RETRAIN_CRON": "* * * * *", "CRRECON_RETRAIN_PRESET": "quick"}
     env.pop("CRRECON_RAW_DIR", None)
     team = Deployment(tmp, env)
     try:
@@ -205,6 +211,34 @@ def trained(deployment):
     statuses = [srv.wait(first, timeout=400), srv.wait(second, timeout=400)]
     return {"srv": srv, "runs": [first, second], "statuses": statuses, "deployment": deployment,
             "at_restart": at_restart}
+
+
+@pytest.fixture(scope="module")
+def scheduled(trained):
+    """The retraining schedule switched on (every minute here) ticks against the same instance; its run is then
+    cancelled and the schedule switched off (the preset trains for minutes)."""
+    srv = trained["srv"]
+    started = srv.gql("""mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) { __typename
+        ... on ScheduleStateResult { scheduleState { id status } } ... on PythonError { message } } }""",
+                      {"s": SCHEDULE})["startSchedule"]
+    assert started["__typename"] == "ScheduleStateResult", started
+    deadline, ticks = time.time() + 150, []
+    while time.time() < deadline:
+        ticks = srv.gql(TICKS, {"s": SCHEDULE})["scheduleOrError"]["scheduleState"]["ticks"]
+        if any(t["status"] == "SUCCESS" and t["runIds"] for t in ticks):
+            break
+        time.sleep(3)
+    srv.gql("mutation($id: String) { stopRunningSchedule(id: $id) { __typename } }",
+            {"id": started["scheduleState"]["id"]})
+    for run_id in {r for t in ticks for r in t["runIds"]}:
+        srv.gql("mutation($r: String!) { terminateRun(runId: $r) { __typename } }", {"r": run_id})
+    return ticks
+
+
+def test_the_schedule_ticks_against_the_same_instance(scheduled, trained):
+    launched = [t for t in scheduled if t["status"] == "SUCCESS" and t["runIds"]]
+    assert launched, f"no tick of weekly_retraining launched a run: {scheduled}"
+    assert launched[0]["runIds"][0] in {r["runId"] for r in runs(trained["srv"], "train_job")}
 
 
 def test_both_training_runs_succeed_through_a_daemon_restart(trained):
