@@ -2,10 +2,11 @@
 driver named: `postgresql+psycopg2`), the QueuedRunCoordinator queues runs and the daemon launches them, and the
 code location is served by `dagster api grpc` as its own process (the Helm chart's topology: runs are the code
 server's children, not the daemon's). Against that instance: new_shard_sensor ticks, registers the simulator's
-shard and prepares it (raw -> filtered -> rotated); two train_job runs (trained_model and the analyses) submitted
+two shards and prepares them (raw -> filtered -> rotated) in two runs at once, in separate processes on one
+CRRECON_HOME, each committing its version; two train_job runs (trained_model and the analyses) submitted
 together train one after the other, because trained_model sits in the `gpu` pool whose limit is 1 (one step waits,
 "blocked by limit for pool gpu", and their step times do not overlap); the daemon is stopped and started again
-while they run, and both still succeed, with the sensor's cursor kept (the shard is prepared once); the retraining
+while they run, and both still succeed, with the sensor's cursor kept (each shard is prepared once); the retraining
 schedule, switched on, ticks and launches its run (cancelled: it would train for minutes). Skipped, with
 the reason, where no PostgreSQL server is installed (`.ci/run` installs Debian's `postgresql`)."""
 
@@ -24,6 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from crrecon_pipeline.data.store import PreparedStore
+from crrecon_pipeline.defs.resources import CrreconPaths
 from crrecon_pipeline_tests.servers import Server, free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -38,6 +41,8 @@ SCHEDULE = {"repositoryLocationName": "crrecon_pipeline", "repositoryName": "__r
             "scheduleName": "weekly_retraining"}
 TICKS = """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { ... on Schedule { scheduleState {
     ticks(limit: 5) { status runIds timestamp } } } } }"""
+ROTATED = """{ assetOrError(assetKey: {path: ["rotated_bayer"]}) { ... on Asset {
+    assetMaterializations(limit: 10) { partition tags { key value } } } } }"""
 EVENTS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename
     ... on MessageEvent { message stepKey } } } } }"""
 
@@ -160,7 +165,7 @@ def deployment(postgres, tmp_path_factory):
     (tmp / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
         "host": "127.0.0.1", "port": code_port, "location_name": "crrecon_pipeline"}}]}))
     env = os.environ | {"DAGSTER_HOME": str(home), "CRRECON_HOME": str(tmp / "data"), "CRRECON_DEVICE": "cpu",
-                        "CRRECON_SIM_ROWS_PER_SHARD": "300", "CRRECON_SIM_SHARDS": "1", "CRRECON_SIM_SENSOR": "1",
+                        "CRRECON_SIM_ROWS_PER_SHARD": "300", "CRRECON_SIM_SHARDS": "2", "CRRECON_SIM_SENSOR": "1",
                         "CRRECON_RETRAIN_CRON": "* * * * *", "CRRECON_RETRAIN_PRESET": "quick"}
     env.pop("CRRECON_RAW_DIR", None)
     team = Deployment(tmp, env)
@@ -186,22 +191,23 @@ def runs(srv: Server, job: str) -> list[dict]:
     return srv.gql(RUNS, {"f": {"pipelineName": job}})["runsOrError"]["results"]
 
 
-def wait_for_run(srv: Server, job: str, timeout: float) -> str:
+def wait_for_runs(srv: Server, job: str, count: int, timeout: float) -> list[str]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = runs(srv, job)
-        if found:
-            return found[0]["runId"]
+        if len(found) >= count:
+            return [r["runId"] for r in found]
         time.sleep(2)
-    pytest.fail(f"no {job} run within {timeout:.0f} s")
+    pytest.fail(f"fewer than {count} {job} runs within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
 def trained(deployment):
-    """The sensor prepares shard 0; then two training runs at once, the daemon restarted while they run."""
+    """The sensor prepares shards 0 and 1 (two runs at once); then two training runs at once, the daemon restarted
+    while they run."""
     srv = deployment.srv
-    prepare = wait_for_run(srv, "prepare_data_job", timeout=120)  # the sensor's first tick (every 30 s)
-    assert srv.wait(prepare, timeout=300) == "SUCCESS", deployment.log("daemon")
+    for prepare in wait_for_runs(srv, "prepare_data_job", 2, timeout=120):  # the sensor's first tick (every 30 s)
+        assert srv.wait(prepare, timeout=400) == "SUCCESS", deployment.log("daemon")
     first, second = (srv.launch("train_job", run_config=TINY_TRAINING) for _ in range(2))
     deadline = time.time() + 120
     while "STARTED" not in {srv.status(first), srv.status(second)} and time.time() < deadline:
@@ -264,8 +270,24 @@ def test_the_gpu_pool_trains_one_run_after_the_other(trained):
     assert blocked, "neither trained_model step waited for the gpu pool"
 
 
-def test_the_sensor_prepared_the_shard_once_on_the_shared_instance(trained):
+def test_the_sensor_prepared_each_shard_once_on_the_shared_instance(trained):
     prepared = runs(trained["srv"], "prepare_data_job")
-    assert [r["status"] for r in prepared] == ["SUCCESS"], "the sensor's cursor or run key was lost in the restart"
-    steps = {s["stepKey"] for s in prepared[0]["stepStats"]}
-    assert {"filtered_bayer", "rotated_bayer"} <= steps, steps
+    assert [r["status"] for r in prepared] == ["SUCCESS"] * 2, "the sensor's cursor or run key was lost in the restart"
+    for run in prepared:
+        assert {"raw_shard", "filtered_bayer", "rotated_bayer"} <= {s["stepKey"] for s in run["stepStats"]}
+
+
+def test_two_shards_prepared_at_once_each_commit_its_version(trained):
+    """Two runs, their steps in separate processes (the multiprocess executor, as pods would be), on one
+    CRRECON_HOME at the same time; each shard's rotated version is committed and opens from the store."""
+    prepared = runs(trained["srv"], "prepare_data_job")
+    spans = [(min(s["startTime"] for s in r["stepStats"]), max(s["endTime"] for s in r["stepStats"]))
+             for r in prepared]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), f"the two runs did not overlap: {spans}"
+    found = trained["srv"].gql(ROTATED)["assetOrError"]["assetMaterializations"]
+    versions = {m["partition"]: next(t["value"] for t in m["tags"] if t["key"] == "dagster/data_version")
+                for m in found}
+    assert set(versions) == {"0", "1"} and len(set(versions.values())) == 2, versions
+    store = PreparedStore(CrreconPaths(home=trained["deployment"].env["CRRECON_HOME"]).prepared_path())
+    for partition, version in versions.items():
+        assert store.open(int(partition), version).rows > 0 and store.open(int(partition), version).refusal() is None
