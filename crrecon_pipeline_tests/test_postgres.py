@@ -103,6 +103,8 @@ class Deployment:
         self.tmp, self.env, self.procs, self.logs = tmp, env, {}, {}
 
     def start(self, name: str, *command: str) -> None:
+        if name in self.logs:
+            self.logs[name].close()  # a restart appends to the same log
         self.logs[name] = open(self.tmp / f"{name}.log", "a")
         self.procs[name] = subprocess.Popen([str(BIN / command[0]), *command[1:]], cwd=REPO, env=self.env,
                                             stdout=self.logs[name], stderr=subprocess.STDOUT, start_new_session=True)
@@ -157,6 +159,8 @@ def wait_loaded(srv: Server, deployment: Deployment, timeout: float = 240) -> No
 
 @pytest.fixture(scope="module")
 def deployment(postgres, tmp_path_factory):
+    """The instance (Postgres storage, the repository's limits), then the code server, the webserver once the code
+    server listens, the daemon once the location has loaded; the simulator's two shards, the schedule every minute."""
     tmp = tmp_path_factory.mktemp("team")
     home = tmp / "dagster_home"
     home.mkdir()
@@ -167,7 +171,8 @@ def deployment(postgres, tmp_path_factory):
     env = os.environ | {"DAGSTER_HOME": str(home), "CRRECON_HOME": str(tmp / "data"), "CRRECON_DEVICE": "cpu",
                         "CRRECON_SIM_ROWS_PER_SHARD": "300", "CRRECON_SIM_SHARDS": "2", "CRRECON_SIM_SENSOR": "1",
                         "CRRECON_RETRAIN_CRON": "* * * * *", "CRRECON_RETRAIN_PRESET": "quick"}
-    env.pop("CRRECON_RAW_DIR", None)
+    for name in ("CRRECON_RAW_DIR", "CRRECON_EXECUTOR"):
+        env.pop(name, None)
     team = Deployment(tmp, env)
     try:
         # the pool's limit set as a platform engineer would; this first use of the database creates its schema
