@@ -35,12 +35,14 @@ def new_hasher(algorithm: str | None = None, threads: bool = False):
     raise ValueError(f"unknown digest algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})")
 
 
-def file_digest(path: str | Path, algorithm: str | None = None, block: int = 1 << 24) -> str:
-    """The digest of a file's bytes, read in blocks (memory stays one block for any size)."""
+def file_digest(path: str | Path, algorithm: str | None = None, block: int = 1 << 20) -> str:
+    """The digest of a file's bytes, read in blocks into one reused buffer (memory stays one block for any size;
+    no fresh pages per block). Not memory-mapped: a file truncated under a mapping would kill the process."""
+    buffer = memoryview(bytearray(block))
     with open(path, "rb", buffering=0) as f:
         digest = new_hasher(algorithm, threads=min(block, os.fstat(f.fileno()).st_size) >= THREADED_BYTES)
-        while chunk := f.read(block):
-            digest.update(chunk)
+        while got := f.readinto(buffer):
+            digest.update(buffer[:got])
     return digest.hexdigest()
 
 
