@@ -10,8 +10,8 @@ their batch and the largest that fits, fp32/bf16, with and without torch.compile
 (rcwa at its default orders and sub-grid), predict and design throughput. One table on stdout; the same numbers
 as JSON in $OUT/gpu_check.json (or --json). Exit 1 when a check fails.
 
-Without CUDA it says so in one line and runs the same code paths once on CPU, tiny, in 10-16 s on a 2-core machine at
-load average 3-5 (CI mode: the code paths, not the numbers): tiny models and data, one step per measurement, coarse
+Without CUDA it says so in one line and runs the same code paths once on CPU, tiny, in 10-19 s on a 2-core machine at
+load average 2.5-5 (CI mode: the code paths, not the numbers): tiny models and data, one step per measurement, coarse
 simulator grids, bf16 left out (autocast is CUDA-only), figures replaced by placeholder PNGs (matplotlib is
 host-side, drawn by the training tests).
 
