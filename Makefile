@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(abspath .dagster_home)
 export CRRECON_HOME ?= $(abspath data)
 
-.PHONY: install demo dev test test-fast lint bench clean validate check-defs gpu-check
+.PHONY: install demo dev test test-fast lint bench clean validate check-defs gpu-check gpu-wheels
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 # [k8s] for the tests: dagster-postgres (the Postgres-backed instance test), dagster-k8s (the step pods' tags parsed)
@@ -62,3 +62,9 @@ clean:
 # goes to $(OUT)/gpu_check.json when OUT is set. Without CUDA: one line, then a short CPU smoke run.
 gpu-check: install
 	$(BIN)/python benchmarks/gpu_check.py
+
+# The wheels the GPU check needs beyond a lent GPU machine's image (Python 3.12, x86-64 manylinux; pydantic, blake3
+# and their dependencies) into build/gpu_wheels (ignored by git: carried along by name); there
+# `bash benchmarks/run_gpu_check.sh` installs them into a temporary folder and runs the check (docs/benchmarks.md).
+gpu-wheels: install
+	$(BIN)/python benchmarks/gather_gpu_wheels.py --dest build/gpu_wheels

@@ -1,5 +1,5 @@
 """What verifying the prepared store's content costs: load_prepared with and without the
-sha256 check of every output, and the hashing that the commit adds to `crrecon preprocess`, on N rows of random
+digest check (BLAKE3) of every output, and the hashing that the commit adds to `crrecon preprocess`, on N rows of random
 binary structures with negative spectra (the physics does not matter to hashing). Page-cached files, best of R.
 
     python benchmarks/bench_verify.py [--rows 20000] [--repeat 3]
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from crrecon_pipeline.data.digest import file_digest
 from crrecon_pipeline.data.prepare import preprocess
 from crrecon_pipeline.data.prepared import load_prepared
-from crrecon_pipeline.data.store import PreparedStore, file_sha256
+from crrecon_pipeline.data.store import PreparedStore
 
 
 def best_of(repeat: int, fn) -> float:
@@ -42,12 +43,12 @@ def main() -> None:
         filtered = PreparedStore(out).versions(0)[0]
         files += [filtered.path / name for name in filtered.manifest["files"]]
         size = sum(f.stat().st_size for f in files)
-        t_hash = best_of(args.repeat, lambda: [file_sha256(f) for f in files])
+        t_hash = best_of(args.repeat, lambda: [file_digest(f) for f in files])
         t_plain = best_of(args.repeat, lambda: load_prepared(out, verify=False))
         t_verified = best_of(args.repeat, lambda: load_prepared(out))
     print(f"rows {args.rows}: preprocess {t_prep:.2f} s, of which hashing the outputs at commit ~{t_hash:.2f} s "
           f"({size / 1e6:.0f} MB, {size / 1e6 / t_hash:.0f} MB/s)")
-    print(f"load_prepared: {t_plain * 1e3:.0f} ms without the sha256 check, {t_verified * 1e3:.0f} ms with it "
+    print(f"load_prepared: {t_plain * 1e3:.0f} ms without the digest check, {t_verified * 1e3:.0f} ms with it "
           f"(+{(t_verified - t_plain) * 1e3:.0f} ms)")
 
 

@@ -10,7 +10,12 @@ their batch and the largest that fits, fp32/bf16, with and without torch.compile
 (rcwa at its default orders and sub-grid), predict and design throughput. One table on stdout; the same numbers
 as JSON in $OUT/gpu_check.json (or --json). Exit 1 when a check fails.
 
-Without CUDA it says so in one line and runs the same code paths on CPU with tiny models for ~10 s (CI mode)."""
+Without CUDA it says so in one line and runs the same code paths once on CPU, tiny, in 10-19 s on a 2-core machine at
+load average 2.5-5 (CI mode: the code paths, not the numbers): tiny models and data, one step per measurement, coarse
+simulator grids, bf16 left out (autocast is CUDA-only), figures replaced by placeholder PNGs (matplotlib is
+host-side, drawn by the training tests).
+
+On a lent GPU machine whose image lacks pydantic and blake3: benchmarks/run_gpu_check.sh (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -27,11 +32,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crrecon_pipeline.data.prepare import preprocess  # noqa: E402
 from crrecon_pipeline.data.prepared import load_prepared  # noqa: E402
+from crrecon_pipeline.data.transforms import PrepareSettings  # noqa: E402
 from crrecon_pipeline.design.optimize import DesignSettings, optimize  # noqa: E402
 from crrecon_pipeline.design.run import run_design  # noqa: E402
 from crrecon_pipeline.physics.params import PhysicsParams  # noqa: E402
@@ -49,8 +56,8 @@ NO_DROPOUT = {"default": ["model.params.cnn_dropout=0.0", "model.params.tr_dropo
                           "model.params.head_dropout=0.0"],
               "quick": ["model.params.cnn_dropout=0.0"]}  # dropout masks come from per-device RNGs
 TINY = {"default": ["model.params.d_model=32", "model.params.nhead=4", "model.params.dec_layers=1",
-                    "model.params.channels=[8, 8, 16, 16, 16]", "data.batch_size=8"],
-        "quick": ["model.params.channels=[8, 8, 8]", "model.params.fields=8", "data.batch_size=8"]}
+                    "model.params.channels=[8, 8, 16, 16, 16]", "data.batch_size=2"],
+        "quick": ["model.params.channels=[8, 8, 8]", "model.params.fields=8", "data.batch_size=2"]}
 CHECKPOINT_RUN = ["model.params.channels=[8, 8, 8]", "model.params.fields=8", "data.batch_size=32",
                   "data.augment_shifts=false", "training.epochs=1", "training.save_every=0"]
 
@@ -70,14 +77,24 @@ class Scale:
     compile_backend: str
     physics: tuple = ()  # PhysicsParams overrides of the simulator checks (the smoke run's coarse grids)
     rcwa_rows: int = 8  # rows of the rcwa throughput (the CPU comparison takes at most 2)
+    precisions: tuple = (False, True)  # use_amp values measured (bf16 autocast applies on CUDA only)
+    figures: bool = True  # False: matplotlib figures replaced by placeholder PNGs
+    compiled: tuple = ("default", "quick")  # presets whose training speed is also measured with torch.compile
+    predict_rows: int = 4096
+    designs: int = 8  # designs optimized at once in the design measurement
+    data_wavelengths: int = 301  # raw samples per spectrum of the simulated data (binned to 30 either way)
+    warm_inference: bool = True  # an untimed call before each inference measurement (plans, kernels, caches)
+    threads: int = 0  # torch's CPU threads (0: torch's default)
 
 
 GPU = Scale(tiny_models=False, rows=600, check_steps=3, warmup=3, steps=10, max_batch=4096, sim_rows=128,
             design_steps=50, compile_backend="inductor", rcwa_rows=8)
-SMOKE = Scale(tiny_models=True, rows=120, check_steps=2, warmup=1, steps=1, max_batch=16, sim_rows=1,
-              design_steps=2, compile_backend="eager",
+SMOKE = Scale(tiny_models=True, rows=64, check_steps=1, warmup=0, steps=1, max_batch=2, sim_rows=1,
+              design_steps=1, compile_backend="eager",
               physics=(("n_wavelengths", 31), ("multislice_slices", 4), ("multislice_step_nm", 50.0),
-                       ("rcwa_orders", 5), ("rcwa_step_nm", 100.0)), rcwa_rows=1)
+                       ("multislice_grid", 32), ("period_um", 1.0), ("rcwa_orders", 2), ("rcwa_step_nm", 100.0)),
+              rcwa_rows=1, precisions=(False,), figures=False, compiled=("quick",), predict_rows=4, designs=2,
+              data_wavelengths=31, warm_inference=False, threads=1)
 LOSSES: dict = {}  # (config, device) -> step losses: on CPU the "other device" is the same one, computed once
 
 
@@ -302,7 +319,9 @@ def measure_training(report: Report, prepared, dev, work: Path, scale: Scale, co
     """samples/s for each preset at its batch and at the largest that fits (found by doubling on the first pass,
     kept in `largest`), fp32 and bf16, with `training.compile` off or on (inductor on CUDA)."""
     for name, model in PRESETS.items():
-        for amp in (False, True):
+        if compiled and name not in scale.compiled:
+            continue
+        for amp in scale.precisions:
             precision = "bf16" if amp else "fp32"
             config = preset(name, scale, f"training.use_amp={str(amp).lower()}",
                             f"training.compile={str(compiled).lower()}",
@@ -324,8 +343,9 @@ def measure_training(report: Report, prepared, dev, work: Path, scale: Scale, co
                 torch.cuda.empty_cache()
 
 
-def rows_per_s(fn, rows: int, dev) -> tuple[float, str]:
-    fn()  # warm-up (plans, kernels)
+def rows_per_s(fn, rows: int, dev, warm: bool = True) -> tuple[float, str]:
+    if warm:
+        fn()  # warm-up (plans, kernels)
     sync(dev)
     t = time.perf_counter()
     fn()
@@ -336,6 +356,7 @@ def rows_per_s(fn, rows: int, dev) -> tuple[float, str]:
 def measure_inference(report: Report, checkpoint: Path, prepared, dev, scale: Scale) -> None:
     """Simulator rows/s (thin; multi-slice at the default geometry, 40 slices; rcwa at its default orders and
     sub-grid), predict rows/s, design steps/s."""
+    warm = scale.warm_inference
     for fidelity, rows in (("thin", scale.sim_rows * 8), ("multislice", scale.sim_rows), ("rcwa", scale.rcwa_rows)):
         s = structures(rows)
         plan = make_plan(PhysicsParams(fidelity=fidelity, **dict(scale.physics)), dev)
@@ -343,20 +364,39 @@ def measure_inference(report: Report, checkpoint: Path, prepared, dev, scale: Sc
         name = {"thin": "simulate thin", "multislice": f"simulate multislice ({p.multislice_slices} slices)",
                 "rcwa": f"simulate rcwa (N={p.rcwa_orders}, every {p.rcwa_step_nm:g} nm)"}[fidelity]
         with torch.inference_mode():
-            report.measure(name, lambda: rows_per_s(lambda: simulate_power(s, plan), rows, dev), "rows/s")
+            report.measure(name, lambda: rows_per_s(lambda: simulate_power(s, plan), rows, dev, warm), "rows/s")
     model, config = load_model(checkpoint, str(dev))
-    s = structures(scale.sim_rows * 32)
+    s = structures(scale.predict_rows)
     report.measure("predict (default preset model)", lambda: rows_per_s(
-        lambda: predict(model, config, s, batch_size=512), len(s), dev), "rows/s")
-    settings = DesignSettings(designs=8, steps=scale.design_steps)
-    report.measure("design (8 designs)", lambda: rows_per_s(
-        lambda: optimize(model, config, prepared.wavelengths_nm, settings), scale.design_steps, dev), "steps/s")
+        lambda: predict(model, config, s, batch_size=512), len(s), dev, warm), "rows/s")
+    settings = DesignSettings(designs=scale.designs, steps=scale.design_steps)
+    report.measure(f"design ({scale.designs} designs)", lambda: rows_per_s(
+        lambda: optimize(model, config, prepared.wavelengths_nm, settings), scale.design_steps, dev, warm), "steps/s")
+
+
+def placeholder_figures() -> None:
+    """The smoke run's figures: a 2 x 2 PNG each instead of matplotlib's layout and rendering (seconds a figure on a
+    loaded CPU, and no device code). The files exist, so the TensorBoard sink and the records work as on a GPU."""
+    import matplotlib.image
+
+    from crrecon_pipeline import plots
+
+    def blank(path) -> Path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        matplotlib.image.imsave(path, np.zeros((2, 2, 3)))
+        return Path(path)
+
+    plots.plot_loss_curves = lambda history, path, *args, **kwargs: blank(path)
+    plots.plot_predictions = lambda structures, true, pred, lam, path, *args, **kwargs: blank(path)
+    plots.plot_design_progress = lambda history, path, *args, **kwargs: blank(path)
 
 
 def make_data(work: Path, scale: Scale, dev) -> Path:
     """Simulated raw shards (thin fidelity, on the device) prepared like `crrecon preprocess`."""
-    write_dataset(work / "raw", rows=scale.rows, shards=1, settings=SimulationSettings(seed=11), device=str(dev))
-    preprocess(work / "raw", work / "prepared")
+    physics = PhysicsParams(n_wavelengths=scale.data_wavelengths)
+    write_dataset(work / "raw", rows=scale.rows, shards=1, settings=SimulationSettings(seed=11, physics=physics),
+                  device=str(dev))
+    preprocess(work / "raw", work / "prepared", PrepareSettings(n_wavelengths=scale.data_wavelengths))
     return work / "prepared"
 
 
@@ -403,8 +443,12 @@ def main() -> int:
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     if not cuda:
-        print("no CUDA device on this machine: a ~10 s CPU smoke run of the same code paths (tiny models)", flush=True)
+        print("no CUDA device on this machine: a short CPU smoke run of the same code paths (tiny models)", flush=True)
     dev, scale = (torch.device("cuda"), GPU) if cuda else (torch.device("cpu"), SMOKE)
+    if not scale.figures:
+        placeholder_figures()
+    if scale.threads:
+        torch.set_num_threads(scale.threads)
     report = Report(args.budget_s if cuda else math.inf)  # the smoke run measures everything once, tiny
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

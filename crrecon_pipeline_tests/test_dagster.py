@@ -57,7 +57,8 @@ def test_data_assets_metadata_and_checks(pipeline):
     assert 0.3 < kept / raw_rows < 0.75 and meta["dropped_nonfinite"].value == 0
     assert "data:image/png;base64" in meta["preview"].value
     raw_meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("raw_shard")}
-    assert len(raw_meta["raw_structures"]["sha256"].value) == 64 and raw_meta["raw_spectra"]["rows"].value == 300
+    assert len(raw_meta["raw_structures"]["digest"].value) == 64 and raw_meta["raw_spectra"]["rows"].value == 300
+    assert raw_meta["raw_spectra"]["digest_algorithm"].value == "blake3"
     assert raw_meta["raw_spectra"]["simulation_settings"].value["seed"] == 3
     checks = check_results(result)
     assert checks == {"check_binary_structures": True, "check_finite_spectra": True, "check_sign_convention": True,

@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from crrecon_pipeline.data.digest import ALGORITHMS, chosen
 from crrecon_pipeline.data.npyio import iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
 from crrecon_pipeline.data.shardrecord import ShardRecord
@@ -167,8 +168,9 @@ class FilteredShard(NamedTuple):
 
 
 class ScanResult(BaseModel):
-    """What one pass over a raw shard learned (a filtered version's manifest records it as `raw_scan`; the sha256
-    keys are absent when the pass did not hash)."""
+    """What one pass over a raw shard learned (a filtered version's manifest records it as `raw_scan`). The
+    digests' keys name their algorithm (`structures_blake3`, or `structures_sha256` in stores written with
+    SHA-256); they are absent when the pass did not hash."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -186,12 +188,21 @@ class ScanResult(BaseModel):
     spectra_max: float | None
     unfinished_rows: int
     nonfinite_rows: int
+    structures_blake3: str | None = None
+    spectra_blake3: str | None = None
     structures_sha256: str | None = None
     spectra_sha256: str | None = None
 
     def to_json(self) -> dict:
         data = self.model_dump()
-        return {k: v for k, v in data.items() if v is not None or not k.endswith("_sha256")}
+        return {k: v for k, v in data.items() if v is not None or not k.endswith(ALGORITHMS)}
+
+    def digest(self, which: str) -> tuple[str, str] | None:
+        """(algorithm, hex) of the "structures" or "spectra" file, or None when the pass did not hash."""
+        for algorithm in ALGORITHMS:
+            if (value := getattr(self, f"{which}_{algorithm}")) is not None:
+                return algorithm, value
+        return None
 
 
 class RawScan:
@@ -215,7 +226,7 @@ class RawScan:
             good = sp[finite]
             self.sp_min, self.sp_max = min(self.sp_min, float(good.min())), max(self.sp_max, float(good.max()))
 
-    def result(self, sha256: dict[str, str] | None = None) -> ScanResult:
+    def result(self, digests: dict[str, str] | None = None, algorithm: str | None = None) -> ScanResult:
         raw = self.raw
         encodings = self.encodings - {None}
         if not encodings:
@@ -233,7 +244,7 @@ class RawScan:
             spectra_min=self.sp_min if np.isfinite(self.sp_min) else None,
             spectra_max=self.sp_max if np.isfinite(self.sp_max) else None,
             unfinished_rows=self.unfinished, nonfinite_rows=self.nonfinite,
-            **({"structures_sha256": sha256["structures"], "spectra_sha256": sha256["spectra"]} if sha256 else {}))
+            **({f"{key}_{chosen(algorithm)}": value for key, value in digests.items()} if digests else {}))
 
 
 # ------------------------------------------------------------------------------------------------ raw shards
@@ -249,7 +260,7 @@ def scan_raw_shard(raw_dir: str | Path, shard: int, n_wavelengths: int | None = 
         scan.update(st, sp, *row_status(sp))
         if progress:
             progress(len(st))
-    return scan.result(reader.sha256)
+    return scan.result(reader.digests, reader.algorithm)
 
 
 def raw_checks(scan: ScanResult, limits: CheckLimits) -> dict[str, CheckResult]:

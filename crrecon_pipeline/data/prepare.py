@@ -2,15 +2,16 @@
 the prepared store (data/store.py).
 
 One streaming pass per shard reads both raw files once, in bounded chunks, and does everything in it: the raw
-checks' scan, the sha256 of every byte (on a second thread), the filter (unfinished and non-finite rows dropped and
-counted apart), the sign flip, 301 -> n_bins (PrepareSettings.n_bins), the [[R, G], [G, B]] layout and bit
-packing (2 KiB a row instead of 16 KiB). The data checks (checks.py) run on the staged result and are recorded in
-the version's manifest; LATEST moves only to a version whose blocking checks passed.
+checks' scan, the BLAKE3 digest of every byte (data/digest.py; on the files' own threads), the filter
+(unfinished and non-finite rows dropped and counted apart), the sign flip, 301 -> n_bins
+(PrepareSettings.n_bins), the [[R, G], [G, B]] layout and bit packing (2 KiB a row instead of 16 KiB). The data
+checks (checks.py) run on the staged result and are recorded in the version's manifest; LATEST moves only to a
+version whose blocking checks passed.
 
 A version folder holds
     structures.npy (M, 2048) uint8 packed   bayer.npy (M, 2, 2, n_bins) float32   rows.npy (M,) int64 raw row index
     structures_rotated.npy  bayer_rotated.npy          (rotated versions: the filtered files hard-linked + the turn)
-    manifest.json       sources (names, sizes, sha256), settings, counts, statistics, checks, files and sizes"""
+    manifest.json       sources (names, sizes, digests), settings, counts, statistics, checks, files and sizes"""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from crrecon_pipeline.data.checks import (
     raw_checks,
     rotation_checks,
 )
+from crrecon_pipeline.data.digest import ALGORITHMS
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, discover_shards, open_shard
 from crrecon_pipeline.data.shardrecord import COUNTS, ShardRecord
@@ -137,7 +139,7 @@ def _filter_into(raw, staging: Path, settings: PrepareSettings,
                 stats.negative_after_flip += int(np.count_nonzero(bayer < 0))
             if progress:
                 progress(len(st))
-    return stats.summary(), scan.result(reader.sha256), reader.sources()
+    return stats.summary(), scan.result(reader.digests, reader.algorithm), reader.sources()
 
 
 def _store(store_root: str | Path | PreparedStore) -> PreparedStore:
@@ -161,7 +163,7 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path | Prep
         raw = raw_checks(scan, limits)
         checks = raw | filter_checks(record, staging, limits, raw)
         identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
-                    "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
+                    "sources": [{k: s[k] for k in ("name", "size", *ALGORITHMS) if k in s} for s in sources]}
         manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": settings.model_dump(),
                     "rows": record.kept_rows, "record": record.to_json(), "raw_scan": scan.to_json(),
                     "checks": checks_json(checks),

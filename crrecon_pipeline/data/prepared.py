@@ -92,7 +92,7 @@ def refuse_failed_versions(prepared_dir: str | Path, picked: list[ShardVersion])
 def load_prepared(prepared_dir: str | Path, versions: dict | None = None, verify: bool = True) -> Prepared:
     """The prepared data, concatenated in shard order: by default the LATEST version of every shard in the store;
     `versions` ({shard: version name}) picks exact versions instead (what the lineage says passed its checks).
-    Each version's manifest is verified against its files (sizes, shapes and, with `verify`, the sha256 of every
+    Each version's manifest is verified against its files (sizes, shapes and, with `verify`, the digest of every
     byte, streamed); an inconsistent shard is refused by name."""
     store = PreparedStore(prepared_dir)
     if versions is None:

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from crrecon_pipeline.data.digest import THREADED_BYTES, chosen, new_hasher
 from crrecon_pipeline.data.npyio import NpyHeader, read_header
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.grid import N_PIX
@@ -132,15 +133,17 @@ PIECE_BYTES = 1 << 19  # what the structures' thread hashes, then hands to the p
 
 
 class ShardReader:
-    """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (sha256) while the
-    caller works on the chunk: the raw data is read exactly once per pass.
+    """Both files of a shard streamed once, in lockstep chunks of rows, with every byte hashed (BLAKE3 unless
+    `algorithm` says otherwise, data/digest.py) while the caller works on the chunk: the raw data is read exactly
+    once per pass.
 
     Chunks are read into fresh buffers (not memory-mapped: a file truncated by a sync under a mapping would kill
     the process with SIGBUS), dropped as the pass moves on, so the resident memory is a few chunks whatever the
     file size. A file that ends early or changes (size, modification time) while it is read is one line naming
-    it. Each file is hashed in order on its own thread
-    (hashlib releases the GIL), so hashing the two files and the caller's work share the cores; at most two
-    chunks per file are in flight. A yielded chunk stays valid until the one after the next is requested.
+    it. Each file is hashed in order on its own thread (the hashers release the GIL), so hashing the two files
+    and the caller's work share the cores; at most two chunks per file are in flight; a chunk of THREADED_BYTES or
+    more hashed in one update spreads over the cores (BLAKE3 is a tree hash). A yielded chunk stays valid until
+    the one after the next is requested.
 
     `chunks_with(piece_job)` also runs piece_job(rows) on the structures' thread, on each piece of PIECE_BYTES
     right after hashing it: the piece is read from memory once, for the digest, and the job (packing, the
@@ -148,10 +151,11 @@ class ShardReader:
     chunk ahead, so the caller rarely waits for the results of the chunk it gets.
     """
 
-    def __init__(self, raw: RawShard, chunk_rows: int = 4096):
+    def __init__(self, raw: RawShard, chunk_rows: int = 4096, algorithm: str | None = None):
         self.raw = raw
         self.chunk_rows = max(1, chunk_rows)
-        self.sha256: dict[str, str] = {}
+        self.algorithm = chosen(algorithm)
+        self.digests: dict[str, str] = {}  # {"structures": hex, "spectra": hex} once a pass is complete
 
     def __iter__(self):
         for first, st, sp, _ in self.chunks_with(None):
@@ -160,11 +164,12 @@ class ShardReader:
     def chunks_with(self, piece_job: Callable[[np.ndarray], object] | None):
         """(first row, structures, spectra, [piece_job(piece) for each piece of the structures]) per chunk; the
         list is empty without a job."""
-        import hashlib
         from concurrent.futures import ThreadPoolExecutor
 
         headers = (self.raw.structures, self.raw.spectra)
-        hashes = [hashlib.sha256(), hashlib.sha256()]
+        chunk_bytes = [min(self.chunk_rows, self.raw.rows) * h.row_bytes for h in headers]
+        threaded = [piece_job is None and chunk_bytes[0] >= THREADED_BYTES, chunk_bytes[1] >= THREADED_BYTES]
+        hashes = [new_hasher(self.algorithm, threads) for threads in threaded]  # pieces: one core, in cache
         pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]  # one ordered hash stream per file
         in_flight: list[list] = [[], []]
         rings = [_Ring(h, self.chunk_rows) for h in headers]  # buffers reused: no fresh pages to fault in per chunk
@@ -211,12 +216,12 @@ class ShardReader:
                 pool.shutdown(wait=True)
             for f in files:
                 f.close()
-        self.sha256 = {"structures": hashes[0].hexdigest(), "spectra": hashes[1].hexdigest()}
+        self.digests = {"structures": hashes[0].hexdigest(), "spectra": hashes[1].hexdigest()}
 
     def sources(self) -> list[dict]:
-        """The manifest's record of what was read: names, paths, sizes and digests."""
+        """The manifest's record of what was read: names, paths, sizes and digests (the key names the algorithm)."""
         return [{"name": h.path.name, "path": str(h.path.resolve()), "size": h.path.stat().st_size,
-                 "sha256": self.sha256[key]}
+                 self.algorithm: self.digests[key]}
                 for key, h in (("structures", self.raw.structures), ("spectra", self.raw.spectra))]
 
 

@@ -11,7 +11,7 @@ Writers coordinate on the file system, not by process id (which means nothing ac
 a lease is an flock, held by the writer's open file and released by the kernel when the writer dies, so a free
 lease means its staging folders are leftovers. A lease file also lists the versions its writer committed: they
 are never pruned while it is held. A version's name is its kind and a digest of what defines its content (the
-source files' sha256, the settings, the parent version), so preparing the same input twice, even concurrently,
+source files' digests, the settings, the parent version), so preparing the same input twice, even concurrently,
 yields one version: the second rename finds the folder taken and its staging copy is dropped. LATEST moves forward
 only (a preparation that started before the one LATEST names does not take it: manifests record `started_ns`)
 and only to committed versions; a pointed-to version is never pruned. A kill at any instant leaves every committed
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from crrecon_pipeline.data.digest import chosen, entry_digest, file_digest
 from crrecon_pipeline.data.npyio import read_header, write_text_atomic
 from crrecon_pipeline.data.shardrecord import ShardRecord
 from crrecon_pipeline.errors import DataError
@@ -407,31 +408,25 @@ def _move_leftover_aside(final: Path) -> None:
             pass  # another process moved it first
 
 
-def describe_files(folder: Path, names: list[str]) -> dict:
-    out = {}
+def describe_files(folder: Path, names: list[str], algorithm: str | None = None) -> dict:
+    """Each file's size, shape, dtype and digest (the key names the algorithm: `"blake3": hex`)."""
+    algorithm, out = chosen(algorithm), {}
     for name in names:
         h = read_header(folder / name)
         out[name] = {"size": (folder / name).stat().st_size, "shape": list(h.shape), "dtype": str(h.dtype),
-                     "sha256": file_sha256(folder / name)}
+                     algorithm: file_digest(folder / name, algorithm)}
     return out
 
 
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    """The sha256 of a file's bytes, read in blocks of 4 MiB (memory stays one block for any size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_content(v: ShardVersion) -> None:
-    """Every listed file has the bytes its manifest's sha256 records: a file overwritten at the same size (NaN
-    spectra, another array of the same shape) is refused by name. Manifests from before the digests: sizes only."""
+    """Every listed file has the bytes its manifest's digest records, with the algorithm the manifest names (BLAKE3,
+    or SHA-256 in stores written before): a file overwritten at the same size (NaN spectra, another array of the
+    same shape) is refused by name. Manifests from before the digests: sizes only."""
     for name, want in v.manifest["files"].items():
-        if "sha256" in want and file_sha256(v.path / name) != want["sha256"]:
+        recorded = entry_digest(want)
+        if recorded and file_digest(v.path / name, recorded[0]) != recorded[1]:
             raise DataError(f"{v.path / name}: its content changed since shard {v.shard} version {v.version} was "
-                            "committed (sha256 differs from the manifest); re-prepare the shard")
+                            f"committed ({recorded[0]} differs from the manifest); re-prepare the shard")
 
 
 def verify(v: ShardVersion) -> None:

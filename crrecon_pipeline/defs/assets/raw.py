@@ -1,6 +1,6 @@
 """raw_structures + raw_spectra: one shard's two files in the research code's raw format, from CRRECON_RAW_DIR or the
-built-in simulator. The step reads both files once: checksums (hashed while scanning), value ranges, and the
-raw-data checks (the same function `crrecon preprocess` applies)."""
+built-in simulator. The step reads both files once: content digests (BLAKE3, hashed while scanning; the data
+version), value ranges, and the raw-data checks (the same function `crrecon preprocess` applies)."""
 
 
 import json
@@ -68,18 +68,20 @@ def raw_shard(context: dg.AssetExecutionContext, paths: CrreconPaths, simulator:
     context.log.info(f"shard {shard}: {scan.rows} rows, {scan.unfinished_rows} unfinished, "
                      f"{scan.nonfinite_rows} non-finite")
     common = {"rows": scan.rows, **sim_meta}
-    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan.structures_sha256),
+    yield dg.MaterializeResult(asset_key="raw_structures", data_version=dg.DataVersion(scan.structures_blake3),
                                metadata=common | {
         "path": dg.MetadataValue.path(scan.structures_path),
-        "sha256": scan.structures_sha256,
+        "digest": scan.structures_blake3,
+        "digest_algorithm": "blake3",
         "shape": shape_text(scan.structures_shape),
         "dtype": scan.structures_dtype,
         "encoding": scan.structure_encoding,
     })
-    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan.spectra_sha256),
+    yield dg.MaterializeResult(asset_key="raw_spectra", data_version=dg.DataVersion(scan.spectra_blake3),
                                metadata=common | {
         "path": dg.MetadataValue.path(scan.spectra_path),
-        "sha256": scan.spectra_sha256,
+        "digest": scan.spectra_blake3,
+        "digest_algorithm": "blake3",
         "shape": shape_text(scan.spectra_shape),
         "dtype": scan.spectra_dtype,
         "spectra_min": rounded(scan.spectra_min),
