@@ -15,11 +15,14 @@ The loop applies the requests (loop.py: a ControlRecord each, on the record with
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.errors import ConfigError, one_line
@@ -51,7 +54,29 @@ def changed_config(config: RunConfig, changes: dict[str, Any], source: str) -> t
                "a resume would refuse it too: start a new run")
         raise ConfigError(f"{source}: {', '.join(kept)}: a running run cannot change it (only "
                           f"{', '.join(CONTROLLABLE)}); {why}")
+    losses = [k for k in changed if k.startswith("loss.params")]
+    if losses:
+        check_loss(new, losses, source)
     return new, changed
+
+
+def check_loss(config: RunConfig, keys: list[str], source: str) -> None:
+    """The schema takes any value for a loss parameter (each loss has its own): build the loss and take it once on
+    random spectra, so a weight it cannot use is refused here, in one line, and not in the middle of the run."""
+    from crrecon_pipeline.losses import get_loss
+
+    generator = torch.Generator().manual_seed(0)
+    pred, target = (torch.rand(4, 2, 2, config.data.out_len, generator=generator) for _ in range(2))
+    try:
+        loss_fn = get_loss(config.loss.name, **config.loss.params)
+        if hasattr(loss_fn, "calibrate"):
+            loss_fn.calibrate(target)
+        value = float(loss_fn(pred, target))
+    except Exception as exc:  # noqa: BLE001 - whatever the loss raises on these parameters, they are a bad value
+        raise ConfigError(f"{source}: {', '.join(keys)}: loss {config.loss.name} cannot use "
+                          f"{', '.join(repr(config.flat().get(k)) for k in keys)} ({one_line(exc)[:160]})") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{source}: {', '.join(keys)}: loss {config.loss.name} is not finite with these values")
 
 
 # ------------------------------------------------------------------------------------------------ the trainer

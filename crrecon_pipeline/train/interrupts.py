@@ -62,6 +62,7 @@ class GracefulStop:
         Dagster's interrupt); a default SIGTERM ends the process as it would have; a handler that only takes note
         is followed by KeyboardInterrupt, so the stop is never lost."""
         signum, handlers = self.signum, dict(self.previous)
+        self.signum = None  # delivered once
         self._restore()
         if signum is None:
             return

@@ -147,7 +147,7 @@ def _run_epoch(run: Run, epoch: int, clock: Clock, recorder: sinks.Recorder, sto
     if stop.requested:
         _stop_mid_epoch(run, epoch, run.steps_per_epoch, (total, count, terms), recorder, stop)
     train_loss = float(run.ranks.sum(total)) / float(run.ranks.sum(torch.tensor(float(count), device=run.dev)))
-    return train_loss, len(order), terms.epoch_means(run.ranks.sum)
+    return train_loss, len(order) - min(done * run.batch_size, len(order)), terms.epoch_means(run.ranks.sum)
 
 
 def _stop_mid_epoch(run: Run, epoch: int, batch: int, sums: tuple, recorder: sinks.Recorder,
