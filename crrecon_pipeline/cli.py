@@ -259,11 +259,10 @@ class TrainProgress:
 def cmd_control(args) -> dict:
     from crrecon_pipeline.train.control import send
 
-    if not args.set and not args.stop_after_epoch:
-        raise ConfigError("control: give --set KEY=VALUE (loss.params.*, training.grad_clip, ...) and/or "
-                          "--stop-after-epoch")
     if not 0 < args.timeout <= 86400:  # NaN fails too
         raise ConfigError(f"--timeout {args.timeout}: must be in (0, 86400] seconds")
+    if not args.set and not args.stop_after_epoch:
+        raise ConfigError("give --set KEY=VALUE (loss.params.*, training.grad_clip, ...) and/or --stop-after-epoch")
     result = send(args.run_dir, args.set, args.stop_after_epoch, args.timeout)
     what = ", ".join(result["changed"]) or "no change"
     then = f"; it stops after epoch {result['read_in_epoch']}" if args.stop_after_epoch else ""

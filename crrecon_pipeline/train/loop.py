@@ -12,8 +12,13 @@ Run folder (every name from config stays inside it):
                          val_predictions.npy
     tensorboard/         event files (output.tensorboard): tensorboard --logdir $CRRECON_HOME/runs
 
+    control/             `crrecon control`'s requests and the trainer's answers (control.py)
+    resume.yaml training_set.json   written when the run stops before its last epoch: what resumes it
+
 A killed run resumes from last.pt exactly (model, optimizer, scheduler, RNG states and the shuffling generator are
-all in it)."""
+all in it). SIGINT / SIGTERM during the epochs stop at the next batch boundary (interrupts.py): last.pt then holds
+the epoch's progress too, and a stop record says how to resume. `crrecon control` requests are taken at progress
+records and applied at the epoch's end, before its checkpoint (control.py)."""
 
 from __future__ import annotations
 
