@@ -14,6 +14,7 @@ import pytest
 from crrecon_pipeline import cli
 from crrecon_pipeline.data.prepared import load_prepared
 from crrecon_pipeline.train import checkpoints
+from crrecon_pipeline.train.control import Steering
 from crrecon_pipeline.train.interrupts import GracefulStop
 from crrecon_pipeline.train.loop import train
 from crrecon_pipeline.train.records import ControlRecord, ProgressRecord, StopRecord, epoch_history, read_records
@@ -147,3 +148,24 @@ def test_control_steers_a_live_run_then_stops_it_after_the_epoch(prepared_dir, t
     again = [r for r in read_records(run / "metrics.jsonl") if isinstance(r, StopRecord)]
     assert again[0] == stop and again[-1].epoch == stop_epoch + 1 and 0 < again[-1].batch < again[-1].batches
     assert checkpoints.load(run / "last.pt")["partial"]["batch"] == again[-1].batch
+
+
+def test_the_trainer_answers_each_request_once_and_refuses_a_bad_one(tmp_path):
+    """The trainer's side alone: a request written by hand that is no mapping, or names a key a running run keeps,
+    is answered with one line and changes nothing; a good one is taken once and applies from the next epoch."""
+    with Steering(tmp_path, tiny_config()) as steering:
+        requests = tmp_path / "control"
+        (requests / "req-1.json").write_text("[1, 2]")
+        (requests / "req-2.json").write_text(json.dumps({"set": {"data.batch_size": 8}}))
+        (requests / "req-3.json").write_text(json.dumps({"set": {"loss.params.w_corr": 0.3}}))
+        steering.poll(4)
+        steering.poll(4)  # read once
+        answers = [json.loads((requests / f"ack-{k}.json").read_text()) for k in (1, 2, 3)]
+        assert "a mapping" in answers[0]["error"] and "data.batch_size" in answers[1]["error"]
+        assert answers[2] == {"epoch": 4, "applies_from": 5}
+        taken = steering.take()
+        assert [(r.name, r.changes) for r in taken] == [("req-3.json", {"loss.params.w_corr": 0.3})]
+        assert steering.take() == []
+        live = json.loads((requests / "trainer.json").read_text())["config"]
+        assert live["loss"]["params"]["w_corr"] == 0.3 and live["data"]["batch_size"] == 32
+    assert not (tmp_path / "control" / "trainer.json").exists()

@@ -130,6 +130,8 @@ class Steering:
             return {"epoch": epoch, "error": f"{CONTROL_DIR}/{name}: not a request ({one_line(exc)})"}
         source = f"crrecon control {name}"
         try:
+            if not isinstance(data, dict):
+                raise ConfigError(f"{source}: a request is a mapping with set and stop_after_epoch")
             changes = data.get("set") or {}
             if not isinstance(changes, dict):
                 raise ConfigError(f"{source}: set must be a mapping of dotted keys")
