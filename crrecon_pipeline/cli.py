@@ -355,6 +355,17 @@ def _floats(text: str, option: str) -> list[float]:
     return values
 
 
+def control_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (crrecon train --out)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. loss.params.w_corr=0.1 (loss.params.*, training.grad_clip, training.early_stopping.*, "
+                        "training.save_every)")
+    s.add_argument("--stop-after-epoch", action="store_true", help="end the run cleanly after the current epoch")
+    s.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for the trainer to take the request (it reads requests at each progress "
+                        "record, about every 10 %% of an epoch or 30 s; default 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The subcommands; the settings' flags come from the core settings classes (*_flags, add_flags)."""
     p = OneLineParser(prog="crrecon",
@@ -392,16 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "= training.init_from")
     s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: CRRECON_DEVICE, else auto)")
 
-    s = command("control", cmd_control, "steer a running `crrecon train`: change loss weights or grad_clip from "
-                "the next epoch, or stop it after this epoch (resumable)")
-    s.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (crrecon train --out)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="e.g. loss.params.w_corr=0.1 (loss.params.*, training.grad_clip, training.early_stopping.*, "
-                        "training.save_every)")
-    s.add_argument("--stop-after-epoch", action="store_true", help="end the run cleanly after the current epoch")
-    s.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                   help="seconds to wait for the trainer to take the request (it reads requests at each progress "
-                        "record, about every 10 %% of an epoch or 30 s; default 300)")
+    control_args(command("control", cmd_control, "steer a running `crrecon train`: change loss weights or "
+                         "grad_clip from the next epoch, or stop it after this epoch (resumable)"))
 
     s = command("analyze", cmd_analyze,
                 "diagnose a run's metrics.jsonl (or an old run's text log) and suggest the next run", "log")
