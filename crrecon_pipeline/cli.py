@@ -205,6 +205,10 @@ def cmd_train(args) -> dict:
         metrics = train_from_config(config, out_dir=args.out, raw_dir=args.raw, prepared_dir=args.prepared,
                                     resume=args.resume, device=device_of(args), on_record=progress,
                                     log=progress.log, versions=versions)
+    except KeyboardInterrupt as exc:  # stopped at a batch boundary: the one line says where and how to resume
+        if progress.stop is None:
+            raise
+        raise type(exc)(progress.stop.line()) from None
     finally:
         progress.close()
     return metrics.model_dump() if os.environ.get("RANK", "0") == "0" else None  # under torchrun, rank 0 reports
@@ -215,12 +219,13 @@ class TrainProgress:
 
     def __init__(self):
         self.bar = None
+        self.stop = None  # the run's stop record, when it stopped before its last epoch
 
     def log(self, msg: str) -> None:
         (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(msg)
 
     def __call__(self, record) -> None:
-        from crrecon_pipeline.train.records import EpochRecord, ProgressRecord, duration
+        from crrecon_pipeline.train.records import EpochRecord, ProgressRecord, StopRecord, duration
         from crrecon_pipeline.train.trainlog import epoch_summary
 
         if isinstance(record, ProgressRecord):
@@ -241,11 +246,29 @@ class TrainProgress:
         elif isinstance(record, EpochRecord):
             self.close()
             self.log(epoch_summary(record))
+        elif isinstance(record, StopRecord):
+            self.close()
+            self.stop = record
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def cmd_control(args) -> dict:
+    from crrecon_pipeline.train.control import send
+
+    if not 0 < args.timeout <= 86400:  # NaN fails too
+        raise ConfigError(f"--timeout {args.timeout}: must be in (0, 86400] seconds")
+    if not args.set and not args.stop_after_epoch:
+        raise ConfigError("give --set KEY=VALUE (loss.params.*, training.grad_clip, ...) and/or --stop-after-epoch")
+    result = send(args.run_dir, args.set, args.stop_after_epoch, args.timeout)
+    what = ", ".join(result["changed"]) or "no change"
+    then = f"; it stops after epoch {result['read_in_epoch']}" if args.stop_after_epoch else ""
+    print(f"control: the trainer took the request in epoch {result['read_in_epoch']}: {what} from epoch "
+          f"{result['applies_from_epoch']}{then}", file=sys.stderr)
+    return result
 
 
 def cmd_analyze(args) -> dict | None:
@@ -332,6 +355,17 @@ def _floats(text: str, option: str) -> list[float]:
     return values
 
 
+def control_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (crrecon train --out)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. loss.params.w_corr=0.1 (loss.params.*, training.grad_clip, training.early_stopping.*, "
+                        "training.save_every)")
+    s.add_argument("--stop-after-epoch", action="store_true", help="end the run cleanly after the current epoch")
+    s.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for the trainer to take the request (it reads requests at each progress "
+                        "record, about every 10 %% of an epoch or 30 s; default 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The subcommands; the settings' flags come from the core settings classes (*_flags, add_flags)."""
     p = OneLineParser(prog="crrecon",
@@ -368,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this checkpoint's weights (same model; fresh optimizer, epoch 1) "
                         "= training.init_from")
     s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: CRRECON_DEVICE, else auto)")
+
+    control_args(command("control", cmd_control, "steer a running `crrecon train`: change loss weights or "
+                         "grad_clip from the next epoch, or stop it after this epoch (resumable)"))
 
     s = command("analyze", cmd_analyze,
                 "diagnose a run's metrics.jsonl (or an old run's text log) and suggest the next run", "log")
@@ -406,11 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"crrecon {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"crrecon {args.command}: terminated (SIGTERM); temporary files removed", file=sys.stderr)
+    except Terminated as exc:
+        print(f"crrecon {args.command}: terminated (SIGTERM); {str(exc) or 'temporary files removed'}", file=sys.stderr)
         return 143
-    except KeyboardInterrupt:
-        print(f"crrecon {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"crrecon {args.command}: interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except MemoryError:
         print(f"crrecon {args.command}: error: out of memory (MemoryError); give the process more memory or "

@@ -209,7 +209,7 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path,
 
 REQUIRED = {"simulate": ["--out", "{tmp}/sim"], "preprocess": ["--raw", "{tmp}/none", "--out", "{tmp}/p"],
             "design": ["--checkpoint", "{tmp}/none.pt", "--prepared", "{tmp}/none", "--out", "{tmp}/d"],
-            "import": ["--config", "{tmp}/none.yaml", "--out", "{tmp}/i"]}
+            "import": ["--config", "{tmp}/none.yaml", "--out", "{tmp}/i"], "control": ["{tmp}/run"]}
 
 
 def numeric_flags() -> list[tuple[str, str]]:

@@ -53,6 +53,7 @@ class Prepared:
     shards: list[dict]
     wavelengths_nm: np.ndarray  # (n_bins,) bin centres
     versions: dict[int, ShardVersion] = field(default_factory=dict)
+    store: Path | None = None  # the prepared store it was read from (load_prepared); None when combined
 
     def __len__(self) -> int:
         return len(self.bayer)
@@ -132,6 +133,7 @@ def load_prepared(prepared_dir: str | Path, versions: dict | None = None, verify
         shards=records,
         wavelengths_nm=PrepareSettings(**picked[0].manifest["settings"]).bin_centers_nm(),
         versions=dict(zip(shards, picked)),
+        store=Path(prepared_dir),
     )
 
 

@@ -59,18 +59,25 @@ def train_model(context: dg.AssetExecutionContext, cfg: RunConfig, prepared: Pre
 
 @contextmanager
 def cancellation_is_not_a_failure(context: dg.AssetExecutionContext, run_dir: Path):
-    """Terminate in the UI interrupts the step: say where the run stopped (an observation that replaces the
-    stale progress), and end the step without the retry policy's retry and without a traceback; re-executing the
-    run resumes from its last checkpoint (the run folder is the root run's)."""
+    """Terminate in the UI interrupts the step (the trainer stops at a batch boundary with a resumable last.pt): say
+    where the run stopped (an observation that replaces the stale progress, with the launchpad config that resumes it
+    in a new run), and end the step without the retry policy's retry and without a traceback (the run reads
+    canceled); re-executing the run resumes from its last checkpoint (the run folder is the root run's)."""
     try:
         yield
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         stopped = cancellation(run_dir)
         context.log.warning(stopped["cancelled"])
+        resume = stopped.pop("resume_config")  # the launchpad config that continues it in a new run
         metadata = {k: v for k, v in stopped.items() if v is not None}
         if "last_checkpoint" in metadata:
             metadata["last_checkpoint"] = dg.MetadataValue.path(metadata["last_checkpoint"])
+        if resume:
+            launchpad = {"ops": {context.asset_key.path[-1]: {"config": resume}}}
+            metadata["resume_launchpad_yaml"] = dg.MetadataValue.md(f"```yaml\n{yaml.safe_dump(launchpad)}```")
         context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
+        # a Failure without retries, not the interrupt: Dagster 1.13 turns an interrupt in a step with a retry policy
+        # into a retry request; the run still reads CANCELED (the executor was stopping, no step raised)
         raise dg.Failure(description=stopped["cancelled"], allow_retries=False) from None
 
 

@@ -17,6 +17,7 @@ from crrecon_pipeline.train.records import (
     EpochRecord,
     ProgressRecord,
     RunMetrics,
+    StopRecord,
     epoch_history,
     read_records,
 )
@@ -82,18 +83,26 @@ class LiveCurves:
 
 
 def cancellation(run_dir: Path) -> dict:
-    """What a terminated run leaves: the last finished epoch (metrics.jsonl), its checkpoint and how to go on.
-    {"cancelled", "cancelled_at_epoch", "last_checkpoint" (None when no epoch finished), "progress"}."""
+    """What a terminated run leaves: where it stopped (its stop record: the batch of a graceful stop; else the last
+    finished epoch in metrics.jsonl), its checkpoint and how to go on. {"cancelled", "cancelled_at_epoch" (complete
+    epochs), "last_checkpoint" (None when none was written), "progress", "resume_config" (None without a stop
+    record)}."""
     log = Path(run_dir) / FILENAME
-    history = epoch_history(read_records(log)) if log.is_file() else []
+    records = read_records(log) if log.is_file() else []
+    history = epoch_history(records)
+    tail = records[max((i for i, r in enumerate(records) if isinstance(r, EpochRecord)), default=-1) + 1:]
+    stop = next((r for r in reversed(tail) if isinstance(r, StopRecord)), None)  # this session's, after its epochs
     last = Path(run_dir) / "last.pt"
     done, total = (history[-1].epoch, history[-1].epochs) if history else (0, None)
     where = f"epoch {done}/{total}" if total else "before its first epoch ended"
+    if stop is not None:
+        done, where = stop.complete_epochs, f"epoch {stop.epoch}/{stop.epochs}, batch {stop.batch}/{stop.batches}"
     then = (f"its last checkpoint {last} resumes it (re-execute this run)" if last.is_file()
             else "no checkpoint was written")
     text = f"cancelled at {where}: {then}"
     return {"cancelled": text, "cancelled_at_epoch": done,
-            "last_checkpoint": str(last) if last.is_file() else None, "progress": text}
+            "last_checkpoint": str(last) if last.is_file() else None, "progress": text,
+            "resume_config": stop.resume_config if stop is not None else None}
 
 
 def progress_line(record: ProgressRecord) -> str:

@@ -31,8 +31,10 @@ RENAMED_IN_FORMAT_3 = {"model": {"cnn_xattn": "crrecon_xattn", "cnn_gru": "crrec
 RESUMABLE_CHANGES = ("training.epochs", "training.save_every", "training.init_from", "output.dir", "output.log_file",
                      "training.compile", "training.channels_last", "training.accumulate",  # how, not what
                      # fine-tuning: stop a run, change a loss weight / what is frozen / the patience, go on
-                     "loss.params", "training.freeze", "training.early_stopping", "training.resume_from")
-RECORDED_CHANGES = ("loss.params", "training.freeze", "training.early_stopping")  # listed in the log and model card
+                     "loss.params", "training.freeze", "training.early_stopping", "training.resume_from",
+                     "training.grad_clip")
+# listed in the log and model card
+RECORDED_CHANGES = ("loss.params", "training.freeze", "training.early_stopping", "training.grad_clip")
 
 
 def save_atomic(state: dict, path: Path) -> None:
@@ -154,12 +156,13 @@ def check_same_training_set(state: dict, requested: dict, path: Path) -> None:
                           f"or --init-weights {path} for its weights only")
 
 
-def resume_changes(stored: RunConfig, requested: RunConfig, changed: list[str], epoch: int) -> list[ResumeChange]:
-    """The changed keys that change what is trained (RECORDED_CHANGES), for the records; `epoch`: the last one
-    trained with the old values."""
+def resume_changes(stored: RunConfig, requested: RunConfig, changed: list[str], epoch: int,
+                   recorded: tuple | list = RECORDED_CHANGES) -> list[ResumeChange]:
+    """The changed keys that change what is trained (RECORDED_CHANGES; `crrecon control`: every key it changed),
+    for the records; `epoch`: the last one trained with the old values."""
     theirs, ours = stored.flat(), requested.flat()
     return [ResumeChange(key=k, old=theirs.get(k), new=ours.get(k), epoch=epoch)
-            for k in changed if k.startswith(RECORDED_CHANGES)]
+            for k in changed if k.startswith(tuple(recorded))]
 
 
 def centre_crop_kernel(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:

@@ -64,7 +64,7 @@ def _inside_run_folder(value: str) -> str:
 # The run folder's own files (train/loop.py, defs/launch.py, report/): a log file by one of these names would mix
 # with or destroy them.
 RUN_FILES = ("metrics.jsonl", "metrics.json", "config.json", "last.pt", "best.pt", "training_set.json",
-             "run_config.yaml", "analysis.json", "prepared")
+             "run_config.yaml", "analysis.json", "prepared", "resume.yaml", "control")
 
 
 def _not_a_run_file(value: str) -> str:

@@ -35,6 +35,14 @@ class DistContext:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
 
+    def broadcast(self, value):
+        """Rank 0's `value` (any picklable object) on every rank: what rank 0 alone read (control requests)."""
+        if self.world <= 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()

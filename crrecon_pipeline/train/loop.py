@@ -12,8 +12,13 @@ Run folder (every name from config stays inside it):
                          val_predictions.npy
     tensorboard/         event files (output.tensorboard): tensorboard --logdir $CRRECON_HOME/runs
 
+    control/             `crrecon control`'s requests and the trainer's answers (control.py)
+    resume.yaml training_set.json   written when the run stops before its last epoch: what resumes it
+
 A killed run resumes from last.pt exactly (model, optimizer, scheduler, RNG states and the shuffling generator are
-all in it)."""
+all in it). SIGINT / SIGTERM during the epochs stop at the next batch boundary (interrupts.py): last.pt then holds
+the epoch's progress too, and a stop record says how to resume. `crrecon control` requests are taken at progress
+records and applied at the epoch's end, before its checkpoint (control.py)."""
 
 from __future__ import annotations
 
@@ -25,29 +30,33 @@ from typing import Callable
 
 import numpy as np
 import torch
+import yaml
 
 from crrecon_pipeline.data.npyio import save_atomic, write_text_atomic
 from crrecon_pipeline.data.prepared import Prepared
 from crrecon_pipeline.errors import TrainingDiverged
 from crrecon_pipeline.models import count_parameters
-from crrecon_pipeline.train import checkpoints, distributed, early_stop, freeze, runfolder, sinks, step
+from crrecon_pipeline.train import checkpoints, control, distributed, early_stop, freeze, runfolder, sinks, step
 from crrecon_pipeline.train.batches import DeviceData
 from crrecon_pipeline.train.config import RunConfig
+from crrecon_pipeline.train.interrupts import GracefulStop
 from crrecon_pipeline.train.metrics import field_metrics, regression_metrics
 from crrecon_pipeline.train.records import (
     FILENAME,
     Clock,
+    ControlRecord,
     EpochRecord,
     ProgressPacer,
     ProgressRecord,
     RecordCallback,
     ResumeRecord,
     RunMetrics,
+    StopRecord,
     final_record,
     json_safe,
 )
 from crrecon_pipeline.train.restore import restore
-from crrecon_pipeline.train.run import Run, setup_run
+from crrecon_pipeline.train.run import Run, build_loss, setup_run
 from crrecon_pipeline.train.samples import SampleViews
 from crrecon_pipeline.train.setup import resolve_device
 from crrecon_pipeline.train.term_sums import TermAccumulator
@@ -94,23 +103,44 @@ def _train_claimed(config: RunConfig, prepared: Prepared, run_dir: Path, ranks: 
         latest = [c for c in run.resume_changes if c.epoch == run.start_epoch - 1]
         if latest:
             recorder.emit(ResumeRecord(epoch=run.start_epoch - 1, changes=latest))
-        _train_epochs(run, recorder)
+        # SIGINT / SIGTERM: noted and acted on at the next batch boundary (one process only: interrupts.py)
+        with GracefulStop(enabled=ranks.world == 1) as stop, \
+                control.Steering(run_dir, run.config, enabled=ranks.is_main) as steering:
+            _train_epochs(run, recorder, stop, steering)
+        if run.stopped and ranks.is_main:
+            log(run.stopped)
         metrics, val_pred = _evaluate(run)
         if ranks.is_main:
             _finalize(run, metrics, val_pred, recorder)
     return metrics
 
 
-def _run_epoch(run: Run, epoch: int, clock: Clock, recorder: sinks.Recorder) -> tuple[float, int, dict]:
+def _epoch_start(run: Run, epoch: int) -> tuple[int, torch.Tensor, int, TermAccumulator]:
+    """(batches already trained, their summed loss, their samples, their terms): none for a new epoch; what a
+    checkpoint stopped mid-epoch had, when the run resumes in that epoch."""
+    terms = TermAccumulator()
+    part, run.partial = run.partial, None
+    if part is None or int(part["epoch"]) != epoch:
+        return 0, torch.zeros((), device=run.dev), 0, terms
+    terms.restore(part["terms"], run.dev)
+    return int(part["batch"]), part["total"].to(run.dev), int(part["count"]), terms
+
+
+def _run_epoch(run: Run, epoch: int, clock: Clock, recorder: sinks.Recorder, stop: GracefulStop,
+               steering: control.Steering) -> tuple[float, int, dict]:
     """One pass over the training split; returns (mean training loss over all ranks, samples seen, the mean of
-    each loss term over all ranks)."""
+    each loss term over all ranks). A stop requested (SIGINT / SIGTERM) ends it at the next batch boundary."""
     run.net.train()
     freeze.hold_frozen(run.model)
+    run.shuffler_before = run.shuffler.get_state()  # a checkpoint written mid-epoch redraws the order from here
     order = run.train_idx[torch.randperm(len(run.train_idx), generator=run.shuffler).to(run.dev)]
-    total, count = torch.zeros((), device=run.dev), 0
+    done, total, count, terms = _epoch_start(run, epoch)  # summed on the device; read at progress records only
     pacer = ProgressPacer(run.steps_per_epoch)  # ~every 10 % of the epoch or every 30 s
-    terms = TermAccumulator()  # summed on the device; read (one host sync) only at progress records
     for b, start in enumerate(range(0, len(order), run.batch_size), 1):
+        if b <= done:  # trained before the stop this run resumes from
+            continue
+        if stop.requested:  # a Python flag: no host sync
+            _stop_mid_epoch(run, epoch, b - 1, (total, count, terms), recorder, stop)
         idx = run.ranks.share(order[start:start + run.batch_size])
         total += step.train_step(run, idx, terms)  # a device tensor: no host sync per batch (step.py)
         count += len(idx)
@@ -118,8 +148,37 @@ def _run_epoch(run: Run, epoch: int, clock: Clock, recorder: sinks.Recorder) -> 
             recorder.emit(ProgressRecord(epoch=epoch, epochs=run.epochs, batch=b, batches=run.steps_per_epoch,
                                          lr=run.scheduler.get_last_lr()[0], **terms.window(),
                                          **clock.stamp(epoch, b / run.steps_per_epoch, b)))
+            steering.poll(epoch)
+    if stop.requested:
+        _stop_mid_epoch(run, epoch, run.steps_per_epoch, (total, count, terms), recorder, stop)
     train_loss = float(run.ranks.sum(total)) / float(run.ranks.sum(torch.tensor(float(count), device=run.dev)))
-    return train_loss, len(order), terms.epoch_means(run.ranks.sum)
+    return train_loss, len(order) - min(done * run.batch_size, len(order)), terms.epoch_means(run.ranks.sum)
+
+
+def _stop_mid_epoch(run: Run, epoch: int, batch: int, sums: tuple, recorder: sinks.Recorder,
+                    stop: GracefulStop) -> None:
+    """last.pt with the epoch's progress (the batches done, the sums so far: a resume ends as an uninterrupted
+    run would), the stop record, then the signal to whoever handled it before (it raises)."""
+    total, count, terms = sums
+    partial = {"epoch": epoch, "batch": batch, "total": total.detach().cpu(), "count": count, "terms": terms.state()}
+    checkpoints.save_atomic(run.state(epoch - 1, partial), run.run_dir / "last.pt")
+    recorder.emit(stop_record(run, epoch, batch, stop.reason))
+    stop.deliver()
+
+
+def stop_record(run: Run, epoch: int, batch: int, reason: str) -> StopRecord:
+    """Where the run stopped and how it resumes: resume.yaml (the config, training.resume_from its last.pt) and
+    training_set.json (the exact data) in the run folder, and the `crrecon train` command that uses them."""
+    last = (run.run_dir / "last.pt").resolve()
+    config = run.config.replaced("training.resume_from", str(last))
+    write_text_atomic(run.run_dir / "resume.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    set_path = write_text_atomic(run.run_dir / "training_set.json",
+                                 json.dumps(run.prepared.training_set(), indent=2) + "\n")
+    store = f" --prepared {run.prepared.store.resolve()}" if run.prepared.store is not None else ""
+    command = (f"crrecon train --config {run.run_dir.resolve() / 'resume.yaml'} --out {run.run_dir.resolve()} "
+               f"--resume auto --training-set {set_path.resolve()}{store}")
+    return StopRecord(epoch=epoch, epochs=run.epochs, batch=batch, batches=run.steps_per_epoch, reason=reason,
+                      checkpoint=str(last), resume_command=command, resume_config=config.to_dict())
 
 
 def _validate_epoch(run: Run, epoch: int, clock: Clock, train_loss: float, samples: int, train_terms: dict,
@@ -152,7 +211,7 @@ def _save(run: Run, epoch: int, improved: bool) -> None:
     checkpoints.save_atomic(state, run.run_dir / "last.pt")
 
 
-def _train_epochs(run: Run, recorder: sinks.Recorder) -> None:
+def _train_epochs(run: Run, recorder: sinks.Recorder, stop: GracefulStop, steering: control.Steering) -> None:
     clock = Clock(run.start_epoch, run.epochs, run.steps_per_epoch)
     views = SampleViews(run, predict_batches) if run.ranks.is_main else None
     for epoch in range(run.start_epoch, run.epochs + 1):
@@ -161,7 +220,7 @@ def _train_epochs(run: Run, recorder: sinks.Recorder) -> None:
             run.stopped_at = epoch - 1
             break
         t0 = time.perf_counter()
-        train_loss, samples, train_terms = _run_epoch(run, epoch, clock, recorder)
+        train_loss, samples, train_terms = _run_epoch(run, epoch, clock, recorder, stop, steering)
         record, improved = _validate_epoch(run, epoch, clock, train_loss, samples, train_terms, t0)
         run.history.append(record)
         if run.ranks.is_main:
@@ -171,9 +230,39 @@ def _train_epochs(run: Run, recorder: sinks.Recorder) -> None:
             raise TrainingDiverged(f"training diverged at epoch {epoch}/{run.epochs}: train_loss={train_loss:.4g}, "
                                    f"val_loss={record.val_loss:.4g} (lower training.lr or training.grad_clip; "
                                    f"{f'last good checkpoint {last}' if last else 'no checkpoint was written'})")
+        stop_after = _steer(run, epoch, steering, recorder)  # before the checkpoint: it holds the new config
         if run.ranks.is_main:
             _save(run, epoch, improved)
         run.ranks.barrier()
+        if stop.requested:  # a signal during validation: the epoch's checkpoint is written, nothing is lost
+            recorder.emit(stop_record(run, epoch, run.steps_per_epoch, stop.reason))
+            stop.deliver()
+        if stop_after and epoch < run.epochs:
+            if run.ranks.is_main:
+                record = stop_record(run, epoch, run.steps_per_epoch, "stop after epoch (crrecon control)")
+                recorder.emit(record)
+                run.stopped = record.line()
+            break
+
+
+def _steer(run: Run, epoch: int, steering: control.Steering, recorder: sinks.Recorder) -> bool:
+    """Apply the requests `crrecon control` made during the epoch (read by rank 0, the same on every rank); each is
+    a ControlRecord. Returns whether one asked to stop after this epoch."""
+    steering.poll(epoch)
+    stop_after = False
+    for request in run.ranks.broadcast(steering.take()):
+        old = run.config
+        run.config, changed = control.changed_config(old, request.changes, f"crrecon control {request.name}")
+        changes = checkpoints.resume_changes(old, run.config, changed, epoch, recorded=changed)
+        if any(k.startswith("loss.params") for k in changed):  # losses of other weights are not comparable
+            run.loss_fn = build_loss(run.config, run.train_targets, run.dev, carry=run.loss_fn)
+            run.best_val, run.compare_from = float("inf"), epoch
+        run.resume_changes = run.resume_changes + changes
+        stop_after = stop_after or request.stop_after_epoch
+        if run.ranks.is_main:
+            recorder.emit(ControlRecord(epoch=epoch, changes=changes, stop_after_epoch=request.stop_after_epoch,
+                                        request=request.name))
+    return stop_after
 
 
 def _evaluate(run: Run) -> tuple[RunMetrics, torch.Tensor]:
@@ -203,7 +292,8 @@ def _evaluate(run: Run) -> tuple[RunMetrics, torch.Tensor]:
         loss_curves=str((out / "loss_curves.png").resolve()), predictions=str((out / "predictions.png").resolve()),
         predictions_train=str((out / "predictions_train.png").resolve()),
         stopped_early=run.stopped_at is not None, stopped_at_epoch=run.stopped_at,
-        resume_changes=run.resume_changes, init_from=run.init_from, init_skipped=run.init_skipped, **run.frozen)
+        resume_changes=run.resume_changes, stopped=run.stopped, init_from=run.init_from,
+        init_skipped=run.init_skipped, **run.frozen)
     return metrics, val_pred
 
 

@@ -6,6 +6,10 @@ metadata or to a Pipes message, and are parsed back here (`parse_record`, `read_
     ProgressRecord  ~every 10 % of an epoch or every 30 s: the loss and terms since the previous one, samples/s
     EpochRecord     once per epoch: train / val loss and terms, best so far, lr, throughput, sample figures
     ResumeRecord    when a resume changed what is trained (loss weights, freeze, patience): [ResumeChange]
+    ControlRecord   when `crrecon control` changed a running run (loss weights, grad_clip) or asked it to stop
+                    after the epoch: [ResumeChange], from the next epoch
+    StopRecord      a run stopped before its last epoch (SIGINT/SIGTERM at a batch boundary, or a stop after the
+                    epoch): where, the checkpoint that resumes it, the config and the command that do
     FinalRecord     once at the end: the RunMetrics (val_mse, baseline_val_mse, val_pearson, ...)
 
 Loss terms (`*_terms`) are {term name: weighted value} and sum to the loss. `progress` is text for people ("run 7 %
@@ -97,6 +101,36 @@ class ResumeRecord(_Record):
     changes: list[ResumeChange]
 
 
+class ControlRecord(_Record):
+    kind: Literal["control"] = "control"
+    epoch: int  # the last epoch trained before the request applies
+    changes: list[ResumeChange] = []
+    stop_after_epoch: bool = False
+    request: str = ""  # the request's file name in the run folder's control/
+
+
+class StopRecord(_Record):
+    kind: Literal["stop"] = "stop"
+    epoch: int  # the epoch it stopped in (a stop after the epoch: the epoch it finished)
+    epochs: int
+    batch: int  # batches of `epoch` trained (= batches: the epoch is complete)
+    batches: int
+    reason: str  # "SIGTERM", "SIGINT" or "stop after epoch (crrecon control)"
+    checkpoint: str  # last.pt: it resumes the run exactly where it stopped
+    resume_command: str  # the CLI command that resumes it
+    resume_config: dict[str, Any]  # the run config with training.resume_from = checkpoint (the launchpad's YAML)
+
+    @property
+    def complete_epochs(self) -> int:
+        return self.epoch if self.batch >= self.batches else self.epoch - 1
+
+    def line(self) -> str:
+        """One line for people: where it stopped and how to go on."""
+        where = (f"after epoch {self.epoch}/{self.epochs}" if self.batch >= self.batches
+                 else f"at epoch {self.epoch}/{self.epochs}, batch {self.batch}/{self.batches}")
+        return f"stopped {where} ({self.reason}); {self.checkpoint} resumes it: {self.resume_command}"
+
+
 class RunMetrics(_Record):
     """A finished run's numbers: the best weights on the validation split, and where the run put its files."""
 
@@ -134,7 +168,8 @@ class RunMetrics(_Record):
     predictions_train: str
     stopped_early: bool = False
     stopped_at_epoch: int | None = None
-    resume_changes: list[ResumeChange] = []
+    resume_changes: list[ResumeChange] = []  # every resume's and every `crrecon control` change, oldest first
+    stopped: str | None = None  # stopped after an epoch by `crrecon control --stop-after-epoch`: where, how to go on
     init_from: str | None = None  # the checkpoint whose weights started the run
     init_skipped: list[str] = []  # its tensors of another shape, not loaded
     trainable_params: int | None = None
@@ -155,9 +190,10 @@ class FinalRecord(RunMetrics):
         return RunMetrics.model_validate(self.model_dump(exclude={"kind"}))
 
 
-Record = Union[ProgressRecord, EpochRecord, ResumeRecord, FinalRecord]
+Record = Union[ProgressRecord, EpochRecord, ResumeRecord, ControlRecord, StopRecord, FinalRecord]
 RecordCallback = Callable[[Record], None]
-_KINDS = {cls.model_fields["kind"].default: cls for cls in (ProgressRecord, EpochRecord, ResumeRecord, FinalRecord)}
+_KINDS = {cls.model_fields["kind"].default: cls for cls in (ProgressRecord, EpochRecord, ResumeRecord, ControlRecord,
+                                                                   StopRecord, FinalRecord)}
 
 
 def final_record(metrics: RunMetrics) -> FinalRecord:

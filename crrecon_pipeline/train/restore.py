@@ -55,10 +55,12 @@ def _resume(run: Run, path: Path, log: Log) -> int:
     run.history = [EpochRecord.model_validate({k: v for k, v in h.items() if k in EpochRecord.model_fields})
                    for h in state["history"]]
     run.compare_from = int(state.get("compare_from", 0))
+    run.partial = state.get("partial")  # stopped mid-epoch: the loop skips the batches trained (loop.py)
     if any(k.startswith("loss.params") for k in changed):  # losses of other weights are not comparable
         run.best_val, run.compare_from = float("inf"), done
         log(f"loss.params changed: best checkpoint and early stopping count from epoch {done + 1}")
-    log(f"resumed from {path} at epoch {done}/{run.epochs}")
+    where = f", batch {run.partial['batch']} of epoch {done + 1}" if run.partial else ""
+    log(f"resumed from {path} at epoch {done}/{run.epochs}{where}")
     return done
 
 

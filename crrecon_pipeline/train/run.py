@@ -46,6 +46,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     shuffler: torch.Generator
     mean_spectrum: torch.Tensor  # (2, 2, L): the baseline predictor
+    train_targets: torch.Tensor  # (N_train_rows, 2, 2, L): what a unit-free loss calibrates on (build_loss)
     steps_per_epoch: int
     use_bf16: bool
     frozen: dict  # trainable_params / frozen_params / frozen_groups (freeze.apply_freeze)
@@ -57,6 +58,9 @@ class Run:
     resume_changes: list[ResumeChange] = field(default_factory=list)  # every resume's, oldest first
     stopped_at: int | None = None  # the last epoch run when early stopping ended the run
     compare_from: int = 0  # epochs up to this one had other loss weights: best / early stopping ignore them
+    shuffler_before: torch.Tensor | None = None  # the shuffler's state before this epoch's order was drawn
+    partial: dict | None = None  # a checkpoint stopped mid-epoch: where, and the epoch's sums so far (loop.py)
+    stopped: str | None = None  # a stop after the epoch (crrecon control): the stop record's line
 
     @property
     def epochs(self) -> int:
@@ -83,18 +87,23 @@ class Run:
         """output.dir inside the run folder: figures and sample predictions."""
         return trainlog.confined_path(self.run_dir, self.config.output.dir, "output.dir")
 
-    def state(self, epoch: int) -> dict:
-        """The checkpoint after `epoch`: plain containers and tensors only (loaded with weights_only)."""
+    def state(self, epoch: int, partial: dict | None = None) -> dict:
+        """The checkpoint after `epoch`: plain containers and tensors only (loaded with weights_only). Stopped
+        mid-epoch (`partial`: epoch `epoch + 1`'s batches done and sums), it holds the shuffler's state from before
+        that epoch's order was drawn, so the resume draws the same order and skips what was trained."""
+        shuffler = self.shuffler_before if partial is not None else self.shuffler.get_state()
         state = {"format": checkpoints.CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": epoch,
                  "best_val": self.best_val, "history": [h.model_dump() for h in self.history],
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "schedule": vars(self.schedule).copy(),
-                 "shuffler": self.shuffler.get_state(), "torch_rng": torch.get_rng_state(),
+                 "shuffler": shuffler, "torch_rng": torch.get_rng_state(),
                  "n_params": count_parameters(self.model), "training_set": self.prepared.training_set(),
                  "compare_from": self.compare_from, "resume_changes": [c.model_dump() for c in self.resume_changes]}
         loss_state = self.loss_fn.state_dict()  # e.g. adaptive_spectral's running averages: part of what trains
         if loss_state:
             state["loss_state"] = loss_state
+        if partial is not None:
+            state["partial"] = partial
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -144,6 +153,20 @@ def _model(config: RunConfig, train_targets: torch.Tensor, dev: torch.device) ->
     return model, frozen
 
 
+def build_loss(config: RunConfig, train_targets: torch.Tensor, dev: torch.device,
+               carry: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The loss of `config` on `dev`; a unit-free loss measures its terms for the mean-spectrum predictor. `carry`:
+    the loss it replaces mid-run (crrecon control), whose state (running averages) moves over where it fits."""
+    loss_fn = get_loss(config.loss.name, **config.loss.params).to(dev)
+    if hasattr(loss_fn, "calibrate"):
+        loss_fn.calibrate(train_targets)
+    if carry is not None:
+        own = loss_fn.state_dict()
+        loss_fn.load_state_dict({k: v for k, v in carry.state_dict().items() if k in own and v.shape == own[k].shape},
+                                strict=False)
+    return loss_fn
+
+
 def setup_run(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.device,
               ranks: distributed.DistContext) -> Run:
     d, t = config.data, config.training
@@ -163,12 +186,11 @@ def setup_run(config: RunConfig, prepared: Prepared, run_dir: Path, dev: torch.d
                                   **({"fused": True} if dev.type == "cuda" else {}))
     steps_per_epoch = math.ceil(len(train_idx) / d.batch_size)
     schedule = Schedule.fresh(t.epochs * steps_per_epoch, t.warmup_ratio, t.min_lr_ratio)
-    loss_fn = get_loss(config.loss.name, **config.loss.params).to(dev)
-    if hasattr(loss_fn, "calibrate"):  # a unit-free loss measures its terms for the mean-spectrum predictor
-        loss_fn.calibrate(train_targets)
+    loss_fn = build_loss(config, train_targets, dev)
     return Run(config=config, run_dir=run_dir, dev=dev, ranks=ranks, prepared=prepared, data=data,
                train_idx=train_idx, val_idx=torch.as_tensor(val_rows, device=dev), model=model, net=net,
                loss_fn=loss_fn, optimizer=optimizer, schedule=schedule, scheduler=schedule.scheduler(optimizer),
                shuffler=torch.Generator(device="cpu").manual_seed(config.seed), mean_spectrum=train_targets.mean(0),
+               train_targets=train_targets,
                steps_per_epoch=steps_per_epoch, frozen=frozen,
                use_bf16=t.use_amp and dev.type == "cuda" and torch.cuda.is_bf16_supported())

@@ -8,6 +8,7 @@ imports npyio (the temporary-file pattern), trainlog (paths confined to the fold
   before training (prepared/ from --raw, the Dagster launcher's training_set.json and run_config.yaml), or, with
   `--resume auto`, what a run killed before its first checkpoint left (metrics.jsonl, the text log, output.dir,
   tensorboard/). Anything else (another run's checkpoints, a user's config.json) is refused, never overwritten.
+- Aliveness (`is_alive`, for `crrecon control`): the lease is held, i.e. a training process owns the folder now.
 - Leftover temporaries of the project's atomic writes (a save killed by SIGKILL) are removed once the lease is held.
 """
 
@@ -26,7 +27,7 @@ from crrecon_pipeline.train import trainlog
 
 LEASE = ".run.lease"
 BEFORE_TRAINING = {LEASE, "prepared", "training_set.json", "run_config.yaml"}
-KILLED_EARLY = {"metrics.jsonl", "tensorboard"}
+KILLED_EARLY = {"metrics.jsonl", "tensorboard", "control"}
 TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
@@ -52,6 +53,22 @@ def claim(run_dir: Path, config, resume: str | None, enabled: bool = True) -> It
         yield
     finally:
         f.close()
+
+
+def is_alive(run_dir: Path) -> bool:
+    """Whether a training process holds the folder's lease now (a shared lock probe: taken and released at once
+    when nobody holds it)."""
+    try:
+        f = open(Path(run_dir) / LEASE)
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def check_contents(run_dir: Path, config, resume: str | None) -> None:

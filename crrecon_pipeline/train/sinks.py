@@ -28,6 +28,7 @@ from crrecon_pipeline.train.records import (
     ProgressRecord,
     Record,
     RecordCallback,
+    StopRecord,
     read_records,
     to_line,
 )
@@ -60,7 +61,8 @@ class JsonlSink:
 
     def __init__(self, path: Path, resumed_after: int | None = None):
         if resumed_after is not None and path.is_file():
-            kept = [r for r in read_records(path) if not isinstance(r, FinalRecord) and r.epoch <= resumed_after]
+            kept = [r for r in read_records(path)  # a stop record stays: the history of where the run stopped
+                    if not isinstance(r, FinalRecord) and (isinstance(r, StopRecord) or r.epoch <= resumed_after)]
             write_text_atomic(path, "".join(to_line(r) for r in kept))
         self.path, self._file = path, open(path, "a")
 

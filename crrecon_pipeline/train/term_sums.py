@@ -45,6 +45,19 @@ class TermAccumulator:
         self.window_n, self.window_t = 0, now
         return out
 
+    def state(self) -> dict:
+        """The epoch's sums so far, for a checkpoint written mid-epoch (plain containers and a CPU tensor)."""
+        sums = self.epoch_sum.detach().cpu() if self.epoch_sum is not None else None
+        return {"names": list(self.names), "epoch_sum": sums, "epoch_n": self.epoch_n}
+
+    def restore(self, state: dict, device: torch.device) -> None:
+        """Continue an epoch from `state`: the next epoch_means are the uninterrupted epoch's."""
+        if state["epoch_sum"] is None:
+            return
+        self.names, self.epoch_n = list(state["names"]), int(state["epoch_n"])
+        self.epoch_sum = state["epoch_sum"].to(device)
+        self.window_sum = torch.zeros_like(self.epoch_sum)
+
     def epoch_means(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         """Each term's mean over the epoch; `reduce` sums over torchrun ranks (every rank calls it)."""
         if self.epoch_sum is None:
