@@ -30,6 +30,7 @@ from crrecon_pipeline.defs.resources import (
 )
 from crrecon_pipeline.defs.schedules import weekly_retraining
 from crrecon_pipeline.defs.sensors import design_loop_sensor, new_shard_sensor
+from crrecon_pipeline.defs.steering import steer_training_job
 from crrecon_pipeline.settings import EXECUTORS, env_choice, env_device, env_flag, env_integer
 
 
@@ -52,7 +53,8 @@ def _env(name: str, default: str):
 defs = dg.Definitions(
     assets=[raw_shard, filtered_bayer, rotated_bayer, pretrained_model, trained_model, training_log_analysis,
             run_comparison, dataset_profile, designed_structures, design_round],
-    jobs=[prepare_data_job, pretrain_job, train_job, design_job, design_loop_job, design_finetune_job],
+    jobs=[prepare_data_job, pretrain_job, train_job, design_job, design_loop_job, design_finetune_job,
+          steer_training_job],
     schedules=[weekly_retraining],
     sensors=[new_shard_sensor, design_loop_sensor],
     executor=_executor(),

@@ -169,3 +169,53 @@ def test_the_trainer_answers_each_request_once_and_refuses_a_bad_one(tmp_path):
         live = json.loads((requests / "trainer.json").read_text())["config"]
         assert live["loss"]["params"]["w_corr"] == 0.3 and live["data"]["batch_size"] == 32
     assert not (tmp_path / "control" / "trainer.json").exists()
+
+
+def test_the_dagster_job_steers_a_live_run_and_refuses_in_one_line(tmp_path):
+    """steer_training_job hands a change and a stop request to the trainer of a live run (the run folder's lease
+    held, the trainer polling as between batches) and succeeds once it took them; a key a running run keeps, and a
+    run that is not alive, fail the step with the one line `crrecon control` prints."""
+    import threading
+
+    import dagster as dg
+
+    from crrecon_pipeline.defs.resources import CrreconPaths
+    from crrecon_pipeline.defs.steering import steer_training_job
+    from crrecon_pipeline.train import runfolder
+
+    paths = CrreconPaths(home=str(tmp_path / "home"))
+    run, config = paths.runs_path() / "run-1", tiny_config()
+
+    def steer(**request) -> dg.ExecuteInProcessResult:
+        return steer_training_job.execute_in_process(
+            run_config={"ops": {"steer_training": {"config": {"run_id": "run-1", "timeout_s": 60, **request}}}},
+            resources={"paths": paths}, raise_on_error=False)
+
+    def failure(result) -> str:
+        failed = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        return failed.step_failure_data.error.message
+
+    with runfolder.claim(run, config, None), Steering(run, config) as steering:
+        done = threading.Event()
+
+        def between_batches_of_epoch_3():
+            while not done.is_set():
+                steering.poll(3)
+                time.sleep(0.05)
+
+        trainer = threading.Thread(target=between_batches_of_epoch_3)
+        trainer.start()
+        try:
+            steered = steer(set=["loss.params.w_corr=0.3"], stop_after_epoch=True)
+            kept = steer(set=["model.params.fields=4"])
+        finally:
+            done.set()
+            trainer.join()
+        taken = steering.take()
+    assert steered.success, failure(steered)
+    out = steered.output_for_node("steer_training")
+    assert out["changed"] == ["loss.params.w_corr"] and (out["read_in_epoch"], out["applies_from_epoch"]) == (3, 4)
+    assert [(r.changes, r.stop_after_epoch) for r in taken] == [({"loss.params.w_corr": 0.3}, True)]
+    assert not kept.success and "model.params.fields" in failure(kept) and len(failure(kept).splitlines()) == 1
+    over = steer(stop_after_epoch=True)  # the lease is free: no run trains there now
+    assert not over.success and "no run is training there" in failure(over)
