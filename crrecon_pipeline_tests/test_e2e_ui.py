@@ -29,6 +29,9 @@ OBSERVATIONS = ("""query { assetOrError(assetKey: {path: ["trained_model"]}) { .
     runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue } """
                 """... on IntMetadataEntry { intValue }
     ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }""")
+NEWEST = ("""query { assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset { """
+          """assetObservations(limit: 1) { runId metadataEntries { label ... on IntMetadataEntry { intValue }
+    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }""")
 
 
 def free_port() -> int:
@@ -115,19 +118,33 @@ class Server:
                             for e in obs["metadataEntries"]})
         return out
 
-    def watch_live(self, run_id: str, timeout: float = 900) -> dict | None:
-        """Poll until an observation of `run_id` with progress and an ETA shows while the run is still running:
-        the observation is read first, the run's status after it. None if the run ended before one was seen."""
-        deadline = time.time() + timeout
+    def newest_observation(self) -> dict | None:
+        """trained_model's newest observation (what the asset page's Overview shows), as {label: value, "runId"}."""
+        found = self.gql(NEWEST)["assetOrError"]["assetObservations"]
+        if not found:
+            return None
+        return {"runId": found[0]["runId"]} | {e["label"]: next((e[k] for k in ("intValue", "text", "mdStr") if k in e),
+                                                                 None) for e in found[0]["metadataEntries"]}
+
+    def watch_live(self, run_id: str, timeout: float = 900) -> tuple[dict | None, dict[int, dict]]:
+        """Poll while the run runs: (the first observation of `run_id` with progress and an ETA seen while it was
+        still running, or None; {epoch: the newest observation as it was while that epoch was the newest}). Each
+        observation is read first, the run's status after it."""
+        deadline, live, newest = time.time() + timeout, None, {}
         while time.time() < deadline:
-            seen = [o for o in self.observations(run_id) if o.get("eta_s") is not None and o.get("progress")]
+            if live is None:
+                seen = [o for o in self.observations(run_id) if o.get("eta_s") is not None and o.get("progress")]
+            latest = self.newest_observation()
             status = self.status(run_id)
-            if seen and status == "STARTED":
-                return seen[0] | {"status": status}
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                return None
-            time.sleep(0.5)
-        return None
+                break
+            if status == "STARTED":
+                if live is None and seen:
+                    live = seen[0] | {"status": status}
+                if latest and latest["runId"] == run_id and latest.get("epoch"):
+                    newest.setdefault(latest["epoch"], latest)
+            time.sleep(0.3)
+        return live, newest
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +204,7 @@ def materialized(server):
         "model": {"name": "crrecon_xattn", "params": {"channels": [8, 8, 8, 8, 8], "d_model": 16, "nhead": 2,
                                                    "dec_layers": 1, "in_pool": 2, "blocks_per_stage": 1}}}}}}
     train_run = server.launch("train_job", run_config=config)
-    server.live = server.watch_live(train_run)
+    server.live, server.newest = server.watch_live(train_run)
     assert server.wait(train_run) == "SUCCESS"
     server.train_run = train_run
     return server
@@ -199,7 +216,21 @@ def test_progress_with_an_eta_is_visible_while_training_runs(materialized):
     assert live["status"] == "STARTED" and 1 <= live["epoch"] < EPOCHS
     assert live["progress"].startswith("run ") and f" % · epoch {live['epoch']}/{EPOCHS}" in live["progress"]
     assert "ETA" in live["progress"] and live["eta_s"] > 0
+    assert live["eta"].endswith(" s") and live["eta"] in live["progress"]  # "1 min 07 s", not raw seconds
     assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(live) and "n_params" not in live  # curves only
+
+
+def test_the_newest_observation_carries_the_dashboard_of_its_epoch(materialized):
+    """While the run trains, the newest trained_model observation (the asset page's Overview) carries the dashboard
+    figure of its own epoch, for at least 3 consecutive epochs; and every epoch's observation has one."""
+    newest = materialized.newest
+    good = sorted(e for e, o in newest.items()
+                  if (o.get("dashboard") or "").startswith(f"![dashboard, epoch {e}/{EPOCHS}](data:image/png;base64,"))
+    runs = [good[i:i + 3] for i in range(len(good) - 2) if good[i + 2] - good[i] == 2]
+    assert runs, f"the newest observation showed its epoch's dashboard at epochs {good} (seen: {sorted(newest)})"
+    every = materialized.observations(materialized.train_run)
+    assert sorted(o["epoch"] for o in every if f"epoch {o['epoch']}/{EPOCHS}" in (o.get("dashboard") or "")) \
+        == list(range(1, EPOCHS + 1))
 
 
 def test_live_observation_shows_both_sample_sets_and_every_loss_term(materialized):
