@@ -116,6 +116,8 @@ def test_a_preset_with_overrides_on_top_is_one_validated_config():
     assert cfg.loss.params == default.loss.params | {"w_corr": 0.1}  # params merge key by key
     # another model: the preset's params (cnn_field's) do not follow it
     assert validate(preset_with_overrides("quick", {"model": {"name": "crrecon_gru"}})).model.params == {}
+    other = {"name": "crrecon_weighted_smooth", "params": {"w_smooth": 0.3}}
+    assert validate(preset_with_overrides("quick", {"loss": other})).loss.params == {"w_smooth": 0.3}
 
 
 def test_the_launchpad_preset_picker_resolves_before_validation(tmp_path):

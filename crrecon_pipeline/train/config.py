@@ -422,12 +422,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def preset_with_overrides(preset: str, overrides: Mapping) -> dict:
     """A packaged preset's values with `overrides` (nested, as the launchpad gives them) on top, key by key; a
     `model.name` or `loss.name` other than the preset's drops the preset's `params` (they belong to the other
-    entry) unless the overrides give params. Plain data: the caller validates the result once (RunConfig)."""
+    entry: only the params given apply). Plain data: the caller validates the result once (RunConfig)."""
     merged = copy.deepcopy(read_config(preset)[0])
     for section in ("model", "loss"):
         given, base = overrides.get(section), merged.get(section)
         if isinstance(given, Mapping) and isinstance(base, dict) and "name" in given \
-                and given["name"] != base.get("name") and "params" not in given:
+                and given["name"] != base.get("name"):
             base.pop("params", None)
     return _merged(merged, overrides)
 

@@ -37,7 +37,7 @@ REGISTRY_CHOICES = {
 PRESET_FIELD = (typing.Literal[tuple(preset_names())],
                 Field(default=LAUNCHPAD_PRESET, description="the packaged preset (crrecon_pipeline/presets) the run "
                       "starts from; every key given beside it overrides the preset's value (sections merge key by "
-                      "key; a model.name or loss.name of its own drops the preset's params unless given)"))
+                      "key; a model.name or loss.name of its own drops the preset's params: only those given apply)"))
 TrainedModelConfig = create_model("TrainedModelConfig", preset=PRESET_FIELD, __base__=launchpad_class(
     RunConfig, load_config(LAUNCHPAD_PRESET), "TrainedModelSections", REGISTRY_CHOICES))
 TrainedModelConfig.__doc__ = (f"Pick a `preset`, then override any key (configs/*.yaml paste in too); the defaults "
