@@ -59,7 +59,7 @@ defs = dg.Definitions(
     resources={
         "paths": CrreconPaths(home=_env("CRRECON_HOME", default_home()), raw_dir=_env("CRRECON_RAW_DIR", "")),
         "simulator": SimulatorResource(rows_per_shard=env_integer("CRRECON_SIM_ROWS_PER_SHARD", 2500, 1, 10**8),
-                                       initial_shards=env_integer("CRRECON_SIM_SHARDS", 2, 1, 10**6),
+                                       initial_shards=env_integer("CRRECON_SIM_SHARDS", 2, 0, 10**6),
                                        sensor_simulates=env_flag("CRRECON_SIM_SENSOR")),
         "filtering": FilterSettings(),
         "device": TrainingDevice(device=_env("CRRECON_DEVICE", env_device("CRRECON_DEVICE", "auto"))),
