@@ -2,12 +2,13 @@
 figure, reported apart), its PNG size, and its share of an epoch's wall time, the epoch timed in a real short run of
 the quick preset on simulated rows on the same machine. Target: <= 0.5 s a draw on a loaded 2-core machine.
 
-    python benchmarks/bench_dashboard.py [--rows 1000] [--epochs 3] [--draws 20]
+    python benchmarks/bench_dashboard.py [--rows 1000] [--epochs 3] [--draws 20] [--png dashboard.png]
 """
 
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -51,11 +52,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--png", help="keep the run's own last dashboard here, to look at")
     args = ap.parse_args()
     print(f"machine: {cpu_line()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         history, wavelengths, true = short_run(tmp, args.rows, args.epochs)
+        if args.png:
+            shutil.copy(tmp / "run" / "outputs" / "dashboard.png", args.png)
         true = np.asarray(true, dtype=np.float32)
         labels = [f"{s} #{k + 1}" for s in ("val", "train") for k in range(N_DASHBOARD)]
         rng = np.random.default_rng(0)
