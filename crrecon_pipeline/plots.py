@@ -178,8 +178,9 @@ class Dashboard:
         """Text and tick marks are most of a draw's cost: a few major ticks, no minor ones."""
         ax.xaxis.set_major_locator(ticker.MaxNLocator(nx, integer=True))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
-        if ax.get_yscale() == "log":
+        if ax.get_yscale() == "log":  # two digits: within a decade the locator falls back to linear steps
             ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=ny + 1))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.1e}".replace("e-0", "e-")))
         else:
             ax.yaxis.set_major_locator(ticker.MaxNLocator(ny))
         ax.yaxis.set_minor_locator(ticker.NullLocator())
@@ -200,7 +201,7 @@ class Dashboard:
         self._few_ticks(self.ax_lr, ny=3)
         ax.legend(handles=[self.l_train, self.l_val, self.l_lr], fontsize=7, loc="upper right", framealpha=0.6)
         share = self.ax_share
-        share.set_ylim(0, 1)
+        share.set_ylim(0, 1.05)  # a lone term's share, 1, stays clear of the frame
         share.text(0.0, 1.03, "each loss term's share (val solid, train dotted)", fontsize=9,
                    transform=share.transAxes)
         share.set_xlabel("epoch", fontsize=8)
