@@ -10,14 +10,15 @@ TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(abspath .dagster_home)
 export CRRECON_HOME ?= $(abspath data)
 
-.PHONY: install demo dev test test-fast lint bench clean validate gpu-check
+.PHONY: install demo dev test test-fast lint bench clean validate check-defs gpu-check
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
+# [k8s] for the tests: dagster-postgres (the Postgres-backed instance test), dagster-k8s (the step pods' tags parsed)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,k8s]"
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -30,7 +31,7 @@ demo: install
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
-test: lint
+test: lint check-defs
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: lint
@@ -41,6 +42,10 @@ lint: install
 
 validate: install
 	$(BIN)/dagster definitions validate
+
+# Dagster's project check ([tool.dg] in pyproject.toml): the code location loads, with its component YAML
+check-defs: install
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 
 bench: install
 	$(BIN)/python benchmarks/bench_simulator.py

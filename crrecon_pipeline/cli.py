@@ -253,7 +253,7 @@ def cmd_analyze(args) -> dict | None:
 
     result = analyze_log(args.log)
     if args.json:
-        return result
+        return result.to_json(with_history=True)
     print(format_report(result))
     return None
 

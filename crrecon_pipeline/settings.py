@@ -224,7 +224,7 @@ def from_flags(args: argparse.Namespace, model: type[Settings], **given: Any) ->
 
 # ---------------------------------------------------------------------------------------------- environment variables
 # The variables the CLI and the code location read, each validated by name where it is read: a bad value is one
-# ConfigError naming the variable (`CRRECON_SIM_SHARDS='-1': must be an integer in [1, 1000000]`); a preset name is
+# ConfigError naming the variable (`CRRECON_SIM_SHARDS='-1': must be an integer in [0, 1000000]`); a preset name is
 # checked by the caller, which knows the presets.
 
 EXECUTORS = ("", "multiprocess", "k8s")  # CRRECON_EXECUTOR

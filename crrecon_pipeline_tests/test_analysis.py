@@ -1,5 +1,6 @@
 """Log analysis on hand-made logs with a known answer for each diagnosis, a healthy run, and a real short run."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def write_log(path, train, val, total=None, lr=1e-3, extra=""):
 
 
 def diagnosis(tmp_path, train, val, **kw):
-    return analyze_log(write_log(tmp_path / "train_log.txt", train, val, **kw))["diagnosis"]
+    return analyze_log(write_log(tmp_path / "train_log.txt", train, val, **kw)).diagnosis
 
 
 def test_still_improving(tmp_path):
@@ -57,9 +58,9 @@ def test_divergence_nan(tmp_path):
     train = [1.0, 0.6, 0.5, float("nan"), float("nan")]
     val = [1.0, 0.7, 0.6, float("nan"), float("nan")]
     result = analyze_log(write_log(tmp_path / "train_log.txt", train, val))
-    assert result["diagnosis"] == ["divergence"]
-    assert result["best_val"] == pytest.approx(0.6) and result["best_epoch"] == 3
-    assert any(s["parameter"] == "training.lr" and s["action"].startswith("decrease") for s in result["suggestions"])
+    assert result.diagnosis == ["divergence"]
+    assert result.trends.best_val == pytest.approx(0.6) and result.trends.best_epoch == 3
+    assert any(s.parameter == "training.lr" and s.action.startswith("decrease") for s in result.suggestions)
 
 
 def test_divergence_blowup(tmp_path):
@@ -96,15 +97,15 @@ def test_suggestions_reason_from_config_and_apply(tmp_path):
     result = analyze_log(write_log(tmp_path / "train_log.txt", [x * 0.9 for x in v], v), cfg)
 
     larger = neighbour_model("crrecon_gru", +1)  # by size among the registered models
-    params = {s["parameter"]: s["action"] for s in result["suggestions"]}
+    params = {s.parameter: s.action for s in result.suggestions}
     assert larger and params["model.name"] == f"switch to {larger}"
     assert params["training.lr"].startswith("decrease to 0.0005")
-    values = {s["parameter"]: s["value"] for s in result["suggestions"]}
+    values = {s.parameter: s.value for s in result.suggestions}
     assert values["model.name"] == larger and values["training.lr"] == pytest.approx(5e-4)
     # the next config is built from the values: rewording the prose changes nothing
-    reworded = [s | {"action": "see the value", "reason": "?"} for s in result["suggestions"]]
+    reworded = [dataclasses.replace(s, action="see the value", reason="?") for s in result.suggestions]
     nxt = apply_suggestions(cfg, reworded)
-    assert nxt == apply_suggestions(cfg, result["suggestions"])
+    assert nxt == apply_suggestions(cfg, result.suggestions)
     assert nxt.model.name == larger and "gru_layers" not in nxt.model.params
     assert nxt.training.lr == pytest.approx(5e-4) and nxt.data.batch_size == 200
     assert load_config_dict_is_valid(nxt)
@@ -147,21 +148,21 @@ def test_real_short_training_and_comparison(prepared_dir, tmp_path):
     train(tiny_config("training.epochs=2", "training.lr=0.0005"), p, tmp_path / "runs" / "b", device="cpu",
           log=lambda m: None)
     result = analyze_log(tmp_path / "runs" / "a" / "train_log.txt")
-    assert result["epochs_completed"] == 4 and result["best_val"] > 0
+    assert result.trends.epochs_completed == 4 and result.trends.best_val > 0
     structured = analyze_run(tmp_path / "runs" / "a")  # from metrics.jsonl: the same epochs, at full precision
-    assert [h.epoch for h in structured["history"]] == [1, 2, 3, 4]
-    assert structured["best_epoch"] == result["best_epoch"]
-    if structured["metrics"]["mse_vs_baseline"] > 0.9:  # only the structured log knows the ratio to baseline
-        assert "not_learning" in structured["diagnosis"] and "still_improving" not in structured["diagnosis"]
+    assert [h.epoch for h in structured.history] == [1, 2, 3, 4]
+    assert structured.trends.best_epoch == result.trends.best_epoch
+    if structured.trends.mse_vs_baseline > 0.9:  # only the structured log knows the ratio to baseline
+        assert "not_learning" in structured.diagnosis and "still_improving" not in structured.diagnosis
     else:
-        assert structured["diagnosis"] == result["diagnosis"]
-    assert structured["best_val"] == pytest.approx(result["best_val"], abs=1e-6)
-    assert structured["final"]["val_mse"] > 0
-    assert set(result["diagnosis"]) <= set(DIAGNOSES) and "too_short" in result["diagnosis"]  # 4 epochs < 5
+        assert structured.diagnosis == result.diagnosis
+    assert structured.trends.best_val == pytest.approx(result.trends.best_val, abs=1e-6)
+    assert structured.final.val_mse > 0
+    assert set(result.diagnosis) <= set(DIAGNOSES) and "too_short" in result.diagnosis  # 4 epochs < 5
     comparison = compare_runs(tmp_path / "runs")
-    assert comparison["runs"] == 2 and "lr" in comparison["effects"] and "epochs" in comparison["effects"]
-    assert comparison["next_config"].model.name in MODELS
-    assert "training:" in comparison["next_config_yaml"]
+    assert comparison.runs == 2 and "lr" in comparison.effects and "epochs" in comparison.effects
+    assert comparison.next_config.model.name in MODELS
+    assert "training:" in comparison.next_config_yaml
 
 
 def test_old_runs_are_read_from_their_configured_text_log(tmp_path):
@@ -173,20 +174,20 @@ def test_old_runs_are_read_from_their_configured_text_log(tmp_path):
     v = [1.0 * 0.85**i for i in range(12)]
     write_log(run / "logs" / "seed.txt", v, v)
     result = analyze_run(run)
-    assert result["log"] == str(run / "logs" / "seed.txt") and result["epochs_completed"] == 12
-    assert result["final"] is None
+    assert result.log == str(run / "logs" / "seed.txt") and result.trends.epochs_completed == 12
+    assert result.final is None
 
 
 def test_a_short_run_that_barely_moved_is_too_short_and_not_learning(tmp_path):
     """The issue's 3-epoch run (0.0086 -> 0.0083) must not read 'none ... epochs: keep'."""
     result = analyze_log(write_log(tmp_path / "train_log.txt", [0.009, 0.0087, 0.0085], [0.0086, 0.0084, 0.0083]))
-    assert result["diagnosis"] == ["too_short", "not_learning"]
-    params = {s["parameter"]: s for s in result["suggestions"]}
-    assert (params["training.lr"]["value"] == pytest.approx(3e-3)
-            and "moved only 3.49 %" in params["training.lr"]["reason"])
-    assert params["training.epochs"]["value"] == 10 and params["training.epochs"]["action"] == "increase to 10"
+    assert result.diagnosis == ["too_short", "not_learning"]
+    params = {s.parameter: s for s in result.suggestions}
+    assert (params["training.lr"].value == pytest.approx(3e-3)
+            and "moved only 3.49 %" in params["training.lr"].reason)
+    assert params["training.epochs"].value == 10 and params["training.epochs"].action == "increase to 10"
     fast = analyze_log(write_log(tmp_path / "fast.txt", [1.0, 0.5, 0.3], [1.0, 0.55, 0.35]))
-    assert fast["diagnosis"] == ["still_improving", "too_short"]  # learning fast, but too early to call
+    assert fast.diagnosis == ["still_improving", "too_short"]  # learning fast, but too early to call
 
 
 def finished_run_metrics(numbers: dict) -> dict:
@@ -214,9 +215,9 @@ def test_not_learning_when_the_model_stays_near_the_baseline(tmp_path):
     (tmp_path / "near").mkdir()
     (tmp_path / "good").mkdir()
     near = analyze_log(structured_run(tmp_path / "near", val, 0.95))
-    assert near["diagnosis"] == ["not_learning"] and near["metrics"]["mse_vs_baseline"] == pytest.approx(0.95)
-    assert "95 % of the mean-spectrum baseline" in near["suggestions"][0]["reason"]
-    assert analyze_log(structured_run(tmp_path / "good", val, 0.3))["diagnosis"] == ["still_improving"]
+    assert near.diagnosis == ["not_learning"] and near.trends.mse_vs_baseline == pytest.approx(0.95)
+    assert "95 % of the mean-spectrum baseline" in near.suggestions[0].reason
+    assert analyze_log(structured_run(tmp_path / "good", val, 0.3)).diagnosis == ["still_improving"]
 
 
 def test_reports_keep_their_lines_and_name_the_metric(tmp_path):
@@ -235,7 +236,7 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     run_id = "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc"  # a Dagster run's folder is named by its run id
     train(tiny_config("training.epochs=2"), p, tmp_path / run_id, device="cpu", log=lambda m: None)
     train(tiny_config("training.epochs=1"), p, tmp_path / "by-hand", device="cpu", log=lambda m: None)
-    lines = compare_runs(tmp_path)["markdown"].splitlines()
+    lines = compare_runs(tmp_path).markdown.splitlines()
     assert lines[0].startswith("| run | val MSE | % of baseline | model | loss | epochs |")
     cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[2:]}
     assert set(cells) == {f"[0f1e2d3c](/runs/{run_id})", "by-hand"}
@@ -243,7 +244,7 @@ def test_leaderboard_key_columns_first_with_run_links(prepared_dir, tmp_path):
     assert row[2].endswith(" %") and row[3] == tiny_config().model.name and row[5].removesuffix(" |") == "2"
     assert float(row[1]) > 0 and len(row[1].replace(".", "").lstrip("0")) <= 4, "~4 significant figures"
     assert lines[0].count(" | ") == 5, "the short leaderboard: the six key columns"
-    full = compare_runs(tmp_path)["markdown_full"].splitlines()
+    full = compare_runs(tmp_path).markdown_full.splitlines()
     assert full[0].startswith(lines[0][:-2]) and "samples/s" in full[0] and len(full) == len(lines)
 
 
@@ -257,13 +258,13 @@ def test_suggestions_take_models_from_the_registry_and_defaults_from_the_schema(
     assert neighbour_model(by_size[0], -1) is None and neighbour_model(by_size[-1], +1) is None
     v = [1.0, 0.5, 0.3, 0.2] + [0.2] * 8  # a plateau
     field = analyze_log(write_log(tmp_path / "train_log.txt", [x * 0.9 for x in v], v), load_config("quick"))
-    switch = {s["parameter"]: s["value"] for s in field["suggestions"]}
-    assert field["diagnosis"] == ["plateau"] and switch["model.name"] == neighbour_model("cnn_field", +1)
+    switch = {s.parameter: s.value for s in field.suggestions}
+    assert field.diagnosis == ["plateau"] and switch["model.name"] == neighbour_model("cnn_field", +1)
     assert switch["training.lr"] == pytest.approx(load_config("quick").training.lr * 0.5)
     (tmp_path / "bare").mkdir()  # no config.json beside the log
     defaults = analyze_log(write_log(tmp_path / "bare" / "train_log.txt", [x * 0.9 for x in v], v))
-    values = {s["parameter"]: s["value"] for s in defaults["suggestions"]}
+    values = {s.parameter: s.value for s in defaults.suggestions}
     assert values["training.lr"] == pytest.approx(RunConfig().training.lr * 0.5)
     assert values["data.batch_size"] == RunConfig().data.batch_size // 2
-    nxt = apply_suggestions(load_config("quick"), field["suggestions"])
+    nxt = apply_suggestions(load_config("quick"), field.suggestions)
     assert nxt.model.name == switch["model.name"] and set(nxt.model.params) <= set(load_config("quick").model.params)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crrecon_pipeline.data.npyio import iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, open_shard
+from crrecon_pipeline.data.shardrecord import ShardRecord
 from crrecon_pipeline.data.transforms import (
     count_rotation_mismatches,
     rotate_bayer,
@@ -160,7 +161,7 @@ class FilteredShard(NamedTuple):
     """What the filter checks judge: the shard's record (counts, statistics), the folder of its written files and
     the raw checks' results of the same pass over the raw files."""
 
-    record: dict
+    record: ShardRecord | None  # None where only the raw checks are judged again (recorded_checks)
     folder: Path
     raw_checks: dict[str, CheckResult] = {}
 
@@ -256,7 +257,7 @@ def raw_checks(scan: ScanResult, limits: CheckLimits) -> dict[str, CheckResult]:
     return run_checks(Stage.RAW_STRUCTURES, scan, limits) | run_checks(Stage.RAW_SPECTRA, scan, limits)
 
 
-def filter_checks(record: dict, folder: str | Path, limits: CheckLimits,
+def filter_checks(record: ShardRecord, folder: str | Path, limits: CheckLimits,
                   raw: dict[str, CheckResult] | None = None) -> dict[str, CheckResult]:
     """The checks on a filtered shard (its record, the written files and the raw checks of the same pass)."""
     return run_checks(Stage.FILTERED, FilteredShard(record, Path(folder), raw or {}), limits)
@@ -284,7 +285,7 @@ def recorded_checks(manifest: dict) -> dict[str, CheckResult]:
     if manifest.get("kind") in ("filtered", "rotated") and "check_raw_data_passed" not in checks:
         raw = {n: c for n, c in checks.items() if c.stage in RAW_STAGES}
         check = next(c for c in DATA_CHECKS[Stage.FILTERED] if c.name == "check_raw_data_passed")
-        checks["check_raw_data_passed"] = check.evaluate(FilteredShard(manifest.get("record", {}), Path("."), raw),
+        checks["check_raw_data_passed"] = check.evaluate(FilteredShard(None, Path("."), raw),
                                                          CheckLimits())
     return checks
 
@@ -337,12 +338,11 @@ def check_raw_data_passed(shard: FilteredShard, limits: CheckLimits) -> CheckOut
 
 
 def check_row_counts(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
-    record = shard.record
-    total = record["kept_rows"] + record["dropped_unfinished"] + record["dropped_nonfinite"]
-    ok = total == record["raw_rows"]
-    return CheckOutcome(ok, f"kept {record['kept_rows']} + unfinished {record['dropped_unfinished']} + non-finite "
-                            f"{record['dropped_nonfinite']} = {total} {'=' if ok else '!='} raw {record['raw_rows']}",
-                        {k: record[k] for k in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")})
+    r = shard.record
+    total = r.kept_rows + r.dropped_unfinished + r.dropped_nonfinite
+    ok = total == r.raw_rows
+    return CheckOutcome(ok, f"kept {r.kept_rows} + unfinished {r.dropped_unfinished} + non-finite "
+                            f"{r.dropped_nonfinite} = {total} {'=' if ok else '!='} raw {r.raw_rows}", r.counts())
 
 
 def check_no_bad_rows(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
@@ -361,13 +361,13 @@ def check_no_bad_rows(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome
 
 
 def check_greens_equal(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
-    mism, tolerance = shard.record["max_green_mismatch"], limits.green_tolerance
+    mism, tolerance = shard.record.max_green_mismatch, limits.green_tolerance
     return CheckOutcome(mism <= tolerance, f"max |G1 - G2| = {mism:.3g} (tolerance {tolerance:g})",
                         {"max_green_mismatch": mism})
 
 
 def check_kept_fraction(shard: FilteredShard, limits: CheckLimits) -> CheckOutcome:
-    frac, low, high = shard.record["kept_fraction"], limits.kept_fraction_min, limits.kept_fraction_max
+    frac, low, high = shard.record.kept_fraction, limits.kept_fraction_min, limits.kept_fraction_max
     return CheckOutcome(low <= frac <= high,
                         f"kept fraction {frac:.3f} (expected {low}..{high}; the research data keeps 0.528)",
                         {"kept_fraction": frac})

@@ -36,6 +36,7 @@ from crrecon_pipeline.data.checks import (
 )
 from crrecon_pipeline.data.npyio import AtomicNpyWriter, iter_chunks, read_header
 from crrecon_pipeline.data.rawfiles import ShardReader, discover_shards, open_shard
+from crrecon_pipeline.data.shardrecord import COUNTS, ShardRecord
 from crrecon_pipeline.data.store import PreparedStore, ShardVersion, version_id
 from crrecon_pipeline.data.transforms import (
     PrepareSettings,
@@ -77,15 +78,12 @@ class ShardStats:
     negative_after_flip: int = 0
     n_bins: int = 30
 
-    def summary(self) -> dict:
-        d = asdict(self)
+    def summary(self) -> ShardRecord:
         kept = max(self.kept_rows, 1)
-        d["kept_fraction"] = self.kept_rows / max(self.raw_rows, 1)
-        d["mean_fill"] = self.fill_sum / kept
-        d["bayer_mean"] = [s / (kept * self.n_bins) for s in self.bayer_sum]
-        for key in ("fill_sum", "bayer_sum", "n_bins"):
-            d.pop(key)
-        return d
+        sums = {"fill_sum", "bayer_sum", "n_bins"}
+        return ShardRecord(**{k: v for k, v in asdict(self).items() if k not in sums},
+                           kept_fraction=self.kept_rows / max(self.raw_rows, 1), mean_fill=self.fill_sum / kept,
+                           bayer_mean=[s / (kept * self.n_bins) for s in self.bayer_sum])
 
 
 def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardStats,
@@ -103,7 +101,7 @@ def _check_binary(chunk: np.ndarray, path: Path, first_row: int, stats: ShardSta
 
 
 def _filter_into(raw, staging: Path, settings: PrepareSettings,
-                 progress: ProgressFn | None) -> tuple[dict, ScanResult, list]:
+                 progress: ProgressFn | None) -> tuple[ShardRecord, ScanResult, list]:
     """The single pass over one raw shard: (shard record, raw scan, sources) and the three arrays in `staging`.
     Every structure row is packed and scanned on the structures' hashing thread, a cache-sized piece at a time
     right after its digest update (cheaper than gathering the kept rows first), then the kept rows are taken."""
@@ -165,7 +163,7 @@ def prepare_shard(raw_dir: str | Path, shard: int, store_root: str | Path | Prep
         identity = {"kind": "filtered", "shard": shard, "settings": settings.identity(),
                     "sources": [{k: s[k] for k in ("name", "size", "sha256")} for s in sources]}
         manifest = {"kind": "filtered", "parent": None, "sources": sources, "settings": settings.model_dump(),
-                    "rows": record["kept_rows"], "record": record, "raw_scan": scan.to_json(),
+                    "rows": record.kept_rows, "record": record.to_json(), "raw_scan": scan.to_json(),
                     "checks": checks_json(checks),
                     "started_ns": started_ns}
         version = version_id("filtered", identity)
@@ -235,9 +233,8 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, settings: PrepareSettin
         versions.append(pending.result())
         pause_point("pointers")
         latest = store.update_pointers({v.shard: v.version for v in versions}, replace=True, started_ns=started_ns)
-    records = [v.manifest["record"] for v in versions]
-    total = {key: sum(r[key] for r in records)
-             for key in ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")}
+    records = [v.record for v in versions]
+    total = {key: sum(getattr(r, key) for r in records) for key in COUNTS}
     superseded = {str(v.shard): v.version for v in versions if latest.get(v.shard) != v.version}
     return total | {"shards": len(records), "versions": {str(v.shard): latest[v.shard] for v in versions},
                     "superseded": superseded}

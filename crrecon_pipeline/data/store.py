@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterator
 
 from crrecon_pipeline.data.npyio import read_header, write_text_atomic
+from crrecon_pipeline.data.shardrecord import ShardRecord
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.settings import pause_point
 
@@ -70,6 +71,11 @@ class ShardVersion:
     @property
     def rows(self) -> int:
         return int(self.manifest["rows"])
+
+    @property
+    def record(self) -> ShardRecord:
+        """What filtering found (a rotated version carries its filtered parent's)."""
+        return ShardRecord.from_json(self.manifest["record"], f"{self.path}/manifest.json")
 
     def failed_checks(self) -> list[str]:
         """The blocking checks this version's manifest records as failed (a version LATEST never points to)."""

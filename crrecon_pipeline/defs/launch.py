@@ -30,10 +30,19 @@ from crrecon_pipeline.train.records import EpochRecord, FinalRecord, ProgressRec
 from crrecon_pipeline.train.trainlog import epoch_summary
 
 GPU_TAGS = {
-    # dagster-k8s: the step pod asks the cluster for one GPU (docs/scaling.md).
+    # dagster-k8s: the step pod asks the cluster for one GPU with CPU and memory beside it (data loading and the
+    # checkpoint copies run on the CPU), tolerates GPU nodes' taint, and gets a RAM-backed /dev/shm (the container
+    # default is 64 MiB: too small for DataLoader workers and NCCL's buffers). docs/scaling.md.
     "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
-        "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+        "container_config": {
+            "resources": {"requests": {"nvidia.com/gpu": "1", "cpu": "4", "memory": "16Gi"},
+                          "limits": {"nvidia.com/gpu": "1", "memory": "32Gi"}},
+            "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
+        },
+        "pod_spec_config": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "volumes": [{"name": "dshm", "empty_dir": {"medium": "Memory", "size_limit": "8Gi"}}],
+        },
     },
 }
 

@@ -2,7 +2,7 @@
 code's format) read, diagnosed (report.diagnosis) and advised on (report.advice), and the result as text for the
 terminal and markdown for the UI.
 
-      epoch records -> metrics -> diagnosis -> suggestions [{parameter, action, value, reason}]
+      epoch records -> Trends -> diagnosis -> Suggestions, together a LogAnalysis
 
 May import: train/ (records, config, trainlog), report.diagnosis, report.advice, the bottom modules.
 """
@@ -10,12 +10,13 @@ May import: train/ (records, config, trainlog), report.diagnosis, report.advice,
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from crrecon_pipeline.errors import DataError
 from crrecon_pipeline.numbers import fmt, pct
-from crrecon_pipeline.report.advice import suggest
-from crrecon_pipeline.report.diagnosis import EXPLAIN, WINDOW, compute_metrics, diagnose
+from crrecon_pipeline.report.advice import Suggestion, suggest
+from crrecon_pipeline.report.diagnosis import EXPLAIN, WINDOW, Trends, compute_metrics, diagnose
 from crrecon_pipeline.train.config import RunConfig
 from crrecon_pipeline.train.records import (
     FILENAME,
@@ -27,6 +28,28 @@ from crrecon_pipeline.train.records import (
     read_records,
 )
 from crrecon_pipeline.train.trainlog import parse_train_log
+
+
+@dataclass(frozen=True)
+class LogAnalysis:
+    """One run's analysis: its trends, what they show and what to change; `final` is the run's final record
+    when it has one (analyze_run)."""
+
+    log: str
+    trends: Trends
+    diagnosis: list[str]
+    suggestions: list[Suggestion]
+    history: list[EpochRecord]
+    final: RunMetrics | None = None
+
+    def to_json(self, with_history: bool = False) -> dict:
+        """What analysis.json holds (the history stays in metrics.jsonl); `crrecon analyze --json` adds the
+        epoch records it read (a text log's are nowhere else as records)."""
+        t = self.trends
+        out = {"log": self.log, "epochs_completed": t.epochs_completed, "best_val": t.best_val,
+               "best_epoch": t.best_epoch, "diagnosis": self.diagnosis,
+               "suggestions": [s.to_json() for s in self.suggestions], "metrics": t.to_json()}
+        return out | {"history": [h.model_dump() for h in self.history]} if with_history else out
 
 
 def load_history(path: str | Path) -> list[EpochRecord]:
@@ -71,7 +94,7 @@ def refuse_unrecognized(path: Path, history: list[EpochRecord]) -> None:
         raise DataError(f"{path}: not a text log (binary content)")
 
 
-def analyze_log(path: str | Path, config: RunConfig | None = None) -> dict:
+def analyze_log(path: str | Path, config: RunConfig | None = None) -> LogAnalysis:
     """Analyse a metrics.jsonl or a text log (the run's config.json beside it informs the suggestions; a
     metrics.jsonl's final record gives the ratio to baseline that `not_learning` also looks at)."""
     path = Path(path)
@@ -80,26 +103,19 @@ def analyze_log(path: str | Path, config: RunConfig | None = None) -> dict:
     history = load_history(path)
     refuse_unrecognized(path, history)
     final = last_final(read_records(path)) if path.suffix == ".jsonl" else None
-    metrics = compute_metrics(history, final)
-    diagnosis = diagnose(metrics)
-    return {
-        "log": str(path),
-        "epochs_completed": metrics["epochs_completed"],
-        "best_val": metrics["best_val"],
-        "best_epoch": metrics["best_epoch"],
-        "diagnosis": diagnosis,
-        "suggestions": suggest(metrics, diagnosis, config),
-        "metrics": metrics,
-        "history": history,
-    }
+    trends = compute_metrics(history, final)
+    diagnosis = diagnose(trends)
+    return LogAnalysis(str(path), trends, diagnosis, suggest(trends, diagnosis, config), history,
+                       final.metrics() if final is not None else None)
 
 
-def analyze_run(run_dir: str | Path) -> dict:
+def analyze_run(run_dir: str | Path) -> LogAnalysis:
     """A run folder's analysis, from its structured records when it has them."""
     run_dir = Path(run_dir)
     config = stored_config(run_dir)
-    final = final_metrics(run_dir)
-    return analyze_log(run_history_file(run_dir, config), config) | {"final": final.to_json() if final else None}
+    result = analyze_log(run_history_file(run_dir, config), config)
+    return LogAnalysis(result.log, result.trends, result.diagnosis, result.suggestions, result.history,
+                       final_metrics(run_dir))
 
 
 def final_metrics(run: Path) -> RunMetrics | None:
@@ -114,33 +130,31 @@ def final_metrics(run: Path) -> RunMetrics | None:
     return parse_record({**metrics, "kind": "final"}, str(run / "metrics.json")).metrics()
 
 
-def _summary_lines(result: dict) -> list[str]:
-    m = result["metrics"]
-    lines = [f"Epochs completed: {result['epochs_completed']}"
-             + (f" of {m['total_epochs']}" if m.get("total_epochs") else "")]
-    if result["best_val"] is not None:
-        lines += [f"Best val loss: {result['best_val']:.4g} at epoch {result['best_epoch']}",
-                  f"Final train / val loss: {m['final_train']:.4g} / {m['final_val']:.4g} "
-                  f"(generalization gap {m['generalization_gap']:+.1%}: val above train)",
-                  f"Val loss improvement over the last {WINDOW} epochs: {m['window_improvement']:.2%}; "
-                  f"over the whole run: {m['total_improvement']:.1%}"]
-    if m.get("mse_vs_baseline") is not None:
-        lines.append(f"Val MSE: {pct(m['mse_vs_baseline'])} of the mean-spectrum baseline's")
+def _summary_lines(result: LogAnalysis) -> list[str]:
+    m = result.trends
+    lines = [f"Epochs completed: {m.epochs_completed}" + (f" of {m.total_epochs}" if m.total_epochs else "")]
+    if m.best_val is not None:
+        lines += [f"Best val loss: {m.best_val:.4g} at epoch {m.best_epoch}",
+                  f"Final train / val loss: {m.final_train:.4g} / {m.final_val:.4g} "
+                  f"(generalization gap {m.generalization_gap:+.1%}: val above train)",
+                  f"Val loss improvement over the last {WINDOW} epochs: {m.window_improvement:.2%}; "
+                  f"over the whole run: {m.total_improvement:.1%}"]
+    if m.mse_vs_baseline is not None:
+        lines.append(f"Val MSE: {pct(m.mse_vs_baseline)} of the mean-spectrum baseline's")
     return lines
 
 
-def format_report(result: dict) -> str:
-    lines = [f"Log: {result['log']}", *_summary_lines(result)]
-    lines.append("Diagnosis: " + (", ".join(result["diagnosis"]) or "none"))
+def format_report(result: LogAnalysis) -> str:
+    lines = [f"Log: {result.log}", *_summary_lines(result)]
+    lines.append("Diagnosis: " + (", ".join(result.diagnosis) or "none"))
     lines.append("Suggestions:")
-    lines += [f"  - {s['parameter']}: {s['action']} ({s['reason']})" for s in result["suggestions"]]
+    lines += [f"  - {s.parameter}: {s.action} ({s.reason})" for s in result.suggestions]
     return "\n".join(lines)
 
 
-def report_markdown(result: dict) -> str:
+def report_markdown(result: LogAnalysis) -> str:
     """The same report for the Dagster UI: each diagnosis explained, one bullet a line, suggestions as a table."""
-    diagnosis = ", ".join(f"**{d}** ({EXPLAIN[d]})" for d in result["diagnosis"]) or "none"
-    table = "".join(f"| `{s['parameter']}` | {s['action']} | {fmt(s['value'])} | {s['reason']} |\n"
-                    for s in result["suggestions"])
+    diagnosis = ", ".join(f"**{d}** ({EXPLAIN[d]})" for d in result.diagnosis) or "none"
+    table = "".join(f"| `{s.parameter}` | {s.action} | {fmt(s.value)} | {s.reason} |\n" for s in result.suggestions)
     return (f"**Diagnosis:** {diagnosis}\n\n" + "".join(f"- {line}\n" for line in _summary_lines(result))
             + f"\n| parameter | action | value | reason |\n|---|---|---|---|\n{table}")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crrecon_pipeline.numbers import fmt, pct
+from crrecon_pipeline.report.advice import Suggestion
 from crrecon_pipeline.report.analysis import analyze_log, final_metrics, run_history_file, stored_config
 from crrecon_pipeline.report.next_config import apply_suggestions
 from crrecon_pipeline.report.tables import markdown_table
+from crrecon_pipeline.train.config import RunConfig
 
 SETTING_COLUMNS = {"model": "model.name", "loss": "loss.name", "lr": "training.lr", "batch_size": "data.batch_size",
                    "epochs": "training.epochs", "weight_decay": "training.weight_decay",
@@ -74,7 +77,25 @@ def leaderboard_table(rows: list[dict], columns=tuple(LEADERBOARD)) -> str:
     return markdown_table([LEADERBOARD[c] for c in cols], [[_cell(c, r[c]) for c in cols] for r in rows])
 
 
-def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
+@dataclass(frozen=True)
+class Comparison:
+    """Every finished run side by side: the table (best first) for people as markdown (the key columns, and all),
+    the mean ratio to baseline by each setting's values, the best run that passed, and the next config built from
+    it with the suggestions it applied."""
+
+    runs: int
+    table: list[dict] = field(default_factory=list)
+    markdown: str = ""
+    markdown_full: str = ""
+    effects: dict[str, dict] = field(default_factory=dict)
+    best_run: str | None = None
+    best_mse_vs_baseline: float | None = None
+    suggestions_applied: list[Suggestion] = field(default_factory=list)
+    next_config: RunConfig | None = None
+    next_config_yaml: str = ""
+
+
+def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> Comparison:
     """Leaderboard, which settings went with better runs, and a recommended next config from the best run that
     passes check_beats_baseline (ratio <= max_ratio); with none passing there is no best run to build on."""
     import pandas as pd
@@ -82,8 +103,7 @@ def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
 
     rows = collect_runs(runs_dir)
     if not rows:
-        return {"runs": 0, "table": [], "effects": {}, "best_run": None, "best_mse_vs_baseline": None,
-                "next_config": None, "next_config_yaml": ""}
+        return Comparison(runs=0)
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "config"} for r in rows]).sort_values("mse_vs_baseline")
     effects = {}
     for col in SETTING_COLUMNS:
@@ -91,20 +111,21 @@ def compare_runs(runs_dir: str | Path, max_ratio: float = 0.5) -> dict:
         if values.nunique() > 1:
             effects[col] = table.groupby(values)["mse_vs_baseline"].mean().sort_values().round(4).to_dict()
     passing = table[table["mse_vs_baseline"] <= max_ratio]
-    best = next(r for r in rows if r["run"] == passing.iloc[0]["run"]) if len(passing) else None
-    base = best or next(r for r in rows if r["run"] == table.iloc[0]["run"])  # none passed: build on the least bad
+    by_name = {r["run"]: r for r in rows}
+    best = by_name[passing.iloc[0]["run"]] if len(passing) else None
+    base = best or by_name[table.iloc[0]["run"]]  # none passed: build on the least bad
     history_file = run_history_file(Path(runs_dir) / base["run"], base["config"])
-    suggestions = analyze_log(history_file, base["config"])["suggestions"] if history_file.exists() else []
+    suggestions = analyze_log(history_file, base["config"]).suggestions if history_file.exists() else []
     nxt = apply_suggestions(base["config"], suggestions)
-    return {
-        "runs": len(rows),
-        "table": table.to_dict(orient="records"),
-        "markdown": leaderboard_table(table.to_dict(orient="records"), LEADERBOARD_KEY),
-        "markdown_full": leaderboard_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
-        "effects": effects,
-        "best_run": best["run"] if best else None,
-        "best_mse_vs_baseline": float(passing.iloc[0]["mse_vs_baseline"]) if best else None,
-        "suggestions_applied": suggestions,
-        "next_config": nxt,
-        "next_config_yaml": yaml.safe_dump(nxt.to_dict(), sort_keys=False),
-    }
+    return Comparison(
+        runs=len(rows),
+        table=table.to_dict(orient="records"),
+        markdown=leaderboard_table(table.to_dict(orient="records"), LEADERBOARD_KEY),
+        markdown_full=leaderboard_table(table.drop(columns=["baseline_val_mse"]).to_dict(orient="records")),
+        effects=effects,
+        best_run=best["run"] if best else None,
+        best_mse_vs_baseline=float(passing.iloc[0]["mse_vs_baseline"]) if best else None,
+        suggestions_applied=suggestions,
+        next_config=nxt,
+        next_config_yaml=yaml.safe_dump(nxt.to_dict(), sort_keys=False),
+    )

@@ -1,7 +1,7 @@
 """The next run's config from a run's config and the suggestions for it: each suggestion's value set, a new model
 or loss keeping the parameters it also takes.
 
-May import: models/, losses/, train.config.
+May import: models/, losses/, train.config, report.advice (the Suggestion it applies).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import inspect
 
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS
+from crrecon_pipeline.report.advice import Suggestion
 from crrecon_pipeline.train.config import RunConfig
 
 
@@ -19,15 +20,15 @@ def _params_for(section: str, name: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k in accepted}
 
 
-def apply_suggestions(config: RunConfig, suggestions: list[dict]) -> RunConfig:
+def apply_suggestions(config: RunConfig, suggestions: list[Suggestion]) -> RunConfig:
     """The next run's config: each suggestion's `value` set (None means keep), as a new validated RunConfig;
     `config` is left as it is. A new model or loss keeps the parameters it also takes."""
     changes = {}
     for s in suggestions:
-        if s.get("value") is None:
+        if s.value is None:
             continue
-        section, _, key = s["parameter"].partition(".")
+        section, _, key = s.parameter.partition(".")
         if key == "name":
-            changes[f"{section}.params"] = _params_for(section, s["value"], getattr(config, section).params)
-        changes[s["parameter"]] = s["value"]
+            changes[f"{section}.params"] = _params_for(section, s.value, getattr(config, section).params)
+        changes[s.parameter] = s.value
     return config.with_overrides(changes, "next run")

@@ -3,6 +3,7 @@ pictures; and the preview picture of one prepared shard version."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -12,24 +13,60 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from crrecon_pipeline.data.prepared import Prepared
+from crrecon_pipeline.data.shardrecord import COUNTS, ShardRecord
 from crrecon_pipeline.data.store import ShardVersion
 from crrecon_pipeline.data.transforms import PrepareSettings, unpack_structures
 from crrecon_pipeline.plots import PIXELS, _save, draw_structure, plot_predictions
 
-COUNTS = ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")
+
+@dataclass(frozen=True)
+class PixelStats:
+    mean: float
+    std: float
+    min: float
+    max: float
 
 
-def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048) -> dict:
+@dataclass(frozen=True)
+class DatasetProfile:
+    """The data training sees, all shards together; `per_shard` the record of each version used, by shard."""
+
+    raw_rows: int
+    kept_rows: int
+    dropped_unfinished: int
+    dropped_nonfinite: int
+    per_shard: dict[int, tuple[str, ShardRecord]]  # shard -> (version, its record)
+    rotated_rows: int
+    bayer_min: float
+    bayer_max: float
+    per_pixel: dict[str, PixelStats]  # R, G1, G2, B
+    fill_mean: float
+    fill_std: float
+    diagonal_symmetric_fraction: float
+    wavelengths_nm: tuple[float, float]  # first and last bin centre
+
+    @property
+    def shards(self) -> int:
+        return len(self.per_shard)
+
+    def to_json(self) -> dict:
+        out = asdict(self) | {"shards": self.shards, "wavelengths_nm": list(self.wavelengths_nm)}
+        out["per_shard"] = [{"shard": k, "version": v, **r.counts()} for k, (v, r) in self.per_shard.items()]
+        return out
+
+
+def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048) -> DatasetProfile:
     """Numbers over the whole Bayer array; fill fractions over an even sample of structures (bounded memory)."""
     bayer = prepared.bayer
     pick = np.linspace(0, len(prepared) - 1, min(sample, len(prepared))).astype(int)
     structures = prepared.structures[pick]
     fill = structures.reshape(len(pick), -1).mean(axis=1)
     symmetric = float((structures == structures.transpose(0, 2, 1)).all(axis=(1, 2)).mean())
-    per_pixel = {name: {"mean": float(bayer[:, a, b].mean()), "std": float(bayer[:, a, b].std()),
-                        "min": float(bayer[:, a, b].min()), "max": float(bayer[:, a, b].max())}
+    per_pixel = {name: PixelStats(float(bayer[:, a, b].mean()), float(bayer[:, a, b].std()),
+                                  float(bayer[:, a, b].min()), float(bayer[:, a, b].max()))
                  for name, (a, b), _ in PIXELS}
-    raw_rows = sum(r["raw_rows"] for r in prepared.shards)
+    counts = {key: sum(getattr(v.record, key) for v in prepared.versions.values()) for key in COUNTS}
+    raw_rows = counts["raw_rows"]
 
     fig, axes = plt.subplots(2, 4, figsize=(11, 5))
     for ax, i in zip(axes[0], pick[np.linspace(0, len(pick) - 1, 4).astype(int)]):
@@ -61,23 +98,18 @@ def profile_dataset(prepared: Prepared, picture: str | Path, sample: int = 2048)
     fig.suptitle(f"Dataset: {len(prepared)} kept of {raw_rows} raw rows in {len(prepared.shards)} shards")
     fig.tight_layout()
     _save(fig, picture)
-    return {
-        "shards": len(prepared.shards),
-        "raw_rows": raw_rows,
-        "kept_rows": len(prepared),
-        "dropped_unfinished": sum(r["dropped_unfinished"] for r in prepared.shards),
-        "dropped_nonfinite": sum(r["dropped_nonfinite"] for r in prepared.shards),
-        "per_shard": [{"shard": k, "version": v.version, **{key: v.manifest["record"][key] for key in COUNTS}}
-                      for k, v in prepared.versions.items()],
-        "rotated_rows": 0 if prepared.rotated_bayer is None else len(prepared.rotated_bayer),
-        "bayer_min": float(bayer.min()),
-        "bayer_max": float(bayer.max()),
-        "per_pixel": per_pixel,
-        "fill_mean": float(fill.mean()),
-        "fill_std": float(fill.std()),
-        "diagonal_symmetric_fraction": symmetric,
-        "wavelengths_nm": [float(lam[0]), float(lam[-1])],
-    }
+    return DatasetProfile(
+        **(counts | {"kept_rows": len(prepared)}),
+        per_shard={k: (v.version, v.record) for k, v in prepared.versions.items()},
+        rotated_rows=0 if prepared.rotated_bayer is None else len(prepared.rotated_bayer),
+        bayer_min=float(bayer.min()),
+        bayer_max=float(bayer.max()),
+        per_pixel=per_pixel,
+        fill_mean=float(fill.mean()),
+        fill_std=float(fill.std()),
+        diagonal_symmetric_fraction=symmetric,
+        wavelengths_nm=(float(lam[0]), float(lam[-1])),
+    )
 
 
 def rotation_preview(version: ShardVersion, wavelengths_nm: np.ndarray) -> Path:

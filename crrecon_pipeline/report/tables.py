@@ -4,8 +4,14 @@ wrap these strings as MetadataValue.md."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from crrecon_pipeline.data.shardrecord import COUNTS, ShardRecord
 from crrecon_pipeline.numbers import fmt, rounded
 from crrecon_pipeline.physics.shards import SimulationSettings
+
+if TYPE_CHECKING:  # the profile's module draws with matplotlib: not imported for a type
+    from crrecon_pipeline.report.profile import DatasetProfile, PixelStats
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -13,10 +19,10 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
-def channel_table(record: dict) -> str:
+def channel_table(record: ShardRecord) -> str:
     """The kept spectra per raw channel (power fraction, ~4 significant figures) of a filtered shard's record."""
     rows = [[name, fmt(rounded(m)), fmt(rounded(lo)), fmt(rounded(hi))]
-            for name, m, lo, hi in zip("RGB", record["bayer_mean"], record["bayer_min"], record["bayer_max"])]
+            for name, m, lo, hi in zip("RGB", record.bayer_mean, record.bayer_min, record.bayer_max)]
     return markdown_table(["channel", "mean", "min", "max"], rows) + "\n"
 
 
@@ -54,19 +60,19 @@ def design_table(designs: list) -> str:
                            "min band (simulated)", "solid / void px", "fill"], rows)
 
 
-def shard_rows_table(profile: dict, excluded: dict[str, str]) -> str:
+def shard_rows_table(profile: DatasetProfile, excluded: dict[str, str]) -> str:
     """Rows kept and dropped by reason per shard and in total (dataset_profile), and the shards left out."""
-    counts = ("raw_rows", "kept_rows", "dropped_unfinished", "dropped_nonfinite")
-    rows = [[r["shard"], f"`{r['version']}`", *(f"{r[k]:,}" for k in counts)] for r in profile["per_shard"]]
-    rows.append([f"**all {profile['shards']}**", "", *(f"**{profile[k]:,}**" for k in counts)])
+    rows = [[k, f"`{version}`", *(f"{n:,}" for n in r.counts().values())]
+            for k, (version, r) in profile.per_shard.items()]
+    rows.append([f"**all {profile.shards}**", "", *(f"**{getattr(profile, k):,}**" for k in COUNTS)])
     table = markdown_table(["shard", "version", "raw rows", "kept", "dropped: unfinished (all-zero spectra)",
                             "dropped: NaN/Inf"], rows) + "\n"
     left_out = "".join(f"\n- shard {k}: {reason}" for k, reason in excluded.items())
     return table + (f"\nLeft out (lineage):{left_out}\n" if left_out else "")
 
 
-def pixel_table(per_pixel: dict[str, dict]) -> str:
-    rows = [[k, *(f"{v[stat]:.4g}" for stat in ("mean", "std", "min", "max"))] for k, v in per_pixel.items()]
+def pixel_table(per_pixel: dict[str, PixelStats]) -> str:
+    rows = [[k, *(f"{x:.4g}" for x in (v.mean, v.std, v.min, v.max))] for k, v in per_pixel.items()]
     return markdown_table(["pixel", "mean", "std", "min", "max"], rows)
 
 

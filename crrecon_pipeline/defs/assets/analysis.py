@@ -30,19 +30,18 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
         raise dg.Failure(description="trained_model's latest materialization names no run_dir", allow_retries=False)
     with bad_input_fails_step():
         result = analyze_run(run_dir)  # its metrics.jsonl; the text log (output.log_file) for older runs
-    write_text_atomic(run_dir / "analysis.json",
-                      json.dumps({k: v for k, v in result.items() if k not in ("history", "final")}, indent=2) + "\n")
-    m = result["metrics"]
-    figure = (result["final"] or {}).get("loss_curves") or run_dir / "loss_curves.png"
+    write_text_atomic(run_dir / "analysis.json", json.dumps(result.to_json(), indent=2) + "\n")
+    m = result.trends
+    figure = (result.final.loss_curves if result.final else None) or run_dir / "loss_curves.png"
     report = f"{report_markdown(result)}\n{markdown_image(figure, 'loss curves')}"
     return dg.MaterializeResult(metadata={
-        "diagnosis": ", ".join(result["diagnosis"]) or "none",
-        "epochs_completed": result["epochs_completed"],
-        "best_val_loss": rounded(result["best_val"]),
-        "best_val_loss_epoch": result["best_epoch"],
-        "val_loss_improvement_last_5_epochs_pct": percent(m.get("window_improvement")),
-        "generalization_gap_pct": percent(m.get("generalization_gap")),  # (val - train) / train at the last epoch
-        "val_mse_pct_of_baseline": percent(m.get("mse_vs_baseline")),
+        "diagnosis": ", ".join(result.diagnosis) or "none",
+        "epochs_completed": m.epochs_completed,
+        "best_val_loss": rounded(m.best_val),
+        "best_val_loss_epoch": m.best_epoch,
+        "val_loss_improvement_last_5_epochs_pct": percent(m.window_improvement),
+        "generalization_gap_pct": percent(m.generalization_gap),  # (val - train) / train at the last epoch
+        "val_mse_pct_of_baseline": percent(m.mse_vs_baseline),
         "report": dg.MetadataValue.md(report),
     })
 
@@ -54,18 +53,17 @@ def training_log_analysis(context: dg.AssetExecutionContext) -> dg.MaterializeRe
 def run_comparison(context: dg.AssetExecutionContext, paths: CrreconPaths,
                    model_checks: ModelChecks) -> dg.MaterializeResult:
     result = compare_runs(paths.runs_path(), max_ratio=model_checks.max_mse_ratio)
-    if not result["runs"]:
+    if not result.runs:
         raise dg.Failure(description=f"{paths.runs_path()}: no finished runs to compare")
-    yaml_text = result["next_config_yaml"]
-    write_text_atomic(paths.reports_path() / "next_run.yaml", yaml_text)
+    write_text_atomic(paths.reports_path() / "next_run.yaml", result.next_config_yaml)
     return dg.MaterializeResult(metadata={
-        "runs": result["runs"],
-        "best_run": result["best_run"],
-        "best_pct_of_baseline": percent(result["best_mse_vs_baseline"]),
-        "leaderboard": dg.MetadataValue.md(result["markdown"]),  # the key columns; every column one click away:
-        "leaderboard_full": dg.MetadataValue.md(result["markdown_full"]),
-        "setting_effects": dg.MetadataValue.md(setting_effects(result["effects"])),
-        "next_run_config": dg.MetadataValue.md(launchpad_yaml("trained_model", yaml_text)),
+        "runs": result.runs,
+        "best_run": result.best_run,
+        "best_pct_of_baseline": percent(result.best_mse_vs_baseline),
+        "leaderboard": dg.MetadataValue.md(result.markdown),  # the key columns; every column one click away:
+        "leaderboard_full": dg.MetadataValue.md(result.markdown_full),
+        "setting_effects": dg.MetadataValue.md(setting_effects(result.effects)),
+        "next_run_config": dg.MetadataValue.md(launchpad_yaml("trained_model", result.next_config_yaml)),
     })
 
 
@@ -81,16 +79,16 @@ def dataset_profile(context: dg.AssetExecutionContext, paths: CrreconPaths) -> d
         prepared = load_prepared(paths.prepared_path(), chosen)
     picture = paths.reports_path() / "dataset_profile.png"
     prof = profile_dataset(prepared, picture)
-    write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof, indent=2) + "\n")
+    write_text_atomic(paths.reports_path() / "dataset_profile.json", json.dumps(prof.to_json(), indent=2) + "\n")
     return dg.MaterializeResult(metadata={
-        "shards": prof["shards"], "raw_rows": prof["raw_rows"], "kept_rows": prof["kept_rows"],
-        "dropped_unfinished": prof["dropped_unfinished"], "dropped_nonfinite": prof["dropped_nonfinite"],
-        "kept_fraction_pct": percent(prof["kept_rows"] / max(prof["raw_rows"], 1)),
-        "rotated_rows": prof["rotated_rows"], "fill_mean": rounded(prof["fill_mean"]),
-        "fill_std": rounded(prof["fill_std"]),
-        "diagonal_symmetric_pct": percent(prof["diagonal_symmetric_fraction"]),
+        "shards": prof.shards, "raw_rows": prof.raw_rows, "kept_rows": prof.kept_rows,
+        "dropped_unfinished": prof.dropped_unfinished, "dropped_nonfinite": prof.dropped_nonfinite,
+        "kept_fraction_pct": percent(prof.kept_rows / max(prof.raw_rows, 1)),
+        "rotated_rows": prof.rotated_rows, "fill_mean": rounded(prof.fill_mean),
+        "fill_std": rounded(prof.fill_std),
+        "diagonal_symmetric_pct": percent(prof.diagonal_symmetric_fraction),
         "rows_by_shard": dg.MetadataValue.md(shard_rows_table(prof, excluded)),
         "excluded_shards": dg.MetadataValue.json(excluded),
-        "per_pixel": dg.MetadataValue.md(pixel_table(prof["per_pixel"])),
+        "per_pixel": dg.MetadataValue.md(pixel_table(prof.per_pixel)),
         "profile": dg.MetadataValue.md(markdown_image(picture, "dataset profile")),
     })

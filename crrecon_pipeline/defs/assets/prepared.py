@@ -41,24 +41,21 @@ def filtered_bayer(context: dg.AssetExecutionContext, paths: CrreconPaths, filte
         rows = open_shard(raw_dir, shard, settings.n_wavelengths).rows
         version = prepare_shard(raw_dir, shard, paths.prepared_path(), settings, filtering.check_limits(),
                                 progress=LogProgress(context.log, rows, f"filter shard {shard}"))
-    record = version.manifest["record"]
-    context.log.info(f"shard {shard}: kept {record['kept_rows']} of {record['raw_rows']} "
-                     f"(unfinished {record['dropped_unfinished']}, non-finite {record['dropped_nonfinite']}) "
+    record = version.record
+    context.log.info(f"shard {shard}: kept {record.kept_rows} of {record.raw_rows} "
+                     f"(unfinished {record.dropped_unfinished}, non-finite {record.dropped_nonfinite}) "
                      f"-> {version.version}")
     metadata = {
         "shard": shard,  # the overview shows one partition's materialization: say which
-        "raw_rows": record["raw_rows"],
-        "kept_rows": record["kept_rows"],
-        "dropped_unfinished": record["dropped_unfinished"],
-        "dropped_nonfinite": record["dropped_nonfinite"],
-        "kept_fraction_pct": percent(record["kept_fraction"]),
-        "mean_fill": rounded(record["mean_fill"]),
-        "structure_encoding": record["structure_values"] or "none",
+        **record.counts(),
+        "kept_fraction_pct": percent(record.kept_fraction),
+        "mean_fill": rounded(record.mean_fill),
+        "structure_encoding": record.structure_values or "none",
         "binning": settings.binning,
         "spectra_by_channel": dg.MetadataValue.md(channel_table(record)),
         **version_metadata(version),
     }
-    if record["kept_rows"]:
+    if record.kept_rows:
         picture = shard_preview(version, settings)
         metadata["preview"] = dg.MetadataValue.md(markdown_image(picture, "kept structures and spectra"))
     yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version.version))
