@@ -15,6 +15,9 @@ OBSERVATIONS = ("""query { assetOrError(assetKey: {path: ["trained_model"]}) { .
     runId metadataEntries { label __typename ... on FloatMetadataEntry { floatValue } """
                 """... on IntMetadataEntry { intValue }
     ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }""")
+NEWEST = ("""query { assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset { """
+          """assetObservations(limit: 1) { runId metadataEntries { label ... on IntMetadataEntry { intValue }
+    ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } } } } } }""")
 
 
 def free_port() -> int:
@@ -101,16 +104,30 @@ class Server:
                             for e in obs["metadataEntries"]})
         return out
 
-    def watch_live(self, run_id: str, timeout: float = 900) -> dict | None:
-        """Poll until an observation of `run_id` with progress and an ETA shows while the run is still running:
-        the observation is read first, the run's status after it. None if the run ended before one was seen."""
-        deadline = time.time() + timeout
+    def newest_observation(self) -> dict | None:
+        """trained_model's newest observation (what the asset page's Overview shows), as {label: value, "runId"}."""
+        found = self.gql(NEWEST)["assetOrError"]["assetObservations"]
+        if not found:
+            return None
+        return {"runId": found[0]["runId"]} | {e["label"]: next((e[k] for k in ("intValue", "text", "mdStr") if k in e),
+                                                                 None) for e in found[0]["metadataEntries"]}
+
+    def watch_live(self, run_id: str, timeout: float = 900) -> tuple[dict | None, dict[int, dict]]:
+        """Poll while the run runs: (the first observation of `run_id` with progress and an ETA seen while it was
+        still running, or None; {epoch: the newest observation as it was while that epoch was the newest}). Each
+        observation is read first, the run's status after it."""
+        deadline, live, newest = time.time() + timeout, None, {}
         while time.time() < deadline:
-            seen = [o for o in self.observations(run_id) if o.get("eta_s") is not None and o.get("progress")]
+            if live is None:
+                seen = [o for o in self.observations(run_id) if o.get("eta_s") is not None and o.get("progress")]
+            latest = self.newest_observation()
             status = self.status(run_id)
-            if seen and status == "STARTED":
-                return seen[0] | {"status": status}
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                return None
-            time.sleep(0.5)
-        return None
+                break
+            if status == "STARTED":
+                if live is None and seen:
+                    live = seen[0] | {"status": status}
+                if latest and latest["runId"] == run_id and latest.get("epoch"):
+                    newest.setdefault(latest["epoch"], latest)
+            time.sleep(0.3)
+        return live, newest

@@ -93,7 +93,8 @@ def test_launchpad_mirrors_the_schema_with_the_quick_preset():
 
     quick = load_config("quick")
     shape = trained_model.op.config_schema.as_field().config_type
-    assert set(shape.fields) == set(RunConfig.model_fields)
+    assert set(shape.fields) == set(RunConfig.model_fields) | {"preset"}
+    assert shape.fields["preset"].default_value == "quick"
     for section in ("data", "model", "loss", "training", "output"):
         fields = shape.fields[section].config_type.fields
         assert set(fields) == set(RunConfig.model_fields[section].annotation.model_fields)
@@ -102,7 +103,41 @@ def test_launchpad_mirrors_the_schema_with_the_quick_preset():
             assert field.default_provided and field.default_value == expected, (section, key)
     assert shape.fields["model"].config_type.fields["params"].default_value["channels"] == yaml.safe_load(
         open("configs/quick.yaml"))["model"]["params"]["channels"]
-    assert TrainedModelConfig().model_dump() == quick.to_dict()
+    assert TrainedModelConfig().model_dump() == quick.to_dict() | {"preset": "quick"}
+
+
+def test_a_preset_with_overrides_on_top_is_one_validated_config():
+    from crrecon_pipeline.train.config import preset_with_overrides
+
+    default = load_config("default")
+    cfg = validate(preset_with_overrides("default", {"training": {"epochs": 2}, "loss": {"params": {"w_corr": 0.1}}}))
+    assert cfg.model.name == default.model.name and cfg.training.lr == default.training.lr
+    assert cfg.training.epochs == 2
+    assert cfg.loss.params == default.loss.params | {"w_corr": 0.1}  # params merge key by key
+    # another model: the preset's params (cnn_field's) do not follow it
+    assert validate(preset_with_overrides("quick", {"model": {"name": "crrecon_gru"}})).model.params == {}
+    other = {"name": "crrecon_weighted_smooth", "params": {"w_smooth": 0.3}}
+    assert validate(preset_with_overrides("quick", {"loss": other})).loss.params == {"w_smooth": 0.3}
+
+
+def test_the_launchpad_preset_picker_resolves_before_validation(tmp_path):
+    """`preset: default` with one override: the run validates the default preset's model (crrecon_xattn), not the
+    quick values the launchpad shows as defaults; an unknown preset is refused by the schema."""
+    from crrecon_pipeline.defs.assets.training import trained_model
+    from crrecon_pipeline.defs.resources import CrreconPaths, ModelChecks, TrainingDevice
+
+    def launch(config):
+        return dg.materialize([trained_model], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                              resources={"paths": CrreconPaths(home=str(tmp_path)),
+                                         "device": TrainingDevice(device="cpu"), "model_checks": ModelChecks()},
+                              run_config={"ops": {"trained_model": {"config": config}}})
+
+    result = launch({"preset": "default", "model": {"params": {"fields": 8}}})
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.step_failure_data.user_failure_data.description
+    assert "model.params.fields: not a parameter of model crrecon_xattn" in description, description
+    with pytest.raises(dg.DagsterInvalidConfigError, match="preset"):
+        launch({"preset": "no_such_preset"})
 
 
 def test_launchpad_run_config_is_validated_by_the_schema(tmp_path):

@@ -95,6 +95,9 @@ def test_trained_model_under_torchrun_reports_through_pipes_like_one_process(tmp
         assert all(set(o) - figures == set(one_obs[0]) - figures
                    and f"epoch {o['epoch'].value}/2" in o["progress"].value
                    and o["eta_s"].value >= 0 for o in obs)
+        # every epoch's dashboard, in process and from torchrun rank 0 through Pipes
+        assert all(o["dashboard"].value.startswith(f"![dashboard, epoch {o['epoch'].value}/2](data:image/png")
+                   for o in obs)
     assert any(", batch " in m for m in ddp_logs), "progress lines within an epoch come through Pipes"
 
 

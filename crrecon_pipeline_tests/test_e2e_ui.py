@@ -80,7 +80,7 @@ def materialized(server):
         "model": {"name": "crrecon_xattn", "params": {"channels": [8, 8, 8, 8, 8], "d_model": 16, "nhead": 2,
                                                    "dec_layers": 1, "in_pool": 2, "blocks_per_stage": 1}}}}}}
     train_run = server.launch("train_job", run_config=config)
-    server.live = server.watch_live(train_run)
+    server.live, server.newest = server.watch_live(train_run)
     assert server.wait(train_run) == "SUCCESS"
     server.train_run = train_run
     return server
@@ -92,7 +92,21 @@ def test_progress_with_an_eta_is_visible_while_training_runs(materialized):
     assert live["status"] == "STARTED" and 1 <= live["epoch"] < EPOCHS
     assert live["progress"].startswith("run ") and f" % · epoch {live['epoch']}/{EPOCHS}" in live["progress"]
     assert "ETA" in live["progress"] and live["eta_s"] > 0
+    assert live["eta"].endswith(" s") and live["eta"] in live["progress"]  # "1 min 07 s", not raw seconds
     assert {"train_loss", "val_loss", "lr", "samples_per_s"} <= set(live) and "n_params" not in live  # curves only
+
+
+def test_the_newest_observation_carries_the_dashboard_of_its_epoch(materialized):
+    """While the run trains, the newest trained_model observation (the asset page's Overview) carries the dashboard
+    figure of its own epoch, for at least 3 consecutive epochs; and every epoch's observation has one."""
+    newest = materialized.newest
+    good = sorted(e for e, o in newest.items()
+                  if (o.get("dashboard") or "").startswith(f"![dashboard, epoch {e}/{EPOCHS}](data:image/png;base64,"))
+    runs = [good[i:i + 3] for i in range(len(good) - 2) if good[i + 2] - good[i] == 2]
+    assert runs, f"the newest observation showed its epoch's dashboard at epochs {good} (seen: {sorted(newest)})"
+    every = materialized.observations(materialized.train_run)
+    assert sorted(o["epoch"] for o in every if f"epoch {o['epoch']}/{EPOCHS}" in (o.get("dashboard") or "")) \
+        == list(range(1, EPOCHS + 1))
 
 
 def test_live_observation_shows_both_sample_sets_and_every_loss_term(materialized):

@@ -64,4 +64,23 @@ def test_live_curves_resume_from_the_run_history_and_survive_a_diverged_epoch(tm
 def test_observation_carries_curves_progress_and_eta_rounded():
     obs = observation_metadata(epoch_record(4))
     assert obs["samples_per_s"] == 812.3 and obs["eta_s"] == 32.0 and obs["progress"] == "epoch 4/20"
-    assert set(obs) == {"epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s", "progress"}
+    assert obs["eta"] == "32 s"  # for people; eta_s for code
+    assert list(obs)[:3] == ["epoch", "progress", "eta"]  # no figure drawn: no dashboard key
+    assert set(obs) == {"epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s", "progress",
+                        "eta"}
+
+
+def test_observation_carries_the_dashboard_of_its_epoch(tmp_path):
+    from crrecon_pipeline.plots import Dashboard
+
+    wavelengths = np.linspace(400, 700, 30)
+    history = [epoch_record(e).model_copy(update={"val_terms": {"mse": 0.8 / e, "corr": 0.3 / e},
+                                                  "train_terms": {"mse": 0.7 / e, "corr": 0.3 / e}})
+               for e in (1, 2, 3)]
+    true = np.random.default_rng(0).random((2, 2, 2, 30))
+    png = Dashboard(wavelengths, ["val #1", "train #1"]).draw(history, true, true * 0.9, tmp_path / "d.png", 20)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    obs = observation_metadata(history[-1].model_copy(update={"sample_figures": {"dashboard": str(png)}}))
+    assert list(obs)[:2] == ["epoch", "dashboard"] and obs["epoch"] == 3
+    assert obs["dashboard"].startswith("![dashboard, epoch 3/20](data:image/png;base64,")
+    assert not {"samples_val", "samples_train"} & set(obs)  # the sample views only on the epochs drawn

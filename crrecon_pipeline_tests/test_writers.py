@@ -311,7 +311,7 @@ def test_tensorboard_disk_full_is_one_line_naming_the_file(prepared_dir, tmp_pat
     assert main(train_args(prepared_dir, tmp_path / "run", "--set", "training.epochs=1")) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("crrecon train: error:") and "No space left on device" in last
-    assert "/tensorboard/step/events.out.tfevents" in last
+    assert "/tensorboard/train/events.out.tfevents" in last
 
 
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("can't start new thread")])

@@ -1,8 +1,8 @@
 """Training launched from an asset, shared by trained_model and pretrained_model: in the step's own process, or
 with `device.processes > 1` data-parallel in torchrun ranks through Dagster Pipes (rank 0 reports). Either way the
 trainer's records reach the UI the same way (a log line about every 10 % of an epoch, one observation per epoch
-with the curves, `progress` and `eta_s`) and the materialization gets the same metadata keys
-(report.run_metadata.final_metadata)."""
+with that epoch's dashboard figure, the curves, `progress`, `eta` and `eta_s`) and the materialization gets the
+same metadata keys (report.run_metadata.final_metadata)."""
 
 import json
 from contextlib import contextmanager
@@ -110,7 +110,7 @@ def report_record(context: dg.AssetExecutionContext, record: Record, live: LiveC
     elif isinstance(record, EpochRecord):
         context.log.info(epoch_summary(record))
         metadata = observation_metadata(record)
-        for key in SAMPLE_FIGURES:  # the live sample views (markdown images) on the epochs they were drawn
+        for key in SAMPLE_FIGURES:  # the dashboard (every epoch) and the sample views (on the epochs drawn)
             if key in metadata:
                 metadata[key] = dg.MetadataValue.md(metadata[key])
         figure = live.update(record) if live is not None else None

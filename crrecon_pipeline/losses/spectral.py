@@ -57,6 +57,10 @@ class Spectral(TermLoss):
         mean = train_targets.mean(0, keepdim=True).expand_as(train_targets)
         self.scales = {k: max(float(v), 1e-12) for k, v in self.raw_terms(mean, train_targets).items()}
 
+    def term_weights(self) -> dict[str, float]:
+        """The weight each raw term is multiplied by (divided by its baseline value when unit_free)."""
+        return {k: w / (self.scales.get(k, 1.0) if self.unit_free else 1.0) for k, w in self.weights.items() if w}
+
     def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.unit_free and not self.scales:
             raise RuntimeError("spectral loss with unit_free: calibrate(train_targets) first")

@@ -18,14 +18,16 @@ from crrecon_pipeline.train.records import (
     ProgressRecord,
     RunMetrics,
     StopRecord,
+    duration,
     epoch_history,
     read_records,
 )
+from crrecon_pipeline.train.samples import DASHBOARD
 
 FIELD_KEYS = (tuple(f"val_mse_{p}" for p in PIXELS)
               + ("val_peak_error_nm", "val_routing_error", "val_routing_efficiency"))
-SAMPLE_FIGURES = ("samples_val", "samples_train")
-OBSERVED = ("epoch", "train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
+SAMPLE_FIGURES = (DASHBOARD, "samples_val", "samples_train")  # markdown images
+OBSERVED = ("train_loss", "val_loss", "best_val", "lr", "samples_per_s", "eta_s")
 
 
 def term_metadata(record: EpochRecord) -> dict:
@@ -36,15 +38,24 @@ def term_metadata(record: EpochRecord) -> dict:
 
 
 def observation_metadata(record: EpochRecord) -> dict:
-    """An epoch record -> the per-epoch observation: the curves, each loss term, `progress` text and `eta_s`, and
+    """An epoch record -> the per-epoch observation, ordered for people (the UI lists it in this order): `epoch`,
+    the `dashboard` figure of that epoch (every epoch: the newest observation always shows the current one),
+    `progress` and `eta` as text ("15 min 07 s"), the curves with `eta_s` (seconds, for code), each loss term, and
     the sample views (markdown images) on the epochs they were drawn (no constants)."""
-    out = {k: (value if k == "epoch" else rounded(value)) for k in OBSERVED
-           if (value := getattr(record, k)) is not None}
+    out: dict = {"epoch": record.epoch}
+    figures = dict(record.sample_figures)
+    dashboard = figures.pop(DASHBOARD, None)
+    if dashboard and Path(dashboard).is_file():
+        out[DASHBOARD] = markdown_image(dashboard, f"dashboard, epoch {record.epoch}/{record.epochs}")
+    out["progress"] = record.progress
+    if record.eta_s is not None:
+        out["eta"] = duration(record.eta_s)
+    out |= {k: rounded(value) for k in OBSERVED if (value := getattr(record, k)) is not None}
     out |= term_metadata(record)
-    for split, path in record.sample_figures.items():
+    for split, path in figures.items():
         if Path(path).is_file():
             out[f"samples_{split}"] = markdown_image(path, f"{split} samples: true vs predicted")
-    return out | {"progress": record.progress}
+    return out
 
 
 class LiveCurves:

@@ -419,6 +419,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return validate(config, source)
 
 
+def preset_with_overrides(preset: str, overrides: Mapping) -> dict:
+    """A packaged preset's values with `overrides` (nested, as the launchpad gives them) on top, key by key; a
+    `model.name` or `loss.name` other than the preset's drops the preset's `params` (they belong to the other
+    entry: only the params given apply). Plain data: the caller validates the result once (RunConfig)."""
+    merged = copy.deepcopy(read_config(preset)[0])
+    for section in ("model", "loss"):
+        given, base = overrides.get(section), merged.get(section)
+        if isinstance(given, Mapping) and isinstance(base, dict) and "name" in given \
+                and given["name"] != base.get("name"):
+            base.pop("params", None)
+    return _merged(merged, overrides)
+
+
+def _merged(base: dict, overrides: Mapping) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            base[key] = _merged(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
 def flatten(config: dict, prefix: str = "") -> dict:
     """{'training.epochs': 30, 'model.params.d_model': 64, ...}: dotted keys for comparing two configs."""
     out = {}

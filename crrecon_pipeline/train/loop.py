@@ -99,7 +99,8 @@ def _train_claimed(config: RunConfig, prepared: Prepared, run_dir: Path, ranks: 
     """train() once the run folder is this run's."""
     run = setup_run(config, prepared, run_dir, ranks.device(requested), ranks)
     resumed_after = restore(run, resume, log if ranks.is_main else (lambda msg: None))
-    with sinks.open_recorder(run_dir, config, on_record, ranks.is_main, resumed_after) as recorder:
+    with sinks.open_recorder(run_dir, config, on_record, ranks.is_main, resumed_after, run.steps_per_epoch,
+                             lambda: getattr(run.loss_fn, "term_weights", dict)()) as recorder:
         latest = [c for c in run.resume_changes if c.epoch == run.start_epoch - 1]
         if latest:
             recorder.emit(ResumeRecord(epoch=run.start_epoch - 1, changes=latest))

@@ -265,12 +265,12 @@ def last_final(records: list[Record]) -> FinalRecord | None:
 # ---------------------------------------------------------------------------------------------------- time
 
 def duration(seconds: float) -> str:
-    """4 min 12 s, 1 h 3 min, 12 s."""
+    """15 min 07 s, 1 h 03 min, 12 s: the smaller unit two digits wide, so the text keeps its width as it ticks."""
     s = int(round(max(seconds, 0.0)))
     if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
     if s >= 60:
-        return f"{s // 60} min {s % 60} s"
+        return f"{s // 60} min {s % 60:02d} s"
     return f"{s} s"
 
 

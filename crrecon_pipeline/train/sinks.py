@@ -8,16 +8,16 @@ output.log_file), TensorBoard (`TensorBoardSink`, unless output.tensorboard is f
 resumed run opens the file sinks with the epoch it resumes after: each forgets what a killed session wrote past its
 checkpoint, so every file holds each epoch once.
 
-TensorBoard layout: `step/*` (x = optimizer step: the loss and each weighted loss term since the previous progress
-record, lr, samples/s), `epoch/*` (x = epoch: train_loss, val_loss, best_val, lr, samples/s, each loss term for
-train and val), `final/*` and the hyper-parameters (HParams tab), `samples/val` and `samples/train` images."""
+TensorBoard layout (TensorBoardSink, docs/training.md): two runs, `train/` and `val/`, under the same tags
+(`loss`, `loss_terms/<term>`, `loss_raw/<term>`, `loss_share/<term>`), x = optimizer step, and a Custom Scalars
+layout (`LAYOUT`)."""
 
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from crrecon_pipeline.data.npyio import write_text_atomic
 from crrecon_pipeline.train import trainlog
@@ -108,31 +108,50 @@ def _scalar(value) -> float | None:
     return float(value)
 
 
+LAYOUT = {"crrecon": {  # TensorBoard's Custom Scalars tab: tag regexes, every run's series in one chart
+    "loss, train and val": ["Multiline", [r"^loss$"]],
+    "each loss term, weighted (they sum to the loss)": ["Multiline", [r"^loss_terms/"]],
+    "each loss term, raw (unweighted)": ["Multiline", [r"^loss_raw/"]],
+    "each loss term's share of the loss": ["Multiline", [r"^loss_share/"]],
+    "learning rate": ["Multiline", [r"^lr$"]],
+    "training loss per step (since the previous progress record)": ["Multiline", [r"^step/loss$"]],
+}}
+
+
 class TensorBoardSink:
-    """Scalars per step and per epoch, the sample figures as images, the hyper-parameters with the final numbers.
+    """Train and val as two runs of TensorBoard (`train/`, `val/`, one writer each) under the same tags, so one
+    card overlays them: `loss`, `loss_terms/<term>` (weighted), `loss_raw/<term>` (term / its weight, from the
+    loss's `term_weights`), `loss_share/<term>` (term / loss). x is the optimizer step everywhere: an epoch's
+    numbers sit at its last step (epoch x steps_per_epoch), `epoch` names it; `train/` also holds `lr`,
+    `samples_per_s`, `seconds` and the per-step curves `step/*` (the loss and each weighted term since the previous
+    progress record, lr, samples/s); `val/` holds `best_loss`, `mse_per_pixel`, the images (`dashboard` every
+    epoch, `samples/val` and `samples/train` when drawn), `final/*` and the hyper-parameters (HParams tab, written
+    into `val/` itself: no extra run folder). The Custom Scalars tab gets `LAYOUT`.
 
-    Two event folders, one per x axis: `step/` (optimizer steps) and `epoch/` (epochs, images, final numbers, the
-    HParams). Why two: a resumed run redoes the steps after its last checkpoint, and TensorBoard hides the killed
-    run's events from a step on only through a writer's `purge_step`, which is one number for every tag of a
-    folder; with one axis per folder each writer purges from the first step (or epoch) this process writes, so a
-    resumed run's curves show each step once, with its redone value, instead of a zigzag back in x."""
+    One x axis per writer is what makes a resume clean: TensorBoard hides an earlier process's events from a
+    step on only through a writer's `purge_step`, one number for every tag of a folder; both writers purge from the
+    first step of the first epoch this process trains, so a resumed run shows each step once, with its redone
+    value, instead of a zigzag back in x."""
 
-    EPOCH_KEYS = ("train_loss", "val_loss", "best_val", "lr", "samples_per_s", "seconds", "val_mse_per_pixel")
     FINAL_HPARAMS = ("val_mse", "baseline_val_mse", "val_pearson", "val_mae", "best_val", "best_epoch")
 
-    def __init__(self, log_dir: Path, hparams: dict):
-        self.log_dir, self.hparams = Path(log_dir), hparams
+    def __init__(self, log_dir: Path, hparams: dict, steps_per_epoch: int = 1,
+                 term_weights: Callable[[], dict[str, float]] | None = None):
+        self.log_dir, self.hparams, self.steps_per_epoch = Path(log_dir), hparams, max(int(steps_per_epoch), 1)
+        self.term_weights = term_weights or dict
         self.writers: dict = {}
-        self._axis = "epoch"
+        self._split = "train"
 
-    def _writer(self, axis: str, first_step: int):
-        """The axis's writer, opened at its first event: events of an earlier process at >= first_step are hidden."""
-        self._axis = axis  # the events file an error is reported against
-        if axis not in self.writers:
+    def _writer(self, split: str, first_step: int):
+        """The split's writer, opened at its first event: events of an earlier process at >= first_step are hidden."""
+        self._split = split  # the events file an error is reported against
+        if split not in self.writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writers[axis] = SummaryWriter(log_dir=str(self.log_dir / axis), purge_step=first_step)
-        return self.writers[axis]
+            self.writers[split] = SummaryWriter(log_dir=str(self.log_dir / split), purge_step=first_step)
+            if split == "train":
+                self.writers[split].add_custom_scalars(LAYOUT)
+        return self.writers[split]
 
     def write(self, record: Record) -> None:
         try:
@@ -146,34 +165,56 @@ class TensorBoardSink:
             raise self._named(exc) from None
 
     def _named(self, exc: OSError) -> OSError:
-        writer = self.writers.get(self._axis)
+        writer = self.writers.get(self._split)
         where = getattr(getattr(getattr(writer, "file_writer", None), "event_writer", None), "_file_name", None)
-        where = where or str(self.log_dir / self._axis / "events.out.tfevents.*")
+        where = where or str(self.log_dir / self._split / "events.out.tfevents.*")
         return OSError(exc.errno, f"cannot write TensorBoard events ({exc.strerror or exc})", where)
+
+    def _first_step(self, epoch: int) -> int:
+        return (epoch - 1) * self.steps_per_epoch + 1
 
     def _progress(self, record: ProgressRecord) -> None:
         step = (record.epoch - 1) * record.batches + record.batch
-        writer = self._writer("step", (record.epoch - 1) * record.batches + 1)
-        for key in ("train_loss", "lr", "samples_per_s"):
+        writer = self._writer("train", self._first_step(record.epoch))
+        for key, tag in (("train_loss", "step/loss"), ("lr", "step/lr"), ("samples_per_s", "step/samples_per_s")):
             if (value := _scalar(getattr(record, key))) is not None:
-                writer.add_scalar(f"step/{key}", value, step)
+                writer.add_scalar(tag, value, step)
         for name, value in record.train_terms.items():
             if value is not None:
-                writer.add_scalar(f"step/term/{name}", value, step)
+                writer.add_scalar(f"step/loss_terms/{name}", value, step)
         writer.flush()
 
+    def _losses(self, writer, loss: float, terms: dict, step: int) -> None:
+        """`loss` and, per term, its weighted value, raw value and share of the loss."""
+        if (loss := _scalar(loss)) is None:
+            return
+        writer.add_scalar("loss", loss, step)
+        weights = self.term_weights()
+        for name, value in terms.items():
+            if value is None:
+                continue
+            writer.add_scalar(f"loss_terms/{name}", value, step)
+            if weights.get(name):
+                writer.add_scalar(f"loss_raw/{name}", value / weights[name], step)
+            if loss:
+                writer.add_scalar(f"loss_share/{name}", value / loss, step)
+
     def _epoch(self, record: EpochRecord) -> None:
-        writer = self._writer("epoch", record.epoch)
-        for key in self.EPOCH_KEYS:
+        step = record.epoch * self.steps_per_epoch
+        train = self._writer("train", self._first_step(record.epoch))
+        val = self._writer("val", self._first_step(record.epoch))
+        self._losses(train, record.train_loss, record.train_terms, step)
+        self._losses(val, record.val_loss, record.val_terms, step)
+        for writer, key, tag in ((train, "lr", "lr"), (train, "samples_per_s", "samples_per_s"),
+                                 (train, "seconds", "seconds"), (val, "best_val", "best_loss"),
+                                 (val, "val_mse_per_pixel", "mse_per_pixel")):
             if (value := _scalar(getattr(record, key))) is not None:
-                writer.add_scalar(f"epoch/{key}", value, record.epoch)
-        for split, terms in (("train", record.train_terms), ("val", record.val_terms)):
-            for name, value in terms.items():
-                if value is not None:
-                    writer.add_scalar(f"epoch/{split}_term/{name}", value, record.epoch)
+                writer.add_scalar(tag, value, step)
+        train.add_scalar("epoch", record.epoch, step)
         for split, path in record.sample_figures.items():
-            self._image(writer, f"samples/{split}", path, record.epoch)
-        writer.flush()
+            self._image(val, "dashboard" if split == "dashboard" else f"samples/{split}", path, step)
+        train.flush()
+        val.flush()
 
     @staticmethod
     def _image(writer, tag: str, path: str, step: int) -> None:
@@ -183,17 +224,23 @@ class TensorBoardSink:
         writer.add_image(tag, picture[..., :3], step, dataformats="HWC")
 
     def _final(self, record: FinalRecord) -> None:
-        """At the last epoch's step of the epoch axis (a resumed, finished run keeps one final point)."""
-        epoch = record.epochs_completed
-        writer = self._writer("epoch", epoch + 1)  # opened here only when no epoch ran: hide nothing
+        """At the last epoch's step (a resumed, finished run keeps one final point); the HParams summaries go into
+        the val writer's own file (SummaryWriter.add_hparams would open a run folder of its own)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        step = record.epochs_completed * self.steps_per_epoch
+        writer = self._writer("val", step + 1)  # opened here only when no epoch ran: hide nothing
         final = {k: float(v) for k, v in record.model_dump().items() if k != "kind" and _scalar(v) is not None}
         for key, value in final.items():
-            writer.add_scalar(f"final/{key}", value, epoch)
+            writer.add_scalar(f"final/{key}", value, step)
         for name, value in record.val_terms.items():
             if value is not None:
-                writer.add_scalar(f"final/val_term/{name}", value, epoch)
-        writer.add_hparams(self.hparams, {f"hparam/{k}": final[k] for k in self.FINAL_HPARAMS if k in final},
-                           run_name="hparams")
+                writer.add_scalar(f"final/loss_terms/{name}", value, step)
+        metrics = {f"hparam/{k}": final[k] for k in self.FINAL_HPARAMS if k in final}
+        for summary in hparams_summary(self.hparams, metrics):
+            writer.file_writer.add_summary(summary, step)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
         writer.flush()
 
     def close(self) -> None:
@@ -243,15 +290,17 @@ class Recorder:
 
 
 def open_recorder(run_dir: Path, config, on_record: RecordCallback | None, enabled: bool,
-                  resumed_after: int | None = None) -> Recorder:
+                  resumed_after: int | None = None, steps_per_epoch: int = 1,
+                  term_weights: Callable[[], dict[str, float]] | None = None) -> Recorder:
     """The sinks of a run (none on torchrun ranks other than 0): metrics.jsonl, the text log, TensorBoard unless
-    output.tensorboard is false, then `on_record`. `resumed_after`: the epoch of the checkpoint resumed from."""
+    output.tensorboard is false, then `on_record`. `resumed_after`: the epoch of the checkpoint resumed from;
+    `steps_per_epoch` and `term_weights` (the loss's, read at each epoch) for TensorBoard."""
     if not enabled:
         return Recorder([])
     log_file = trainlog.confined_path(run_dir, config.output.log_file, "output.log_file")
     sinks: list[RecordSink] = [JsonlSink(run_dir / FILENAME, resumed_after), TextLogSink(log_file, resumed_after)]
     if config.output.tensorboard:
-        sinks.append(TensorBoardSink(run_dir / TENSORBOARD_DIR, hparams(config)))
+        sinks.append(TensorBoardSink(run_dir / TENSORBOARD_DIR, hparams(config), steps_per_epoch, term_weights))
     if on_record is not None:
         sinks.append(CallbackSink(on_record))
     return Recorder(sinks)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from crrecon_pipeline.data.transforms import PrepareSettings
 from crrecon_pipeline.defs.assets.common import bad_input_fails_step
-from crrecon_pipeline.defs.assets.training import TrainedModelConfig
+from crrecon_pipeline.defs.assets.training import TrainedModelConfig, launchpad_values
 from crrecon_pipeline.defs.launch import GPU_TAGS, train_model
 from crrecon_pipeline.defs.progress import LogProgress
 from crrecon_pipeline.defs.resources import CrreconPaths, FilterSettings, SimulatorResource, TrainingDevice
@@ -60,7 +60,7 @@ def pretrain_data(sim: PretrainSimulator, resource: SimulatorResource) -> Pretra
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainedModelConfig, paths: CrreconPaths,
                      simulator: SimulatorResource, filtering: FilterSettings, device: TrainingDevice):
     with bad_input_fails_step():
-        cfg = validate(config.model_dump(exclude={"simulator"}), "run config")
+        cfg = validate(launchpad_values(context, config, exclude=("simulator",)), "run config")
         data = pretrain_data(config.simulator, simulator)
         prepare = PrepareSettings(binning=filtering.binning, n_bins=cfg.data.out_len)
         prepared, reused = prepare_pretraining(data, paths.home, prepare, simulator.device,

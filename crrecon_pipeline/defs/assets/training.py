@@ -3,7 +3,10 @@ config.RunConfig mirrored as dg.Config classes (defaults: the packaged quick pre
 launchpad. It trains on the shard versions the lineage says passed their checks; defs/launch.py runs the training
 (in process, or in torchrun ranks through Dagster Pipes with `device.processes > 1`) and streams its records."""
 
+import typing
+
 import dagster as dg
+from pydantic import Field, create_model
 
 from crrecon_pipeline.data.checks import Stage
 from crrecon_pipeline.data.prepared import load_prepared
@@ -18,7 +21,7 @@ from crrecon_pipeline.defs.settings import launchpad_class
 from crrecon_pipeline.losses import LOSSES
 from crrecon_pipeline.models import MODELS
 from crrecon_pipeline.registry import describe
-from crrecon_pipeline.train.config import RunConfig, load_config
+from crrecon_pipeline.train.config import RunConfig, load_config, preset_names, preset_with_overrides
 from crrecon_pipeline.train.metrics import MODEL_CHECKS
 
 LAUNCHPAD_PRESET = "quick"
@@ -31,15 +34,30 @@ REGISTRY_CHOICES = {
     "loss.params:description": describe(LOSSES, "loss"),
     **CHECKPOINT_SELECTORS,
 }
-TrainedModelConfig = launchpad_class(RunConfig, load_config(LAUNCHPAD_PRESET), "TrainedModelConfig",
-                                     REGISTRY_CHOICES)
-TrainedModelConfig.__doc__ = (f"configs/*.yaml in the launchpad; the defaults are the {LAUNCHPAD_PRESET} preset "
-                              "(CPU, minutes).")
+PRESET_FIELD = (typing.Literal[tuple(preset_names())],
+                Field(default=LAUNCHPAD_PRESET, description="the packaged preset (crrecon_pipeline/presets) the run "
+                      "starts from; every key given beside it overrides the preset's value (sections merge key by "
+                      "key; a model.name or loss.name of its own drops the preset's params: only those given apply)"))
+TrainedModelConfig = create_model("TrainedModelConfig", preset=PRESET_FIELD, __base__=launchpad_class(
+    RunConfig, load_config(LAUNCHPAD_PRESET), "TrainedModelSections", REGISTRY_CHOICES))
+TrainedModelConfig.__doc__ = (f"Pick a `preset`, then override any key (configs/*.yaml paste in too); the defaults "
+                              f"shown are the {LAUNCHPAD_PRESET} preset (CPU, minutes).")
 
 
 def run_config_for_preset(name: str) -> dg.RunConfig:
     """A RunConfig for train_job from a packaged preset (used by the schedule and the demo)."""
-    return dg.RunConfig({"trained_model": TrainedModelConfig(**load_config(name).to_dict())})
+    return dg.RunConfig({"trained_model": TrainedModelConfig(preset=name, **load_config(name).to_dict())})
+
+
+def launchpad_values(context: dg.AssetExecutionContext, config: dg.Config, exclude: tuple[str, ...] = ()) -> dict:
+    """The run config's plain values: the chosen preset with the keys the run config gives on top. The keys given
+    are read from the run's own run config (what the launchpad sent), not from `config`, which Dagster has
+    filled with the defaults shown (the quick preset's values) and would hide the chosen preset. `exclude`: sections
+    that are not the run config's (pretrained_model's `simulator`)."""
+    given = (context.run.run_config.get("ops") or {}).get(context.op_def.name, {}).get("config")
+    if not isinstance(given, dict):  # not given as run config: everything in `config` counts as given
+        given = config.model_dump()
+    return preset_with_overrides(config.preset, {k: v for k, v in given.items() if k not in ("preset", *exclude)})
 
 
 def training_data(context: dg.AssetExecutionContext, paths: CrreconPaths, augment_180: bool):
@@ -81,12 +99,12 @@ def _manifest_refusals(paths: CrreconPaths, chosen: dict[int, str]) -> tuple[dic
     op_tags=GPU_TAGS,
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description="Train the surrogate on the shard versions whose checks passed (rotated_bayer, or filtered_bayer "
-                "without augment_180); checkpoints, log and plots in CRRECON_HOME/runs/<run>.",
+                "without augment_180); checkpoints, log and plots in `CRRECON_HOME/runs/<run id>`.",
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainedModelConfig, paths: CrreconPaths,
                   device: TrainingDevice, model_checks: ModelChecks):
     with bad_input_fails_step():
-        cfg = run_config(context.instance, config.model_dump(), paths.runs_path())
+        cfg = run_config(context.instance, launchpad_values(context, config), paths.runs_path())
     prepared, excluded = training_data(context, paths, cfg.data.augment_180)
     # A retry or a re-execution of a failed run keeps the root run's folder and resumes from its last checkpoint.
     run_dir = paths.runs_path() / (context.run.root_run_id or context.run.run_id)

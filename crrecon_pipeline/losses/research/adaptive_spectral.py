@@ -56,6 +56,11 @@ class AdaptiveSpectral(ClampedTermLoss):
         ema.copy_(torch.where(ema < 0, value, ema * self.ema_momentum + (1.0 - self.ema_momentum) * value))
         return ema.clone()
 
+    def term_weights(self) -> dict[str, float]:
+        """EMA-balanced terms have no constant weight: left out (their raw value is not term / w)."""
+        weights = super().term_weights()
+        return {k: w for k, w in weights.items() if not (self.use_uncertainty and k in BALANCED)}
+
     def weighted_terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         raw = self._raw(pred, target)
         if self.use_uncertainty:

@@ -24,6 +24,9 @@ class WeightedSmooth(TermLoss):
         self.lambda1, self.lambda2, self.channel_weights = float(lambda1), float(lambda2), list(weights)
         self.register_buffer("pixel", torch.tensor(weights).view(2, 2, 1), persistent=False)
 
+    def term_weights(self) -> dict[str, float]:
+        return {"mse": 1.0, "d1": self.lambda1, "d2": self.lambda2}
+
     def terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         pred, target = pred.float(), target.float()
         d1 = torch.diff(pred, dim=-1) - torch.diff(target, dim=-1)  # (B, 2, 2, L-1)
