@@ -62,6 +62,14 @@ def test_a_stop_mid_epoch_resumes_to_the_uninterrupted_run(prepared_dir, tmp_pat
 def test_a_signal_waits_for_the_boundary_and_then_reaches_the_earlier_handler():
     """The stop is noted, not raised; `deliver` hands it to the handler from before (Ctrl-C's KeyboardInterrupt)
     and puts it back; outside the block a signal interrupts as always."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits SIGINT ignored
+    try:
+        _signal_waits_for_the_boundary()
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _signal_waits_for_the_boundary():
     with GracefulStop() as stop:
         signal.raise_signal(signal.SIGINT)
         assert stop.requested and stop.reason == "SIGINT"
@@ -73,8 +81,9 @@ def test_a_signal_waits_for_the_boundary_and_then_reaches_the_earlier_handler():
             signal.raise_signal(signal.SIGINT)  # noted after the last boundary: delivered when the block ends
 
 
+EPOCHS = 40  # more than the test's requests can take on a fast machine: the run ends by the stop it is sent
 LIVE = ["--set", "model.params.channels=[8, 8, 8]", "--set", "model.params.fields=8", "--set", "data.batch_size=16",
-        "--set", "data.train_ratio=0.8", "--set", "training.epochs=6", "--set", "output.tensorboard=false"]
+        "--set", "data.train_ratio=0.8", "--set", f"training.epochs={EPOCHS}", "--set", "output.tensorboard=false"]
 
 
 def start_training(out: Path, *args) -> subprocess.Popen:
@@ -127,7 +136,7 @@ def test_control_steers_a_live_run_then_stops_it_after_the_epoch(prepared_dir, t
     assert [(c.key, c.old, c.new, c.epoch) for c in controls[0].changes] == [
         ("loss.params.w_corr", 0.0, 0.1, steered["read_in_epoch"]),
         ("training.grad_clip", 1.0, 0.5, steered["read_in_epoch"])]
-    assert controls[-1].stop_after_epoch and controls[-1].epoch == stop_epoch < 6
+    assert controls[-1].stop_after_epoch and controls[-1].epoch == stop_epoch < EPOCHS
     stop = [r for r in records if isinstance(r, StopRecord)][-1]
     assert (stop.epoch, stop.batch) == (stop_epoch, stop.batches)
     assert epoch_history(records)[-1].epoch == stop_epoch
@@ -144,7 +153,8 @@ def test_control_steers_a_live_run_then_stops_it_after_the_epoch(prepared_dir, t
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143 and not out and "Traceback" not in err, err
     last = err.splitlines()[-1]
-    assert last.startswith(f"crrecon train: terminated (SIGTERM); stopped at epoch {stop_epoch + 1}/6, batch "), last
+    where = f"stopped at epoch {stop_epoch + 1}/{EPOCHS}, batch "
+    assert last.startswith(f"crrecon train: terminated (SIGTERM); {where}"), last
     again = [r for r in read_records(run / "metrics.jsonl") if isinstance(r, StopRecord)]
     assert again[0] == stop and again[-1].epoch == stop_epoch + 1 and 0 < again[-1].batch < again[-1].batches
     assert checkpoints.load(run / "last.pt")["partial"]["batch"] == again[-1].batch

@@ -225,8 +225,10 @@ def test_asset_page_in_headless_chromium(materialized):
 
 
 def test_terminate_is_a_cancellation_that_resumes(materialized):
-    """Terminate while training: the step is not retried, the newest observation says where the run stopped and
-    which checkpoint resumes it. Runs last: its epoch observations would join the finished run's."""
+    """Terminate while training: the run reads CANCELED, the step is not retried and ends in one line, the newest
+    observation says where the run stopped and which checkpoint resumes it; re-executed,
+    the run resumes and ends with the val MSE of an uninterrupted run of the same config (CPU, deterministic).
+    Runs last: its epoch observations would join the finished run's."""
     s = materialized
     config = {"ops": {"trained_model": {"config": {
         "training": {"epochs": 50}, "data": {"batch_size": 32, "train_ratio": 0.8},
@@ -255,3 +257,24 @@ def test_terminate_is_a_cancellation_that_resumes(materialized):
                   {"id": run})["runOrError"]["stepStats"]
     status = {st["stepKey"]: st["status"] for st in steps}
     assert status["trained_model"] == "FAILURE" and "IN_PROGRESS" not in status.values(), steps
+    failure = s.gql("""query($id: ID!) { logsForRun(runId: $id, limit: 10000) { ... on EventConnection { events {
+        __typename ... on ExecutionStepFailureEvent { stepKey error { message stack } } } } } }""",
+                    {"id": run})["logsForRun"]["events"]
+    error = next(e["error"] for e in failure if e["__typename"] == "ExecutionStepFailureEvent")
+    assert len(error["message"].strip().splitlines()) == 1, error  # one line (a Failure still carries its stack)
+
+    # re-executed, it resumes from last.pt (the root run's folder) and ends where an uninterrupted run ends
+    res = s.gql("""mutation($p: ReexecutionParams) { launchRunReexecution(reexecutionParams: $p) { __typename
+        ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+                {"p": {"parentRunId": run, "strategy": "ALL_STEPS"}})["launchRunReexecution"]
+    assert res["__typename"] == "LaunchRunSuccess", res
+    resumed = res["run"]["runId"]
+    assert s.wait(resumed, timeout=900) == "SUCCESS"
+    whole = s.launch("train_job", run_config=config)
+    assert s.wait(whole, timeout=900) == "SUCCESS"
+    finals = s.gql("""{ assetOrError(assetKey: {path: ["trained_model"]}) { ... on Asset {
+        assetMaterializations(limit: 10) { runId metadataEntries { label ... on FloatMetadataEntry { floatValue }
+                                                                    ... on TextMetadataEntry { text } } } } } }""")
+    by_run = {m["runId"]: {e["label"]: e.get("floatValue", e.get("text")) for e in m["metadataEntries"]}
+              for m in finals["assetOrError"]["assetMaterializations"]}
+    assert by_run[resumed]["val_mse"] == by_run[whole]["val_mse"] > 0, (by_run[resumed], by_run[whole])
