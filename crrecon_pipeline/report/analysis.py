@@ -9,6 +9,7 @@ May import: train/ (records, config, trainlog), report.diagnosis, report.advice,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +115,9 @@ def analyze_run(run_dir: str | Path) -> LogAnalysis:
     run_dir = Path(run_dir)
     config = stored_config(run_dir)
     result = analyze_log(run_history_file(run_dir, config), config)
-    return LogAnalysis(result.log, result.trends, result.diagnosis, result.suggestions, result.history,
-                       final_metrics(run_dir))
+    if result.final is not None:  # read with the metrics.jsonl it analysed
+        return result
+    return dataclasses.replace(result, final=final_metrics(run_dir))  # a run from before the records: metrics.json
 
 
 def final_metrics(run: Path) -> RunMetrics | None:
